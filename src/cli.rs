@@ -1,0 +1,387 @@
+//! The command line as typed: clap flags, each with its `CAMUNDA_WORKER_*` environment variable.
+//!
+//! Values are parsed into their types here (URLs, durations, addresses) so that a bad flag or
+//! environment value is reported by clap with the flag's name. Defaults that a config file may
+//! override are plain clap defaults: `config.rs` turns the file's keys into new defaults, which
+//! gives the precedence flag > environment > file > built-in default for free.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+
+use crate::correlation::CorrelateBy;
+use crate::worker::MAX_LONG_POLL;
+
+/// camunda-worker: completes Camunda 7 external tasks and correlates the follow-up message.
+#[derive(Debug, Parser)]
+#[command(name = "camunda-worker", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; without a subcommand the worker daemon runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options every subcommand shares (engine, credentials, config file, logs).
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Options of the daemon.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy BPMN files (default: the bundled message-correlation process), skipping unchanged ones.
+    Deploy(DeployArgs),
+    /// Start process instances with business keys.
+    Start(StartArgs),
+    /// Show, from the engine, what waits: instances at the catch event, open tasks, incidents.
+    Status,
+    /// Probe this worker's own /healthz (for container images without curl); exit 0 when healthy.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// `deploy` arguments.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// BPMN files to deploy; none = the bundled `message-correlation.bpmn`.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The deployment name shown in Cockpit.
+    #[arg(long, default_value = "camunda-worker")]
+    pub name: String,
+}
+
+/// `start` arguments.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The process definition key.
+    #[arg(long, default_value = "message_correlation")]
+    pub process_key: String,
+    /// The business key (default: a generated UUID).
+    #[arg(long, conflicts_with = "count")]
+    pub business_key: Option<String>,
+    /// How many instances to start, each with a generated UUID business key.
+    #[arg(long, default_value = "1")]
+    pub count: NonZeroU32,
+    /// Start variable NAME=JSON (repeatable), typed like the daemon's --var.
+    #[arg(long = "var", value_name = "NAME=JSON")]
+    pub variables: Vec<String>,
+    /// Instances started at once.
+    #[arg(long, default_value = "16")]
+    pub concurrency: NonZeroU32,
+}
+
+/// `healthcheck` arguments.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Probe this URL instead of http://<metrics-addr>/healthz.
+    #[arg(long)]
+    pub url: Option<Url>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Options every subcommand shares.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// TOML config file; its keys are the long flag names with `_` for `-`.
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// The engine's REST root.
+    #[arg(long, global = true, env = "CAMUNDA_WORKER_ENGINE_URL", value_name = "URL",
+          default_value = "http://localhost:8080/engine-rest", value_parser = parse_engine_url)]
+    pub engine_url: Url,
+
+    /// Log format; levels come from RUST_LOG (default info).
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: LogFormat,
+
+    /// HTTP Basic user name.
+    #[arg(long, global = true, env = "CAMUNDA_WORKER_USERNAME")]
+    pub username: Option<String>,
+    /// HTTP Basic password (prefer --password-file).
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// File holding the HTTP Basic password.
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "password"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// Bearer token sent with every call (prefer --bearer-token-file).
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_BEARER_TOKEN",
+        hide_env_values = true
+    )]
+    pub bearer_token: Option<String>,
+    /// File holding the bearer token; re-read whenever it changes.
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_BEARER_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "bearer_token"
+    )]
+    pub bearer_token_file: Option<PathBuf>,
+
+    /// OAuth2 token endpoint (client-credentials grant).
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_OAUTH_TOKEN_URL",
+        value_name = "URL"
+    )]
+    pub oauth_token_url: Option<Url>,
+    /// OAuth2 client id.
+    #[arg(long, global = true, env = "CAMUNDA_WORKER_OAUTH_CLIENT_ID")]
+    pub oauth_client_id: Option<String>,
+    /// OAuth2 client secret (prefer --oauth-client-secret-file).
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_OAUTH_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub oauth_client_secret: Option<String>,
+    /// File holding the OAuth2 client secret.
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_OAUTH_CLIENT_SECRET_FILE",
+        value_name = "FILE",
+        conflicts_with = "oauth_client_secret"
+    )]
+    pub oauth_client_secret_file: Option<PathBuf>,
+    /// OAuth2 scope to request.
+    #[arg(long, global = true, env = "CAMUNDA_WORKER_OAUTH_SCOPE")]
+    pub oauth_scope: Option<String>,
+
+    /// Extra trusted root certificate (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_CA_CERT",
+        value_name = "FILE"
+    )]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM); needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// Private key of the client certificate (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+
+    /// Address of the metrics and health endpoints (/metrics, /healthz, /readyz).
+    #[arg(
+        long,
+        global = true,
+        env = "CAMUNDA_WORKER_METRICS_ADDR",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Options of the daemon.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// External-task topic to serve.
+    #[arg(long, env = "CAMUNDA_WORKER_TOPIC", default_value = "messageSending")]
+    pub topic: String,
+
+    /// Name of the follow-up message.
+    #[arg(
+        long,
+        env = "CAMUNDA_WORKER_MESSAGE_NAME",
+        default_value = "sample_response"
+    )]
+    pub message_name: String,
+
+    /// Wait between completing a task and sending its message.
+    #[arg(long, env = "CAMUNDA_WORKER_CORRELATION_DELAY", value_name = "DURATION",
+          default_value = "2s", value_parser = parse_duration)]
+    pub correlation_delay: Duration,
+
+    /// How long fetched tasks stay locked (extended while a handler runs).
+    #[arg(long, env = "CAMUNDA_WORKER_LOCK_DURATION", value_name = "DURATION",
+          default_value = "1m", value_parser = parse_positive_duration)]
+    pub lock_duration: Duration,
+
+    /// How long the engine may hold a fetch open when no task is available (at most 30m).
+    #[arg(long, env = "CAMUNDA_WORKER_LONG_POLL", value_name = "DURATION",
+          default_value = "30s", value_parser = parse_long_poll)]
+    pub long_poll: Duration,
+
+    /// Tasks in flight at once.
+    #[arg(long, env = "CAMUNDA_WORKER_MAX_TASKS", value_name = "N", default_value = "10",
+          value_parser = parse_max_tasks)]
+    pub max_tasks: NonZeroU32,
+
+    /// Worker id for locks [default: hostname + random suffix]. Must be unique per replica.
+    #[arg(long, env = "CAMUNDA_WORKER_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Variable set on completion, NAME=JSON (repeatable; replaces var1=1, var2="value").
+    #[arg(long = "var", env = "CAMUNDA_WORKER_VAR", value_name = "NAME=JSON",
+          value_parser = parse_variable)]
+    pub variables: Vec<(String, crate::variables::TypedValue)>,
+
+    /// How long a follow-up that finds no waiting instance is retried.
+    #[arg(long, env = "CAMUNDA_WORKER_CORRELATION_TIMEOUT", value_name = "DURATION",
+          default_value = "5m", value_parser = parse_duration)]
+    pub correlation_timeout: Duration,
+
+    /// How the follow-up finds its instance: business-key, process-instance or both.
+    #[arg(long, env = "CAMUNDA_WORKER_CORRELATE_BY", default_value = "business-key",
+          value_parser = parse_correlate_by)]
+    pub correlate_by: CorrelateBy,
+
+    /// Retries reported on a task's first failure.
+    #[arg(long, env = "CAMUNDA_WORKER_RETRIES", value_name = "N", default_value = "3",
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub retries: i32,
+
+    /// How long the engine waits before handing a failed task out again.
+    #[arg(long, env = "CAMUNDA_WORKER_RETRY_TIMEOUT", value_name = "DURATION",
+          default_value = "30s", value_parser = parse_duration)]
+    pub retry_timeout: Duration,
+
+    /// Cap of the backoff while the engine is unavailable.
+    #[arg(long, env = "CAMUNDA_WORKER_MAX_BACKOFF", value_name = "DURATION",
+          default_value = "30s", value_parser = parse_positive_duration)]
+    pub max_backoff: Duration,
+
+    /// On SIGTERM/SIGINT, how long running tasks and pending messages may take to finish.
+    #[arg(long, env = "CAMUNDA_WORKER_SHUTDOWN_GRACE", value_name = "DURATION",
+          default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How often to look for instances whose follow-up was lost (0 disables).
+    #[arg(long, env = "CAMUNDA_WORKER_RECONCILE_INTERVAL", value_name = "DURATION",
+          default_value = "30s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// Print the effective configuration, and where each value came from, then exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Parses a humantime duration (`500ms`, `2s`, `5m`, `1h 30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration like 500ms, 2s or 5m ({e})"))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+fn parse_long_poll(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration > MAX_LONG_POLL {
+        return Err(format!(
+            "{text} is longer than the engine's maximum long poll of 30m"
+        ));
+    }
+    Ok(duration)
+}
+
+fn parse_max_tasks(text: &str) -> Result<NonZeroU32, String> {
+    let n: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number"))?;
+    NonZeroU32::new(n).ok_or_else(|| "must be at least 1".to_owned())
+}
+
+fn parse_engine_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("`{text}` is not an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
+fn parse_variable(text: &str) -> Result<(String, crate::variables::TypedValue), String> {
+    crate::variables::parse_assignment(text)
+}
+
+fn parse_correlate_by(text: &str) -> Result<CorrelateBy, String> {
+    CorrelateBy::parse(text.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_in_humantime_form() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_long_poll("30m").is_ok());
+        assert!(parse_long_poll("31m").unwrap_err().contains("30m"));
+        assert!(parse_engine_url("localhost:8080").is_err());
+        assert!(parse_engine_url("http://localhost:8080/engine-rest/").is_ok());
+    }
+}

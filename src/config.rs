@@ -1,0 +1,532 @@
+//! The validated configuration, merged from flags, environment, a TOML file and defaults.
+//!
+//! Precedence is flag > environment > file > default. clap already orders flags, environment and
+//! defaults; the file slots in by becoming the new default of each key it sets (after its value
+//! passed the same parser a flag would). Every problem becomes a [`ConfigError`]: one line naming
+//! the flag or key, exit code 2.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::correlation::{CorrelateBy, CorrelationSettings};
+use crate::engine::auth::{BearerToken, OAuthClient, TokenFile};
+use crate::engine::{Credentials, EngineSettings, TlsSettings};
+use crate::secret::Secret;
+use crate::variables::{default_variables, TypedValue, Variables};
+use crate::worker::WorkerSettings;
+
+/// Config keys (= clap argument ids) whose values are secrets, masked in `--print-config`.
+const SECRET_KEYS: [&str; 3] = ["password", "bearer_token", "oauth_client_secret"];
+
+/// Arguments that are not configuration and so not accepted in the file.
+const NOT_IN_FILE: [&str; 4] = ["config", "print_config", "help", "version"];
+
+/// A configuration problem: bad flag, environment value, file or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// clap's own report (unknown flag, bad value, `--help`, `--version`).
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+    /// Anything else, already phrased as one line naming the culprit.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ConfigError {
+    /// Prints the error (or the help text) and exits: 0 for `--help`/`--version`, 2 otherwise.
+    pub fn exit(self) -> ! {
+        match self {
+            ConfigError::Cli(e) if !e.use_stderr() => e.exit(),
+            ConfigError::Cli(e) => {
+                let rendered = e.render().to_string();
+                let line = rendered
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("error: invalid command line");
+                eprintln!("{line}");
+                std::process::exit(2)
+            }
+            ConfigError::Invalid(text) => {
+                eprintln!("error: {text}");
+                std::process::exit(2)
+            }
+        }
+    }
+}
+
+/// Where a value came from, for `--print-config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag.
+    Flag,
+    /// A `CAMUNDA_WORKER_*` environment variable.
+    Env,
+    /// The config file.
+    File,
+    /// The built-in default.
+    Default,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Env => "env",
+            Source::File => "file",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// The command line merged with environment and config file, not yet validated as a whole.
+#[derive(Debug)]
+pub struct Layers {
+    /// The typed flags, after merging.
+    pub cli: Cli,
+    matches: ArgMatches,
+    file: Option<ConfigFile>,
+}
+
+#[derive(Debug)]
+struct ConfigFile {
+    path: PathBuf,
+    keys: BTreeMap<String, String>,
+    variables: Option<Variables>,
+}
+
+/// Parses the command line (and `--config` file) from `args`, the program name first.
+pub fn parse_layers<I, T>(args: I) -> Result<Layers, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // First pass: only to learn whether a config file was named (flag or environment).
+    let first = Cli::command().try_get_matches_from(&args)?;
+    let Some(path) = first.get_one::<PathBuf>("config").cloned() else {
+        let cli = Cli::from_arg_matches(&first)?;
+        return Ok(Layers {
+            cli,
+            matches: first,
+            file: None,
+        });
+    };
+    let (file, command) = read_config_file(&path)?;
+    // Values from the file are now defaults; clap checks them with the flag's own parser. The
+    // first pass succeeded, so a failure here comes from the file: name its key.
+    let matches = command
+        .try_get_matches_from(&args)
+        .map_err(|e| blame_file_key(&file, e))?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok(Layers {
+        cli,
+        matches,
+        file: Some(file),
+    })
+}
+
+fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command), ConfigError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid(format!("config file {shown}: cannot read it: {e}")))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let position = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!(" at line {line}")
+            })
+            .unwrap_or_default();
+        ConfigError::Invalid(format!(
+            "config file {shown}: not valid TOML{position}: {}",
+            e.message().trim()
+        ))
+    })?;
+    let mut command = Cli::command();
+    let mut keys = BTreeMap::new();
+    let mut variables = None;
+    for (key, value) in table {
+        if key == "variables" {
+            let toml::Value::Table(entries) = value else {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {shown}: key `variables` must be a table, like [variables] var1 = 1"
+                )));
+            };
+            variables = Some(
+                entries
+                    .into_iter()
+                    .map(|(name, value)| (name, TypedValue::from_toml(value)))
+                    .collect(),
+            );
+            continue;
+        }
+        let known = !NOT_IN_FILE.contains(&key.as_str())
+            && command.get_arguments().any(|a| a.get_id() == key.as_str());
+        if !known {
+            return Err(ConfigError::Invalid(format!(
+                "config file {shown}: unknown key `{key}`{}",
+                suggestion(&command, &key)
+            )));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {shown}: key `{key}` must be a single value (string, number or boolean)"
+                )))
+            }
+        };
+        keys.insert(key, text);
+    }
+    for (key, value) in &keys {
+        let default = value.clone();
+        command = command.mut_arg(key.as_str(), |arg| arg.default_value(default));
+    }
+    Ok((
+        ConfigFile {
+            path: path.to_owned(),
+            keys,
+            variables,
+        },
+        command,
+    ))
+}
+
+fn blame_file_key(file: &ConfigFile, error: clap::Error) -> ConfigError {
+    use clap::error::{ContextKind, ContextValue};
+    let flag = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(flag)) => flag.clone(),
+        _ => return ConfigError::Cli(error),
+    };
+    let key = flag
+        .trim_start_matches("--")
+        .split([' ', '='])
+        .next()
+        .unwrap_or_default()
+        .replace('-', "_");
+    let rendered = error.render().to_string();
+    let detail = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    ConfigError::Invalid(format!(
+        "config file {}: key `{key}`: {detail}",
+        file.path.display()
+    ))
+}
+
+fn suggestion(command: &clap::Command, key: &str) -> String {
+    let dashed = key.replace('-', "_");
+    if dashed != key
+        && command
+            .get_arguments()
+            .any(|a| a.get_id() == dashed.as_str())
+    {
+        return format!(" (did you mean `{dashed}`?)");
+    }
+    String::new()
+}
+
+impl Layers {
+    /// Where the value of `key` came from.
+    pub fn source(&self, key: &str) -> Source {
+        let sources = [self.subcommand_matches(), &self.matches]
+            .into_iter()
+            .filter_map(|m| {
+                m.try_contains_id(key)
+                    .ok()
+                    .filter(|known| *known)
+                    .map(|_| m)
+            })
+            .find_map(|m| m.value_source(key));
+        match sources {
+            Some(ValueSource::CommandLine) => Source::Flag,
+            Some(ValueSource::EnvVariable) => Source::Env,
+            _ if self.file.as_ref().is_some_and(|f| f.keys.contains_key(key)) => Source::File,
+            _ => Source::Default,
+        }
+    }
+
+    fn subcommand_matches(&self) -> &ArgMatches {
+        // Global arguments are propagated into the subcommand's matches, with their sources.
+        self.matches
+            .subcommand()
+            .map(|(_, sub)| sub)
+            .unwrap_or(&self.matches)
+    }
+
+    /// Validates the merged layers into a [`Config`] (reads password, secret and certificate
+    /// files, so that a missing file is reported at start, naming its flag).
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let connection = &self.cli.connection;
+        let daemon = &self.cli.daemon;
+        let credentials = credentials(connection)?;
+        let tls = TlsSettings {
+            ca_cert_pem: connection
+                .ca_cert
+                .as_deref()
+                .map(|p| read_file("--ca-cert", p))
+                .transpose()?,
+            client_identity_pem: match (&connection.client_cert, &connection.client_key) {
+                (Some(cert), Some(key)) => {
+                    let mut pem = read_file("--client-cert", cert)?;
+                    pem.push(b'\n');
+                    pem.extend(read_file("--client-key", key)?);
+                    Some(pem)
+                }
+                _ => None,
+            },
+        };
+        let variables = if !daemon.variables.is_empty() {
+            daemon.variables.iter().cloned().collect()
+        } else if let Some(variables) = self.file.as_ref().and_then(|f| f.variables.clone()) {
+            variables
+        } else {
+            default_variables()
+        };
+        let variables_source = if !daemon.variables.is_empty() {
+            self.source("variables")
+        } else if self.file.as_ref().is_some_and(|f| f.variables.is_some()) {
+            Source::File
+        } else {
+            Source::Default
+        };
+        let mut engine = EngineSettings::new(connection.engine_url.clone());
+        engine.credentials = credentials;
+        engine.tls = tls;
+        let config = Config {
+            engine,
+            worker: WorkerSettings {
+                worker_id: daemon
+                    .worker_id
+                    .clone()
+                    .filter(|id| !id.trim().is_empty())
+                    .unwrap_or_else(generated_worker_id),
+                topic: daemon.topic.clone(),
+                lock_duration: daemon.lock_duration,
+                long_poll: daemon.long_poll,
+                max_tasks: daemon.max_tasks.get(),
+                retries: daemon.retries,
+                retry_timeout: daemon.retry_timeout,
+                max_backoff: daemon.max_backoff,
+            },
+            correlation: CorrelationSettings {
+                message_name: daemon.message_name.clone(),
+                delay: daemon.correlation_delay,
+                timeout: daemon.correlation_timeout,
+                max_backoff: daemon.max_backoff,
+            },
+            correlate_by: daemon.correlate_by,
+            variables,
+            shutdown_grace: daemon.shutdown_grace,
+            reconcile_interval: Some(daemon.reconcile_interval).filter(|d| !d.is_zero()),
+            metrics_addr: connection.metrics_addr,
+            log_format: connection.log_format,
+            report: Vec::new(),
+        };
+        let report = self.report(&config, variables_source);
+        Ok(config.with_report(report))
+    }
+
+    /// The effective configuration as `key = value  # source` lines, secrets masked.
+    fn report(&self, config: &Config, variables_source: Source) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(file) = &self.file {
+            lines.push(format!("# config file: {}", file.path.display()));
+        }
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if NOT_IN_FILE.contains(&id) || id == "variables" {
+                continue;
+            }
+            let raw = [self.subcommand_matches(), &self.matches]
+                .into_iter()
+                .find_map(|m| m.try_get_raw(id).ok().flatten());
+            let value = match raw {
+                Some(mut raw) => raw
+                    .next()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                None if id == "worker_id" => config.worker.worker_id.clone(),
+                None => continue,
+            };
+            let shown = if SECRET_KEYS.contains(&id) {
+                "********".to_owned()
+            } else {
+                value
+            };
+            let source = match (id, self.source(id)) {
+                ("worker_id", Source::Default) => "generated".to_owned(),
+                (_, source) => source.label().to_owned(),
+            };
+            lines.push(format!("{id} = {}  # {source}", toml_quote(&shown)));
+        }
+        lines.push(format!("[variables]  # {}", variables_source.label()));
+        for (name, value) in &config.variables {
+            lines.push(format!("{name} = {}  # {}", value.value, value.value_type));
+        }
+        lines
+    }
+}
+
+fn toml_quote(value: &str) -> String {
+    if value.parse::<i64>().is_ok() || value == "true" || value == "false" {
+        value.to_owned()
+    } else {
+        format!("{value:?}")
+    }
+}
+
+fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| {
+        ConfigError::Invalid(format!("{flag} {}: cannot read it: {e}", path.display()))
+    })
+}
+
+fn read_secret(flag: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let bytes = read_file(flag, path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigError::Invalid(format!("{flag} {}: not UTF-8 text", path.display())))?;
+    Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+fn credentials(args: &crate::cli::ConnectionArgs) -> Result<Credentials, ConfigError> {
+    let basic = args.username.is_some();
+    let bearer = args.bearer_token.is_some() || args.bearer_token_file.is_some();
+    let oauth = args.oauth_token_url.is_some();
+    if [basic, bearer, oauth].iter().filter(|on| **on).count() > 1 {
+        return Err(ConfigError::Invalid(
+            "choose one kind of credentials: --username, --bearer-token(-file) or --oauth-token-url"
+                .to_owned(),
+        ));
+    }
+    if let Some(username) = &args.username {
+        let password = match (&args.password, &args.password_file) {
+            (Some(p), _) => Secret::new(p.clone()),
+            (None, Some(file)) => read_secret("--password-file", file)?,
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "--username needs --password or --password-file".to_owned(),
+                ))
+            }
+        };
+        return Ok(Credentials::Basic {
+            username: username.clone(),
+            password,
+        });
+    }
+    if args.password.is_some() || args.password_file.is_some() {
+        return Err(ConfigError::Invalid(
+            "--password/--password-file need --username".to_owned(),
+        ));
+    }
+    if let Some(token) = &args.bearer_token {
+        return Ok(Credentials::Bearer(BearerToken::Fixed(Secret::new(
+            token.clone(),
+        ))));
+    }
+    if let Some(file) = &args.bearer_token_file {
+        // Read once now so a wrong path fails at start; later reads pick up rotations.
+        read_secret("--bearer-token-file", file)?;
+        return Ok(Credentials::Bearer(BearerToken::File(Arc::new(
+            TokenFile::new(file.clone()),
+        ))));
+    }
+    if let Some(token_url) = &args.oauth_token_url {
+        let client_id = args.oauth_client_id.clone().ok_or_else(|| {
+            ConfigError::Invalid("--oauth-token-url needs --oauth-client-id".to_owned())
+        })?;
+        let secret =
+            match (&args.oauth_client_secret, &args.oauth_client_secret_file) {
+                (Some(s), _) => Secret::new(s.clone()),
+                (None, Some(file)) => read_secret("--oauth-client-secret-file", file)?,
+                (None, None) => return Err(ConfigError::Invalid(
+                    "--oauth-token-url needs --oauth-client-secret or --oauth-client-secret-file"
+                        .to_owned(),
+                )),
+            };
+        return Ok(Credentials::OAuth(Arc::new(OAuthClient::new(
+            token_url.clone(),
+            client_id,
+            secret,
+            args.oauth_scope.clone(),
+        ))));
+    }
+    Ok(Credentials::Anonymous)
+}
+
+/// A worker id unique to this process: the host name (the pod name in Kubernetes) and a random
+/// suffix. Never a constant: replicas sharing an id would complete each other's tasks.
+pub fn generated_worker_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host = if host.is_empty() {
+        "camunda-worker".to_owned()
+    } else {
+        host
+    };
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
+}
+
+/// The validated configuration of the daemon and the subcommands.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How to reach the engine.
+    pub engine: EngineSettings,
+    /// How to fetch and handle tasks.
+    pub worker: WorkerSettings,
+    /// How to deliver follow-up messages.
+    pub correlation: CorrelationSettings,
+    /// How follow-ups find their instance.
+    pub correlate_by: CorrelateBy,
+    /// The variables set on completion.
+    pub variables: Variables,
+    /// How long shutdown may take.
+    pub shutdown_grace: Duration,
+    /// How often the reconciler runs; `None` = disabled.
+    pub reconcile_interval: Option<Duration>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    report: Vec<String>,
+}
+
+impl Config {
+    fn with_report(mut self, report: Vec<String>) -> Self {
+        self.report = report;
+        self
+    }
+
+    /// The effective configuration, one `key = value  # source` line each, secrets masked.
+    pub fn describe(&self) -> String {
+        let mut text = self.report.join("\n");
+        text.push('\n');
+        text
+    }
+}
+
+/// Parses arguments into the subcommand to run, the typed flags and the validated configuration.
+pub fn load<I, T>(args: I) -> Result<(Option<Command>, bool, Config), ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut layers = parse_layers(args)?;
+    let command = layers.cli.command.take();
+    let print_config = layers.cli.daemon.print_config;
+    Ok((command, print_config, layers.into_config()?))
+}

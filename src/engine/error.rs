@@ -1,0 +1,241 @@
+//! What can go wrong in a call to the engine, in the terms callers branch on.
+//!
+//! The engine reports errors as HTTP status + `{"type","message","code"}`. Callers do not care
+//! about Java class names; they need to know: is it worth retrying (engine down, 5xx, a reply we
+//! cannot read), is the task gone, was the message sent too early or to an ambiguous key, were the
+//! credentials refused. Matching is on the exception's simple name and the engine's English
+//! message, never on the Java package, so Camunda, Operaton and CIB seven read alike.
+
+use std::fmt;
+
+use reqwest::StatusCode;
+
+/// Why a message correlation was refused with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// No instance waits for the message (yet): it has not reached the catch event, or it has
+    /// already moved on.
+    NoMatch,
+    /// Several instances wait for the message under the same business key.
+    MultipleMatches,
+}
+
+/// A failed call to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No HTTP answer: connection refused or reset, DNS, TLS, timeout, a body cut short.
+    #[error("cannot reach the engine ({endpoint}): {}", error_chain(.source))]
+    Unreachable {
+        /// The endpoint called, e.g. `POST /external-task/fetchAndLock`.
+        endpoint: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// 401 or 403: the engine refused the credentials, or the user lacks the permission.
+    #[error("{}", unauthorized_text(.status, .user.as_deref(), .endpoint))]
+    Unauthorized {
+        /// The endpoint called.
+        endpoint: String,
+        /// 401 or 403.
+        status: StatusCode,
+        /// The configured user name, if any, to name in the message.
+        user: Option<String>,
+    },
+    /// Any other status with the engine's error body.
+    #[error("{endpoint} answered {status}: {kind}: {message}")]
+    Rejected {
+        /// The endpoint called.
+        endpoint: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The exception's simple class name (`RestException`, ...), or `unknown`.
+        kind: String,
+        /// The exception message.
+        message: String,
+        /// The engine's error code, if it sent one (1 = optimistic locking).
+        code: Option<i64>,
+    },
+    /// A reply that is not what the API promises (not JSON, wrong shape, wrong status).
+    #[error("{endpoint} answered {status} with an unexpected body: {excerpt:?}")]
+    UnexpectedReply {
+        /// The endpoint called.
+        endpoint: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The first few hundred characters of the body.
+        excerpt: String,
+    },
+    /// The credentials could not be obtained (token file unreadable, OAuth token endpoint failed).
+    #[error("cannot obtain credentials: {0}")]
+    Credentials(String),
+}
+
+impl EngineError {
+    /// Whether trying again later can succeed: the engine is down, overloaded or restarting, or it
+    /// lost an optimistic-locking race (500 with code 1).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Unreachable { .. } | EngineError::UnexpectedReply { .. } => true,
+            EngineError::Rejected { status, .. } => status.is_server_error(),
+            EngineError::Unauthorized { .. } | EngineError::Credentials(_) => false,
+        }
+    }
+
+    /// Whether the engine refused the credentials (401/403), or they could not be obtained.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Unauthorized { .. } | EngineError::Credentials(_)
+        )
+    }
+
+    /// Whether the engine answered 404: the task or instance no longer exists.
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+
+    /// The HTTP status, when the engine answered at all.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            EngineError::Unauthorized { status, .. }
+            | EngineError::Rejected { status, .. }
+            | EngineError::UnexpectedReply { status, .. } => Some(*status),
+            EngineError::Unreachable { .. } | EngineError::Credentials(_) => None,
+        }
+    }
+
+    /// Classifies a refused message correlation; `None` for every other error.
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        let EngineError::Rejected {
+            status, message, ..
+        } = self
+        else {
+            return None;
+        };
+        if *status != StatusCode::BAD_REQUEST
+            || !message.contains("MismatchingMessageCorrelationException")
+        {
+            return None;
+        }
+        if message.contains("No process definition or execution matches") {
+            Some(Mismatch::NoMatch)
+        } else if message.contains("executions match") || message.contains("to a single execution")
+        {
+            Some(Mismatch::MultipleMatches)
+        } else {
+            // An unknown variant of the mismatch: treat like "not there yet", which retries for a
+            // bounded time and then reports — the safe reading.
+            Some(Mismatch::NoMatch)
+        }
+    }
+}
+
+fn unauthorized_text(status: &StatusCode, user: Option<&str>, endpoint: &str) -> String {
+    let verdict = if *status == StatusCode::FORBIDDEN {
+        "lacks the permission for"
+    } else {
+        "was refused by"
+    };
+    match user {
+        Some(user) => format!(
+            "engine rejected the credentials for user {user}: {status} ({user} {verdict} {endpoint})"
+        ),
+        None => format!(
+            "engine rejected the credentials: {status} on {endpoint} (no user configured; set --username/--password or a token)"
+        ),
+    }
+}
+
+/// Renders an error with its causes on one line: reqwest hides the useful part (connection
+/// refused, timed out) in the source chain.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Shortens a reply body for a log line, on a character boundary.
+pub(crate) fn excerpt(body: &str) -> String {
+    const LIMIT: usize = 200;
+    let trimmed = body.trim();
+    match trimmed.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_owned(),
+    }
+}
+
+/// Wraps [`error_chain`] for `Display` use sites.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&error_chain(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(status: u16, message: &str, code: Option<i64>) -> EngineError {
+        EngineError::Rejected {
+            endpoint: "POST /message".into(),
+            status: StatusCode::from_u16(status).expect("valid status"),
+            kind: "RestException".into(),
+            message: message.into(),
+            code,
+        }
+    }
+
+    #[test]
+    fn mismatch_messages_are_told_apart_whatever_the_java_package() {
+        let none = rejected(400, "org.operaton.bpm.engine.MismatchingMessageCorrelationException: Cannot correlate message 'm': No process definition or execution matches the parameters", None);
+        assert_eq!(none.mismatch(), Some(Mismatch::NoMatch));
+        let many = rejected(400, "org.camunda.bpm.engine.MismatchingMessageCorrelationException: ENGINE-13031 Cannot correlate a message with name 'm' to a single execution. 2 executions match the correlation keys: CorrelationSet [businessKey=k]", None);
+        assert_eq!(many.mismatch(), Some(Mismatch::MultipleMatches));
+        assert_eq!(rejected(400, "Bad variable", None).mismatch(), None);
+        assert_eq!(
+            rejected(500, "MismatchingMessageCorrelationException", None).mismatch(),
+            None
+        );
+    }
+
+    #[test]
+    fn server_errors_are_transient_client_errors_are_not() {
+        assert!(rejected(500, "optimistic locking", Some(1)).is_transient());
+        assert!(rejected(503, "", None).is_transient());
+        assert!(!rejected(400, "", None).is_transient());
+        assert!(!rejected(404, "", None).is_transient());
+        assert!(rejected(404, "", None).is_not_found());
+    }
+
+    #[test]
+    fn unauthorized_names_the_user() {
+        let e = EngineError::Unauthorized {
+            endpoint: "POST /external-task/fetchAndLock".into(),
+            status: StatusCode::UNAUTHORIZED,
+            user: Some("alice".into()),
+        };
+        assert!(e
+            .to_string()
+            .starts_with("engine rejected the credentials for user alice"));
+        assert!(e.is_unauthorized() && !e.is_transient());
+    }
+
+    #[test]
+    fn excerpts_are_short_and_cut_on_a_character_boundary() {
+        let long = "é".repeat(500);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), 201);
+        assert_eq!(excerpt("  <html>  "), "<html>");
+    }
+}

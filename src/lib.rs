@@ -1,0 +1,61 @@
+//! camunda-worker: a Camunda 7 external-task worker that completes tasks at once and closes the
+//! loop later by message correlation — as a daemon, and as a library for your own handlers.
+//!
+//! # The pattern
+//! A process reaches a service task of type external (topic `messageSending`). The worker
+//! long-polls `fetchAndLock`, completes the task with typed variables, and after a delay
+//! correlates the message `sample_response` to the instance, which waits at a message catch
+//! event. Long work thus never holds a task lock.
+//!
+//! # Layout
+//! - [`cli`]: the flags as typed, each with its `CAMUNDA_WORKER_*` variable.
+//! - [`config`]: flags + environment + TOML file + defaults → one validated [`config::Config`].
+//! - [`engine`]: the REST client ([`engine::EngineClient`]), wire types and errors.
+//! - [`worker`]: the fetch loop; one poll step is [`worker::Worker::poll_once`].
+//! - [`handler`]: what to do with one task; implement [`handler::Handler`] for your own work.
+//! - [`correlation`]: the delayed follow-up message, with its retry policy.
+//! - [`reconciler`]: recovers follow-ups lost in a crash, from the engine's subscriptions.
+//! - [`daemon`]: everything wired, plus the shutdown sequence.
+//! - [`metrics`] and [`health`]: Prometheus metrics, `/healthz`, `/readyz`.
+//! - [`backoff`], [`variables`], [`secret`], [`shutdown`], [`telemetry`]: small shared pieces.
+//! - [`commands`]: the `deploy`, `start`, `status` and `healthcheck` subcommands.
+//!
+//! # Library use
+//! ```no_run
+//! use camunda_worker::engine::ExternalTask;
+//! use camunda_worker::handler::{Handler, HandlerError, TaskResult};
+//!
+//! struct Shout;
+//!
+//! impl Handler for Shout {
+//!     async fn handle(&self, task: &ExternalTask) -> Result<TaskResult, HandlerError> {
+//!         println!("task {} for {:?}", task.id, task.business_key);
+//!         Ok(TaskResult::Complete { variables: Default::default(), follow_up: None })
+//!     }
+//! }
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = camunda_worker::config::load(["camunda-worker", "--topic", "shout"])
+//!     .map_err(|e| anyhow::anyhow!("{e}"))?
+//!     .2;
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! camunda_worker::daemon::run_with_handler(&config, Shout, stop).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod backoff;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod correlation;
+pub mod daemon;
+pub mod engine;
+pub mod handler;
+pub mod health;
+pub mod metrics;
+pub mod reconciler;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+pub mod variables;
+pub mod worker;

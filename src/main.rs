@@ -1,0 +1,78 @@
+//! The `camunda-worker` binary: parse, configure logging, dispatch. Everything else lives in the
+//! library.
+
+use std::process::ExitCode;
+
+use camunda_worker::cli::Command;
+use camunda_worker::engine::EngineClient;
+use camunda_worker::{commands, config, daemon, shutdown, telemetry};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let (command, print_config, config) = match config::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(error) => error.exit(),
+    };
+    if print_config {
+        print!("{}", config.describe());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(command, &config)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Option<Command>, config: &config::Config) -> anyhow::Result<ExitCode> {
+    let client = || EngineClient::new(config.engine.clone());
+    match command {
+        None => {
+            let stop = CancellationToken::new();
+            shutdown::listen_for_signals(stop.clone());
+            let summary = daemon::run(config, stop).await?;
+            Ok(if summary.drained {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Some(Command::Deploy(args)) => {
+            commands::deploy::run(&client()?, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Start(args)) => {
+            let summary = commands::start::run(&client()?, &args).await?;
+            Ok(if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Some(Command::Status) => {
+            commands::status::run(&client()?, config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Healthcheck(args)) => {
+            let healthy = commands::healthcheck::run(config.metrics_addr, &args).await?;
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
