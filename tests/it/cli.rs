@@ -1,0 +1,245 @@
+//! The command line: every bad input exits 2 with one line naming the culprit; precedence is
+//! flag > environment > file > default.
+
+use std::io::Write;
+
+use assert_cmd::Command;
+
+fn worker() -> Command {
+    let mut command = Command::cargo_bin("camunda-worker").unwrap();
+    // A developer's own environment must not leak into these tests.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CAMUNDA_WORKER_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Runs with `args`, expects exit 2 and a single stderr line containing every `needle`.
+fn rejects(command: &mut Command, needles: &[&str]) {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "`{needle}` missing from: {}",
+            lines[0]
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn an_unknown_flag_is_rejected_by_name() {
+    rejects(worker().arg("--max-task").arg("3"), &["--max-task"]);
+}
+
+#[test]
+fn a_malformed_engine_url_is_rejected_naming_the_flag() {
+    rejects(
+        worker().args(["--engine-url", "localhost:8080"]),
+        &["--engine-url"],
+    );
+    rejects(
+        worker().args(["--engine-url", "not a url"]),
+        &["--engine-url"],
+    );
+}
+
+#[test]
+fn a_duration_that_does_not_parse_is_rejected_naming_the_flag() {
+    rejects(
+        worker().args(["--correlation-delay", "soon"]),
+        &["--correlation-delay", "soon"],
+    );
+}
+
+#[test]
+fn a_long_poll_over_thirty_minutes_is_rejected() {
+    rejects(
+        worker().args(["--long-poll", "31m"]),
+        &["--long-poll", "30m"],
+    );
+}
+
+#[test]
+fn zero_max_tasks_is_rejected() {
+    rejects(
+        worker().args(["--max-tasks", "0"]),
+        &["--max-tasks", "at least 1"],
+    );
+}
+
+#[test]
+fn a_bad_environment_value_is_rejected_naming_the_flag() {
+    rejects(
+        worker().env("CAMUNDA_WORKER_LONG_POLL", "2h"),
+        &["--long-poll"],
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_rejected_naming_it() {
+    rejects(
+        worker().args(["--config", "/nonexistent/worker.toml", "--print-config"]),
+        &["config file /nonexistent/worker.toml", "cannot read"],
+    );
+}
+
+#[test]
+fn a_config_file_that_is_not_toml_is_rejected_with_the_line() {
+    let file = config_file("topic = \"a\"\nmax_tasks = = 3\n");
+    rejects(
+        worker()
+            .arg("--config")
+            .arg(file.path())
+            .arg("--print-config"),
+        &["not valid TOML", "line 2"],
+    );
+}
+
+#[test]
+fn an_unknown_config_key_is_rejected_by_name() {
+    let file = config_file("topic = \"a\"\nmax_taskz = 3\n");
+    rejects(
+        worker()
+            .arg("--config")
+            .arg(file.path())
+            .arg("--print-config"),
+        &["unknown key `max_taskz`"],
+    );
+}
+
+#[test]
+fn a_bad_value_in_the_config_file_is_rejected_naming_the_key() {
+    let file = config_file("long_poll = \"45m\"\n");
+    rejects(
+        worker()
+            .arg("--config")
+            .arg(file.path())
+            .arg("--print-config"),
+        &["key `long_poll`", "30m"],
+    );
+    let file = config_file("max_tasks = 0\n");
+    rejects(
+        worker()
+            .arg("--config")
+            .arg(file.path())
+            .arg("--print-config"),
+        &["key `max_tasks`"],
+    );
+}
+
+#[test]
+fn a_var_that_is_not_json_is_rejected_with_a_hint() {
+    rejects(
+        worker().args(["--var", "name=hello"]),
+        &["--var", "not JSON"],
+    );
+}
+
+#[test]
+fn flag_beats_environment_beats_file_beats_default() {
+    let file = config_file(
+        "topic = \"from-file\"\nmessage_name = \"file-message\"\nmax_tasks = 4\ncorrelation_delay = \"3s\"\n\n[variables]\nanswer = 42\n",
+    );
+    let output = worker()
+        .arg("--config")
+        .arg(file.path())
+        .args(["--topic", "from-flag", "--print-config"])
+        .env("CAMUNDA_WORKER_TOPIC", "from-env")
+        .env("CAMUNDA_WORKER_MESSAGE_NAME", "env-message")
+        .env("CAMUNDA_WORKER_PASSWORD", "s3cret-value")
+        .env("CAMUNDA_WORKER_USERNAME", "demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("topic = \"from-flag\"  # flag"), "{stdout}");
+    assert!(
+        stdout.contains("message_name = \"env-message\"  # env"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("max_tasks = 4  # file"), "{stdout}");
+    assert!(
+        stdout.contains("correlation_delay = \"3s\"  # file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("lock_duration = \"1m\"  # default"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("answer = 42  # Integer"), "{stdout}");
+    assert!(
+        stdout.contains("password = \"********\"  # env"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("s3cret-value"),
+        "a secret leaked: {stdout}"
+    );
+}
+
+#[test]
+fn the_worker_id_defaults_to_hostname_and_a_random_suffix() {
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let output = worker().arg("--print-config").output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            stdout
+                .lines()
+                .find(|l| l.starts_with("worker_id = "))
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(ids[0].ends_with("# generated"), "{}", ids[0]);
+    assert_ne!(ids[0], ids[1], "two processes must not share a worker id");
+}
+
+#[test]
+fn help_lists_every_flag_and_exits_zero() {
+    let output = worker().arg("--help").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--engine-url",
+        "--topic",
+        "--message-name",
+        "--correlation-delay",
+        "--lock-duration",
+        "--long-poll",
+        "--max-tasks",
+        "--worker-id",
+        "--var",
+        "--log-format",
+        "--config",
+        "--correlation-timeout",
+        "--correlate-by",
+        "--shutdown-grace",
+        "--reconcile-interval",
+        "--username",
+        "--password-file",
+        "--bearer-token-file",
+        "--oauth-token-url",
+        "--ca-cert",
+        "--metrics-addr",
+        "--print-config",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}

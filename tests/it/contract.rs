@@ -1,0 +1,250 @@
+//! HTTP contract: the exact requests the worker sends, pinned against a mock engine.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
+use crate::support::mock::{error_body, task, MockEngine};
+use crate::support::{eventually, TestWorker};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_and_lock_asks_for_the_topic_with_worker_id_slots_long_poll_and_lock() {
+    let engine = MockEngine::start(vec![]).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--worker-id",
+            "w-1",
+            "--max-tasks",
+            "7",
+            "--long-poll",
+            "1500ms",
+            "--lock-duration",
+            "45s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    let fetch = eventually(WAIT, "a fetchAndLock request", || async {
+        engine.requests_to("/fetchAndLock").first().cloned()
+    })
+    .await;
+    worker.shutdown().await;
+    assert_eq!(
+        fetch.body,
+        json!({
+            "workerId": "w-1",
+            "maxTasks": 7,
+            "usePriority": true,
+            "asyncResponseTimeout": 1500,
+            "topics": [{"topicName": "messageSending", "lockDuration": 45000, "variables": []}]
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_completed_with_typed_variables_and_its_message_follows_after_the_delay() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("order-42"))])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--worker-id",
+            "w-1",
+            "--correlation-delay",
+            "700ms",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    let message = eventually(WAIT, "the follow-up message", || async {
+        engine.requests_to("/message").first().cloned()
+    })
+    .await;
+    worker.shutdown().await;
+    let complete = engine.requests_to("/t1/complete");
+    assert_eq!(complete.len(), 1);
+    assert_eq!(
+        complete[0].body,
+        json!({
+            "workerId": "w-1",
+            "variables": {
+                "var1": {"type": "Integer", "value": 1, "valueInfo": {}},
+                "var2": {"type": "String", "value": "value", "valueInfo": {}}
+            }
+        })
+    );
+    assert_eq!(
+        message.body,
+        json!({"messageName": "sample_response", "businessKey": "order-42"})
+    );
+    let gap = message.at.duration_since(complete[0].at);
+    assert!(
+        gap >= Duration::from_millis(700),
+        "message came {gap:?} after complete, before the 700ms delay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_variables_replace_the_defaults_and_keep_explicit_types() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k"))])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--var",
+            "amount=5000000000",
+            "--var",
+            "ok=true",
+            "--var",
+            "doc={\"a\":1}",
+            "--correlation-delay",
+            "0s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    let complete = eventually(WAIT, "complete", || async {
+        engine.requests_to("/t1/complete").first().cloned()
+    })
+    .await;
+    worker.shutdown().await;
+    assert_eq!(
+        complete.body["variables"],
+        json!({
+            "amount": {"type": "Long", "value": 5000000000_i64, "valueInfo": {}},
+            "ok": {"type": "Boolean", "value": true, "valueInfo": {}},
+            "doc": {"type": "Json", "value": "{\"a\":1}", "valueInfo": {}}
+        })
+    );
+}
+
+/// Completion refused in the ways the engine refuses it: nothing may be correlated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_correlated_when_complete_does_not_answer_204() {
+    let engine = MockEngine::start(vec![json!([
+        task("gone", Some("k-gone")),
+        task("taken", Some("k-taken")),
+        task("odd", Some("k-odd"))
+    ])])
+    .await;
+    engine
+        .on(
+            "external-task/gone/complete",
+            ResponseTemplate::new(404).set_body_json(error_body(
+                "InvalidRequestException",
+                "External task with id gone does not exist",
+                Some(0),
+            )),
+        )
+        .await;
+    engine
+        .on(
+            "external-task/taken/complete",
+            ResponseTemplate::new(400).set_body_json(error_body(
+                "BadUserRequestException",
+                "External Task taken cannot be completed by worker 'w-1'. It is locked by worker 'other'.",
+                Some(0),
+            )),
+        )
+        .await;
+    // 200 instead of 204: not the promised answer, so not a confirmed completion. It is retried
+    // as transient while the lock lasts (1 s here), then dropped.
+    engine
+        .on(
+            "external-task/odd/complete",
+            ResponseTemplate::new(200).set_body_string("<html>proxy</html>"),
+        )
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--worker-id",
+            "w-1",
+            "--correlation-delay",
+            "0s",
+            "--lock-duration",
+            "1s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    eventually(WAIT, "the odd completion to be given up", || async {
+        let tries = engine.requests_to("/odd/complete").len();
+        (tries >= 2).then_some(())
+    })
+    .await;
+    // Wait out the lock of the odd task, so its retries are over.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    worker.shutdown().await;
+    assert_eq!(
+        engine.requests_to("/gone/complete").len(),
+        1,
+        "404 is not retried"
+    );
+    assert_eq!(
+        engine.requests_to("/taken/complete").len(),
+        1,
+        "400 is not retried"
+    );
+    assert!(
+        engine.requests_to("/message").is_empty(),
+        "no message without a 204"
+    );
+}
+
+/// maxTasks equals the free slots: with 3 slots and 2 tasks still being completed, the next
+/// fetch asks for 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tasks_never_exceeds_the_free_slots() {
+    let engine =
+        MockEngine::start(vec![json!([task("a", Some("ka")), task("b", Some("kb"))])]).await;
+    engine
+        .on(
+            "external-task/(a|b)/complete",
+            ResponseTemplate::new(204).set_delay(Duration::from_millis(1500)),
+        )
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--max-tasks",
+            "3",
+            "--correlation-delay",
+            "0s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    eventually(WAIT, "both follow-ups", || async {
+        (engine.requests_to("/message").len() == 2).then_some(())
+    })
+    .await;
+    // One more poll after the slots were freed again.
+    let polls_before = engine.requests_to("/fetchAndLock").len();
+    eventually(WAIT, "a poll after the tasks finished", || async {
+        (engine.requests_to("/fetchAndLock").len() > polls_before + 1).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    let asked: Vec<u64> = engine
+        .requests_to("/fetchAndLock")
+        .iter()
+        .map(|s| s.body["maxTasks"].as_u64().unwrap())
+        .collect();
+    assert_eq!(asked[0], 3, "{asked:?}");
+    assert_eq!(asked[1], 1, "two slots busy while completing: {asked:?}");
+    assert!(asked.iter().all(|n| *n <= 3), "{asked:?}");
+    assert_eq!(*asked.last().unwrap(), 3, "all slots free again: {asked:?}");
+}

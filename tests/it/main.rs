@@ -1,0 +1,9 @@
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+//! The integration suite: contract tests against a mock engine, CLI tests against the binary,
+//! and the real-engine suite against the engine built from `engine/`.
+
+mod cli;
+mod contract;
+mod real_engine;
+mod support;

@@ -1,0 +1,167 @@
+//! The real-engine suite: the binary against a genuine Camunda 7 engine built from `engine/`.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::engine::{free_port, shared_engine, Rest};
+
+/// The worker binary, with a clean `CAMUNDA_WORKER_*` environment.
+pub fn binary() -> Command {
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("camunda-worker"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CAMUNDA_WORKER_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Sends SIGTERM to a child by pid and waits (bounded) for its exit code.
+pub fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the worker") {
+            return status.code();
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the worker did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_engine() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+
+    // Deploy the bundled BPMN with the binary; a second deploy is filtered as a duplicate.
+    let deploy = binary()
+        .args(["--engine-url", &engine.url, "deploy"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&deploy.stdout);
+    assert!(
+        deploy.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    assert!(
+        out.contains("deployed message_correlation version"),
+        "{out}"
+    );
+    let again = binary()
+        .args(["--engine-url", &engine.url, "deploy"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged"));
+
+    // Start 200 instances with generated business keys, with the binary.
+    let start = binary()
+        .args(["--engine-url", &engine.url, "start", "--count", "200"])
+        .output()
+        .unwrap();
+    assert!(
+        start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    let started: HashMap<String, String> = String::from_utf8_lossy(&start.stdout)
+        .lines()
+        .map(|line| {
+            let (id, key) = line.split_once(' ').expect("`<id> <business key>` lines");
+            (id.to_owned(), key.to_owned())
+        })
+        .collect();
+    assert_eq!(started.len(), 200);
+    let keys: HashSet<&String> = started.values().collect();
+    assert_eq!(keys.len(), 200, "business keys must be distinct");
+
+    let mut worker = binary()
+        .args([
+            "--engine-url",
+            &engine.url,
+            "--correlation-delay",
+            "500ms",
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    rest.wait_completed("message_correlation", 200, Duration::from_secs(180))
+        .await;
+    let code = terminate(&mut worker, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "clean shutdown exits 0");
+
+    // Every one of our instances is COMPLETED, with var1 = Integer 1 and var2 = String "value".
+    let history = rest
+        .get(
+            "history/process-instance",
+            &[
+                ("processDefinitionKey", "message_correlation"),
+                ("maxResults", "10000"),
+            ],
+        )
+        .await;
+    let states: HashMap<String, String> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_owned(),
+                i["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for id in started.keys() {
+        assert_eq!(
+            states.get(id).map(String::as_str),
+            Some("COMPLETED"),
+            "instance {id}"
+        );
+    }
+    for (name, expected_type, expected_value) in [
+        ("var1", "Integer", serde_json::json!(1)),
+        ("var2", "String", serde_json::json!("value")),
+    ] {
+        let variables = rest
+            .get(
+                "history/variable-instance",
+                &[("variableName", name), ("maxResults", "10000")],
+            )
+            .await;
+        let by_instance: HashMap<String, (String, serde_json::Value)> = variables
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["processInstanceId"].as_str().unwrap().to_owned(),
+                    (v["type"].as_str().unwrap().to_owned(), v["value"].clone()),
+                )
+            })
+            .collect();
+        for id in started.keys() {
+            let (value_type, value) = by_instance
+                .get(id)
+                .unwrap_or_else(|| panic!("{name} missing on {id}"));
+            assert_eq!(value_type, expected_type, "{name} on {id}");
+            assert_eq!(value, &expected_value, "{name} on {id}");
+        }
+    }
+    assert_eq!(
+        rest.incidents("message_correlation").await,
+        0,
+        "no incidents"
+    );
+}
