@@ -37,7 +37,7 @@ pub async fn serve(
         metrics,
         // A poll takes up to the long poll plus the request margin; twice that without one
         // means the loop is stuck.
-        stale_after: (long_poll + crate::engine::LONG_POLL_MARGIN) * 2,
+        stale_after: (long_poll + crate::engine::long_poll_margin(long_poll)) * 2,
     };
     let app = Router::new()
         .route("/metrics", get(metrics_text))

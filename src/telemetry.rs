@@ -1,6 +1,8 @@
 //! Log output: human-readable text for a terminal, or one JSON object per line for a collector.
 //! Levels come from `RUST_LOG` (default `info`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -13,6 +15,7 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::NONE);
     // A second init (tests that run the daemon in-process more than once) keeps the first.
     let _ = match format {

@@ -26,10 +26,13 @@ pub use error::{EngineError, Mismatch};
 use crate::metrics::Metrics;
 use error::{error_chain, excerpt};
 
-/// Extra time a fetch-and-lock request may take beyond its long poll before the client gives up.
-/// The engine answers a parked request at the latest after the long poll; a request still open
-/// this much later sits on a half-open connection and must not hang the worker.
-pub const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
+/// Extra time a fetch-and-lock request may take beyond its long poll before the client gives up:
+/// a third of the long poll, between 1 s and 10 s. The engine answers a parked request at the
+/// latest after the long poll; a request still open this much later sits on a half-open
+/// connection and must not hang the worker.
+pub fn long_poll_margin(long_poll: Duration) -> Duration {
+    (long_poll / 3).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
 
 /// Idle pooled connections are probed this often, so a silently dropped peer is noticed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -50,7 +53,7 @@ pub struct EngineSettings {
     pub base_url: Url,
     /// Credentials attached to every call.
     pub credentials: Credentials,
-    /// Timeout of every call but fetch-and-lock (which gets its long poll + [`LONG_POLL_MARGIN`]).
+    /// Timeout of every call but fetch-and-lock (which gets its long poll + [`long_poll_margin`]).
     pub request_timeout: Duration,
     /// Extra TLS settings.
     pub tls: TlsSettings,
@@ -147,7 +150,8 @@ impl EngineClient {
         &self,
         request: &FetchAndLockRequest,
     ) -> Result<Vec<ExternalTask>, EngineError> {
-        let timeout = Duration::from_millis(request.async_response_timeout) + LONG_POLL_MARGIN;
+        let long_poll = Duration::from_millis(request.async_response_timeout);
+        let timeout = long_poll + long_poll_margin(long_poll);
         let call = Call::post("fetchAndLock", "external-task/fetchAndLock".into()).timeout(timeout);
         let reply = self.send(&call, Some(request)).await?;
         read_json(&call, reply).await

@@ -6,4 +6,5 @@
 mod cli;
 mod contract;
 mod real_engine;
+mod resilience;
 mod support;
