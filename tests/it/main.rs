@@ -5,6 +5,7 @@
 
 mod cli;
 mod contract;
+mod faults;
 mod real_engine;
 mod resilience;
 mod support;

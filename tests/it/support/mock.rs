@@ -166,6 +166,20 @@ impl MockEngine {
             .await;
     }
 
+    /// Answers the first `times` fetchAndLock requests with `reply`, ahead of the script.
+    pub async fn fetch_first(&self, times: u64, reply: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path("/engine-rest/external-task/fetchAndLock"))
+            .respond_with(Recording {
+                seen: Arc::clone(&self.seen),
+                reply,
+            })
+            .up_to_n_times(times)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
     /// Answers GETs to paths matching `regex` with `reply`, recording them.
     pub async fn on_get(&self, regex: &str, reply: ResponseTemplate) {
         Mock::given(method("GET"))

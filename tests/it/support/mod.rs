@@ -71,3 +71,111 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The worker binary, with a clean `CAMUNDA_WORKER_*` environment.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("camunda-worker"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CAMUNDA_WORKER_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// A worker binary running in the background, its stderr captured to a file.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+    pub log: tempfile::NamedTempFile,
+}
+
+impl WorkerProcess {
+    /// Starts the binary with `args` (add `--metrics-addr` yourself when it matters).
+    pub fn spawn(args: &[&str]) -> WorkerProcess {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = binary()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        WorkerProcess { child, log }
+    }
+
+    /// Everything the worker logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends a signal by pid.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (bounded) for the exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the worker did not exit within {limit:?}; log:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        self.signal("TERM");
+        self.wait_exit(limit)
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Log lines containing `needle`.
+pub fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// GETs a worker's /metrics.
+pub async fn scrape(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one sample (`name` including labels, exactly as exposed), 0 when absent.
+pub fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
