@@ -3,6 +3,7 @@
 //! The integration suite: contract tests against a mock engine, CLI tests against the binary,
 //! and the real-engine suite against the engine built from `engine/`.
 
+mod auth;
 mod cli;
 mod contract;
 mod faults;
