@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod contract;
 mod faults;
+mod operate;
 mod real_engine;
 mod resilience;
 mod support;

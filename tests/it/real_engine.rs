@@ -43,8 +43,11 @@ async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_en
     let rest = Rest::new(&engine.url);
 
     // Deploy the bundled BPMN with the binary; a second deploy is filtered as a duplicate.
+    // (Duplicate filtering compares with the last deployment of the same name: a name of our own
+    // keeps other tests' deployments of the same process out of the picture.)
+    let name = format!("suite-{}", std::process::id());
     let deploy = binary()
-        .args(["--engine-url", &engine.url, "deploy"])
+        .args(["--engine-url", &engine.url, "deploy", "--name", &name])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&deploy.stdout);
@@ -58,7 +61,7 @@ async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_en
         "{out}"
     );
     let again = binary()
-        .args(["--engine-url", &engine.url, "deploy"])
+        .args(["--engine-url", &engine.url, "deploy", "--name", &name])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged"));
@@ -97,7 +100,8 @@ async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_en
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    rest.wait_completed("message_correlation", 200, Duration::from_secs(180))
+    let ids: Vec<String> = started.keys().cloned().collect();
+    rest.wait_instances_completed(&ids, Duration::from_secs(180))
         .await;
     let code = terminate(&mut worker, Duration::from_secs(30));
     assert_eq!(code, Some(0), "clean shutdown exits 0");

@@ -253,6 +253,35 @@ impl Rest {
         }
     }
 
+    /// Waits until every instance in `ids` is COMPLETED, failing after `limit`.
+    pub async fn wait_instances_completed(&self, ids: &[String], limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let mut done = 0;
+            for chunk in ids.chunks(200) {
+                let (status, body) = self
+                    .post(
+                        "history/process-instance/count",
+                        serde_json::json!({"processInstanceIds": chunk, "completed": true}),
+                    )
+                    .await;
+                assert_eq!(status, 200, "history count answered {status}: {body}");
+                let v: Value = serde_json::from_str(&body).unwrap();
+                done += v["count"].as_u64().unwrap();
+            }
+            if done >= ids.len() as u64 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "only {done} of {} instances completed within {limit:?}",
+                    ids.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Open incidents of instances of `key`.
     pub async fn incidents(&self, key: &str) -> u64 {
         self.count("history/incident/count", &[("processDefinitionKey", key)])
