@@ -169,3 +169,54 @@ async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_en
         "no incidents"
     );
 }
+
+/// A 2 s timer between the task and the catch event: a message sent right after completion
+/// always arrives before the instance waits — the race that the original script's fixed sleep
+/// hid. The worker must retry the mismatch until the instance is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_arrives_before_the_instance_waits_is_retried_on_the_real_engine() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest
+        .deploy_variant_with("early", |bpmn| {
+            bpmn.replace(
+                r#"<bpmn:sequenceFlow id="flow_send_to_wait" sourceRef="send_message_task" targetRef="wait_for_response" />"#,
+                r#"<bpmn:sequenceFlow id="flow_send_to_wait" sourceRef="send_message_task" targetRef="pause" />
+    <bpmn:intermediateCatchEvent id="pause"><bpmn:timerEventDefinition><bpmn:timeDuration>PT2S</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>
+    <bpmn:sequenceFlow id="flow_pause_to_wait" sourceRef="pause" targetRef="wait_for_response" />"#,
+            )
+        })
+        .await;
+    let ids = rest.start_instances(&key, "early", 10).await;
+    let port = free_port();
+    let mut worker = crate::support::WorkerProcess::spawn(&[
+        "--engine-url",
+        &engine.url,
+        "--topic",
+        &topic,
+        "--message-name",
+        &message,
+        "--correlation-delay",
+        "0s",
+        "--correlation-timeout",
+        "2m",
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    rest.wait_instances_completed(&ids, Duration::from_secs(120))
+        .await;
+    let metrics = crate::support::scrape(port).await;
+    assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+    let value = |name: &str| crate::support::sample(&metrics, name);
+    assert_eq!(
+        value("camunda_worker_follow_ups_sent_total"),
+        10.0,
+        "{metrics}"
+    );
+    assert!(
+        value("camunda_worker_follow_ups_retried_total") >= 10.0,
+        "each message came too early at least once: {metrics}"
+    );
+    assert_eq!(value("camunda_worker_follow_ups_given_up_total"), 0.0);
+    assert_eq!(rest.incidents(&key).await, 0);
+}

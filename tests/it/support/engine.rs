@@ -171,6 +171,15 @@ impl Rest {
     /// Deploys the bundled BPMN with its process key, topic and message renamed by `suffix`, so
     /// that a test has a process of its own on a shared engine. Returns (key, topic, message).
     pub async fn deploy_variant(&self, suffix: &str) -> (String, String, String) {
+        self.deploy_variant_with(suffix, |bpmn| bpmn).await
+    }
+
+    /// [`Rest::deploy_variant`] with the BPMN changed by `edit` first.
+    pub async fn deploy_variant_with(
+        &self,
+        suffix: &str,
+        edit: impl Fn(String) -> String,
+    ) -> (String, String, String) {
         let key = format!("message_correlation_{suffix}");
         let topic = format!("messageSending_{suffix}");
         let message = format!("sample_response_{suffix}");
@@ -178,6 +187,7 @@ impl Rest {
             .replace("\"message_correlation\"", &format!("\"{key}\""))
             .replace("\"messageSending\"", &format!("\"{topic}\""))
             .replace("\"sample_response\"", &format!("\"{message}\""));
+        let bpmn = edit(bpmn);
         assert!(bpmn.contains(&topic) && bpmn.contains(&message) && bpmn.contains(&key));
         let form = reqwest::multipart::Form::new()
             .text("deployment-name", format!("test-{suffix}"))
