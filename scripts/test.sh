@@ -21,6 +21,9 @@ engine/engine.sh build
 step "cargo test --locked (unit, contract, CLI and real-engine tests)"
 cargo test --locked
 
+step "the real-engine suite on the other engines of the matrix (Camunda 7.24, Operaton)"
+scripts/engine-matrix.sh camunda-7.24 operaton
+
 step "cargo build --release --locked (what the Dockerfile builds)"
 cargo build --release --locked
 

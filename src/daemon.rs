@@ -4,7 +4,10 @@
 //! Shutdown, in order: the token is cancelled (signal, or the caller) → the open long poll is
 //! dropped and fetching stops → tasks fetched but not started are unlocked → running handlers
 //! finish and pending follow-ups are sent at once → after `shutdown_grace`, whatever still runs
-//! is abandoned (locks expire; the reconciler of the next start delivers lost messages).
+//! is abandoned (the reconciler of the next start delivers lost messages) → every task the engine
+//! still holds for this worker id is unlocked. The engine keeps an abandoned long poll parked
+//! until its timeout and may lock new tasks for this id meanwhile, so that last sweep repeats
+//! until the abandoned poll has timed out, within the grace period.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +94,7 @@ pub async fn run_with_handler<H: Handler>(
         stop.clone(),
     );
     worker.run().await;
+    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
 
     tracker.close();
     let drained = if tokio::time::timeout(config.shutdown_grace, tracker.wait())
@@ -108,6 +112,11 @@ pub async fn run_with_handler<H: Handler>(
         let _ = tokio::time::timeout(ABORT_WAIT, tracker.wait()).await;
         false
     };
+    // Nothing runs any more: give back whatever the engine still holds for this worker id.
+    let sweep_until = worker
+        .abandoned_poll_until()
+        .map_or_else(tokio::time::Instant::now, |until| until.min(grace_ends));
+    worker.release_locks(sweep_until).await;
     if let Some(reconciler) = reconciler {
         reconciler.abort();
     }

@@ -87,6 +87,10 @@ pub struct StopTokens {
 
 /// Serves one topic: fetch, handle, complete, follow up.
 pub struct Worker<H> {
+    /// When the engine will give up a long poll this worker abandoned at shutdown. The engine does
+    /// not notice a closed connection: a parked request keeps locking tasks for this worker id
+    /// until its `asyncResponseTimeout` runs out.
+    open_poll_until: std::sync::Mutex<Option<Instant>>,
     client: EngineClient,
     handler: Arc<H>,
     settings: Arc<WorkerSettings>,
@@ -110,6 +114,7 @@ impl<H: Handler> Worker<H> {
     ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_tasks as usize));
         Worker {
+            open_poll_until: std::sync::Mutex::new(None),
             client,
             handler: Arc::new(handler),
             settings: Arc::new(settings),
@@ -190,11 +195,14 @@ impl<H: Handler> Worker<H> {
                 variables: self.handler.variables_to_fetch(),
             }],
         };
+        self.set_open_poll(Some(Instant::now() + self.settings.long_poll));
         let fetched = tokio::select! {
             fetched = self.client.fetch_and_lock(&request) => fetched,
-            // Dropping the request closes its connection: the engine stops waiting at once.
+            // Dropping the request closes the connection, but the engine keeps the request parked
+            // until its timeout: `open_poll_until` stays set for the shutdown sweep.
             _ = self.stop.shutdown.cancelled() => return Ok(PollOutcome::Stopped),
         };
+        self.set_open_poll(None);
         let tasks = match fetched {
             Ok(tasks) => tasks,
             Err(error) => {
@@ -221,6 +229,72 @@ impl<H: Handler> Worker<H> {
             self.start_task(task, permit, fetched_at);
         }
         Ok(PollOutcome::Fetched(count))
+    }
+
+    fn set_open_poll(&self, until: Option<Instant>) {
+        *self
+            .open_poll_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = until;
+    }
+
+    /// Until when the engine may still lock tasks for this worker through a long poll that was
+    /// open when shutdown began; `None` when no poll was open.
+    pub fn abandoned_poll_until(&self) -> Option<Instant> {
+        *self
+            .open_poll_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Unlocks every task the engine holds for this worker id, so that other workers can take
+    /// them now instead of after the lock expires. Called at the end of shutdown, when this
+    /// worker handles nothing any more; repeated until `until` (at least once), because an
+    /// abandoned long poll can still lock tasks until it times out on the engine.
+    pub async fn release_locks(&self, until: Instant) {
+        let mut announced = false;
+        loop {
+            let locked: Result<Vec<ExternalTask>, EngineError> = self
+                .client
+                .get_json(
+                    "externalTasks",
+                    "external-task",
+                    &[
+                        ("workerId", self.settings.worker_id.clone()),
+                        ("locked", "true".to_owned()),
+                        ("maxResults", "1000".to_owned()),
+                    ],
+                )
+                .await;
+            match locked {
+                Ok(tasks) => {
+                    for task in tasks {
+                        match self.client.unlock(&task.id).await {
+                            Ok(()) => {
+                                info!(task_id = %task.id, "unlocked a task the engine locked for this stopping worker")
+                            }
+                            Err(e) => debug!(task_id = %task.id, "could not unlock: {e}"),
+                        }
+                    }
+                }
+                Err(e) => {
+                    debug!("cannot list this worker's locked tasks: {e}");
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            if !announced {
+                info!(
+                    "the engine keeps the abandoned long poll open for {}s more; releasing what it locks until then (signal again to exit now)",
+                    (until - now).as_secs()
+                );
+                announced = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500).min(until - now)).await;
+        }
     }
 
     fn start_task(

@@ -3,17 +3,10 @@
 
 use std::io::Write;
 
-use assert_cmd::Command;
+use std::process::Command;
 
 fn worker() -> Command {
-    let mut command = Command::cargo_bin("camunda-worker").unwrap();
-    // A developer's own environment must not leak into these tests.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CAMUNDA_WORKER_") {
-            command.env_remove(key);
-        }
-    }
-    command
+    crate::support::binary()
 }
 
 /// Runs with `args`, expects exit 2 and a single stderr line containing every `needle`.

@@ -841,3 +841,55 @@ async fn the_reconciler_correlates_instances_left_waiting_by_process_instance_id
         .render()
         .contains("camunda_worker_follow_ups_recovered_total 1"));
 }
+
+/// The engine keeps a long poll parked after the worker hung up, and may still lock tasks for the
+/// stopping worker's id; the shutdown sweep gives them back until that poll has timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_unlocks_tasks_the_abandoned_long_poll_locked_for_this_worker() {
+    let engine = MockEngine::start(vec![]).await;
+    engine
+        .fetch_first(
+            100,
+            ResponseTemplate::new(200)
+                .set_body_json(json!([]))
+                .set_delay(Duration::from_secs(30)),
+        )
+        .await;
+    engine
+        .on_get(
+            "external-task",
+            ResponseTemplate::new(200).set_body_json(json!([task("late", Some("k"))])),
+        )
+        .await;
+    engine
+        .on("external-task/late/unlock", ResponseTemplate::new(204))
+        .await;
+    let mut worker = WorkerProcess::spawn(&[
+        "--engine-url",
+        &engine.url(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--long-poll",
+        "2s",
+        "--worker-id",
+        "stopping-1",
+        "--reconcile-interval",
+        "0",
+    ]);
+    eventually(WAIT, "the long poll to be open", || async {
+        (!engine.requests_to("/fetchAndLock").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(worker.terminate(WAIT), Some(0), "{}", worker.stderr());
+    assert!(
+        !engine.requests_to("/late/unlock").is_empty(),
+        "{}",
+        worker.stderr()
+    );
+    let sweeps = engine.requests_to("/external-task");
+    assert!(
+        sweeps.len() >= 2,
+        "repeated while the abandoned poll could still lock: {}",
+        sweeps.len()
+    );
+}

@@ -1,2 +1,679 @@
 //! Real-engine resilience scenarios: shutdown under load, crash recovery, replicas, an engine
 //! restart, and Basic auth.
+//!
+//! Every scenario runs the worker binary as an operator would, judges it by the engine's state and
+//! by the worker's own `/metrics`, and bounds every wait. Tests on the shared engine deploy a
+//! process of their own (key, topic and message renamed), so they can run side by side.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use tempfile::NamedTempFile;
+
+use crate::real_engine::{binary, terminate};
+use crate::support::engine::{free_port, shared_engine, EngineOptions, RealEngine, Rest};
+use crate::support::eventually;
+
+const TASKS_COMPLETED: &str = "camunda_worker_tasks_completed_total";
+const FOLLOW_UPS_SENT: &str = "camunda_worker_follow_ups_sent_total";
+const FOLLOW_UPS_RECOVERED: &str = "camunda_worker_follow_ups_recovered_total";
+const FETCH_ERRORS: &str = "camunda_worker_fetch_requests_total{outcome=\"error\"}";
+
+/// A worker binary running against an engine, with its own metrics port and its stderr in a file.
+/// Killed when dropped if still running; a failing test prints the end of its log.
+struct Daemon {
+    name: String,
+    child: Child,
+    metrics_addr: String,
+    log: NamedTempFile,
+}
+
+impl Daemon {
+    /// Starts the daemon against `engine_url` with `flags` (logs at info, whatever RUST_LOG says).
+    fn spawn(name: &str, engine_url: &str, flags: &[&str]) -> Daemon {
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let log = NamedTempFile::new().unwrap();
+        let child = binary()
+            .args(["--engine-url", engine_url, "--metrics-addr", &metrics_addr])
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            name: name.to_owned(),
+            child,
+            metrics_addr,
+            log,
+        }
+    }
+
+    /// Everything the worker logged so far.
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+
+    /// Fails the test if the worker has exited.
+    fn assert_running(&mut self, when: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "worker {} exited ({status}) {when}; its log:\n{}",
+                self.name,
+                self.stderr()
+            );
+        }
+    }
+
+    /// SIGTERM, then the exit code (failing the test if it takes longer than `limit`).
+    fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        terminate(&mut self.child, limit)
+    }
+
+    /// `kill -9`: no shutdown sequence, whatever is in memory is lost.
+    fn kill_hard(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL {} failed", self.name);
+        self.child.wait().unwrap();
+    }
+
+    /// GET on the worker's own listener: (status, body). `None` while it does not answer.
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let reply = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.metrics_addr))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = reply.status().as_u16();
+        Some((status, reply.text().await.ok()?))
+    }
+
+    /// The Prometheus text of `/metrics`, waiting (bounded) for the listener to come up.
+    async fn scrape(&self) -> String {
+        eventually(
+            Duration::from_secs(30),
+            &format!("worker {} serves /metrics", self.name),
+            || async { self.get("/metrics").await.filter(|(s, _)| *s == 200) },
+        )
+        .await
+        .1
+    }
+
+    /// The value of one series (a name with its labels, as exposed); absent counts as 0.
+    async fn metric(&self, series: &str) -> u64 {
+        series_value(&self.scrape().await, series)
+    }
+
+    /// The status `/healthz` or `/readyz` answers.
+    async fn probe(&self, path: &str) -> u16 {
+        eventually(
+            Duration::from_secs(30),
+            &format!("worker {} answers {path}", self.name),
+            || async { self.get(path).await.map(|(status, _)| status) },
+        )
+        .await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.stderr();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of worker {} ---", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of `series` (`name` or `name{labels}`) in a Prometheus text exposition; 0 if absent.
+fn series_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            let number: f64 = value.split_whitespace().next()?.parse().ok()?;
+            Some(number as u64)
+        })
+        .unwrap_or(0)
+}
+
+/// Instances waiting at the catch event for `message`.
+async fn waiting_for(rest: &Rest, message: &str) -> u64 {
+    rest.count(
+        "event-subscription/count",
+        &[("eventType", "message"), ("eventName", message)],
+    )
+    .await
+}
+
+/// External tasks of `topic` not yet completed (locked or not).
+async fn tasks_left(rest: &Rest, topic: &str) -> u64 {
+    rest.count("external-task/count", &[("topicName", topic)])
+        .await
+}
+
+/// Waits until at least `n` instances of `key` are COMPLETED.
+async fn wait_for_completed(rest: &Rest, key: &str, n: u64, limit: Duration) {
+    eventually(
+        limit,
+        &format!("{n} instances of {key} completed"),
+        || async { (rest.completed(key).await >= n).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_every_follow_up_and_exits_zero() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest.deploy_variant("sigterm").await;
+    rest.start_instances(&key, "sigterm", 300).await;
+
+    // A short lock, so that a task whose fetch reply was cut off by the shutdown comes back soon.
+    let flags = [
+        "--topic",
+        &topic,
+        "--message-name",
+        &message,
+        "--correlation-delay",
+        "1s",
+        "--shutdown-grace",
+        "25s",
+        "--lock-duration",
+        "10s",
+    ];
+    let mut first = Daemon::spawn("first", &engine.url, &flags);
+    wait_for_completed(&rest, &key, 60, Duration::from_secs(120)).await;
+    first.assert_running("under load");
+    let code = first.terminate(Duration::from_secs(25 + 5));
+    assert_eq!(code, Some(0), "a drained shutdown exits 0");
+    assert!(
+        first
+            .stderr()
+            .contains("shutdown complete: every task and follow-up finished"),
+        "{}",
+        first.stderr()
+    );
+
+    // Every task the worker completed got its message during the drain: nothing waits at the
+    // catch event, and each instance is either COMPLETED or still at the service task.
+    assert_eq!(
+        waiting_for(&rest, &message).await,
+        0,
+        "instances left waiting"
+    );
+    let completed = rest.completed(&key).await;
+    let left = tasks_left(&rest, &topic).await;
+    assert_eq!(
+        completed + left,
+        300,
+        "{completed} completed, {left} tasks left"
+    );
+    assert!(left > 0, "the SIGTERM came after all the work was done");
+    assert_eq!(rest.incidents(&key).await, 0, "no incidents");
+
+    // A second worker finishes the rest.
+    let mut second = Daemon::spawn(
+        "second",
+        &engine.url,
+        &[
+            "--topic",
+            &topic,
+            "--message-name",
+            &message,
+            "--correlation-delay",
+            "500ms",
+            "--long-poll",
+            "5s",
+        ],
+    );
+    rest.wait_completed(&key, 300, Duration::from_secs(150))
+        .await;
+    assert_eq!(second.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(waiting_for(&rest, &message).await, 0);
+    assert_eq!(rest.incidents(&key).await, 0, "no incidents");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_the_next_worker_recovers_every_lost_follow_up() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest.deploy_variant("crash").await;
+    rest.start_instances(&key, "crash", 100).await;
+
+    // A minute's delay: every follow-up is still in memory when the worker dies.
+    let mut doomed = Daemon::spawn(
+        "doomed",
+        &engine.url,
+        &[
+            "--topic",
+            &topic,
+            "--message-name",
+            &message,
+            "--correlation-delay",
+            "60s",
+        ],
+    );
+    eventually(
+        Duration::from_secs(90),
+        "all 100 instances wait at the catch event",
+        || async { (waiting_for(&rest, &message).await == 100).then_some(()) },
+    )
+    .await;
+    assert_eq!(doomed.metric(TASKS_COMPLETED).await, 100);
+    assert_eq!(doomed.metric(FOLLOW_UPS_SENT).await, 0);
+    doomed.kill_hard();
+    assert_eq!(rest.completed(&key).await, 0, "no message was sent");
+
+    // The next start finds the 100 waiting instances in its first reconciler pass and correlates
+    // them in its second, one correlation delay + grace later.
+    let mut next = Daemon::spawn(
+        "next",
+        &engine.url,
+        &["--topic", &topic, "--message-name", &message],
+    );
+    rest.wait_completed(&key, 100, Duration::from_secs(90))
+        .await;
+    // The engine commits before it answers: give the worker a moment to count the last reply.
+    let recovered = eventually(
+        Duration::from_secs(10),
+        "the worker counted 100 recoveries",
+        || async {
+            let n = next.metric(FOLLOW_UPS_RECOVERED).await;
+            (n >= 100).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(recovered, 100, "each lost follow-up recovered exactly once");
+    assert_eq!(next.metric(TASKS_COMPLETED).await, 0);
+    assert_eq!(next.metric(FOLLOW_UPS_SENT).await, 0);
+    assert_eq!(waiting_for(&rest, &message).await, 0);
+    assert_eq!(rest.incidents(&key).await, 0, "no incidents");
+    assert_eq!(next.terminate(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_complete_500_instances_each_task_exactly_once() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest.deploy_variant("replicas").await;
+
+    let mut replicas: Vec<Daemon> = (0..3)
+        .map(|i| {
+            let id = format!("replica-{i}");
+            Daemon::spawn(
+                &id,
+                &engine.url,
+                &[
+                    "--worker-id",
+                    &id,
+                    "--topic",
+                    &topic,
+                    "--message-name",
+                    &message,
+                    "--correlation-delay",
+                    "500ms",
+                ],
+            )
+        })
+        .collect();
+    rest.start_instances(&key, "replicas", 500).await;
+    rest.wait_completed(&key, 500, Duration::from_secs(240))
+        .await;
+
+    let mut completed = Vec::new();
+    let mut delivered = 0;
+    for replica in &mut replicas {
+        replica.assert_running("after the run");
+        completed.push(replica.metric(TASKS_COMPLETED).await);
+        delivered +=
+            replica.metric(FOLLOW_UPS_SENT).await + replica.metric(FOLLOW_UPS_RECOVERED).await;
+    }
+    eprintln!("tasks completed per replica: {completed:?}");
+    assert_eq!(
+        completed.iter().sum::<u64>(),
+        500,
+        "each task completed exactly once: {completed:?}"
+    );
+    assert_eq!(delivered, 500, "each message correlated exactly once");
+    assert_eq!(waiting_for(&rest, &message).await, 0);
+    assert_eq!(rest.incidents(&key).await, 0, "no incidents");
+    for replica in &mut replicas {
+        let code = replica.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "replica {} exits 0", replica.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_one_of_three_replicas_is_killed_mid_run_the_survivors_finish_every_instance() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest.deploy_variant("replica_kill").await;
+    rest.start_instances(&key, "replica_kill", 300).await;
+
+    // Short locks and reconciler passes, so that the survivors take over soon. The victim holds
+    // its follow-ups for a minute, so that every message it owed is provably lost with it.
+    let replica = |id: &str, delay: &str| {
+        Daemon::spawn(
+            id,
+            &engine.url,
+            &[
+                "--worker-id",
+                id,
+                "--topic",
+                &topic,
+                "--message-name",
+                &message,
+                "--correlation-delay",
+                delay,
+                "--lock-duration",
+                "5s",
+                "--long-poll",
+                "5s",
+                "--reconcile-interval",
+                "5s",
+            ],
+        )
+    };
+    let mut victim = replica("victim", "60s");
+    let mut survivors = [replica("survivor-1", "2s"), replica("survivor-2", "2s")];
+
+    let owed = eventually(
+        Duration::from_secs(120),
+        "a third of the tasks completed, some by the victim",
+        || async {
+            let left = tasks_left(&rest, &topic).await;
+            let by_victim = victim.metric(TASKS_COMPLETED).await;
+            (left <= 200 && by_victim > 0).then_some(by_victim)
+        },
+    )
+    .await;
+    assert_eq!(victim.metric(FOLLOW_UPS_SENT).await, 0);
+    victim.kill_hard();
+    assert!(
+        rest.completed(&key).await < 300,
+        "the kill came after the run"
+    );
+
+    rest.wait_completed(&key, 300, Duration::from_secs(180))
+        .await;
+    let mut sent = 0;
+    let mut recovered = 0;
+    for survivor in &mut survivors {
+        survivor.assert_running("after the run");
+        sent += survivor.metric(FOLLOW_UPS_SENT).await;
+        recovered += survivor.metric(FOLLOW_UPS_RECOVERED).await;
+    }
+    eprintln!("victim owed at least {owed}; survivors sent {sent}, recovered {recovered}");
+    assert!(
+        recovered >= owed,
+        "the survivors recovered {recovered} of the victim's {owed} lost follow-ups"
+    );
+    assert_eq!(
+        sent + recovered,
+        300,
+        "each message correlated exactly once"
+    );
+    assert_eq!(waiting_for(&rest, &message).await, 0);
+    assert_eq!(tasks_left(&rest, &topic).await, 0);
+    assert_eq!(rest.incidents(&key).await, 0, "no incidents");
+    for survivor in &mut survivors {
+        let code = survivor.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{} exits 0", survivor.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_rides_out_an_engine_restart_without_being_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = RealEngine::start(EngineOptions {
+        basic_auth: false,
+        h2_file: Some(dir.path().join("engine")),
+    });
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest.deploy_variant("restart").await;
+    rest.start_instances(&key, "restart", 200).await;
+
+    // Two tasks at a time, so that the engine goes away mid-run; a short backoff cap, so that the
+    // worker notices the engine is back soon after it is.
+    let mut worker = Daemon::spawn(
+        "worker",
+        &engine.url,
+        &[
+            "--topic",
+            &topic,
+            "--message-name",
+            &message,
+            "--max-tasks",
+            "2",
+            "--correlation-delay",
+            "1s",
+            "--max-backoff",
+            "5s",
+        ],
+    );
+    eventually(Duration::from_secs(90), "30 tasks completed", || async {
+        (worker.metric(TASKS_COMPLETED).await >= 30).then_some(())
+    })
+    .await;
+    engine.stop();
+    let before = worker.metric(TASKS_COMPLETED).await;
+    assert!(before < 200, "the engine stopped after the run");
+    eventually(
+        Duration::from_secs(60),
+        "/readyz reports the engine gone",
+        || async { (worker.probe("/readyz").await == 503).then_some(()) },
+    )
+    .await;
+    worker.assert_running("once the engine stopped");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    worker.assert_running("while the engine was down");
+
+    let _restarted = engine.restart();
+    worker.assert_running("when the engine came back");
+    rest.wait_completed(&key, 200, Duration::from_secs(180))
+        .await;
+    worker.assert_running("after the run");
+    assert!(
+        worker
+            .stderr()
+            .contains("the engine answers again; polling resumed"),
+        "{}",
+        worker.stderr()
+    );
+    assert_eq!(worker.probe("/readyz").await, 200);
+    assert_eq!(waiting_for(&rest, &message).await, 0);
+    assert_eq!(tasks_left(&rest, &topic).await, 0);
+    assert_eq!(rest.incidents(&key).await, 0, "no incidents");
+    assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_basic_auth_right_credentials_complete_instances_and_wrong_ones_are_reported_once() {
+    let engine = RealEngine::start(EngineOptions {
+        basic_auth: true,
+        h2_file: None,
+    });
+    let rest = Rest::new(&engine.url).with_basic("demo", "demo");
+
+    // Without credentials the engine refuses; with them the binary deploys.
+    let refused = binary()
+        .args(["--engine-url", &engine.url, "deploy"])
+        .output()
+        .unwrap();
+    let refused_err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{refused_err}");
+    assert!(
+        refused_err.contains("engine rejected the credentials"),
+        "{refused_err}"
+    );
+    let deploy = binary()
+        .args(["--engine-url", &engine.url])
+        .args(["--username", "demo", "--password", "demo", "deploy"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&deploy.stdout);
+    assert!(
+        deploy.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    assert!(
+        out.contains("deployed message_correlation version"),
+        "{out}"
+    );
+
+    // (a) The right credentials, given as a flag (for the bundled process the binary deployed),
+    // then in a file (for a variant of its own: a stopped worker's last long poll stays parked in
+    // the engine, and could lock tasks of a topic it served).
+    let password_file = NamedTempFile::new().unwrap();
+    std::fs::write(password_file.path(), "demo\n").unwrap();
+    let file = password_file.path().to_str().unwrap();
+    let bundled = (
+        "message_correlation".to_owned(),
+        "messageSending".to_owned(),
+        "sample_response".to_owned(),
+    );
+    let variant = rest.deploy_variant("password_file").await;
+    for (name, credentials, (key, topic, message)) in [
+        ("password", ["--password", "demo"], bundled),
+        ("password-file", ["--password-file", file], variant),
+    ] {
+        rest.start_instances(&key, name, 20).await;
+        let flags = [
+            "--username",
+            "demo",
+            credentials[0],
+            credentials[1],
+            "--topic",
+            &topic,
+            "--message-name",
+            &message,
+            "--correlation-delay",
+            "500ms",
+        ];
+        let mut worker = Daemon::spawn(name, &engine.url, &flags);
+        rest.wait_completed(&key, 20, Duration::from_secs(90)).await;
+        assert_eq!(worker.probe("/readyz").await, 200, "{name}: ready");
+        assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+        assert_eq!(rest.incidents(&key).await, 0, "{name}: no incidents");
+    }
+
+    // (b) Wrong credentials, for a throwaway user (wrong passwords can lock a user out).
+    let (status, body) = rest
+        .post(
+            "user/create",
+            json!({
+                "profile": {
+                    "id": "mallory",
+                    "firstName": "Mallory",
+                    "lastName": "Test",
+                    "email": "mallory@example.com"
+                },
+                "credentials": {"password": "right-one"}
+            }),
+        )
+        .await;
+    assert_eq!(status, 204, "user/create: {body}");
+    let wrong = "wrong-Pa55word-7c1e";
+    let mut mallory = Daemon::spawn(
+        "mallory",
+        &engine.url,
+        &["--username", "mallory", "--password", wrong],
+    );
+    // An observation window, not a deadline: what the worker does in five seconds of refusals.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    mallory.assert_running("while the engine refuses its credentials");
+    let errors = mallory.metric(FETCH_ERRORS).await;
+    assert!(
+        (1..=6).contains(&errors),
+        "{errors} refused fetches in 5 s: expected a few, with backoff"
+    );
+    assert_eq!(mallory.metric(TASKS_COMPLETED).await, 0);
+    // Not ready (the engine refuses us), but alive: the loop keeps polling, with backoff.
+    assert_eq!(mallory.probe("/readyz").await, 503);
+    assert_eq!(mallory.probe("/healthz").await, 200);
+    assert_eq!(mallory.terminate(Duration::from_secs(30)), Some(0));
+
+    let log = mallory.stderr();
+    let needle = "engine rejected the credentials for user mallory";
+    let errors_logged = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") && l.contains(needle))
+        .count();
+    assert_eq!(
+        errors_logged, 1,
+        "one ERROR line, not one per retry:\n{log}"
+    );
+    let mentions = log.lines().filter(|l| l.contains(needle)).count();
+    assert!(mentions <= 3, "{mentions} lines about the refusal:\n{log}");
+    assert!(
+        !log.contains(wrong),
+        "the password leaked into the log:\n{log}"
+    );
+}
+
+/// The shutdown sequence promises that fetching stops: "the open long poll is dropped". Camunda 7
+/// does not notice a closed connection of a parked fetch-and-lock, though: the request stays
+/// pending until its `asyncResponseTimeout`, and locks new tasks for a worker that is gone, where
+/// they sit until the lock expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clean_shutdown_no_task_is_locked_for_the_stopped_worker() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest.deploy_variant("ghost_poll").await;
+    let id = format!("ghost-{}", std::process::id());
+
+    // An idle worker parks its long poll in the engine, then stops cleanly.
+    let mut worker = Daemon::spawn(
+        "ghost",
+        &engine.url,
+        &[
+            "--worker-id",
+            &id,
+            "--topic",
+            &topic,
+            "--message-name",
+            &message,
+            // The engine keeps an abandoned poll parked this long; the worker's shutdown sweep
+            // covers that window (within the grace), so a short poll keeps the test short.
+            "--long-poll",
+            "5s",
+        ],
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the worker has parked its first long poll",
+        || async { (worker.probe("/readyz").await == 200).then_some(()) },
+    )
+    .await;
+    // The first fetch goes out with the first reconciler pass that made the worker ready.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+
+    rest.start_instances(&key, "ghost_poll", 5).await;
+    // An observation window, not a deadline: long enough for a parked fetch to take the tasks.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let locked = rest
+        .count(
+            "external-task/count",
+            &[("topicName", &topic), ("workerId", &id), ("locked", "true")],
+        )
+        .await;
+    assert_eq!(
+        locked, 0,
+        "{locked} new tasks are locked for the worker that already exited"
+    );
+}
