@@ -1,41 +1,11 @@
 //! The real-engine suite: the binary against a genuine Camunda 7 engine built from `engine/`.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::engine::{free_port, shared_engine, Rest};
-
-/// The worker binary, with a clean `CAMUNDA_WORKER_*` environment.
-pub fn binary() -> Command {
-    let mut command = Command::new(assert_cmd::cargo::cargo_bin("camunda-worker"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CAMUNDA_WORKER_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-/// Sends SIGTERM to a child by pid and waits (bounded) for its exit code.
-pub fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM failed");
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the worker") {
-            return status.code();
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the worker did not exit within {limit:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::support::{binary, terminate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_engine() {

@@ -11,9 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 use tempfile::NamedTempFile;
 
-use crate::real_engine::{binary, terminate};
 use crate::support::engine::{free_port, shared_engine, EngineOptions, RealEngine, Rest};
-use crate::support::eventually;
+use crate::support::{binary, eventually, terminate};
 
 const TASKS_COMPLETED: &str = "camunda_worker_tasks_completed_total";
 const FOLLOW_UPS_SENT: &str = "camunda_worker_follow_ups_sent_total";
