@@ -325,7 +325,7 @@ async fn the_metrics_count_every_instance_processed_on_the_real_engine() {
         .await;
     // Scraped while the worker runs, as Prometheus would.
     let metrics = crate::support::scrape(port).await;
-    assert_eq!(worker.terminate(WAIT), Some(0));
+    assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
     let value = |name: &str| crate::support::sample(&metrics, name);
     assert_eq!(
         value("camunda_worker_tasks_fetched_total"),

@@ -73,7 +73,7 @@ async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_en
     let ids: Vec<String> = started.keys().cloned().collect();
     rest.wait_instances_completed(&ids, Duration::from_secs(180))
         .await;
-    let code = terminate(&mut worker, Duration::from_secs(30));
+    let code = terminate(&mut worker, crate::support::SHUTDOWN_LIMIT);
     assert_eq!(code, Some(0), "clean shutdown exits 0");
 
     // Every one of our instances is COMPLETED, with var1 = Integer 1 and var2 = String "value".
@@ -176,7 +176,7 @@ async fn a_message_that_arrives_before_the_instance_waits_is_retried_on_the_real
     rest.wait_instances_completed(&ids, Duration::from_secs(120))
         .await;
     let metrics = crate::support::scrape(port).await;
-    assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
     let value = |name: &str| crate::support::sample(&metrics, name);
     assert_eq!(
         value("camunda_worker_follow_ups_sent_total"),

@@ -196,7 +196,7 @@ async fn sigterm_under_load_drains_every_follow_up_and_exits_zero() {
     let mut first = Daemon::spawn("first", &engine.url, &flags);
     wait_for_completed(&rest, &key, 60, Duration::from_secs(120)).await;
     first.assert_running("under load");
-    let code = first.terminate(Duration::from_secs(25 + 5));
+    let code = first.terminate(crate::support::SHUTDOWN_LIMIT);
     assert_eq!(code, Some(0), "a drained shutdown exits 0");
     assert!(
         first
@@ -240,7 +240,7 @@ async fn sigterm_under_load_drains_every_follow_up_and_exits_zero() {
     );
     rest.wait_completed(&key, 300, Duration::from_secs(150))
         .await;
-    assert_eq!(second.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(second.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
     assert_eq!(waiting_for(&rest, &message).await, 0);
     assert_eq!(rest.incidents(&key).await, 0, "no incidents");
 }
@@ -300,7 +300,7 @@ async fn after_a_kill_9_the_next_worker_recovers_every_lost_follow_up() {
     assert_eq!(next.metric(FOLLOW_UPS_SENT).await, 0);
     assert_eq!(waiting_for(&rest, &message).await, 0);
     assert_eq!(rest.incidents(&key).await, 0, "no incidents");
-    assert_eq!(next.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(next.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,7 +350,7 @@ async fn three_replicas_complete_500_instances_each_task_exactly_once() {
     assert_eq!(waiting_for(&rest, &message).await, 0);
     assert_eq!(rest.incidents(&key).await, 0, "no incidents");
     for replica in &mut replicas {
-        let code = replica.terminate(Duration::from_secs(30));
+        let code = replica.terminate(crate::support::SHUTDOWN_LIMIT);
         assert_eq!(code, Some(0), "replica {} exits 0", replica.name);
     }
 }
@@ -429,7 +429,7 @@ async fn when_one_of_three_replicas_is_killed_mid_run_the_survivors_finish_every
     assert_eq!(tasks_left(&rest, &topic).await, 0);
     assert_eq!(rest.incidents(&key).await, 0, "no incidents");
     for survivor in &mut survivors {
-        let code = survivor.terminate(Duration::from_secs(30));
+        let code = survivor.terminate(crate::support::SHUTDOWN_LIMIT);
         assert_eq!(code, Some(0), "{} exits 0", survivor.name);
     }
 }
@@ -496,7 +496,7 @@ async fn the_worker_rides_out_an_engine_restart_without_being_restarted() {
     assert_eq!(waiting_for(&rest, &message).await, 0);
     assert_eq!(tasks_left(&rest, &topic).await, 0);
     assert_eq!(rest.incidents(&key).await, 0, "no incidents");
-    assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,7 +566,7 @@ async fn with_basic_auth_right_credentials_complete_instances_and_wrong_ones_are
         let mut worker = Daemon::spawn(name, &engine.url, &flags);
         rest.wait_completed(&key, 20, Duration::from_secs(90)).await;
         assert_eq!(worker.probe("/readyz").await, 200, "{name}: ready");
-        assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+        assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
         assert_eq!(rest.incidents(&key).await, 0, "{name}: no incidents");
     }
 
@@ -604,7 +604,7 @@ async fn with_basic_auth_right_credentials_complete_instances_and_wrong_ones_are
     // Not ready (the engine refuses us), but alive: the loop keeps polling, with backoff.
     assert_eq!(mallory.probe("/readyz").await, 503);
     assert_eq!(mallory.probe("/healthz").await, 200);
-    assert_eq!(mallory.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(mallory.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
 
     let log = mallory.stderr();
     let needle = "engine rejected the credentials for user mallory";
@@ -660,7 +660,7 @@ async fn after_a_clean_shutdown_no_task_is_locked_for_the_stopped_worker() {
     .await;
     // The first fetch goes out with the first reconciler pass that made the worker ready.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(worker.terminate(Duration::from_secs(30)), Some(0));
+    assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
 
     rest.start_instances(&key, "ghost_poll", 5).await;
     // An observation window, not a deadline: long enough for a parked fetch to take the tasks.

@@ -14,6 +14,10 @@ use camunda_worker::daemon::{self, RunSummary};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How long a worker binary may take to exit after SIGTERM: the default 25 s shutdown grace (the
+/// worker may use it to release what an abandoned long poll locks) plus a margin.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(40);
+
 /// A daemon running in this test process.
 pub struct TestWorker {
     pub stop: CancellationToken,
