@@ -24,6 +24,10 @@ use crate::engine::{
 use crate::handler::{Handler, HandlerError, TaskResult};
 use crate::metrics::{DropReason, FetchOutcome, Metrics};
 
+/// While fetching keeps failing the same way, a reminder is logged this often (the first failure
+/// of a kind is logged at once, repeats only at debug level otherwise).
+const TROUBLE_REMINDER: Duration = Duration::from_secs(60);
+
 /// The engine refuses a long poll above 30 minutes.
 pub const MAX_LONG_POLL: Duration = Duration::from_secs(30 * 60);
 
@@ -131,6 +135,8 @@ impl<H: Handler> Worker<H> {
     pub async fn run(&self) {
         let mut backoff = Backoff::new(self.settings.max_backoff);
         let mut trouble: Option<String> = None;
+        let mut trouble_since = Instant::now();
+        let mut reminded = Instant::now();
         info!(
             worker_id = %self.settings.worker_id,
             topic = %self.settings.topic,
@@ -148,7 +154,11 @@ impl<H: Handler> Worker<H> {
                 }
                 Err(error) => {
                     let summary = error_kind(&error);
+                    if trouble.is_none() {
+                        trouble_since = Instant::now();
+                    }
                     if trouble.as_deref() != Some(summary.as_str()) {
+                        reminded = Instant::now();
                         if error.is_unauthorized() {
                             error!("{error}; retrying with backoff");
                         } else if error.is_transient() {
@@ -157,6 +167,12 @@ impl<H: Handler> Worker<H> {
                             error!("fetch-and-lock refused, backing off: {error}");
                         }
                         trouble = Some(summary);
+                    } else if reminded.elapsed() >= TROUBLE_REMINDER {
+                        warn!(
+                            "fetch-and-lock still failing after {}s: {error}",
+                            trouble_since.elapsed().as_secs()
+                        );
+                        reminded = Instant::now();
                     } else {
                         debug!("still failing: {error}");
                     }
