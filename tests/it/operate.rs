@@ -348,3 +348,52 @@ async fn the_metrics_count_every_instance_processed_on_the_real_engine() {
     );
     assert!(value("camunda_worker_fetch_requests_total{outcome=\"tasks\"}") >= 1.0);
 }
+
+/// On a terminal, `start --count` draws a progress bar (run here under a pseudo-terminal made by
+/// util-linux `script`); in a pipe it prints only the ids and the summary line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_shows_a_progress_bar_on_a_terminal_only() {
+    let engine = MockEngine::start(vec![]).await;
+    engine
+        .on(
+            "process-definition/key/message_correlation/start",
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "pi-1", "businessKey": "k", "ended": false}))
+                .set_delay(Duration::from_millis(40)),
+        )
+        .await;
+    let bin = assert_cmd::cargo::cargo_bin("camunda-worker");
+    let command = format!(
+        "{} --engine-url {} start --count 20 --concurrency 1 >/dev/null",
+        bin.display(),
+        engine.url()
+    );
+    let on_terminal = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("util-linux `script` runs the command under a pseudo-terminal");
+    let screen = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(on_terminal.status.success(), "{screen}");
+    assert!(
+        screen.contains("/20 started"),
+        "no progress bar drawn: {screen}"
+    );
+    assert!(screen.contains("started 20, failed 0"), "{screen}");
+
+    let piped = binary()
+        .args([
+            "--engine-url",
+            &engine.url(),
+            "start",
+            "--count",
+            "20",
+            "--concurrency",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("/20 started"), "a bar in a pipe: {stderr}");
+    assert!(stderr.contains("started 20, failed 0"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 20);
+}
