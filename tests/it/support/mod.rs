@@ -165,14 +165,19 @@ pub fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
-/// GETs a worker's /metrics.
+/// GETs a worker's /metrics, waiting (up to 10 s) for a worker that is still starting to listen.
 pub async fn scrape(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match reqwest::get(&url).await {
+            Ok(reply) => return reply.text().await.unwrap(),
+            Err(e) if e.is_connect() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot scrape {url}: {e}"),
+        }
+    }
 }
 
 /// The value of one sample (`name` including labels, exactly as exposed), 0 when absent.
