@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +26,11 @@ use crate::engine::{
     HistoricProcessInstance, Mismatch,
 };
 use crate::metrics::Metrics;
+
+/// Message calls in flight at once. Follow-ups are not bounded by `--max-tasks` (a task's slot is
+/// freed at completion), so after a backlog thousands can fall due together; without this bound
+/// each would open its own connection to the engine.
+const MAX_CONCURRENT_SENDS: usize = 32;
 
 /// How a follow-up message identifies its process instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,6 +179,8 @@ pub struct FollowUps {
     abort: CancellationToken,
     /// Instances with a follow-up in memory, which the reconciler must leave alone.
     pending: Arc<Mutex<HashSet<String>>>,
+    /// Bounds the message calls in flight (see [`MAX_CONCURRENT_SENDS`]).
+    sends: Arc<Semaphore>,
 }
 
 impl FollowUps {
@@ -194,6 +202,7 @@ impl FollowUps {
             hurry,
             abort,
             pending: Arc::default(),
+            sends: Arc::new(Semaphore::new(MAX_CONCURRENT_SENDS)),
         }
     }
 
@@ -254,7 +263,12 @@ impl FollowUps {
             Backoff::starting_at(Duration::from_millis(200), self.settings.max_backoff);
         let mut engine_trouble_logged = false;
         loop {
-            let error = match self.client.correlate_message(&request).await {
+            let sent = {
+                // The semaphore is never closed, so acquiring only fails if it were.
+                let _permit = self.sends.acquire().await.ok();
+                self.client.correlate_message(&request).await
+            };
+            let error = match sent {
                 Ok(()) => {
                     self.metrics
                         .follow_up_sent(follow_up.fetched_at.map(|t| t.elapsed()));
