@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# camunda-worker benchmark: one command, installs what it needs, idempotent.
+#
+#   bench/run.sh [--instances N] [--quick] [--only cw-default,cw-tuned,...] [--skip idle,overhead]
+#
+# Builds/installs (each only when missing or stale):
+#   target/release/camunda-worker     cargo build --release --locked (repo root)
+#   bench/ceiling (ceiling, fake-engine)  cargo build --release --locked
+#   bench/.venv                       python3 -m venv + pip install -r bench/requirements.txt
+#   bench/js/node_modules             npm ci
+#   bench/java/target/*.jar           mvn package
+#   engine/target/*.jar               engine/engine.sh build
+# then runs bench/bench.py (see its --help). Results: bench/results/ (quick runs: bench/results/quick/).
+# CAMUNDA_WORKER_BIN=path skips building camunda-worker and benchmarks that binary instead.
+set -euo pipefail
+
+BENCH=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH")
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+for tool in cargo python3 node npm java mvn curl; do
+  command -v "$tool" >/dev/null || { log "error: $tool not found"; exit 1; }
+done
+
+# camunda-worker
+if [[ -n "${CAMUNDA_WORKER_BIN:-}" ]]; then
+  CW_BIN=$CAMUNDA_WORKER_BIN
+else
+  log "cargo build --release --locked (camunda-worker)"
+  (cd "$REPO" && cargo build --release --locked --quiet)
+  CW_BIN=$REPO/target/release/camunda-worker
+fi
+
+# ceiling client and fake engine
+log "cargo build --release --locked (bench/ceiling)"
+(cd "$BENCH/ceiling" && cargo build --release --locked --quiet)
+
+# Python venv
+VENV=$BENCH/.venv
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+if [[ ! -f "$VENV/.installed" || "$BENCH/requirements.txt" -nt "$VENV/.installed" ]]; then
+  log "pip install -r bench/requirements.txt"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$BENCH/requirements.txt"
+  touch "$VENV/.installed"
+fi
+
+# JS client
+if [[ ! -f "$BENCH/js/node_modules/.package-lock.json" || "$BENCH/js/package-lock.json" -nt "$BENCH/js/node_modules/.package-lock.json" ]]; then
+  log "npm ci (bench/js)"
+  (cd "$BENCH/js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Java client
+JAR=$BENCH/java/target/java-client-worker.jar
+if [[ ! -f "$JAR" || -n "$(find "$BENCH/java/pom.xml" "$BENCH/java/src" -newer "$JAR" -print -quit)" ]]; then
+  log "mvn package (bench/java)"
+  mvn -B -q -f "$BENCH/java/pom.xml" package -DskipTests 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' >&2
+fi
+
+# The engine jar (engine.sh start would build it too; doing it here keeps build time out of the runs)
+"$REPO/engine/engine.sh" build
+
+export BENCH_COMMAND="bench/run.sh${*:+ $*}"
+exec "$VENV/bin/python" "$BENCH/bench.py" \
+  --cw-bin "$CW_BIN" \
+  --ceiling-bin "$BENCH/ceiling/target/release/ceiling" \
+  --fake-bin "$BENCH/ceiling/target/release/fake-engine" \
+  --java-jar "$JAR" \
+  "$@"
