@@ -12,11 +12,15 @@ set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+RESTART_TEST=resilience::the_worker_rides_out_an_engine_restart_without_being_restarted
 flavors=("$@")
 ((${#flavors[@]})) || flavors=(camunda-7.21 camunda-7.24 operaton)
 
 for flavor in "${flavors[@]}"; do
   printf '\n==> real-engine suite on %s\n' "$flavor"
   ENGINE_FLAVOR=$flavor engine/engine.sh build
-  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- real_engine:: resilience::
+  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- real_engine:: resilience:: \
+    --skip "$RESTART_TEST"
+  # Alone: under the load of the other scenarios the engine-restart test has been flaky.
+  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- --exact "$RESTART_TEST"
 done
