@@ -134,18 +134,18 @@ start "$RUN-lp" >/dev/null
 wait "$poll"
 ms=$((($(date +%s%N) - started) / 1000000))
 check "parked long poll returns when an instance starts (${ms} ms)" \
-  "$([[ "$(cat "$tmp")" == *"$RUN-lp"* && $ms -lt 5000 ]]; echo $?)" "$(cat "$tmp") after ${ms} ms"
+  "$([[ "$(cat "$tmp")" == *"$RUN-lp"* && $ms -lt 5000 ]] && echo 0 || echo 1)" "$(cat "$tmp") after ${ms} ms"
 rm -f "$tmp"
 
 # --- basic auth ---------------------------------------------------------------------------------
 if [[ "${SMOKE_AUTH:-0}" == 1 ]]; then
   code=$(curl -s -o /dev/null -w '%{http_code}' "$B/engine")
-  check "auth: GET /engine anonymous 200" "$([[ $code == 200 ]]; echo $?)" "got $code"
+  check "auth: GET /engine anonymous 200" "$([[ $code == 200 ]] && echo 0 || echo 1)" "got $code"
   hdrs=$(curl -s -i -H 'Content-Type: application/json' -d '{"workerId":"w","maxTasks":1,"topics":[]}' "$B/external-task/fetchAndLock")
   check "auth: no credentials 401 + WWW-Authenticate" \
-    "$([[ "$hdrs" == "HTTP/1.1 401"* && "$hdrs" == *'WWW-Authenticate: Basic realm="default"'* ]]; echo $?)" "${hdrs:0:200}"
+    "$([[ "$hdrs" == "HTTP/1.1 401"* && "$hdrs" == *'WWW-Authenticate: Basic realm="default"'* ]] && echo 0 || echo 1)" "${hdrs:0:200}"
   code=$(curl -s -o /dev/null -w '%{http_code}' -u "nobody-$RUN:x" -H 'Content-Type: application/json' -d '{"workerId":"w","maxTasks":1,"topics":[]}' "$B/external-task/fetchAndLock")
-  check "auth: unknown user 401" "$([[ $code == 401 ]]; echo $?)" "got $code"
+  check "auth: unknown user 401" "$([[ $code == 401 ]] && echo 0 || echo 1)" "got $code"
 fi
 
 printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
