@@ -192,9 +192,13 @@ async fn sigterm_under_load_drains_every_follow_up_and_exits_zero() {
         "25s",
         "--lock-duration",
         "10s",
+        // One task at a time, so that the signal surely lands mid-run (with more slots the whole
+        // batch can be done before the test has seen the first completions).
+        "--max-tasks",
+        "1",
     ];
     let mut first = Daemon::spawn("first", &engine.url, &flags);
-    wait_for_completed(&rest, &key, 60, Duration::from_secs(120)).await;
+    wait_for_completed(&rest, &key, 1, Duration::from_secs(120)).await;
     first.assert_running("under load");
     let code = first.terminate(crate::support::SHUTDOWN_LIMIT);
     assert_eq!(code, Some(0), "a drained shutdown exits 0");
