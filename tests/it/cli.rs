@@ -236,3 +236,31 @@ fn help_lists_every_flag_and_exits_zero() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn incomplete_or_conflicting_credentials_are_rejected_naming_the_flags() {
+    rejects(
+        worker().args(["--username", "demo"]),
+        &["--username needs --password"],
+    );
+    rejects(worker().args(["--password", "x"]), &["need --username"]);
+    rejects(
+        worker().args(["--username", "demo", "--password-file", "/nonexistent/pw"]),
+        &["--password-file /nonexistent/pw", "cannot read"],
+    );
+    rejects(
+        worker().args([
+            "--username",
+            "demo",
+            "--password",
+            "x",
+            "--bearer-token",
+            "t",
+        ]),
+        &["choose one kind of credentials"],
+    );
+    rejects(
+        worker().args(["--oauth-token-url", "http://127.0.0.1:1/token"]),
+        &["--oauth-token-url needs --oauth-client-id"],
+    );
+}
