@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::correlation::CorrelateBy;
-use crate::worker::MAX_LONG_POLL;
+use crate::engine::MAX_LONG_POLL;
 
 /// camunda-worker: completes Camunda 7 external tasks and correlates the follow-up message.
 #[derive(Debug, Parser)]
@@ -220,6 +220,12 @@ pub struct ConnectionArgs {
     )]
     pub client_key: Option<PathBuf>,
 
+    /// How long an engine call may take before it counts as failed (fetch-and-lock: its long poll
+    /// plus a margin instead).
+    #[arg(long, global = true, env = "CAMUNDA_WORKER_REQUEST_TIMEOUT", value_name = "DURATION",
+          default_value = "30s", value_parser = parse_positive_duration)]
+    pub request_timeout: Duration,
+
     /// Address of the metrics and health endpoints (/metrics, /healthz, /readyz).
     #[arg(
         long,
@@ -279,6 +285,11 @@ pub struct DaemonArgs {
     #[arg(long, env = "CAMUNDA_WORKER_CORRELATION_TIMEOUT", value_name = "DURATION",
           default_value = "5m", value_parser = parse_duration)]
     pub correlation_timeout: Duration,
+
+    /// Follow-ups held in memory at most; when that many wait, fetching pauses until there is room.
+    #[arg(long, env = "CAMUNDA_WORKER_MAX_PENDING_FOLLOW_UPS", value_name = "N",
+          default_value_t = crate::correlation::DEFAULT_CAPACITY, value_parser = parse_capacity)]
+    pub max_pending_follow_ups: usize,
 
     /// How the follow-up finds its instance: business-key, process-instance or both.
     #[arg(long, env = "CAMUNDA_WORKER_CORRELATE_BY", default_value = "business-key",
@@ -345,6 +356,17 @@ fn parse_max_tasks(text: &str) -> Result<NonZeroU32, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a whole number"))?;
     NonZeroU32::new(n).ok_or_else(|| "must be at least 1".to_owned())
+}
+
+fn parse_capacity(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number"))?;
+    if n == 0 {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(n)
 }
 
 fn parse_engine_url(text: &str) -> Result<Url, String> {

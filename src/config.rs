@@ -21,7 +21,7 @@ use crate::engine::auth::{BearerToken, OAuthClient, TokenFile};
 use crate::engine::{Credentials, EngineSettings, TlsSettings};
 use crate::secret::Secret;
 use crate::variables::{default_variables, TypedValue, Variables};
-use crate::worker::WorkerSettings;
+use crate::worker::{generated_worker_id, WorkerSettings};
 
 /// Config keys (= clap argument ids) whose values are secrets, masked in `--print-config`.
 const SECRET_KEYS: [&str; 3] = ["password", "bearer_token", "oauth_client_secret"];
@@ -306,6 +306,7 @@ impl Layers {
         let mut engine = EngineSettings::new(connection.engine_url.clone());
         engine.credentials = credentials;
         engine.tls = tls;
+        engine.request_timeout = connection.request_timeout;
         let config = Config {
             engine,
             worker: WorkerSettings {
@@ -327,6 +328,7 @@ impl Layers {
                 delay: daemon.correlation_delay,
                 timeout: daemon.correlation_timeout,
                 max_backoff: daemon.max_backoff,
+                capacity: daemon.max_pending_follow_ups,
             },
             correlate_by: daemon.correlate_by,
             variables,
@@ -466,19 +468,6 @@ fn credentials(args: &crate::cli::ConnectionArgs) -> Result<Credentials, ConfigE
         ))));
     }
     Ok(Credentials::Anonymous)
-}
-
-/// A worker id unique to this process: the host name (the pod name in Kubernetes) and a random
-/// suffix. Never a constant: replicas sharing an id would complete each other's tasks.
-pub fn generated_worker_id() -> String {
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let host = if host.is_empty() {
-        "camunda-worker".to_owned()
-    } else {
-        host
-    };
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}", &suffix[..8])
 }
 
 /// The validated configuration of the daemon and the subcommands.

@@ -1,35 +1,42 @@
 //! The delayed follow-up: after a task is completed, tell its process instance — waiting at a
-//! message catch event — that the work is done, by correlating a message.
+//! message catch event — that the work is done, by correlating a message. Exactly once, whatever
+//! the network does.
 //!
 //! Camunda 7 does not buffer messages: a message that arrives before the instance reaches the
-//! catch event is refused as a mismatch. The delay gives the instance time to get there; when it
-//! still is not there, the follow-up is retried with backoff until `correlation_timeout`. A
-//! mismatch can also mean the opposite — another replica or the reconciler already delivered
-//! it — so before retrying, the engine's history is asked whether the instance has moved on.
+//! catch event is refused as a mismatch. So each attempt first asks the engine where the instance
+//! waits for the message (its event subscription). No subscription yet: the instance is not there
+//! yet, and the follow-up waits (with backoff, up to `correlation_timeout`). A subscription: the
+//! message is sent, and the follow-up remembers *that* subscription. If the reply is lost — a
+//! reset, a timeout, a proxy's 504 — the engine may well have correlated it; the next attempt
+//! looks again, and a remembered subscription that is gone means the message arrived (ours, or
+//! another replica's). The decision comes from the instance's own runtime state, so it holds for
+//! a process that loops back to the same catch event (a new wait has a new subscription id) and
+//! for an engine with history level `none`.
+//!
+//! Pending follow-ups are bounded: each holds one unit of `capacity`, which the fetch loop must
+//! take before it locks a task, so undeliverable messages (a misspelled message name, instances
+//! that never reach the catch) make the worker stop fetching instead of growing without end.
 //!
 //! On shutdown, pending follow-ups stop waiting out their delay and are sent at once; when the
 //! grace period ends, what is left is logged and left to the reconciler of the next start.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::backoff::Backoff;
-use crate::engine::{
-    CorrelateMessageRequest, Count, EngineClient, EngineError, ExternalTask,
-    HistoricProcessInstance, Mismatch,
-};
-use crate::metrics::Metrics;
+use crate::engine::{CorrelateMessageRequest, EngineClient, EngineError, ExternalTask, Mismatch};
+use crate::metrics::{GiveUpReason, Metrics};
 
-/// Message calls in flight at once. Follow-ups are not bounded by `--max-tasks` (a task's slot is
-/// freed at completion), so after a backlog thousands can fall due together; without this bound
-/// each would open its own connection to the engine.
+/// Delivery attempts (a subscription lookup and a message call) in flight at once. Follow-ups are
+/// not bounded by `--max-tasks` (a task's slot is freed at completion), so after a backlog
+/// thousands can fall due together; without this bound each would open its own connection.
 const MAX_CONCURRENT_SENDS: usize = 32;
 
 /// How a follow-up message identifies its process instance.
@@ -123,8 +130,9 @@ impl std::fmt::Display for CorrelationTarget {
 pub struct FollowUp {
     /// Where the message goes.
     pub target: CorrelationTarget,
-    /// The task's process instance, known even when correlating by business key: it is what the
-    /// history check and the log lines refer to.
+    /// The task's process instance, known even when correlating by business key: it is where the
+    /// follow-up looks for the instance's wait, and what log lines refer to. Without it, a lost
+    /// reply cannot be told from a message that never arrived.
     pub process_instance_id: Option<String>,
     /// When the task was fetched, for the end-to-end metric.
     pub fetched_at: Option<Instant>,
@@ -141,7 +149,16 @@ pub struct CorrelationSettings {
     pub timeout: Duration,
     /// Cap of the retry backoff.
     pub max_backoff: Duration,
+    /// Follow-ups (and tasks that may produce one) held in memory at once; when they are all
+    /// taken, fetching waits.
+    pub capacity: usize,
 }
+
+/// The default of `--max-pending-follow-ups`: a few thousand. At the correlation delay of 2 s a
+/// worker that completes 100 tasks a second holds 200; the rest is headroom for instances that are
+/// slow to reach the catch event. When every follow-up is undeliverable, memory stays bounded by
+/// this many follow-ups (about a kilobyte each).
+pub const DEFAULT_CAPACITY: usize = 4096;
 
 impl Default for CorrelationSettings {
     fn default() -> Self {
@@ -150,6 +167,7 @@ impl Default for CorrelationSettings {
             delay: Duration::from_secs(2),
             timeout: Duration::from_secs(300),
             max_backoff: Duration::from_secs(30),
+            capacity: DEFAULT_CAPACITY,
         }
     }
 }
@@ -159,28 +177,53 @@ impl Default for CorrelationSettings {
 pub enum Delivery {
     /// The engine correlated the message (204).
     Sent,
-    /// The instance had already moved past the catch event: someone else delivered it.
+    /// The wait the message was meant for is gone (the subscription this follow-up saw, or the
+    /// whole instance): the message arrived — after a lost reply, or from another replica.
     AlreadyDelivered,
-    /// Given up; logged at ERROR with the target.
-    GivenUp,
+    /// Given up; logged with the target.
+    GivenUp(GiveUpReason),
 }
 
-/// Schedules and delivers follow-up messages. Cheap to clone; all clones share one task tracker
-/// and one set of pending instances.
+/// What one delivery attempt found.
+#[derive(Debug)]
+enum Attempt {
+    /// The engine correlated the message.
+    Delivered,
+    /// The wait we knew of is gone, or the instance ended.
+    DeliveredEarlier(&'static str),
+    /// The instance does not wait for the message (yet).
+    NotWaiting,
+    /// Several instances wait under the business key.
+    Ambiguous(EngineError),
+    /// The engine refused the message for good.
+    Refused(EngineError),
+    /// The engine is unreachable, overloaded or lost the reply: try again later.
+    EngineTrouble(EngineError),
+}
+
+/// Schedules and delivers follow-up messages. Cheap to clone; all clones share one task tracker,
+/// one capacity and one set of pending instances.
 #[derive(Debug, Clone)]
 pub struct FollowUps {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     client: EngineClient,
     metrics: Arc<Metrics>,
-    settings: Arc<CorrelationSettings>,
+    settings: CorrelationSettings,
     tracker: TaskTracker,
     /// Cancelled when shutdown begins: stop waiting out delays, send now.
     hurry: CancellationToken,
     /// Cancelled when the shutdown grace ends: stop retrying.
     abort: CancellationToken,
-    /// Instances with a follow-up in memory, which the reconciler must leave alone.
-    pending: Arc<Mutex<HashSet<String>>>,
-    /// Bounds the message calls in flight (see [`MAX_CONCURRENT_SENDS`]).
-    sends: Arc<Semaphore>,
+    /// Instances with a follow-up in memory (and how many), which the reconciler leaves alone.
+    pending: Mutex<HashMap<String, usize>>,
+    /// Bounds the delivery attempts in flight (see [`MAX_CONCURRENT_SENDS`]).
+    sends: Semaphore,
+    /// Room for pending follow-ups: `settings.capacity` permits.
+    room: Arc<Semaphore>,
 }
 
 impl FollowUps {
@@ -194,92 +237,140 @@ impl FollowUps {
         hurry: CancellationToken,
         abort: CancellationToken,
     ) -> Self {
+        let room = Arc::new(Semaphore::new(settings.capacity));
         FollowUps {
-            client,
-            metrics,
-            settings: Arc::new(settings),
-            tracker,
-            hurry,
-            abort,
-            pending: Arc::default(),
-            sends: Arc::new(Semaphore::new(MAX_CONCURRENT_SENDS)),
+            inner: Arc::new(Shared {
+                client,
+                metrics,
+                settings,
+                tracker,
+                hurry,
+                abort,
+                pending: Mutex::default(),
+                sends: Semaphore::new(MAX_CONCURRENT_SENDS),
+                room,
+            }),
         }
     }
 
     /// The delivery policy.
     pub fn settings(&self) -> &CorrelationSettings {
-        &self.settings
+        &self.inner.settings
+    }
+
+    /// The room for pending follow-ups. The fetch loop takes one permit per task before locking
+    /// it; the task hands it to its follow-up, which holds it until delivered or given up.
+    pub fn room(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.inner.room)
     }
 
     /// Whether a follow-up for this instance is waiting in memory.
     pub fn is_pending(&self, process_instance_id: &str) -> bool {
-        self.pending_set().contains(process_instance_id)
+        self.pending_map().contains_key(process_instance_id)
     }
 
-    fn pending_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A panic while holding this lock cannot leave the set inconsistent (single inserts and
-        // removes), so a poisoned lock is still usable.
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // Single increments and removals cannot leave the map inconsistent, so a poisoned lock
+        // is still usable.
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Schedules delivery after the configured delay (at once if shutdown has begun).
-    pub fn schedule(&self, follow_up: FollowUp) {
-        if let Some(id) = &follow_up.process_instance_id {
-            self.pending_set().insert(id.clone());
+    fn mark_pending(&self, id: &str) {
+        *self.pending_map().entry(id.to_owned()).or_default() += 1;
+    }
+
+    fn unmark_pending(&self, id: &str) {
+        let mut pending = self.pending_map();
+        if let Some(count) = pending.get_mut(id) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(id);
+            }
         }
+    }
+
+    /// Schedules delivery after the configured delay (at once if shutdown has begun). `room` is
+    /// the unit of capacity this follow-up occupies until it is done.
+    pub fn schedule(&self, follow_up: FollowUp, room: Option<OwnedSemaphorePermit>) {
+        if let Some(id) = &follow_up.process_instance_id {
+            self.mark_pending(id);
+        }
+        self.inner.metrics.follow_up_scheduled();
         let this = self.clone();
         let span = tracing::info_span!(
             "follow_up",
             target = %follow_up.target,
             process_instance_id = follow_up.process_instance_id.as_deref().unwrap_or(""),
         );
-        self.tracker.spawn(
+        let due = Instant::now() + self.inner.settings.delay;
+        self.inner.tracker.spawn(
             async move {
-                let due = Instant::now() + this.settings.delay;
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
-                    _ = this.hurry.cancelled() => {
+                    _ = this.inner.hurry.cancelled() => {
                         debug!("shutting down: sending the follow-up now instead of after the delay");
                     }
                 }
-                this.deliver(&follow_up).await;
+                this.deliver_due(&follow_up, Some(due)).await;
                 if let Some(id) = &follow_up.process_instance_id {
-                    this.pending_set().remove(id);
+                    this.unmark_pending(id);
                 }
+                this.inner.metrics.follow_up_finished();
+                drop(room);
             }
             .instrument(span),
         );
     }
 
-    /// Sends the message now, retrying as the policy says. Used by scheduled follow-ups.
+    /// Sends the message now, retrying as the policy says.
     pub async fn deliver(&self, follow_up: &FollowUp) -> Delivery {
+        self.deliver_due(follow_up, None).await
+    }
+
+    async fn deliver_due(&self, follow_up: &FollowUp, due: Option<Instant>) -> Delivery {
+        let settings = &self.inner.settings;
         let request = CorrelateMessageRequest {
-            message_name: self.settings.message_name.clone(),
+            message_name: settings.message_name.clone(),
             business_key: follow_up.target.business_key.clone(),
             process_instance_id: follow_up.target.process_instance_id.clone(),
         };
         let started = Instant::now();
-        let mut backoff =
-            Backoff::starting_at(Duration::from_millis(200), self.settings.max_backoff);
+        let mut backoff = Backoff::starting_at(Duration::from_millis(200), settings.max_backoff);
         let mut engine_trouble_logged = false;
+        // The subscription (the instance's wait) our message was sent to, once we saw one.
+        let mut awaited: Option<String> = None;
+        let mut first = true;
+        let mut retried_at_once = false;
         loop {
-            let sent = {
+            let attempt = {
                 // The semaphore is never closed, so acquiring only fails if it were.
-                let _permit = self.sends.acquire().await.ok();
-                self.client.correlate_message(&request).await
+                let _permit = self.inner.sends.acquire().await.ok();
+                if first {
+                    if let Some(due) = due {
+                        self.inner.metrics.observe_follow_up_delay_error(
+                            Instant::now().saturating_duration_since(due),
+                        );
+                    }
+                    first = false;
+                }
+                self.attempt(&request, follow_up, &mut awaited).await
             };
-            let error = match sent {
-                Ok(()) => {
-                    self.metrics
-                        .follow_up_sent(follow_up.fetched_at.map(|t| t.elapsed()));
+            match attempt {
+                Attempt::Delivered => {
+                    self.inner
+                        .metrics
+                        .follow_up_sent(follow_up.fetched_at.map(|t| t.elapsed()), false);
                     debug!("follow-up message correlated");
                     return Delivery::Sent;
                 }
-                Err(error) => error,
-            };
-            match error.mismatch() {
-                Some(Mismatch::MultipleMatches) => {
-                    self.metrics.follow_up_given_up();
+                Attempt::DeliveredEarlier(how) => {
+                    self.inner
+                        .metrics
+                        .follow_up_sent(follow_up.fetched_at.map(|t| t.elapsed()), true);
+                    info!("the follow-up had arrived already ({how}): counted as delivered");
+                    return Delivery::AlreadyDelivered;
+                }
+                Attempt::Ambiguous(error) => {
                     error!(
                         target = %follow_up.target,
                         "follow-up not sent: several process instances wait for message {} with business key {}; \
@@ -287,85 +378,104 @@ impl FollowUps {
                         request.message_name,
                         follow_up.target.business_key.as_deref().unwrap_or("-"),
                     );
-                    return Delivery::GivenUp;
+                    return self.give_up(GiveUpReason::Ambiguous);
                 }
-                Some(Mismatch::NoMatch) => {
-                    if self.has_moved_on(follow_up).await {
-                        info!("the instance is past the catch event already: the follow-up was delivered by another worker or the reconciler");
-                        return Delivery::AlreadyDelivered;
-                    }
-                    if started.elapsed() >= self.settings.timeout {
-                        self.metrics.follow_up_given_up();
+                Attempt::Refused(error) => {
+                    error!(target = %follow_up.target, "follow-up refused by the engine: {error}");
+                    return self.give_up(GiveUpReason::Refused);
+                }
+                Attempt::NotWaiting => {
+                    if started.elapsed() >= settings.timeout {
                         error!(
                             target = %follow_up.target,
                             process_instance_id = follow_up.process_instance_id.as_deref().unwrap_or("-"),
                             "follow-up not sent: the process instance did not reach the catch event for message {} within --correlation-timeout {}",
                             request.message_name,
-                            humantime::format_duration(self.settings.timeout),
+                            humantime::format_duration(settings.timeout),
                         );
-                        return Delivery::GivenUp;
+                        return self.give_up(GiveUpReason::Timeout);
                     }
-                    debug!("the instance is not at the catch event yet; retrying");
+                    debug!("the instance does not wait for the message yet; retrying");
                 }
-                None if error.is_transient() || error.is_unauthorized() => {
+                Attempt::EngineTrouble(error) if error.retry_at_once() && !retried_at_once => {
+                    // The connection closed under the call: look again now, without backoff
+                    // (the lookup tells whether a message that was on its way arrived).
+                    retried_at_once = true;
+                    self.inner.metrics.follow_up_retried();
+                    continue;
+                }
+                Attempt::EngineTrouble(error) => {
                     if !engine_trouble_logged {
                         warn!("follow-up not sent yet, retrying: {error}");
                         engine_trouble_logged = true;
                     }
                 }
-                None => {
-                    self.metrics.follow_up_given_up();
-                    error!(target = %follow_up.target, "follow-up refused by the engine: {error}");
-                    return Delivery::GivenUp;
-                }
             }
-            self.metrics.follow_up_retried();
+            retried_at_once = false;
+            self.inner.metrics.follow_up_retried();
             tokio::select! {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = self.abort.cancelled() => {
-                    self.metrics.follow_up_given_up();
+                _ = self.inner.abort.cancelled() => {
                     warn!(
                         target = %follow_up.target,
                         "shutdown grace over: follow-up not sent; the reconciler of the next start will deliver it"
                     );
-                    return Delivery::GivenUp;
+                    return self.give_up(GiveUpReason::Shutdown);
                 }
             }
         }
     }
 
-    /// Whether the instance has left the catch event behind (or ended): then a "no match" means
-    /// the message was already delivered, not that it came too early.
-    async fn has_moved_on(&self, follow_up: &FollowUp) -> bool {
-        let Some(id) = follow_up.process_instance_id.as_deref() else {
-            return false;
-        };
-        let instance: Result<HistoricProcessInstance, EngineError> = self
-            .client
-            .get_json(
-                "historyProcessInstance",
-                &format!("history/process-instance/{id}"),
-                &[],
-            )
-            .await;
-        match instance {
-            Ok(instance) if instance.state.as_deref() != Some("ACTIVE") => return true,
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => return false,
-            Err(_) => return false,
+    fn give_up(&self, reason: GiveUpReason) -> Delivery {
+        self.inner.metrics.follow_up_given_up(reason);
+        Delivery::GivenUp(reason)
+    }
+
+    /// One attempt: find the instance's wait, then send the message to it.
+    async fn attempt(
+        &self,
+        request: &CorrelateMessageRequest,
+        follow_up: &FollowUp,
+        awaited: &mut Option<String>,
+    ) -> Attempt {
+        let client = &self.inner.client;
+        if let Some(instance) = follow_up.process_instance_id.as_deref() {
+            let waits = match client
+                .instance_subscriptions(instance, &request.message_name)
+                .await
+            {
+                Ok(waits) => waits,
+                Err(e) => return Attempt::EngineTrouble(e),
+            };
+            match awaited.as_deref() {
+                Some(seen) if !waits.iter().any(|w| w.id == seen) => {
+                    return Attempt::DeliveredEarlier("the wait it was sent to is gone");
+                }
+                Some(_) => {}
+                None => match waits.first() {
+                    Some(wait) => *awaited = Some(wait.id.clone()),
+                    None => {
+                        return match client.process_instance_exists(instance).await {
+                            Ok(true) => Attempt::NotWaiting,
+                            Ok(false) => Attempt::DeliveredEarlier("the instance has ended"),
+                            Err(e) => Attempt::EngineTrouble(e),
+                        }
+                    }
+                },
+            }
         }
-        let passed: Result<Count, EngineError> = self
-            .client
-            .get_json(
-                "historyActivityInstanceCount",
-                "history/activity-instance/count",
-                &[
-                    ("processInstanceId", id.to_owned()),
-                    ("activityType", "intermediateMessageCatch".to_owned()),
-                    ("finished", "true".to_owned()),
-                ],
-            )
-            .await;
-        matches!(passed, Ok(Count { count }) if count > 0)
+        match client.correlate_message(request).await {
+            Ok(()) => Attempt::Delivered,
+            Err(error) => match error.mismatch() {
+                Some(Mismatch::MultipleMatches) => Attempt::Ambiguous(error),
+                // The wait was taken between lookup and message (another replica), or the
+                // business key does not lead to it: the next lookup tells.
+                Some(Mismatch::NoMatch) => Attempt::NotWaiting,
+                None if error.is_transient() || error.is_unauthorized() => {
+                    Attempt::EngineTrouble(error)
+                }
+                None => Attempt::Refused(error),
+            },
+        }
     }
 }

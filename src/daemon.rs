@@ -1,18 +1,18 @@
 //! The daemon, wired: metrics and health listener, engine client, worker loop, follow-ups,
 //! reconciler, and the shutdown sequence that ties them together.
 //!
-//! Shutdown, in order: the token is cancelled (signal, or the caller) → the open long poll is
-//! dropped and fetching stops → tasks fetched but not started are unlocked → running handlers
-//! finish and pending follow-ups are sent at once → after `shutdown_grace`, whatever still runs
-//! is abandoned (the reconciler of the next start delivers lost messages) → every task the engine
-//! still holds for this worker id is unlocked. The engine keeps an abandoned long poll parked
-//! until its timeout and may lock new tasks for this id meanwhile, so that last sweep repeats
-//! until the abandoned poll has timed out, within the grace period.
+//! Shutdown, in order: the token is cancelled (signal, or the caller) → fetching stops, and each
+//! parked long poll is cancelled on the engine (or, where the engine cannot, left to time out) →
+//! tasks fetched but not started are unlocked → running handlers finish and pending follow-ups
+//! are sent at once, while a sweep gives back whatever the engine still locks for this worker id
+//! (see [`crate::release`]) → when `shutdown_grace` ends, whatever still runs is abandoned (the
+//! reconciler of the next start delivers lost messages). Nothing runs past the grace.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -23,10 +23,12 @@ use crate::engine::EngineClient;
 use crate::handler::{Handler, MessageCorrelationHandler};
 use crate::metrics::Metrics;
 use crate::reconciler::Reconciler;
+use crate::release::EXPIRY_MARGIN;
 use crate::worker::{StopTokens, Worker};
 
-/// After the grace period, how long abandoned work gets to log and unlock before the process ends.
-const ABORT_WAIT: Duration = Duration::from_secs(2);
+/// At the end of the grace period, how long abandoned work gets to log and give up before the
+/// process ends; taken from the grace, not added to it.
+const ABORT_WAIT: Duration = Duration::from_millis(500);
 
 /// How a daemon run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,16 @@ pub async fn run_with_handler<H: Handler>(
     .with_context(|| format!("--metrics-addr {}: cannot listen", config.metrics_addr))?;
     info!(address = %bound, "metrics on /metrics, health on /healthz and /readyz");
 
+    // The grace counts from the moment shutdown is asked for.
+    let grace = config.shutdown_grace;
+    let grace_ends = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            Instant::now() + grace
+        })
+    };
+
     let tracker = TaskTracker::new();
     let stop = StopTokens {
         shutdown: shutdown.clone(),
@@ -80,7 +92,12 @@ pub async fn run_with_handler<H: Handler>(
         stop.abort.clone(),
     );
     let reconciler = config.reconcile_interval.map(|interval| {
-        let reconciler = Reconciler::new(client.clone(), follow_ups.clone(), Arc::clone(&metrics));
+        let reconciler = Reconciler::new(
+            client.clone(),
+            follow_ups.clone(),
+            Arc::clone(&metrics),
+            &config.worker.topic,
+        );
         tokio::spawn(reconciler.run(interval, shutdown.clone()))
     });
 
@@ -94,29 +111,34 @@ pub async fn run_with_handler<H: Handler>(
         stop.clone(),
     );
     worker.run().await;
-    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+    let grace_ends = grace_ends.await.unwrap_or_else(|_| Instant::now() + grace);
 
     tracker.close();
-    let drained = if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_ok()
-    {
-        info!("shutdown complete: every task and follow-up finished");
-        true
-    } else {
+    let drain = async {
+        let drain_until = grace_ends
+            .checked_sub(ABORT_WAIT)
+            .unwrap_or(grace_ends)
+            .max(Instant::now());
+        if tokio::time::timeout_at(drain_until, tracker.wait())
+            .await
+            .is_ok()
+        {
+            info!("shutdown complete: every task and follow-up finished");
+            return true;
+        }
         warn!(
             "shutdown grace of {} is over: abandoning what still runs",
-            humantime::format_duration(config.shutdown_grace)
+            humantime::format_duration(grace)
         );
         stop.abort.cancel();
-        let _ = tokio::time::timeout(ABORT_WAIT, tracker.wait()).await;
+        let _ = tokio::time::timeout_at(grace_ends, tracker.wait()).await;
         false
     };
-    // Nothing runs any more: give back whatever the engine still holds for this worker id.
+    // Meanwhile, give back whatever the engine still locks for this worker id.
     let sweep_until = worker
         .abandoned_poll_until()
-        .map_or_else(tokio::time::Instant::now, |until| until.min(grace_ends));
-    worker.release_locks(sweep_until).await;
+        .map_or_else(Instant::now, |until| until + EXPIRY_MARGIN);
+    let (drained, ()) = tokio::join!(drain, worker.release_locks(sweep_until, grace_ends));
     if let Some(reconciler) = reconciler {
         reconciler.abort();
     }

@@ -11,10 +11,13 @@
 //! - [`cli`]: the flags as typed, each with its `CAMUNDA_WORKER_*` variable.
 //! - [`config`]: flags + environment + TOML file + defaults → one validated [`config::Config`].
 //! - [`engine`]: the REST client ([`engine::EngineClient`]), wire types and errors.
-//! - [`worker`]: the fetch loop; one poll step is [`worker::Worker::poll_once`].
+//! - [`worker`]: the fetch loop, one long poll per engine node; one poll step is
+//!   [`worker::Worker::poll_once`].
+//! - [`task`]: one task's lifecycle: handler, lock extension, complete / failure, lost replies.
 //! - [`handler`]: what to do with one task; implement [`handler::Handler`] for your own work.
-//! - [`correlation`]: the delayed follow-up message, with its retry policy.
-//! - [`reconciler`]: recovers follow-ups lost in a crash, from the engine's subscriptions.
+//! - [`correlation`]: the delayed follow-up message: exactly once, bounded in memory.
+//! - [`reconciler`]: recovers follow-ups lost in a crash, for instances whose wait is ours.
+//! - [`release`]: at shutdown, gives back what the engine still locks for this worker.
 //! - [`daemon`]: everything wired, plus the shutdown sequence.
 //! - [`metrics`] and [`health`]: Prometheus metrics, `/healthz`, `/readyz`.
 //! - [`backoff`], [`variables`], [`secret`], [`shutdown`], [`telemetry`]: small shared pieces.
@@ -54,8 +57,10 @@ pub mod handler;
 pub mod health;
 pub mod metrics;
 pub mod reconciler;
+pub mod release;
 pub mod secret;
 pub mod shutdown;
+pub mod task;
 pub mod telemetry;
 pub mod variables;
 pub mod worker;

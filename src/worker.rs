@@ -1,12 +1,18 @@
-//! The fetch loop: long-poll the engine for tasks, hand each to the handler, complete it, and
-//! schedule its follow-up.
+//! The fetch loop: long-poll each engine node for tasks and start each task it locks.
 //!
-//! The loop never locks a task it has no room for: it takes free slots (semaphore permits) first,
-//! asks the engine for exactly that many tasks, and moves one permit into each task it starts.
-//! One poll is one call of [`Worker::poll_once`], which returns what happened; [`Worker::run`]
-//! decides between polling again, backing off and stopping.
+//! The loop never locks a task it has no room for: it takes free slots (semaphore permits, one
+//! per task in flight) and room for a follow-up first, asks the engine for exactly that many
+//! tasks, and moves the permits into the tasks it starts. One poll is one call of
+//! [`Worker::poll_once`], which returns what happened; [`Worker::run`] decides between polling
+//! again, backing off and stopping. What happens to a task after that lives in [`crate::task`].
+//!
+//! With several engine nodes (a cluster), each node gets its own long poll: a node wakes only the
+//! polls parked on itself when a task is created, so a poll parked elsewhere would find the task
+//! only at that node's periodic re-check, 30 s later. All polls share the slots.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -16,20 +22,25 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::backoff::Backoff;
-use crate::correlation::{FollowUp, FollowUps};
+use crate::correlation::FollowUps;
 use crate::engine::{
-    BpmnErrorRequest, CompleteRequest, EngineClient, EngineError, ExtendLockRequest, ExternalTask,
-    FailureRequest, FetchAndLockRequest, TopicRequest,
+    millis, EngineClient, EngineError, ExternalTask, FetchAndLockRequest, Node, TopicRequest,
 };
-use crate::handler::{Handler, HandlerError, TaskResult};
-use crate::metrics::{DropReason, FetchOutcome, Metrics};
+use crate::handler::Handler;
+use crate::metrics::{FetchOutcome, Metrics};
+use crate::task::TaskRun;
 
-/// While fetching keeps failing the same way, a reminder is logged this often (the first failure
-/// of a kind is logged at once, repeats only at debug level otherwise).
+/// While fetching keeps failing the same way (in a way the engine's health does not already
+/// report), a reminder is logged this often.
 const TROUBLE_REMINDER: Duration = Duration::from_secs(60);
 
-/// The engine refuses a long poll above 30 minutes.
-pub const MAX_LONG_POLL: Duration = Duration::from_secs(30 * 60);
+/// At shutdown, how long to wait for the engine to end a parked long poll after asking it to
+/// (see [`EngineClient::cancel_parked_poll`]). An engine that supports it answers within
+/// milliseconds; one that does not keeps the poll parked, and the shutdown sweep takes over.
+const CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// Within [`CANCEL_WAIT`], how often the cancel is asked again.
+const CANCEL_RETRY: Duration = Duration::from_millis(250);
 
 /// How the worker fetches and handles tasks.
 #[derive(Debug, Clone)]
@@ -43,7 +54,7 @@ pub struct WorkerSettings {
     pub lock_duration: Duration,
     /// How long the engine may park a fetch when no task is available (at most 30 min).
     pub long_poll: Duration,
-    /// Tasks in flight at once; also the most a single fetch asks for.
+    /// Tasks in flight at once, over all engine nodes; also the most a single fetch asks for.
     pub max_tasks: u32,
     /// Retries reported on a task's first failure (then the task's own count − 1).
     pub retries: i32,
@@ -56,7 +67,7 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
-            worker_id: crate::config::generated_worker_id(),
+            worker_id: generated_worker_id(),
             topic: "messageSending".to_owned(),
             lock_duration: Duration::from_secs(60),
             long_poll: Duration::from_secs(30),
@@ -68,6 +79,19 @@ impl Default for WorkerSettings {
     }
 }
 
+/// A worker id unique to this process: the host name (the pod name in Kubernetes) and a random
+/// suffix. Never a constant: replicas sharing an id would complete each other's tasks.
+pub fn generated_worker_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host = if host.is_empty() {
+        "camunda-worker".to_owned()
+    } else {
+        host
+    };
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
+}
+
 /// What one poll did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollOutcome {
@@ -75,7 +99,7 @@ pub enum PollOutcome {
     Fetched(usize),
     /// The long poll ended without a task.
     Empty,
-    /// Shutdown began; nothing was fetched.
+    /// Shutdown began; nothing more is fetched from this node.
     Stopped,
 }
 
@@ -89,20 +113,45 @@ pub struct StopTokens {
     pub abort: CancellationToken,
 }
 
+/// Everything the fetch loop and the tasks it starts share, behind one `Arc`.
+pub(crate) struct WorkerContext<H> {
+    pub(crate) client: EngineClient,
+    pub(crate) handler: H,
+    pub(crate) settings: WorkerSettings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) follow_ups: FollowUps,
+    /// One permit per task in flight, over all nodes.
+    slots: Arc<Semaphore>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) stop: StopTokens,
+    /// Ids of the tasks in flight: the shutdown sweep must not unlock these.
+    in_flight: Mutex<HashSet<String>>,
+    /// Long polls left parked on the engine at shutdown, and until when the engine may still
+    /// lock tasks through them (it does not notice that the client went away).
+    abandoned_polls: Mutex<Vec<Instant>>,
+    /// Whether fetching is paused for lack of room for follow-ups (logged once per pause).
+    paused: AtomicBool,
+}
+
+impl<H> WorkerContext<H> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Single inserts and removes cannot leave the set inconsistent.
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this task is being handled right now.
+    pub(crate) fn is_in_flight(&self, task_id: &str) -> bool {
+        self.in_flight().contains(task_id)
+    }
+
+    pub(crate) fn finished(&self, task_id: &str) {
+        self.in_flight().remove(task_id);
+    }
+}
+
 /// Serves one topic: fetch, handle, complete, follow up.
 pub struct Worker<H> {
-    /// When the engine will give up a long poll this worker abandoned at shutdown. The engine does
-    /// not notice a closed connection: a parked request keeps locking tasks for this worker id
-    /// until its `asyncResponseTimeout` runs out.
-    open_poll_until: std::sync::Mutex<Option<Instant>>,
-    client: EngineClient,
-    handler: Arc<H>,
-    settings: Arc<WorkerSettings>,
-    metrics: Arc<Metrics>,
-    follow_ups: FollowUps,
-    slots: Arc<Semaphore>,
-    tracker: TaskTracker,
-    stop: StopTokens,
+    ctx: Arc<WorkerContext<H>>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -117,439 +166,383 @@ impl<H: Handler> Worker<H> {
         stop: StopTokens,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_tasks as usize));
+        metrics.set_config(
+            settings.max_tasks,
+            settings.long_poll,
+            follow_ups.settings().capacity,
+        );
         Worker {
-            open_poll_until: std::sync::Mutex::new(None),
-            client,
-            handler: Arc::new(handler),
-            settings: Arc::new(settings),
-            metrics,
-            follow_ups,
-            slots,
-            tracker,
-            stop,
+            ctx: Arc::new(WorkerContext {
+                client,
+                handler,
+                settings,
+                metrics,
+                follow_ups,
+                slots,
+                tracker,
+                stop,
+                in_flight: Mutex::default(),
+                abandoned_polls: Mutex::default(),
+                paused: AtomicBool::new(false),
+            }),
         }
     }
 
-    /// Polls until shutdown, backing off while the engine is unavailable. Returns when shutdown
-    /// has begun; the tasks it started keep running on the tracker.
+    /// Polls every engine node until shutdown, backing off while a node is unavailable. Returns
+    /// when shutdown has begun and every poll has ended; the tasks it started keep running on
+    /// the tracker.
     pub async fn run(&self) {
-        let mut backoff = Backoff::new(self.settings.max_backoff);
-        let mut trouble: Option<String> = None;
-        let mut trouble_since = Instant::now();
-        let mut reminded = Instant::now();
+        let nodes = self.ctx.client.nodes();
         info!(
-            worker_id = %self.settings.worker_id,
-            topic = %self.settings.topic,
-            engine = %self.client.base_url(),
+            worker_id = %self.ctx.settings.worker_id,
+            topic = %self.ctx.settings.topic,
+            engine = %nodes.iter().map(|n| n.name()).collect::<Vec<_>>().join(", "),
             "polling for tasks"
         );
-        loop {
-            match self.poll_once().await {
-                Ok(PollOutcome::Stopped) => break,
-                Ok(_) => {
-                    if trouble.take().is_some() {
-                        info!("the engine answers again; polling resumed");
-                    }
-                    backoff.reset();
-                }
-                Err(error) => {
-                    let summary = error_kind(&error);
-                    if trouble.is_none() {
-                        trouble_since = Instant::now();
-                    }
-                    if trouble.as_deref() != Some(summary.as_str()) {
-                        reminded = Instant::now();
-                        if error.is_unauthorized() {
-                            error!("{error}; retrying with backoff");
-                        } else if error.is_transient() {
-                            warn!("engine unavailable, backing off: {error}");
-                        } else {
-                            error!("fetch-and-lock refused, backing off: {error}");
-                        }
-                        trouble = Some(summary);
-                    } else if reminded.elapsed() >= TROUBLE_REMINDER {
-                        warn!(
-                            "fetch-and-lock still failing after {}s: {error}",
-                            trouble_since.elapsed().as_secs()
-                        );
-                        reminded = Instant::now();
-                    } else {
-                        debug!("still failing: {error}");
-                    }
-                    let delay = backoff.next_delay();
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.stop.shutdown.cancelled() => break,
-                    }
-                }
+        let loops: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let worker = Worker {
+                    ctx: Arc::clone(&self.ctx),
+                };
+                let node = Arc::clone(node);
+                let node_count = nodes.len();
+                tokio::spawn(async move { worker.run_node(&node, node_count).await })
+            })
+            .collect();
+        for handle in loops {
+            if let Err(e) = handle.await {
+                error!("a fetch loop ended abnormally: {e}");
             }
         }
         debug!("fetching stopped");
     }
 
-    /// One poll: wait for a free slot, fetch as many tasks as there are free slots, and start each.
-    pub async fn poll_once(&self) -> Result<PollOutcome, EngineError> {
-        let first = tokio::select! {
-            permit = self.slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return Ok(PollOutcome::Stopped),
-            },
-            _ = self.stop.shutdown.cancelled() => return Ok(PollOutcome::Stopped),
-        };
-        let mut permits = vec![first];
-        while let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            permits.push(permit);
+    /// The fetch loop of one node.
+    async fn run_node(&self, node: &Node, node_count: usize) {
+        // Readiness must not wait for the first long poll to return: ask the node once now.
+        if let Err(e) = self.ctx.client.ping(node).await {
+            debug!(node = %node.name(), "the engine does not answer yet: {e}");
         }
+        let mut backoff = Backoff::new(self.ctx.settings.max_backoff);
+        let mut trouble: Option<String> = None;
+        let mut reminded = Instant::now();
+        let mut trouble_since = Instant::now();
+        let mut last = None;
+        loop {
+            let share = if node_count == 1 || matches!(last, Some(PollOutcome::Fetched(_))) {
+                usize::MAX
+            } else {
+                1
+            };
+            let error = match self.poll_once_sharing(node, share).await {
+                Ok(PollOutcome::Stopped) => break,
+                Ok(outcome) => {
+                    if trouble.take().is_some() {
+                        info!(node = %node.name(), "fetch-and-lock works again");
+                    }
+                    last = Some(outcome);
+                    backoff.reset();
+                    self.ctx
+                        .metrics
+                        .set_fetch_backoff(node.name(), Duration::ZERO);
+                    continue;
+                }
+                Err(error) => error,
+            };
+            last = None;
+            // An engine that is gone or refuses the credentials is reported by the client's
+            // node health, once; the loop reports what only it sees.
+            if !(error.engine_gone() || error.is_unauthorized()) {
+                let kind = error_kind(&error);
+                if trouble.as_deref() != Some(kind.as_str()) {
+                    trouble_since = Instant::now();
+                    reminded = Instant::now();
+                    if error.is_replaced() {
+                        warn!(node = %node.name(), worker_id = %self.ctx.settings.worker_id, "the engine ended this worker's long poll because another fetch with the same worker id arrived: do two workers share --worker-id?");
+                    } else if error.is_transient() {
+                        warn!(node = %node.name(), "fetch-and-lock failed, backing off: {error}");
+                    } else {
+                        error!(node = %node.name(), "fetch-and-lock refused, backing off: {error}");
+                    }
+                    trouble = Some(kind);
+                } else if reminded.elapsed() >= TROUBLE_REMINDER {
+                    warn!(
+                        node = %node.name(),
+                        "fetch-and-lock still failing after {}s: {error}",
+                        trouble_since.elapsed().as_secs()
+                    );
+                    reminded = Instant::now();
+                } else {
+                    debug!("still failing: {error}");
+                }
+            } else {
+                debug!("fetch-and-lock failed: {error}");
+            }
+            let delay = backoff.next_delay();
+            self.ctx.metrics.set_fetch_backoff(node.name(), delay);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.ctx.stop.shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// One poll of the first node: wait for a free slot, fetch as many tasks as there are free
+    /// slots (and room for follow-ups), and start each.
+    pub async fn poll_once(&self) -> Result<PollOutcome, EngineError> {
+        let nodes = self.ctx.client.nodes();
+        let Some(node) = nodes.first() else {
+            return Err(EngineError::NoNode("fetch-and-lock".into()));
+        };
+        self.poll_once_sharing(node, usize::MAX).await
+    }
+
+    /// One poll of `node`, taking at most `share` of the free slots.
+    async fn poll_once_sharing(
+        &self,
+        node: &Node,
+        share: usize,
+    ) -> Result<PollOutcome, EngineError> {
+        let Some(permits) = self.take_permits(share).await else {
+            return Ok(PollOutcome::Stopped);
+        };
+        let settings = &self.ctx.settings;
         let request = FetchAndLockRequest {
-            worker_id: self.settings.worker_id.clone(),
+            worker_id: settings.worker_id.clone(),
             max_tasks: u32::try_from(permits.len()).unwrap_or(u32::MAX),
             use_priority: true,
-            async_response_timeout: millis(self.settings.long_poll),
+            async_response_timeout: millis(settings.long_poll),
             topics: vec![TopicRequest {
-                topic_name: self.settings.topic.clone(),
-                lock_duration: millis(self.settings.lock_duration),
-                variables: self.handler.variables_to_fetch(),
+                topic_name: settings.topic.clone(),
+                lock_duration: millis(settings.lock_duration),
+                variables: self.ctx.handler.variables_to_fetch(),
             }],
         };
-        self.set_open_poll(Some(Instant::now() + self.settings.long_poll));
+        let parked_until = Instant::now() + settings.long_poll;
+        let fetch = self.ctx.client.fetch_and_lock(node, &request);
+        tokio::pin!(fetch);
         let fetched = tokio::select! {
-            fetched = self.client.fetch_and_lock(&request) => fetched,
-            // Dropping the request closes the connection, but the engine keeps the request parked
-            // until its timeout: `open_poll_until` stays set for the shutdown sweep.
-            _ = self.stop.shutdown.cancelled() => return Ok(PollOutcome::Stopped),
+            fetched = &mut fetch => fetched,
+            _ = self.ctx.stop.shutdown.cancelled() => {
+                self.end_parked_poll(node, fetch, permits, parked_until).await;
+                return Ok(PollOutcome::Stopped);
+            }
         };
-        self.set_open_poll(None);
         let tasks = match fetched {
             Ok(tasks) => tasks,
             Err(error) => {
-                self.metrics.fetched(FetchOutcome::Error, 0);
+                self.ctx
+                    .metrics
+                    .fetched(node.name(), FetchOutcome::Error, 0);
                 return Err(error);
             }
         };
-        let fetched_at = Instant::now();
         if tasks.is_empty() {
-            self.metrics.fetched(FetchOutcome::Empty, 0);
+            self.ctx
+                .metrics
+                .fetched(node.name(), FetchOutcome::Empty, 0);
             return Ok(PollOutcome::Empty);
         }
-        self.metrics.fetched(FetchOutcome::Tasks, tasks.len());
+        self.ctx
+            .metrics
+            .fetched(node.name(), FetchOutcome::Tasks, tasks.len());
         let count = tasks.len();
-        if count > permits.len() {
-            warn!(
-                asked = permits.len(),
-                got = count,
-                "the engine handed out more tasks than asked for; handling them all"
-            );
-        }
-        for task in tasks {
-            let permit = permits.pop();
-            self.start_task(task, permit, fetched_at);
-        }
+        self.start_tasks(node, tasks, permits);
         Ok(PollOutcome::Fetched(count))
     }
 
-    fn set_open_poll(&self, until: Option<Instant>) {
-        *self
-            .open_poll_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = until;
-    }
-
-    /// Until when the engine may still lock tasks for this worker through a long poll that was
-    /// open when shutdown began; `None` when no poll was open.
-    pub fn abandoned_poll_until(&self) -> Option<Instant> {
-        *self
-            .open_poll_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Unlocks every task the engine holds for this worker id, so that other workers can take
-    /// them now instead of after the lock expires. Called at the end of shutdown, when this
-    /// worker handles nothing any more; repeated until `until` (at least once), because an
-    /// abandoned long poll can still lock tasks until it times out on the engine.
-    pub async fn release_locks(&self, until: Instant) {
-        let mut announced = false;
-        loop {
-            let locked: Result<Vec<ExternalTask>, EngineError> = self
-                .client
-                .get_json(
-                    "externalTasks",
-                    "external-task",
-                    &[
-                        ("workerId", self.settings.worker_id.clone()),
-                        ("locked", "true".to_owned()),
-                        ("maxResults", "1000".to_owned()),
-                    ],
-                )
-                .await;
-            match locked {
-                Ok(tasks) => {
-                    for task in tasks {
-                        match self.client.unlock(&task.id).await {
-                            Ok(()) => {
-                                info!(task_id = %task.id, "unlocked a task the engine locked for this stopping worker")
-                            }
-                            Err(e) => debug!(task_id = %task.id, "could not unlock: {e}"),
-                        }
-                    }
-                }
-                Err(e) => {
-                    debug!("cannot list this worker's locked tasks: {e}");
-                    return;
-                }
+    /// At shutdown, ends this node's long poll. Dropping the request would close the connection,
+    /// but the engine keeps the poll parked until its timeout, still able to lock tasks for this
+    /// worker id; so the engine is asked to cancel it — more than once, because the poll may
+    /// reach the engine's queue only after the first request — and the poll's answer is awaited.
+    /// Tasks it hands out meanwhile are started, which (shutdown having begun) gives them back.
+    async fn end_parked_poll<F>(
+        &self,
+        node: &Node,
+        mut fetch: std::pin::Pin<&mut F>,
+        permits: Vec<Permits>,
+        parked_until: Instant,
+    ) where
+        F: std::future::Future<Output = Result<Vec<ExternalTask>, EngineError>>,
+    {
+        let worker_id = &self.ctx.settings.worker_id;
+        let deadline = Instant::now() + CANCEL_WAIT;
+        let answer = loop {
+            let (_, answer) = tokio::join!(
+                tokio::time::timeout_at(
+                    deadline,
+                    self.ctx.client.cancel_parked_poll(node, worker_id)
+                ),
+                tokio::time::timeout_at((Instant::now() + CANCEL_RETRY).min(deadline), &mut fetch),
+            );
+            match answer {
+                Ok(answer) => break Some(answer),
+                Err(_) if Instant::now() >= deadline => break None,
+                Err(_) => continue,
             }
-            let now = Instant::now();
-            if now >= until {
-                return;
+        };
+        match answer {
+            Some(Ok(tasks)) => {
+                self.start_tasks(node, tasks, permits);
+                debug!(node = %node.name(), "the parked long poll ended");
             }
-            if !announced {
-                info!(
-                    "the engine keeps the abandoned long poll open for {}s more; releasing what it locks until then (signal again to exit now)",
-                    (until - now).as_secs()
-                );
-                announced = true;
+            Some(Err(e))
+                if e.is_replaced()
+                    || e.status() == Some(reqwest::StatusCode::SERVICE_UNAVAILABLE) =>
+            {
+                debug!(node = %node.name(), "the engine cancelled the parked long poll");
             }
-            tokio::time::sleep(Duration::from_millis(500).min(until - now)).await;
+            Some(Err(e)) => {
+                debug!(node = %node.name(), "the parked long poll ended with an error: {e}");
+                self.abandoned(parked_until);
+            }
+            None => {
+                debug!(node = %node.name(), "the engine keeps the long poll parked (no fetch-and-lock-unique-worker-request)");
+                self.abandoned(parked_until);
+            }
         }
     }
 
-    fn start_task(
-        &self,
-        task: ExternalTask,
-        permit: Option<OwnedSemaphorePermit>,
-        fetched_at: Instant,
-    ) {
+    /// Waits for one free slot and room for one follow-up, then takes as many more of both as
+    /// are free, up to `share`. `None` when shutdown began first.
+    async fn take_permits(&self, share: usize) -> Option<Vec<Permits>> {
+        let ctx = &self.ctx;
+        let shutdown = &ctx.stop.shutdown;
+        let slot = tokio::select! {
+            permit = Arc::clone(&ctx.slots).acquire_owned() => permit.ok()?,
+            _ = shutdown.cancelled() => return None,
+        };
+        let room_left = ctx.follow_ups.room();
+        let room = match Arc::clone(&room_left).try_acquire_owned() {
+            Ok(room) => room,
+            Err(_) => {
+                self.pause(true);
+                let room = tokio::select! {
+                    permit = Arc::clone(&room_left).acquire_owned() => permit.ok()?,
+                    _ = shutdown.cancelled() => return None,
+                };
+                self.pause(false);
+                room
+            }
+        };
+        let mut permits = vec![Permits { slot, room }];
+        while permits.len() < share {
+            let Ok(slot) = Arc::clone(&ctx.slots).try_acquire_owned() else {
+                break;
+            };
+            let Ok(room) = Arc::clone(&room_left).try_acquire_owned() else {
+                break;
+            };
+            permits.push(Permits { slot, room });
+        }
+        Some(permits)
+    }
+
+    /// Records (and logs once) that fetching waits for room among the pending follow-ups.
+    fn pause(&self, paused: bool) {
+        let ctx = &self.ctx;
+        if ctx.paused.swap(paused, Ordering::Relaxed) == paused {
+            return;
+        }
+        ctx.metrics.set_fetch_paused(paused);
+        if paused {
+            warn!(
+                capacity = ctx.follow_ups.settings().capacity,
+                "pending follow-ups are at capacity (--max-pending-follow-ups): fetching paused until messages are delivered or given up"
+            );
+        } else {
+            info!("room for follow-ups again: fetching resumed");
+        }
+    }
+
+    fn abandoned(&self, until: Instant) {
+        self.ctx
+            .abandoned_polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(until);
+    }
+
+    /// Until when the engine may still lock tasks for this worker through a long poll left
+    /// parked at shutdown; `None` when every poll ended.
+    pub fn abandoned_poll_until(&self) -> Option<Instant> {
+        self.ctx
+            .abandoned_polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .max()
+            .copied()
+    }
+
+    /// Unlocks every task the engine holds for this worker id and this worker does not handle,
+    /// until `until` (at least once) and never past `deadline`: see [`crate::release`].
+    pub async fn release_locks(&self, until: Instant, deadline: Instant) {
+        crate::release::release_locks(&self.ctx, until, deadline).await;
+    }
+
+    fn start_tasks(&self, node: &Node, tasks: Vec<ExternalTask>, mut permits: Vec<Permits>) {
+        if tasks.len() > permits.len() {
+            warn!(
+                node = %node.name(),
+                asked = permits.len(),
+                got = tasks.len(),
+                "the engine handed out more tasks than asked for; handling them all"
+            );
+        }
+        let fetched_at = Instant::now();
+        for task in tasks {
+            self.start_task(task, permits.pop(), fetched_at);
+        }
+    }
+
+    fn start_task(&self, task: ExternalTask, permits: Option<Permits>, fetched_at: Instant) {
         let span = tracing::info_span!(
             "task",
             task_id = %task.id,
             process_instance_id = task.process_instance_id.as_deref().unwrap_or(""),
             business_key = task.business_key.as_deref().unwrap_or(""),
-            topic = %self.settings.topic,
+            topic = %self.ctx.settings.topic,
         );
-        let run = TaskRun {
-            client: self.client.clone(),
-            handler: Arc::clone(&self.handler),
-            settings: Arc::clone(&self.settings),
-            metrics: Arc::clone(&self.metrics),
-            follow_ups: self.follow_ups.clone(),
-            stop: self.stop.clone(),
+        self.ctx.in_flight().insert(task.id.clone());
+        self.ctx.metrics.add_in_flight(1);
+        let (slot, room) = match permits {
+            Some(Permits { slot, room }) => (Some(slot), Some(room)),
+            None => (None, None),
         };
-        self.metrics.add_in_flight(1);
-        let metrics = Arc::clone(&self.metrics);
-        self.tracker.spawn(
+        let run = TaskRun::new(Arc::clone(&self.ctx), task, fetched_at, room);
+        let ctx = Arc::clone(&self.ctx);
+        self.ctx.tracker.spawn(
             async move {
-                run.process(task, fetched_at).await;
-                metrics.add_in_flight(-1);
-                drop(permit);
+                let task_id = run.task_id().to_owned();
+                let outcome = run.process().await;
+                debug!(?outcome, "task done");
+                ctx.finished(&task_id);
+                ctx.metrics.add_in_flight(-1);
+                drop(slot);
             }
             .instrument(span),
         );
     }
 }
 
-/// Everything one task's processing needs, detached from the loop.
-struct TaskRun<H> {
-    client: EngineClient,
-    handler: Arc<H>,
-    settings: Arc<WorkerSettings>,
-    metrics: Arc<Metrics>,
-    follow_ups: FollowUps,
-    stop: StopTokens,
-}
-
-impl<H: Handler> TaskRun<H> {
-    async fn process(&self, task: ExternalTask, fetched_at: Instant) {
-        if self.stop.shutdown.is_cancelled() {
-            // Fetched but not started before shutdown: give it back so another worker takes it
-            // now instead of after the lock expires.
-            match self.client.unlock(&task.id).await {
-                Ok(()) => debug!("shutting down: task unlocked for another worker"),
-                Err(e) => {
-                    warn!("shutting down: could not unlock the task, its lock will expire: {e}")
-                }
-            }
-            return;
-        }
-        let lock_deadline = fetched_at + self.settings.lock_duration;
-        let started = Instant::now();
-        let result = self.run_handler(&task).await;
-        self.metrics.observe_handler(started.elapsed());
-        let Some(result) = result else {
-            return;
-        };
-        match result {
-            Ok(TaskResult::Complete {
-                variables,
-                follow_up,
-            }) => {
-                let request = CompleteRequest {
-                    worker_id: self.settings.worker_id.clone(),
-                    variables,
-                };
-                let completed = self
-                    .settle("complete", lock_deadline, || {
-                        self.client.complete(&task.id, &request)
-                    })
-                    .await;
-                if completed {
-                    self.metrics.task_completed();
-                    debug!("task completed");
-                    if let Some(target) = follow_up {
-                        self.follow_ups.schedule(FollowUp {
-                            target,
-                            process_instance_id: task.process_instance_id.clone(),
-                            fetched_at: Some(fetched_at),
-                        });
-                    }
-                }
-            }
-            Ok(TaskResult::BpmnError { code, message }) => {
-                let request = BpmnErrorRequest {
-                    worker_id: self.settings.worker_id.clone(),
-                    error_code: code,
-                    error_message: message,
-                    variables: Default::default(),
-                };
-                self.settle("bpmnError", lock_deadline, || {
-                    self.client.report_bpmn_error(&task.id, &request)
-                })
-                .await;
-            }
-            Err(failure) => self.report_failure(&task, failure, lock_deadline).await,
-        }
-    }
-
-    /// Runs the handler as its own task (so a panic is contained), extending the lock at half its
-    /// duration for as long as the handler runs. `None` when the grace period ended first.
-    async fn run_handler(&self, task: &ExternalTask) -> Option<Result<TaskResult, HandlerError>> {
-        let handler = Arc::clone(&self.handler);
-        let owned = task.clone();
-        let mut handle =
-            tokio::spawn(async move { handler.handle(&owned).await }.in_current_span());
-        let lock = self.settings.lock_duration;
-        let mut extend_at = Instant::now() + lock / 2;
-        loop {
-            tokio::select! {
-                joined = &mut handle => {
-                    return Some(match joined {
-                        Ok(result) => result,
-                        Err(join_error) => Err(HandlerError::transient(
-                            "the handler panicked",
-                            format!("{join_error}"),
-                        )),
-                    });
-                }
-                _ = tokio::time::sleep_until(extend_at) => {
-                    let request = ExtendLockRequest {
-                        worker_id: self.settings.worker_id.clone(),
-                        new_duration: millis(lock),
-                    };
-                    match self.client.extend_lock(&task.id, &request).await {
-                        Ok(()) => debug!("handler still running: lock extended"),
-                        Err(e) => warn!("could not extend the lock: {e}"),
-                    }
-                    extend_at = Instant::now() + lock / 2;
-                }
-                _ = self.stop.abort.cancelled() => {
-                    handle.abort();
-                    warn!("shutdown grace over while the handler ran: task abandoned, its lock will expire");
-                    return None;
-                }
-            }
-        }
-    }
-
-    async fn report_failure(&self, task: &ExternalTask, failure: HandlerError, deadline: Instant) {
-        let retries = failure
-            .retries
-            .unwrap_or_else(|| match task.retries {
-                Some(left) => left - 1,
-                None => self.settings.retries,
-            })
-            .max(0);
-        let retry_timeout = failure.retry_timeout.unwrap_or(self.settings.retry_timeout);
-        if retries == 0 {
-            error!(
-                retries,
-                "task failed, raising an incident: {}", failure.message
-            );
-        } else {
-            warn!(
-                retries,
-                "task failed, the engine will retry it: {}", failure.message
-            );
-        }
-        let request = FailureRequest {
-            worker_id: self.settings.worker_id.clone(),
-            error_message: failure.message,
-            error_details: failure.details,
-            retries,
-            retry_timeout: millis(retry_timeout),
-        };
-        if self
-            .settle("failure", deadline, || {
-                self.client.report_failure(&task.id, &request)
-            })
-            .await
-        {
-            self.metrics.task_failed();
-        }
-    }
-
-    /// Sends a task's final call (complete / failure / bpmnError), retrying transient errors while
-    /// the lock lasts. Returns whether the engine accepted it.
-    async fn settle<F, Fut>(&self, what: &str, lock_deadline: Instant, call: F) -> bool
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<(), EngineError>>,
-    {
-        let mut backoff =
-            Backoff::starting_at(Duration::from_millis(200), self.settings.max_backoff);
-        loop {
-            let error = match call().await {
-                Ok(()) => return true,
-                Err(error) => error,
-            };
-            if error.is_not_found() {
-                self.metrics.task_dropped(DropReason::TaskGone);
-                info!("{what}: the task no longer exists (cancelled, or done by another worker); dropped: {error}");
-                return false;
-            }
-            if !(error.is_transient() || error.is_unauthorized()) {
-                self.metrics.task_dropped(DropReason::LockLost);
-                warn!("{what} refused; task dropped without a follow-up: {error}");
-                return false;
-            }
-            let delay = backoff.next_delay();
-            if Instant::now() + delay >= lock_deadline {
-                self.metrics.task_dropped(DropReason::LockLost);
-                warn!("{what} failed until the lock ran out; the engine will hand the task out again: {error}");
-                return false;
-            }
-            debug!("{what} failed, retrying in {delay:?}: {error}");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.abort.cancelled() => {
-                    warn!("shutdown grace over: {what} not sent, the lock will expire: {error}");
-                    return false;
-                }
-            }
-        }
-    }
+/// What a task takes before it is fetched: a slot (a task in flight) and room for its follow-up.
+struct Permits {
+    slot: OwnedSemaphorePermit,
+    room: OwnedSemaphorePermit,
 }
 
 /// A short description of an error, to log a changed failure once instead of every poll.
 fn error_kind(error: &EngineError) -> String {
     match error {
         EngineError::Unreachable { .. } => "unreachable".to_owned(),
+        EngineError::ConnectionClosed { .. } => "connection closed".to_owned(),
         EngineError::Unauthorized { status, .. } => format!("unauthorized {status}"),
         EngineError::Rejected { status, kind, .. } => format!("{status} {kind}"),
         EngineError::UnexpectedReply { status, .. } => format!("unexpected {status}"),
-        EngineError::Credentials(text) => text.clone(),
+        EngineError::Replaced { .. } => "replaced".to_owned(),
+        EngineError::Credentials(text) | EngineError::NoNode(text) => text.clone(),
+        EngineError::Resent(inner) => error_kind(inner),
     }
-}
-
-/// A duration in whole milliseconds, as the engine's REST API counts time.
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -2,52 +2,21 @@
 //! instance seems stuck.
 
 use crate::config::Config;
-use crate::engine::{Count, EngineClient, EngineError};
+use crate::engine::{EngineClient, EngineError, TaskFilter};
 
 /// Prints the waiting instances, open tasks and incidents for the configured topic and message.
 pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineError> {
     let topic = &config.worker.topic;
     let message = &config.correlation.message_name;
-    let count = |label: &'static str, path: &'static str, query: Vec<(&'static str, String)>| {
-        let client = client.clone();
-        async move {
-            client
-                .get_json::<Count>(label, path, &query)
-                .await
-                .map(|c| c.count)
-        }
-    };
-    let waiting = count(
-        "eventSubscriptionCount",
-        "event-subscription/count",
-        vec![
-            ("eventType", "message".to_owned()),
-            ("eventName", message.clone()),
-        ],
-    )
-    .await?;
-    let open = count(
-        "externalTaskCount",
-        "external-task/count",
-        vec![("topicName", topic.clone())],
-    )
-    .await?;
-    let locked = count(
-        "externalTaskCount",
-        "external-task/count",
-        vec![("topicName", topic.clone()), ("locked", "true".to_owned())],
-    )
-    .await?;
-    let no_retries = count(
-        "externalTaskCount",
-        "external-task/count",
-        vec![
-            ("topicName", topic.clone()),
-            ("noRetriesLeft", "true".to_owned()),
-        ],
-    )
-    .await?;
-    let incidents = count("incidentCount", "incident/count", vec![]).await?;
+    let waiting = client.count_message_subscriptions(message).await?;
+    let open = client.count_external_tasks(topic, TaskFilter::All).await?;
+    let locked = client
+        .count_external_tasks(topic, TaskFilter::Locked)
+        .await?;
+    let no_retries = client
+        .count_external_tasks(topic, TaskFilter::NoRetriesLeft)
+        .await?;
+    let incidents = client.count_incidents().await?;
     println!("engine: {}", client.base_url());
     println!("instances waiting for message {message}: {waiting}");
     println!(

@@ -17,6 +17,10 @@ use crate::secret::Secret;
 /// Refresh an OAuth token this long before the engine would start refusing it.
 const OAUTH_REFRESH_MARGIN: Duration = Duration::from_secs(30);
 
+/// How long a token endpoint may take to answer: a hung identity provider must not hang every
+/// engine call (nor a shutdown) behind it.
+const OAUTH_TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The credentials the client attaches to every engine call.
 #[derive(Clone, Debug, Default)]
 pub enum Credentials {
@@ -147,6 +151,7 @@ impl OAuthClient {
         };
         let reply = http
             .post(self.token_url.clone())
+            .timeout(OAUTH_TOKEN_TIMEOUT)
             .form(&form)
             .send()
             .await

@@ -232,6 +232,29 @@ pub struct EventSubscription {
     pub created_date: Option<String>,
 }
 
+/// One entry of the external-task log in the history (`GET /history/external-task-log`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalTaskLog {
+    /// The log entry id.
+    pub id: String,
+    /// When it happened, as the engine formats dates.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// The external task it is about.
+    #[serde(default)]
+    pub external_task_id: Option<String>,
+    /// The task's topic.
+    #[serde(default)]
+    pub topic_name: Option<String>,
+    /// The worker that held the lock.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// The task's process instance.
+    #[serde(default)]
+    pub process_instance_id: Option<String>,
+}
+
 /// An incident (a task out of retries, a failed job, ...).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

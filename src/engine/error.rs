@@ -32,6 +32,19 @@ pub enum EngineError {
         #[source]
         source: reqwest::Error,
     },
+    /// The connection closed (or was reset) before the reply: usually a kept-alive connection the
+    /// server closed just as this request was written — then the engine never saw the request —
+    /// but possibly a reply lost after the engine carried the call out. The caller sends it again
+    /// at once, checking the engine's state first where a repeat could do harm; the engine's
+    /// health is not judged by it.
+    #[error("the connection to the engine closed before the reply ({endpoint}): {}", error_chain(.source))]
+    ConnectionClosed {
+        /// The endpoint called.
+        endpoint: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// 401 or 403: the engine refused the credentials, or the user lacks the permission.
     #[error("{}", unauthorized_text(.status, .user.as_deref(), .endpoint))]
     Unauthorized {
@@ -69,6 +82,25 @@ pub enum EngineError {
     /// The credentials could not be obtained (token file unreadable, OAuth token endpoint failed).
     #[error("cannot obtain credentials: {0}")]
     Credentials(String),
+    /// The engine ended a parked long poll because a newer fetch-and-lock with the same worker id
+    /// arrived (an engine with `fetch-and-lock-unique-worker-request=true` answers it with 503).
+    #[error(
+        "{endpoint}: the engine replaced this long poll with a newer one of the same worker id"
+    )]
+    Replaced {
+        /// The endpoint called.
+        endpoint: String,
+    },
+    /// No engine node is known right now (DNS discovery found no address).
+    #[error("no engine node to call: {0}")]
+    NoNode(String),
+    /// The call was sent again at once because its connection broke, and the second attempt
+    /// failed with this error. The first attempt may have reached the engine and taken effect:
+    /// a 404 now can mean "already done".
+    #[error(
+        "{0} (sent again after the connection broke; the first attempt may have gone through)"
+    )]
+    Resent(Box<EngineError>),
 }
 
 impl EngineError {
@@ -76,7 +108,12 @@ impl EngineError {
     /// lost an optimistic-locking race (500 with code 1).
     pub fn is_transient(&self) -> bool {
         match self {
-            EngineError::Unreachable { .. } | EngineError::UnexpectedReply { .. } => true,
+            EngineError::Resent(inner) => inner.is_transient(),
+            EngineError::Unreachable { .. }
+            | EngineError::ConnectionClosed { .. }
+            | EngineError::UnexpectedReply { .. }
+            | EngineError::Replaced { .. }
+            | EngineError::NoNode(_) => true,
             EngineError::Rejected { status, .. } => status.is_server_error(),
             EngineError::Unauthorized { .. } | EngineError::Credentials(_) => false,
         }
@@ -84,10 +121,60 @@ impl EngineError {
 
     /// Whether the engine refused the credentials (401/403), or they could not be obtained.
     pub fn is_unauthorized(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Unauthorized { .. } | EngineError::Credentials(_)
-        )
+        match self {
+            EngineError::Unauthorized { .. } | EngineError::Credentials(_) => true,
+            EngineError::Resent(inner) => inner.is_unauthorized(),
+            _ => false,
+        }
+    }
+
+    /// Whether the engine may have carried out the call although no success reached us: the
+    /// request went out, but the reply was lost (a reset or closed connection, a timeout) or was
+    /// replaced by a proxy's own 5xx page. A `complete` or a message that failed this way must be
+    /// checked against the engine's state before it is sent again or given up. A refused
+    /// connection, or an error body from the engine itself (its transaction was rolled back), is
+    /// certain: nothing was done.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            EngineError::Resent(_) | EngineError::ConnectionClosed { .. } => true,
+            EngineError::Unreachable { source, .. } => !source.is_connect(),
+            EngineError::UnexpectedReply { status, .. } => status.is_server_error(),
+            EngineError::Rejected { .. }
+            | EngineError::Unauthorized { .. }
+            | EngineError::Credentials(_)
+            | EngineError::Replaced { .. }
+            | EngineError::NoNode(_) => false,
+        }
+    }
+
+    /// Whether the call should be sent again at once, without backoff: its connection closed
+    /// under it, which says nothing about the engine.
+    pub fn retry_at_once(&self) -> bool {
+        matches!(self, EngineError::ConnectionClosed { .. })
+    }
+
+    /// Whether the engine ended a parked long poll for a newer one of the same worker id.
+    pub fn is_replaced(&self) -> bool {
+        match self {
+            EngineError::Replaced { .. } => true,
+            EngineError::Resent(inner) => inner.is_replaced(),
+            _ => false,
+        }
+    }
+
+    /// Whether this error says the engine is not there (down, restarting, or a proxy in front of
+    /// it answering for it), as opposed to the engine answering and refusing one call.
+    pub fn engine_gone(&self) -> bool {
+        match self {
+            EngineError::Resent(inner) => inner.engine_gone(),
+            EngineError::Unreachable { .. } | EngineError::NoNode(_) => true,
+            EngineError::UnexpectedReply { status, .. } => status.is_server_error(),
+            EngineError::Rejected { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Unauthorized { .. }
+            | EngineError::Credentials(_)
+            | EngineError::ConnectionClosed { .. }
+            | EngineError::Replaced { .. } => false,
+        }
     }
 
     /// Whether the engine answered 404: the task or instance no longer exists.
@@ -98,15 +185,23 @@ impl EngineError {
     /// The HTTP status, when the engine answered at all.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
+            EngineError::Resent(inner) => inner.status(),
             EngineError::Unauthorized { status, .. }
             | EngineError::Rejected { status, .. }
             | EngineError::UnexpectedReply { status, .. } => Some(*status),
-            EngineError::Unreachable { .. } | EngineError::Credentials(_) => None,
+            EngineError::Unreachable { .. }
+            | EngineError::ConnectionClosed { .. }
+            | EngineError::Credentials(_)
+            | EngineError::Replaced { .. }
+            | EngineError::NoNode(_) => None,
         }
     }
 
     /// Classifies a refused message correlation; `None` for every other error.
     pub fn mismatch(&self) -> Option<Mismatch> {
+        if let EngineError::Resent(inner) = self {
+            return inner.mismatch();
+        }
         let EngineError::Rejected {
             status, message, ..
         } = self
@@ -145,6 +240,39 @@ fn unauthorized_text(status: &StatusCode, user: Option<&str>, endpoint: &str) ->
             "engine rejected the credentials: {status} on {endpoint} (no user configured; set --username/--password or a token)"
         ),
     }
+}
+
+/// Whether a transport error is what a kept-alive connection gives when the server (or a proxy)
+/// closed it just as this request was written: hyper's "connection closed before message
+/// completed", or a reset / broken pipe on a connection that was already open. Then the request
+/// usually never reached the engine, and the right answer is to send it again at once on a new
+/// connection — without backoff, and without calling the engine unavailable. (The same errors
+/// also come from a reply lost after the engine did the work; calls that must not be repeated
+/// blindly leave the repeat to their caller, see [`EngineError::ConnectionClosed`].)
+pub(crate) fn is_stale_connection(error: &reqwest::Error) -> bool {
+    if error.is_connect() || error.is_timeout() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Renders an error with its causes on one line: reqwest hides the useful part (connection

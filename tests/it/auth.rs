@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use camunda_worker::engine::{EngineClient, EngineError, FetchAndLockRequest, TopicRequest};
+use camunda_worker::engine::{
+    EngineClient, EngineError, ExternalTask, FetchAndLockRequest, TopicRequest,
+};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
@@ -33,6 +35,18 @@ fn fetch_request() -> FetchAndLockRequest {
             lock_duration: 1000,
             variables: Some(vec![]),
         }],
+    }
+}
+
+/// One fetch from the client's (only) node.
+trait FetchFirstNode {
+    async fn fetch_first_node(&self) -> Result<Vec<ExternalTask>, EngineError>;
+}
+
+impl FetchFirstNode for EngineClient {
+    async fn fetch_first_node(&self) -> Result<Vec<ExternalTask>, EngineError> {
+        let node = Arc::clone(&self.nodes()[0]);
+        self.fetch_and_lock(&node, &fetch_request()).await
     }
 }
 
@@ -71,12 +85,9 @@ async fn a_bearer_token_is_sent_with_every_call() {
     mock_fetch_requiring(&server, "Bearer t0ken").await;
     let url = format!("{}/engine-rest", server.uri());
     let client = client_for(&url, &["--bearer-token", "t0ken"]);
-    client
-        .fetch_and_lock(&fetch_request())
-        .await
-        .expect("accepted");
+    client.fetch_first_node().await.expect("accepted");
     let refused = client_for(&url, &["--bearer-token", "wrong"])
-        .fetch_and_lock(&fetch_request())
+        .fetch_first_node()
         .await
         .expect_err("refused");
     assert!(refused.is_unauthorized(), "{refused}");
@@ -101,8 +112,8 @@ async fn a_bearer_token_file_is_read_again_when_it_changes() {
         &url,
         &["--bearer-token-file", file.path().to_str().unwrap()],
     );
-    client.fetch_and_lock(&fetch_request()).await.unwrap();
-    client.fetch_and_lock(&fetch_request()).await.unwrap();
+    client.fetch_first_node().await.unwrap();
+    client.fetch_first_node().await.unwrap();
     // A rotation: new contents and a new modification time.
     std::fs::write(file.path(), "second-token\n").unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(5);
@@ -112,7 +123,7 @@ async fn a_bearer_token_file_is_read_again_when_it_changes() {
         .unwrap()
         .set_modified(later)
         .unwrap();
-    client.fetch_and_lock(&fetch_request()).await.unwrap();
+    client.fetch_first_node().await.unwrap();
     let seen = authorizations(&server.received_requests().await.unwrap());
     assert_eq!(
         seen,
@@ -167,11 +178,11 @@ async fn an_oauth_token_is_cached_and_fetched_again_once_after_a_401() {
             "engine",
         ],
     );
-    client.fetch_and_lock(&fetch_request()).await.unwrap();
-    client.fetch_and_lock(&fetch_request()).await.unwrap();
+    client.fetch_first_node().await.unwrap();
+    client.fetch_first_node().await.unwrap();
     assert_eq!(tokens.load(Ordering::SeqCst), 1, "cached between calls");
     client
-        .fetch_and_lock(&fetch_request())
+        .fetch_first_node()
         .await
         .expect("refetched after the 401");
     assert_eq!(tokens.load(Ordering::SeqCst), 2);
@@ -214,10 +225,10 @@ async fn an_oauth_token_is_refreshed_before_it_expires() {
             "s",
         ],
     );
-    client.fetch_and_lock(&fetch_request()).await.unwrap();
-    client.fetch_and_lock(&fetch_request()).await.unwrap();
+    client.fetch_first_node().await.unwrap();
+    client.fetch_first_node().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    client.fetch_and_lock(&fetch_request()).await.unwrap();
+    client.fetch_first_node().await.unwrap();
     server.verify().await;
 }
 
@@ -242,7 +253,7 @@ async fn a_failing_token_endpoint_is_a_credentials_error_without_the_secret() {
             "very-secret",
         ],
     )
-    .fetch_and_lock(&fetch_request())
+    .fetch_first_node()
     .await
     .expect_err("no token, no call");
     assert!(matches!(error, EngineError::Credentials(_)), "{error:?}");
@@ -383,7 +394,7 @@ async fn an_engine_behind_a_private_ca_is_trusted_only_with_ca_cert() {
     let pki = Pki::new();
     let engine = https_engine(&pki, false).await;
     let untrusted = client_for(&engine.url, &[])
-        .fetch_and_lock(&fetch_request())
+        .fetch_first_node()
         .await
         .expect_err("unknown CA");
     assert!(
@@ -395,7 +406,7 @@ async fn an_engine_behind_a_private_ca_is_trusted_only_with_ca_cert() {
         "{untrusted}"
     );
     client_for(&engine.url, &["--ca-cert", &pki.file("ca.pem")])
-        .fetch_and_lock(&fetch_request())
+        .fetch_first_node()
         .await
         .expect("trusted with --ca-cert");
     assert_eq!(engine.served.load(Ordering::SeqCst), 1);
@@ -407,7 +418,7 @@ async fn mutual_tls_presents_the_client_certificate() {
     let engine = https_engine(&pki, true).await;
     let ca = pki.file("ca.pem");
     let refused = client_for(&engine.url, &["--ca-cert", &ca])
-        .fetch_and_lock(&fetch_request())
+        .fetch_first_node()
         .await;
     assert!(
         refused.is_err(),
@@ -424,7 +435,7 @@ async fn mutual_tls_presents_the_client_certificate() {
             &pki.file("client.key"),
         ],
     )
-    .fetch_and_lock(&fetch_request())
+    .fetch_first_node()
     .await
     .expect("accepted with the client certificate");
     assert_eq!(engine.with_client_cert.load(Ordering::SeqCst), 1);

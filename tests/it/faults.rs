@@ -12,9 +12,8 @@ use wiremock::ResponseTemplate;
 
 use crate::support::engine::free_port;
 use crate::support::mock::{error_body, task, MockEngine};
-use crate::support::{
-    config_for, eventually, lines_with, sample, scrape, TestWorker, WorkerProcess,
-};
+use crate::support::proxy::{FaultKind, FaultProxy};
+use crate::support::{config_for, eventually, lines_with, TestWorker, WorkerProcess};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -25,24 +24,22 @@ fn no_match() -> ResponseTemplate {
     ResponseTemplate::new(400).set_body_json(error_body("RestException", NO_MATCH, Some(0)))
 }
 
-/// The history the "has the instance moved on?" check reads: still ACTIVE, catch event not passed.
-async fn instance_still_active(engine: &MockEngine, id: &str) {
-    engine
-        .on_get(
-            &format!("history/process-instance/{id}"),
-            ResponseTemplate::new(200).set_body_json(json!({"id": id, "state": "ACTIVE"})),
-        )
-        .await;
-    engine
-        .on_get(
-            "history/activity-instance/count",
-            ResponseTemplate::new(200).set_body_json(json!({"count": 0})),
-        )
-        .await;
+fn bad_gateway() -> ResponseTemplate {
+    ResponseTemplate::new(504).set_body_string("<html>504 Gateway Time-out</html>")
 }
 
-fn metrics_flag(port: u16) -> String {
-    format!("127.0.0.1:{port}")
+const SENT: &str = "camunda_worker_follow_ups_sent_total";
+const ALREADY: &str = "camunda_worker_follow_ups_already_delivered_total";
+const RETRIED: &str = "camunda_worker_follow_ups_retried_total";
+const COMPLETED: &str = "camunda_worker_tasks_completed_total";
+
+/// The follow-ups given up, over every reason.
+async fn given_up(worker: &WorkerProcess) -> f64 {
+    crate::support::metric_sum(
+        &worker.scrape().await,
+        "camunda_worker_follow_ups_given_up_total",
+        &[],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,14 +51,7 @@ async fn an_engine_answering_503_is_backed_off_with_one_warning_and_one_recovery
             ResponseTemplate::new(503).set_body_string("Service Unavailable"),
         )
         .await;
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
-        &engine.url(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--reconcile-interval",
-        "0",
-    ]);
+    let mut worker = WorkerProcess::spawn("worker", &engine.url(), &["--reconcile-interval", "0"]);
     // Four failures with backoff (0.25–0.5 s, 0.5–1 s, 1–2 s, 2–4 s), then empty polls again.
     eventually(WAIT, "polling to resume after the outage", || async {
         (engine.requests_to("/fetchAndLock").len() >= 6).then_some(())
@@ -83,14 +73,7 @@ async fn an_engine_answering_503_is_backed_off_with_one_warning_and_one_recovery
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_engine_never_ends_the_worker() {
     let closed = format!("http://127.0.0.1:{}/engine-rest", free_port());
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
-        &closed,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--max-backoff",
-        "1s",
-    ]);
+    let mut worker = WorkerProcess::spawn("worker", &closed, &["--max-backoff", "1s"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         worker.is_running(),
@@ -151,6 +134,7 @@ async fn complete_is_retried_after_optimistic_locking_and_5xx_then_followed_up_o
             ],
         )
         .await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine.on("message", ResponseTemplate::new(204)).await;
     let worker = TestWorker::spawn(
         &engine.url(),
@@ -175,7 +159,6 @@ async fn complete_that_keeps_failing_is_given_up_when_the_lock_runs_out_without_
         )
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let port = free_port();
     let worker = TestWorker::spawn(
         &engine.url(),
         &[
@@ -185,71 +168,174 @@ async fn complete_that_keeps_failing_is_given_up_when_the_lock_runs_out_without_
             "0s",
             "--reconcile-interval",
             "0",
-            "--metrics-addr",
-            &metrics_flag(port),
         ],
     );
-    let metrics = eventually(WAIT, "the task to be dropped", || async {
-        let text = scrape(port).await;
-        (sample(
-            &text,
-            "camunda_worker_tasks_dropped_total{reason=\"lock_lost\"}",
-        ) == 1.0)
-            .then_some(text)
+    eventually(WAIT, "the task to be dropped", || async {
+        (worker
+            .metric("camunda_worker_tasks_dropped_total{reason=\"lock_lost\"}")
+            .await
+            == 1.0)
+            .then_some(())
     })
     .await;
+    let completed = worker.metric(COMPLETED).await;
     worker.shutdown().await;
     assert!(
         engine.requests_to("/t1/complete").len() >= 2,
         "retried while the lock lasted"
     );
     assert!(engine.requests_to("/message").is_empty());
-    assert_eq!(
-        sample(&metrics, "camunda_worker_tasks_completed_total"),
-        0.0
+    assert_eq!(completed, 0.0);
+}
+
+/// `complete` reaches the engine and commits, but its reply is lost (here: a proxy's 504); the
+/// retry answers 404 because the task is done. The history shows this worker completed it, so
+/// the task counts as completed and its follow-up is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_whose_reply_was_lost_is_completed_and_followed_up_not_dropped() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine
+        .on_sequence(
+            "external-task/t1/complete",
+            vec![
+                bad_gateway(),
+                ResponseTemplate::new(404).set_body_json(error_body(
+                    "RestException",
+                    "External task with id t1 does not exist",
+                    Some(0),
+                )),
+            ],
+        )
+        .await;
+    engine.completed_by("t1", "w-1").await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--worker-id",
+            "w-1",
+            "--correlation-delay",
+            "0s",
+            "--reconcile-interval",
+            "0",
+        ],
     );
+    eventually(WAIT, "the follow-up", || async {
+        (worker.metric(SENT).await == 1.0).then_some(())
+    })
+    .await;
+    let completed = worker.metric(COMPLETED).await;
+    let gone = worker
+        .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
+        .await;
+    worker.shutdown().await;
+    assert_eq!(
+        (completed, gone),
+        (1.0, 0.0),
+        "counted as completed, not as gone"
+    );
+    assert_eq!(engine.requests_to("/t1/complete").len(), 2);
+    assert_eq!(engine.requests_to("/message").len(), 1);
+}
+
+/// The same lost reply on an engine without history (level `none`: the history query finds
+/// nothing): the instance now waiting for our message proves the completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_history_a_lost_complete_reply_is_proved_by_the_instance_waiting_for_the_message() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine
+        .on_sequence(
+            "external-task/t1/complete",
+            vec![
+                bad_gateway(),
+                ResponseTemplate::new(404).set_body_json(error_body(
+                    "RestException",
+                    "External task with id t1 does not exist",
+                    Some(0),
+                )),
+            ],
+        )
+        .await;
+    engine
+        .on_get(
+            "history/external-task-log",
+            ResponseTemplate::new(200).set_body_json(json!([])),
+        )
+        .await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+    );
+    eventually(WAIT, "the follow-up", || async {
+        (worker.metric(SENT).await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(worker.metric(COMPLETED).await, 1.0);
+    worker.shutdown().await;
+    assert_eq!(engine.requests_to("/message").len(), 1);
+}
+
+/// A first 404 with no lost reply before it is a task that is really gone: no follow-up, and
+/// the engine's state is not even asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_answered_404_at_once_is_dropped_without_asking_the_history() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine
+        .on(
+            "external-task/t1/complete",
+            ResponseTemplate::new(404).set_body_json(error_body(
+                "RestException",
+                "External task with id t1 does not exist",
+                Some(0),
+            )),
+        )
+        .await;
+    engine.completed_by("t1", "someone-else").await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+    );
+    eventually(WAIT, "the task to be dropped", || async {
+        (worker
+            .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
+            .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    assert!(engine.requests_to("/history/external-task-log").is_empty());
+    assert!(engine.requests_to("/message").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_sent_before_the_instance_waits_is_retried_until_it_matches() {
+async fn a_message_is_sent_only_once_the_instance_waits_for_it() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
     engine
-        .on_sequence(
-            "message",
-            vec![no_match(), no_match(), ResponseTemplate::new(204)],
-        )
+        .waits("pi-t1", vec![vec![], vec![], vec!["s1"]])
         .await;
-    instance_still_active(&engine, "pi-t1").await;
-    let port = free_port();
-    let worker = TestWorker::spawn(
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        &[
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-            "--metrics-addr",
-            &metrics_flag(port),
-        ],
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
     );
-    let metrics = eventually(WAIT, "the follow-up to be sent", || async {
-        let text = scrape(port).await;
-        (sample(&text, "camunda_worker_follow_ups_sent_total") == 1.0).then_some(text)
+    eventually(WAIT, "the follow-up to be sent", || async {
+        (worker.metric(SENT).await == 1.0).then_some(())
     })
     .await;
-    worker.shutdown().await;
-    assert_eq!(engine.requests_to("/message").len(), 3);
-    assert_eq!(
-        sample(&metrics, "camunda_worker_follow_ups_retried_total"),
-        2.0
-    );
-    assert_eq!(
-        sample(&metrics, "camunda_worker_follow_ups_given_up_total"),
-        0.0
-    );
+    let retried = worker.metric(RETRIED).await;
+    let given_up = given_up(&worker).await;
+    assert_eq!(worker.terminate(WAIT), Some(0));
+    assert_eq!(engine.requests_to("/message").len(), 1, "no early message");
+    assert_eq!(retried, 2.0, "two lookups found no wait yet");
+    assert_eq!(given_up, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,26 +344,30 @@ async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
+    engine.waits("pi-t1", vec![vec![]]).await;
     engine.on("message", no_match()).await;
-    instance_still_active(&engine, "pi-t1").await;
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--correlation-delay",
-        "0s",
-        "--correlation-timeout",
-        "1s",
-        "--reconcile-interval",
-        "0",
-    ]);
+        &[
+            "--correlation-delay",
+            "0s",
+            "--correlation-timeout",
+            "1s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
     let log = eventually(WAIT, "the ERROR after the correlation timeout", || async {
         let log = worker.stderr();
         log.contains("correlation-timeout").then_some(log)
     })
     .await;
+    let timeouts = worker
+        .metric("camunda_worker_follow_ups_given_up_total{reason=\"timeout\"}")
+        .await;
     assert_eq!(worker.terminate(WAIT), Some(0));
+    assert_eq!(timeouts, 1.0);
     let line = log
         .lines()
         .find(|l| l.contains("correlation-timeout"))
@@ -285,62 +375,79 @@ async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_
     assert!(line.contains("ERROR"), "{line}");
     assert!(line.contains("order-7"), "names the business key: {line}");
     assert!(line.contains("pi-t1"), "names the process instance: {line}");
-    let attempts = engine.requests_to("/message").len();
+    let lookups = engine.requests_to("/event-subscription").len();
     assert!(
-        (2..=10).contains(&attempts),
-        "retried with backoff, not in a loop: {attempts}"
+        (2..=10).contains(&lookups),
+        "retried with backoff, not in a loop: {lookups}"
     );
 }
 
+/// The message reaches the engine and is correlated, but its reply is lost (a proxy's 504). The
+/// next attempt finds the wait it was sent to gone: delivered, counted once, no ERROR, no second
+/// message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_no_match_for_an_instance_that_already_moved_on_is_not_an_error() {
+async fn a_message_whose_reply_was_lost_counts_as_delivered_once_its_wait_is_gone() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
-    engine.on("message", no_match()).await;
-    engine
-        .on_get(
-            "history/process-instance/pi-t1",
-            ResponseTemplate::new(200).set_body_json(json!({"id": "pi-t1", "state": "COMPLETED"})),
-        )
-        .await;
-    let port = free_port();
-    let worker = TestWorker::spawn(
+    engine.waits("pi-t1", vec![vec!["s1"], vec![]]).await;
+    engine.on("message", bad_gateway()).await;
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        &[
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-            "--metrics-addr",
-            &metrics_flag(port),
-        ],
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
     );
-    eventually(WAIT, "the history check", || async {
-        (!engine
-            .requests_to("/history/process-instance/pi-t1")
-            .is_empty())
-        .then_some(())
+    eventually(WAIT, "the follow-up to count as delivered", || async {
+        (worker.metric(SENT).await == 1.0).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let metrics = scrape(port).await;
+    let already = worker.metric(ALREADY).await;
+    let given_up = given_up(&worker).await;
+    assert_eq!(worker.terminate(WAIT), Some(0));
+    assert_eq!(already, 1.0);
+    assert_eq!(given_up, 0.0);
+    assert_eq!(engine.requests_to("/message").len(), 1, "not sent twice");
+    assert_eq!(
+        lines_with(&worker.stderr(), "ERROR"),
+        0,
+        "{}",
+        worker.stderr()
+    );
+}
+
+/// A process that loops back to the same catch event waits again right after our message: the
+/// new wait has a new subscription, which the follow-up does not mistake for the one it served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_is_not_mistaken_for_a_missing_message_when_the_process_loops_back() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine
+        .waits("pi-t1", vec![vec!["first-wait"], vec!["second-wait"]])
+        .await;
+    engine.on("message", bad_gateway()).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+    );
+    eventually(WAIT, "the follow-up to count as delivered", || async {
+        (worker.metric(ALREADY).await == 1.0).then_some(())
+    })
+    .await;
     worker.shutdown().await;
     assert_eq!(
         engine.requests_to("/message").len(),
         1,
-        "no retry once the instance moved on"
-    );
-    assert_eq!(
-        sample(&metrics, "camunda_worker_follow_ups_given_up_total"),
-        0.0
+        "the new wait got no message"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_retried() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("shared"))])]).await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
@@ -354,16 +461,11 @@ async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_ret
             )),
         )
         .await;
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--correlation-delay",
-        "0s",
-        "--reconcile-interval",
-        "0",
-    ]);
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+    );
     let log = eventually(WAIT, "the ERROR about the shared key", || async {
         let log = worker.stderr();
         log.contains("several process instances").then_some(log)
@@ -385,6 +487,7 @@ async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_ret
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlating_by_process_instance_sends_the_instance_id() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("shared"))])]).await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
@@ -414,6 +517,7 @@ async fn correlating_by_process_instance_sends_the_instance_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_refused_with_5xx_is_retried() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
@@ -620,18 +724,18 @@ async fn a_handler_running_past_half_its_lock_gets_the_lock_extended() {
 async fn refused_credentials_give_one_clear_error_and_backoff_without_leaking_the_password() {
     let engine = MockEngine::start(vec![]).await;
     engine.fetch_first(1000, ResponseTemplate::new(401)).await;
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--username",
-        "alice",
-        "--password",
-        "hunter2-secret",
-        "--reconcile-interval",
-        "0",
-    ]);
+        &[
+            "--username",
+            "alice",
+            "--password",
+            "hunter2-secret",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(worker.is_running());
     let log = worker.stderr();
@@ -662,14 +766,7 @@ async fn a_reply_that_is_not_json_is_logged_with_an_excerpt_and_treated_as_trans
                 .set_body_string("<html><body>502 from the ingress</body></html>"),
         )
         .await;
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
-        &engine.url(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--reconcile-interval",
-        "0",
-    ]);
+    let mut worker = WorkerProcess::spawn("worker", &engine.url(), &["--reconcile-interval", "0"]);
     eventually(WAIT, "polling to go on", || async {
         (engine.requests_to("/fetchAndLock").len() >= 3).then_some(())
     })
@@ -687,8 +784,11 @@ async fn a_reply_that_is_not_json_is_logged_with_an_excerpt_and_treated_as_trans
     assert!(!log.contains("panicked"));
 }
 
+/// An engine that cannot cancel a parked long poll (no `fetch-and-lock-unique-worker-request`)
+/// keeps it parked: the worker asks, waits a moment, sweeps — and still exits 0 within its grace,
+/// far sooner than the 30 s long poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_cancels_the_open_long_poll_at_once_and_exits_zero() {
+async fn sigterm_never_waits_past_the_grace_for_a_long_poll_the_engine_keeps_parked() {
     let engine = MockEngine::start(vec![]).await;
     engine
         .fetch_first(
@@ -698,22 +798,52 @@ async fn sigterm_cancels_the_open_long_poll_at_once_and_exits_zero() {
                 .set_delay(Duration::from_secs(30)),
         )
         .await;
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
+    engine
+        .on_get(
+            "external-task",
+            ResponseTemplate::new(200).set_body_json(json!([])),
+        )
+        .await;
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--long-poll",
-        "30s",
-    ]);
+        &[
+            "--long-poll",
+            "30s",
+            "--shutdown-grace",
+            "3s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
     eventually(WAIT, "the long poll to be open", || async {
         (!engine.requests_to("/fetchAndLock").is_empty()).then_some(())
     })
     .await;
-    // Bounded far below the 30 s long poll: shutdown does not wait for the engine's answer.
+    // Bounded far below the 30 s long poll: the grace (3 s) ends the sweep.
     assert_eq!(
-        worker.terminate(Duration::from_secs(5)),
+        worker.terminate(Duration::from_secs(10)),
         Some(0),
+        "{}",
+        worker.stderr()
+    );
+    let cancels = engine
+        .requests_to("/fetchAndLock")
+        .iter()
+        .filter(|r| r.body["maxTasks"] == json!(0))
+        .count();
+    assert_eq!(
+        cancels, 1,
+        "the worker asked the engine to end its parked poll"
+    );
+    assert!(
+        engine.requests_to("/external-task").len() >= 2,
+        "swept while the grace lasted"
+    );
+    assert!(
+        worker
+            .stderr()
+            .contains("fetch-and-lock-unique-worker-request"),
         "{}",
         worker.stderr()
     );
@@ -722,20 +852,16 @@ async fn sigterm_cancels_the_open_long_poll_at_once_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_sends_pending_follow_ups_now_instead_of_after_the_delay() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--correlation-delay",
-        "10m",
-        "--reconcile-interval",
-        "0",
-    ]);
+        &["--correlation-delay", "10m", "--reconcile-interval", "0"],
+    );
     eventually(WAIT, "the completion", || async {
         (!engine.requests_to("/t1/complete").is_empty()).then_some(())
     })
@@ -756,21 +882,21 @@ async fn a_second_signal_exits_at_once_and_an_expired_grace_exits_non_zero() {
             .on("external-task/t1/complete", ResponseTemplate::new(204))
             .await;
         engine.on("message", no_match()).await;
-        instance_still_active(&engine, "pi-t1").await;
-        let mut worker = WorkerProcess::spawn(&[
-            "--engine-url",
+        engine.waits("pi-t1", vec![vec![]]).await;
+        let mut worker = WorkerProcess::spawn(
+            "worker",
             &engine.url(),
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--correlation-delay",
-            "0s",
-            "--shutdown-grace",
-            grace,
-            "--reconcile-interval",
-            "0",
-        ]);
+            &[
+                "--correlation-delay",
+                "0s",
+                "--shutdown-grace",
+                grace,
+                "--reconcile-interval",
+                "0",
+            ],
+        );
         eventually(WAIT, "a retried follow-up", || async {
-            (engine.requests_to("/message").len() >= 2).then_some(())
+            (engine.requests_to("/event-subscription").len() >= 2).then_some(())
         })
         .await;
         worker.signal("TERM");
@@ -794,16 +920,50 @@ async fn a_second_signal_exits_at_once_and_an_expired_grace_exits_non_zero() {
     }
 }
 
+/// The reconciler recovers an instance whose wait follows a completed task of its topic, by
+/// process instance id — and leaves alone one that waits for a message of the same name without
+/// such a task before (another process), asking the history only once about it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reconciler_correlates_instances_left_waiting_by_process_instance_id() {
+async fn the_reconciler_recovers_only_instances_whose_wait_follows_a_task_of_its_topic() {
     let engine = MockEngine::start(vec![]).await;
+    let subscription = |id: &str, instance: Option<&str>| {
+        json!({"id": id, "eventType": "message", "eventName": "sample_response",
+               "processInstanceId": instance, "activityId": "wait_for_response",
+               "createdDate": "2026-11-22T10:00:05.000+0000"})
+    };
+    engine
+        .on_get_sequence(
+            "event-subscription",
+            vec![ResponseTemplate::new(200).set_body_json(json!([
+                subscription("s1", Some("lost-1")),
+                subscription("s2", None),
+                subscription("s3", Some("foreign-1")),
+            ]))],
+        )
+        .await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(
+            "/engine-rest/history/external-task-log",
+        ))
+        .and(wiremock::matchers::query_param(
+            "processInstanceId",
+            "lost-1",
+        ))
+        .and(wiremock::matchers::query_param(
+            "topicName",
+            "messageSending",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([{
+            "id": "log-1", "timestamp": "2026-11-22T10:00:04.000+0000",
+            "externalTaskId": "t-lost", "topicName": "messageSending",
+            "workerId": "dead-worker", "processInstanceId": "lost-1"
+        }])))
+        .mount(&engine.server)
+        .await;
     engine
         .on_get(
-            "event-subscription",
-            ResponseTemplate::new(200).set_body_json(json!([
-                {"id": "s1", "eventType": "message", "eventName": "sample_response", "processInstanceId": "lost-1", "activityId": "wait_for_response", "createdDate": "2026-11-22T10:00:00.000+0000"},
-                {"id": "s2", "eventType": "message", "eventName": "sample_response", "processInstanceId": null, "activityId": "start", "createdDate": "2026-11-22T10:00:00.000+0000"}
-            ])),
+            "history/external-task-log",
+            ResponseTemplate::new(200).set_body_json(json!([])),
         )
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
@@ -821,25 +981,128 @@ async fn the_reconciler_correlates_instances_left_waiting_by_process_instance_id
         CancellationToken::new(),
         CancellationToken::new(),
     );
-    let mut reconciler =
-        camunda_worker::reconciler::Reconciler::new(client, follow_ups, Arc::clone(&metrics))
-            .with_min_wait(Duration::from_millis(100));
+    let mut reconciler = camunda_worker::reconciler::Reconciler::new(
+        client,
+        follow_ups,
+        Arc::clone(&metrics),
+        "messageSending",
+    )
+    .with_min_wait(Duration::from_millis(100));
     let first = reconciler.pass().await.unwrap();
     assert_eq!(
         (first.waiting, first.recovered),
-        (1, 0),
+        (2, 0),
         "first sighting: too early to tell"
     );
     tokio::time::sleep(Duration::from_millis(150)).await;
     let second = reconciler.pass().await.unwrap();
-    assert_eq!(second.recovered, 1);
+    assert_eq!((second.recovered, second.not_ours), (1, 1), "{second:?}");
+    let third = reconciler.pass().await.unwrap();
+    assert_eq!((third.recovered, third.not_ours), (0, 1), "{third:?}");
+    let messages = engine.requests_to("/message");
+    assert_eq!(messages.len(), 1);
     assert_eq!(
-        engine.requests_to("/message")[0].body,
+        messages[0].body,
         json!({"messageName": "sample_response", "processInstanceId": "lost-1"})
+    );
+    // (Only the catch-all history mock records its requests: those are about foreign-1.)
+    let history_asked_about_foreign = engine.requests_to("/external-task-log").len();
+    assert_eq!(
+        history_asked_about_foreign, 1,
+        "asked once, not once per pass"
     );
     assert!(metrics
         .render()
         .contains("camunda_worker_follow_ups_recovered_total 1"));
+}
+
+/// A handler that runs past its first lock gets the lock extended; `complete` is then retried
+/// until the *extended* lock runs out, not the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_is_retried_until_the_extended_lock_runs_out() {
+    let engine = MockEngine::start(vec![json!([task("slow", Some("k1"))])]).await;
+    engine
+        .on("external-task/slow/extendLock", ResponseTemplate::new(204))
+        .await;
+    engine
+        .on_sequence(
+            "external-task/slow/complete",
+            vec![
+                ResponseTemplate::new(502).set_body_string("bad gateway"),
+                ResponseTemplate::new(204),
+            ],
+        )
+        .await;
+    // The handler ends at 1.7 s; the first lock (1 s) ran out long before, the extended one did not.
+    let (stop, handle) = spawn_picky(
+        &engine,
+        &["--lock-duration", "1s", "--reconcile-interval", "0"],
+    );
+    eventually(WAIT, "the second complete", || async {
+        (engine.requests_to("/slow/complete").len() == 2).then_some(())
+    })
+    .await;
+    stop.cancel();
+    handle.await.unwrap();
+}
+
+/// A server (or proxy) that closed an idle keep-alive connection in the instant the worker reuses
+/// it: the call is sent again at once on a new connection — no backoff, no warning, no outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_a_connection_the_server_closed_is_sent_again_at_once() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    // Every later poll holds its connection, so the one `complete` used is the only idle one
+    // when the follow-up starts a second later.
+    engine.park_polls(Duration::from_secs(30)).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let proxy = FaultProxy::start(&engine.server.uri()).await;
+    proxy.close_idle_after(Some(Duration::from_millis(500)));
+    let mut worker = WorkerProcess::spawn(
+        "worker",
+        &format!("{}/engine-rest", proxy.url()),
+        &[
+            "--correlation-delay",
+            "1s",
+            "--reconcile-interval",
+            "0",
+            "--shutdown-grace",
+            "2s",
+        ],
+    );
+    eventually(WAIT, "the follow-up", || async {
+        (worker.metric(SENT).await == 1.0).then_some(())
+    })
+    .await;
+    let metrics = worker.scrape().await;
+    // Read before shutdown: stopping against this mock (which cannot cancel a parked poll) warns.
+    let log = worker.stderr();
+    assert_eq!(worker.terminate(WAIT), Some(0));
+    assert!(
+        proxy.applied_count(FaultKind::StaleClose) >= 1,
+        "the race was provoked"
+    );
+    assert!(
+        crate::support::metric_sum(
+            &metrics,
+            "camunda_worker_engine_stale_connection_retries_total",
+            &[]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        crate::support::metric_sum(
+            &metrics,
+            "camunda_worker_fetch_requests_total",
+            &["outcome=\"error\""]
+        ),
+        0.0
+    );
+    assert_eq!(lines_with(&log, " WARN "), 0, "{log}");
+    assert_eq!(lines_with(&log, "engine unavailable"), 0, "{log}");
 }
 
 /// The engine keeps a long poll parked after the worker hung up, and may still lock tasks for the
@@ -864,18 +1127,18 @@ async fn shutdown_unlocks_tasks_the_abandoned_long_poll_locked_for_this_worker()
     engine
         .on("external-task/late/unlock", ResponseTemplate::new(204))
         .await;
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--long-poll",
-        "2s",
-        "--worker-id",
-        "stopping-1",
-        "--reconcile-interval",
-        "0",
-    ]);
+        &[
+            "--long-poll",
+            "2s",
+            "--worker-id",
+            "stopping-1",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
     eventually(WAIT, "the long poll to be open", || async {
         (!engine.requests_to("/fetchAndLock").is_empty()).then_some(())
     })

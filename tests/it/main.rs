@@ -6,6 +6,7 @@
 mod auth;
 mod cli;
 mod contract;
+mod delivery;
 mod faults;
 mod operate;
 mod real_engine;

@@ -26,14 +26,11 @@ async fn healthz_follows_the_loop_and_readyz_follows_the_engine() {
     engine.fetch_first(3, ResponseTemplate::new(503)).await;
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url(),
-        "--metrics-addr",
-        &addr,
-        "--reconcile-interval",
-        "0",
-    ]);
+        &["--metrics-addr", &addr, "--reconcile-interval", "0"],
+    );
     let base = format!("http://{addr}");
     eventually(WAIT, "the first failed poll", || async {
         (!engine.requests_to("/fetchAndLock").is_empty()).then_some(())
@@ -76,6 +73,7 @@ async fn healthz_follows_the_loop_and_readyz_follows_the_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_a_span_per_task() {
     let engine = MockEngine::start(vec![json!([task("t9", Some("order-9"))])]).await;
+    engine.waits("pi-t9", vec![vec!["s9"]]).await;
     engine
         .on("external-task/t9/complete", ResponseTemplate::new(204))
         .await;
@@ -307,46 +305,56 @@ async fn the_metrics_count_every_instance_processed_on_the_real_engine() {
     let rest = Rest::new(&engine.url);
     let (key, topic, message) = rest.deploy_variant("metrics").await;
     let ids = rest.start_instances(&key, "metrics", 60).await;
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut worker = WorkerProcess::spawn(&[
-        "--engine-url",
+    let mut worker = WorkerProcess::spawn(
+        "worker",
         &engine.url,
-        "--topic",
-        &topic,
-        "--message-name",
-        &message,
-        "--correlation-delay",
-        "300ms",
-        "--metrics-addr",
-        &addr,
-    ]);
+        &[
+            "--topic",
+            &topic,
+            "--message-name",
+            &message,
+            "--correlation-delay",
+            "300ms",
+        ],
+    );
     rest.wait_instances_completed(&ids, Duration::from_secs(120))
         .await;
     // Scraped while the worker runs, as Prometheus would.
-    let metrics = crate::support::scrape(port).await;
+    let metrics = worker.scrape().await;
     assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
-    let value = |name: &str| crate::support::sample(&metrics, name);
+    let value = |name: &str| crate::support::metric_value(&metrics, name);
+    let node = |series: &str| series.replace("NODE", &engine.url);
     assert_eq!(
-        value("camunda_worker_tasks_fetched_total"),
+        value(&node("camunda_worker_tasks_fetched_total{node=\"NODE\"}")),
         60.0,
         "{metrics}"
     );
     assert_eq!(value("camunda_worker_tasks_completed_total"), 60.0);
     assert_eq!(value("camunda_worker_follow_ups_sent_total"), 60.0);
-    assert_eq!(value("camunda_worker_follow_ups_given_up_total"), 0.0);
+    assert_eq!(
+        crate::support::metric_sum(&metrics, "camunda_worker_follow_ups_given_up_total", &[]),
+        0.0
+    );
     assert_eq!(value("camunda_worker_tasks_in_flight"), 0.0);
-    assert_eq!(value("camunda_worker_engine_up"), 1.0);
+    assert_eq!(value(&node("camunda_worker_engine_up{node=\"NODE\"}")), 1.0);
     assert_eq!(value("camunda_worker_task_end_to_end_seconds_count"), 60.0);
     assert_eq!(
-        value("camunda_worker_engine_request_duration_seconds_count{endpoint=\"complete\"}"),
+        value(&node(
+            "camunda_worker_engine_request_duration_seconds_count{endpoint=\"complete\",node=\"NODE\"}"
+        )),
         60.0
     );
     assert_eq!(
-        value("camunda_worker_engine_request_duration_seconds_count{endpoint=\"message\"}"),
+        value(&node(
+            "camunda_worker_engine_request_duration_seconds_count{endpoint=\"message\",node=\"NODE\"}"
+        )),
         60.0
     );
-    assert!(value("camunda_worker_fetch_requests_total{outcome=\"tasks\"}") >= 1.0);
+    assert!(
+        value(&node(
+            "camunda_worker_fetch_requests_total{node=\"NODE\",outcome=\"tasks\"}"
+        )) >= 1.0
+    );
 }
 
 /// On a terminal, `start --count` draws a progress bar (run here under a pseudo-terminal made by

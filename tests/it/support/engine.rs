@@ -19,6 +19,8 @@ pub struct EngineOptions {
     pub basic_auth: bool,
     /// File-backed H2, so state survives a restart.
     pub h2_file: Option<PathBuf>,
+    /// More Spring Boot arguments (`--camunda.bpm.history-level=none`, ...).
+    pub args: Vec<String>,
 }
 
 /// A running engine, stopped (by pid, through the script) when dropped.
@@ -55,6 +57,7 @@ impl RealEngine {
             .arg(script())
             .arg("start")
             .arg("--logging.level.root=WARN")
+            .args(&options.args)
             .env("ENGINE_PORT", port.to_string())
             .env("ENGINE_PARENT_PID", std::process::id().to_string())
             .env(
@@ -189,11 +192,18 @@ impl Rest {
             .replace("\"sample_response\"", &format!("\"{message}\""));
         let bpmn = edit(bpmn);
         assert!(bpmn.contains(&topic) && bpmn.contains(&message) && bpmn.contains(&key));
+        self.deploy_bpmn(&key, bpmn).await;
+        (key, topic, message)
+    }
+
+    /// Deploys one BPMN document as `{name}.bpmn`.
+    pub async fn deploy_bpmn(&self, name: &str, bpmn: String) {
         let form = reqwest::multipart::Form::new()
-            .text("deployment-name", format!("test-{suffix}"))
+            .text("deployment-name", format!("test-{name}"))
             .part(
                 "process.bpmn",
-                reqwest::multipart::Part::bytes(bpmn.into_bytes()).file_name(format!("{key}.bpmn")),
+                reqwest::multipart::Part::bytes(bpmn.into_bytes())
+                    .file_name(format!("{name}.bpmn")),
             );
         let reply = self
             .authed(
@@ -207,7 +217,6 @@ impl Rest {
         let status = reply.status();
         let text = reply.text().await.unwrap();
         assert!(status.is_success(), "deploy answered {status}: {text}");
-        (key, topic, message)
     }
 
     /// Starts `n` instances of `key` with business keys `{prefix}-{i}`; returns their ids.
@@ -285,6 +294,39 @@ impl Rest {
             if tokio::time::Instant::now() >= deadline {
                 panic!(
                     "only {done} of {} instances completed within {limit:?}",
+                    ids.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until none of the instances in `ids` runs any more, from the runtime (so it works
+    /// with history level `none` too), failing after `limit`.
+    pub async fn wait_instances_ended(&self, ids: &[String], limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let mut running = 0;
+            for chunk in ids.chunks(200) {
+                let (status, body) = self
+                    .post(
+                        "process-instance/count",
+                        serde_json::json!({"processInstanceIds": chunk}),
+                    )
+                    .await;
+                assert_eq!(
+                    status, 200,
+                    "process-instance count answered {status}: {body}"
+                );
+                let v: Value = serde_json::from_str(&body).unwrap();
+                running += v["count"].as_u64().unwrap();
+            }
+            if running == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "{running} of {} instances still run after {limit:?}",
                     ids.len()
                 );
             }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path, path_regex};
+use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// A request as the mock saw it.
@@ -40,6 +40,25 @@ impl Respond for FetchResponder {
             None => ResponseTemplate::new(200)
                 .set_body_json(json!([]))
                 .set_delay(EMPTY_POLL),
+        }
+    }
+}
+
+/// Like the default fetch responder, but an empty poll is parked for `delay`.
+struct ParkedPoll {
+    batches: Arc<Mutex<VecDeque<Value>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    delay: Duration,
+}
+
+impl Respond for ParkedPoll {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        record(&self.seen, request);
+        match self.batches.lock().unwrap().pop_front() {
+            Some(batch) => ResponseTemplate::new(200).set_body_json(batch),
+            None => ResponseTemplate::new(200)
+                .set_body_json(json!([]))
+                .set_delay(self.delay),
         }
     }
 }
@@ -180,6 +199,21 @@ impl MockEngine {
             .await;
     }
 
+    /// After the queued batches, parks every further fetchAndLock for `delay` before answering
+    /// `[]` (a long poll that holds its connection), instead of the short default.
+    pub async fn park_polls(&self, delay: Duration) {
+        Mock::given(method("POST"))
+            .and(path("/engine-rest/external-task/fetchAndLock"))
+            .respond_with(ParkedPoll {
+                batches: Arc::clone(&self.batches),
+                seen: Arc::clone(&self.seen),
+                delay,
+            })
+            .with_priority(2)
+            .mount(&self.server)
+            .await;
+    }
+
     /// Answers GETs to paths matching `regex` with `reply`, recording them.
     pub async fn on_get(&self, regex: &str, reply: ResponseTemplate) {
         Mock::given(method("GET"))
@@ -187,6 +221,78 @@ impl MockEngine {
             .respond_with(Recording {
                 seen: Arc::clone(&self.seen),
                 reply,
+            })
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Answers GETs to paths matching `regex` with `replies` in order (the last repeats).
+    pub async fn on_get_sequence(&self, regex: &str, replies: Vec<ResponseTemplate>) {
+        Mock::given(method("GET"))
+            .and(path_regex(format!("^/engine-rest/{regex}$")))
+            .respond_with(Sequence {
+                seen: Arc::clone(&self.seen),
+                replies: Mutex::new(VecDeque::from(replies)),
+            })
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Where `instance` waits for the message, lookup after lookup: each entry is the list of
+    /// subscription ids one lookup finds (the last entry repeats). An instance that waits nowhere
+    /// still exists (`GET /process-instance/{id}` answers 200).
+    pub async fn waits(&self, instance: &str, lookups: Vec<Vec<&str>>) {
+        let replies = lookups
+            .into_iter()
+            .map(|ids| {
+                let subscriptions: Vec<Value> = ids
+                    .into_iter()
+                    .map(|id| {
+                        json!({
+                            "id": id,
+                            "eventType": "message",
+                            "eventName": "sample_response",
+                            "processInstanceId": instance,
+                            "activityId": "wait_for_response",
+                            "createdDate": "2026-11-22T10:00:00.000+0000"
+                        })
+                    })
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(subscriptions)
+            })
+            .collect::<Vec<_>>();
+        Mock::given(method("GET"))
+            .and(path("/engine-rest/event-subscription"))
+            .and(query_param("processInstanceId", instance))
+            .respond_with(Sequence {
+                seen: Arc::clone(&self.seen),
+                replies: Mutex::new(VecDeque::from(replies)),
+            })
+            .mount(&self.server)
+            .await;
+        self.on_get(
+            &format!("process-instance/{instance}"),
+            ResponseTemplate::new(200).set_body_json(json!({"id": instance, "ended": false})),
+        )
+        .await;
+    }
+
+    /// The history's record that `worker` completed task `task_id`.
+    pub async fn completed_by(&self, task_id: &str, worker: &str) {
+        Mock::given(method("GET"))
+            .and(path("/engine-rest/history/external-task-log"))
+            .and(query_param("externalTaskId", task_id))
+            .respond_with(Recording {
+                seen: Arc::clone(&self.seen),
+                reply: ResponseTemplate::new(200).set_body_json(json!([{
+                    "id": format!("log-{task_id}"),
+                    "timestamp": "2026-11-22T10:00:00.000+0000",
+                    "externalTaskId": task_id,
+                    "topicName": "messageSending",
+                    "workerId": worker,
+                    "processInstanceId": format!("pi-{task_id}"),
+                    "successLog": true
+                }])),
             })
             .mount(&self.server)
             .await;

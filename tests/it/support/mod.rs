@@ -1,10 +1,11 @@
-//! Shared helpers: an in-process worker against any engine URL, a scripted mock engine, and the
-//! real engine built from `engine/`.
+//! Shared helpers: an in-process worker against any engine URL, a scripted mock engine, a
+//! fault-injecting proxy, and the real engine built from `engine/`.
 
 #![allow(dead_code)] // Helpers serve many test modules; not each uses every one.
 
 pub mod engine;
 pub mod mock;
+pub mod proxy;
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,20 +19,35 @@ use tokio_util::sync::CancellationToken;
 /// worker may use it to release what an abandoned long poll locks) plus a margin.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(40);
 
-/// A daemon running in this test process.
+/// A daemon running in this test process (for library handlers and paused-free unit timing),
+/// with its metrics on a port of its own.
 pub struct TestWorker {
     pub stop: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<RunSummary>>,
+    pub metrics_port: u16,
 }
 
 impl TestWorker {
-    /// Starts the daemon with these flags (plus `--metrics-addr 127.0.0.1:0` unless given).
+    /// Starts the daemon with these flags (plus `--metrics-addr 127.0.0.1:<free port>`).
     pub fn spawn(engine_url: &str, flags: &[&str]) -> TestWorker {
-        let config = config_for(engine_url, flags);
+        let metrics_port = engine::free_port();
+        let addr = format!("127.0.0.1:{metrics_port}");
+        let mut all = vec!["--metrics-addr", &addr];
+        all.extend(flags);
+        let config = config_for(engine_url, &all);
         let stop = CancellationToken::new();
         let token = stop.clone();
         let handle = tokio::spawn(async move { daemon::run(&config, token).await });
-        TestWorker { stop, handle }
+        TestWorker {
+            stop,
+            handle,
+            metrics_port,
+        }
+    }
+
+    /// The value of one series on the worker's `/metrics` (absent counts as 0).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&scrape(self.metrics_port).await, series)
     }
 
     /// Cancels and waits for the shutdown sequence to finish.
@@ -88,23 +104,43 @@ pub fn binary() -> std::process::Command {
     command
 }
 
-/// A worker binary running in the background, its stderr captured to a file.
+/// The worker binary running in the background as an operator runs it: against an engine URL,
+/// with its metrics on a port of its own and its stderr in a file. Killed when dropped if still
+/// running; a failing test prints the end of its log.
 pub struct WorkerProcess {
+    pub name: String,
     pub child: std::process::Child,
-    pub log: tempfile::NamedTempFile,
+    pub metrics_addr: String,
+    log: tempfile::NamedTempFile,
 }
 
 impl WorkerProcess {
-    /// Starts the binary with `args` (add `--metrics-addr` yourself when it matters).
-    pub fn spawn(args: &[&str]) -> WorkerProcess {
+    /// Starts the daemon against `engine_url` with `flags` (plus `--metrics-addr
+    /// 127.0.0.1:<free port>` unless the flags name one), logging at info.
+    pub fn spawn(name: &str, engine_url: &str, flags: &[&str]) -> WorkerProcess {
+        let metrics_addr = match flags.iter().position(|f| *f == "--metrics-addr") {
+            Some(i) => flags[i + 1].to_owned(),
+            None => format!("127.0.0.1:{}", engine::free_port()),
+        };
+        let mut args = vec!["--engine-url", engine_url];
+        if !flags.contains(&"--metrics-addr") {
+            args.extend(["--metrics-addr", &metrics_addr]);
+        }
+        args.extend(flags);
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = binary()
-            .args(args)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        WorkerProcess { child, log }
+        WorkerProcess {
+            name: name.to_owned(),
+            child,
+            metrics_addr,
+            log,
+        }
     }
 
     /// Everything the worker logged so far.
@@ -117,16 +153,27 @@ impl WorkerProcess {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Fails the test if the worker has exited.
+    pub fn assert_running(&mut self, when: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "worker {} exited ({status}) {when}; its log:\n{}",
+                self.name,
+                self.stderr()
+            );
+        }
+    }
+
     /// Sends a signal by pid.
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
             .status()
             .unwrap();
-        assert!(status.success(), "kill -{name} failed");
+        assert!(status.success(), "kill -{name} {} failed", self.name);
     }
 
-    /// Waits (bounded) for the exit code.
+    /// Waits (bounded) for the exit code; fails the test, with the log, past `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + limit;
         loop {
@@ -136,7 +183,8 @@ impl WorkerProcess {
             if std::time::Instant::now() >= deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "the worker did not exit within {limit:?}; log:\n{}",
+                    "worker {} did not exit within {limit:?}; log:\n{}",
+                    self.name,
                     self.stderr()
                 );
             }
@@ -149,11 +197,68 @@ impl WorkerProcess {
         self.signal("TERM");
         self.wait_exit(limit)
     }
+
+    /// `kill -9`: no shutdown sequence, whatever is in memory is lost.
+    pub fn kill_hard(&mut self) {
+        self.signal("KILL");
+        self.child.wait().unwrap();
+    }
+
+    /// GET on the worker's own listener: (status, body). `None` while it does not answer.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let reply = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.metrics_addr))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = reply.status().as_u16();
+        Some((status, reply.text().await.ok()?))
+    }
+
+    /// The Prometheus text of `/metrics`, waiting (bounded) for the listener to come up.
+    pub async fn scrape(&self) -> String {
+        eventually(
+            Duration::from_secs(30),
+            &format!("worker {} serves /metrics", self.name),
+            || async { self.get("/metrics").await.filter(|(s, _)| *s == 200) },
+        )
+        .await
+        .1
+    }
+
+    /// The value of one series (a name with its labels, as exposed); absent counts as 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.scrape().await, series)
+    }
+
+    /// The value of one counter or gauge as a whole number (absent counts as 0).
+    pub async fn count(&self, series: &str) -> u64 {
+        self.metric(series).await as u64
+    }
+
+    /// The status `/healthz` or `/readyz` answers.
+    pub async fn probe(&self, path: &str) -> u16 {
+        eventually(
+            Duration::from_secs(30),
+            &format!("worker {} answers {path}", self.name),
+            || async { self.get(path).await.map(|(status, _)| status) },
+        )
+        .await
+    }
 }
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        if self.is_running() {
+        if std::thread::panicking() {
+            let log = self.stderr();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of worker {} ---", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -165,7 +270,7 @@ pub fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
-/// GETs a worker's /metrics, waiting (up to 10 s) for a worker that is still starting to listen.
+/// GETs a worker's /metrics, waiting (up to 10 s) for a worker that is still binding its listener.
 pub async fn scrape(port: u16) -> String {
     let url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -180,31 +285,33 @@ pub async fn scrape(port: u16) -> String {
     }
 }
 
-/// The value of one sample (`name` including labels, exactly as exposed), 0 when absent.
-pub fn sample(metrics: &str, name: &str) -> f64 {
+/// The value of one series (`name` or `name{labels}`, exactly as exposed) in a Prometheus text
+/// exposition; 0 when absent.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
+        .find_map(|l| {
+            let value = l.strip_prefix(series)?.strip_prefix(' ')?;
+            value.split_whitespace().next()?.parse().ok()
+        })
         .unwrap_or(0.0)
 }
 
-/// Sends SIGTERM to a child by pid and waits (bounded) for its exit code.
-pub fn terminate(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM failed");
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the worker") {
-            return status.code();
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the worker did not exit within {limit:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The sum of every series of `name` whose labels contain all of `labels` (`key="value"` pairs),
+/// e.g. a counter summed over its nodes or reasons.
+pub fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (label_set, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .iter()
+                .all(|wanted| label_set.split(',').any(|l| l == *wanted))
+                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
+        })
+        .sum()
 }

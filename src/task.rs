@@ -1,0 +1,405 @@
+//! One task's lifecycle, from the moment the fetch loop locked it: run the handler (extending the
+//! lock while it runs), report the result to the engine, and schedule the follow-up once the
+//! engine has the completion.
+//!
+//! Each call's result is an outcome the caller matches on, never a bare bool. The one subtle
+//! case is the lost reply: `complete` reaches the engine and commits, but its answer is lost (a
+//! reset, a timeout, a proxy's 504), and the retry answers 404 because the task is done. That task
+//! was completed — by this worker — and its follow-up is owed: the engine's state decides it (the
+//! history's record of the completion, or the instance now waiting for our message).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::backoff::Backoff;
+use crate::correlation::FollowUp;
+use crate::engine::{
+    millis, BpmnErrorRequest, CompleteRequest, EngineError, ExtendLockRequest, ExternalTask,
+    FailureRequest,
+};
+use crate::handler::{Handler, HandlerError, TaskResult};
+use crate::metrics::DropReason;
+use crate::worker::WorkerContext;
+
+/// How a task's processing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// Completed; `follow_up` says whether a follow-up message was scheduled.
+    Completed {
+        /// Whether a follow-up was scheduled.
+        follow_up: bool,
+    },
+    /// Reported as a failure (`/failure`).
+    Failed,
+    /// Reported as a BPMN error.
+    BpmnError,
+    /// Given up without a follow-up.
+    Dropped(DropReason),
+    /// Fetched after shutdown began: given back to the engine unhandled.
+    Unlocked,
+    /// The shutdown grace ended first; the lock will expire.
+    Abandoned,
+}
+
+/// How a task's final call (complete, failure, bpmnError) ended.
+#[derive(Debug)]
+enum Settled {
+    /// The engine confirmed it (204).
+    Accepted,
+    /// The reply was lost, and the engine's state shows the call took effect.
+    AcceptedReplyLost,
+    /// The task no longer exists (404), and nothing shows that this call ended it.
+    Gone(EngineError),
+    /// The engine refused the call (400: another worker holds the lock, ...).
+    Refused(EngineError),
+    /// Retried while the lock lasted, without success.
+    LockExpired(EngineError),
+    /// The shutdown grace ended while retrying.
+    Abandoned(EngineError),
+}
+
+/// What the handler run gave.
+enum HandlerRun {
+    Finished(Result<TaskResult, HandlerError>),
+    Abandoned,
+}
+
+/// One locked task and everything its processing needs.
+pub(crate) struct TaskRun<H> {
+    ctx: Arc<WorkerContext<H>>,
+    task: ExternalTask,
+    fetched_at: Instant,
+    /// When the lock expires, as far as this worker knows: fetch time + lock duration, moved on
+    /// by every successful extension. Retrying the final call makes sense only until then.
+    lock_until: Instant,
+    /// The unit of follow-up capacity this task was fetched with.
+    room: Option<OwnedSemaphorePermit>,
+}
+
+impl<H: Handler> TaskRun<H> {
+    pub(crate) fn new(
+        ctx: Arc<WorkerContext<H>>,
+        task: ExternalTask,
+        fetched_at: Instant,
+        room: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        let lock_until = fetched_at + ctx.settings.lock_duration;
+        TaskRun {
+            ctx,
+            task,
+            fetched_at,
+            lock_until,
+            room,
+        }
+    }
+
+    pub(crate) fn task_id(&self) -> &str {
+        &self.task.id
+    }
+
+    /// Handles the task to its end.
+    pub(crate) async fn process(mut self) -> TaskOutcome {
+        if self.ctx.stop.shutdown.is_cancelled() {
+            // Fetched but not started before shutdown: give it back so another worker takes it
+            // now instead of after the lock expires.
+            match self.ctx.client.unlock(&self.task.id).await {
+                Ok(()) => debug!("shutting down: task unlocked for another worker"),
+                Err(e) => {
+                    warn!("shutting down: could not unlock the task, its lock will expire: {e}")
+                }
+            }
+            return TaskOutcome::Unlocked;
+        }
+        let started = Instant::now();
+        let run = self.run_handler().await;
+        self.ctx.metrics.observe_handler(started.elapsed());
+        match run {
+            HandlerRun::Abandoned => TaskOutcome::Abandoned,
+            HandlerRun::Finished(Ok(TaskResult::Complete {
+                variables,
+                follow_up,
+            })) => self.complete(variables, follow_up).await,
+            HandlerRun::Finished(Ok(TaskResult::BpmnError { code, message })) => {
+                self.report_bpmn_error(code, message).await
+            }
+            HandlerRun::Finished(Err(failure)) => self.report_failure(failure).await,
+        }
+    }
+
+    async fn complete(
+        &mut self,
+        variables: crate::variables::Variables,
+        target: Option<crate::correlation::CorrelationTarget>,
+    ) -> TaskOutcome {
+        let request = CompleteRequest {
+            worker_id: self.ctx.settings.worker_id.clone(),
+            variables,
+        };
+        let client = self.ctx.client.clone();
+        let task_id = self.task.id.clone();
+        let follow_up_wanted = target.is_some();
+        let settled = self
+            .settle(
+                "complete",
+                || client.complete(&task_id, &request),
+                || self.completed_despite_lost_reply(follow_up_wanted),
+            )
+            .await;
+        match settled {
+            Settled::Accepted | Settled::AcceptedReplyLost => {
+                if matches!(settled, Settled::AcceptedReplyLost) {
+                    info!("complete: the reply was lost, but the engine shows the task completed by this worker");
+                }
+                self.ctx.metrics.task_completed();
+                debug!("task completed");
+                let Some(target) = target else {
+                    return TaskOutcome::Completed { follow_up: false };
+                };
+                self.ctx.follow_ups.schedule(
+                    FollowUp {
+                        target,
+                        process_instance_id: self.task.process_instance_id.clone(),
+                        fetched_at: Some(self.fetched_at),
+                    },
+                    self.room.take(),
+                );
+                TaskOutcome::Completed { follow_up: true }
+            }
+            other => self.dropped("complete", other),
+        }
+    }
+
+    async fn report_bpmn_error(&mut self, code: String, message: String) -> TaskOutcome {
+        let request = BpmnErrorRequest {
+            worker_id: self.ctx.settings.worker_id.clone(),
+            error_code: code,
+            error_message: message,
+            variables: Default::default(),
+        };
+        let client = self.ctx.client.clone();
+        let task_id = self.task.id.clone();
+        // After a lost reply, a task that is gone or no longer ours took the error.
+        match self
+            .settle(
+                "bpmnError",
+                || client.report_bpmn_error(&task_id, &request),
+                || async { true },
+            )
+            .await
+        {
+            Settled::Accepted | Settled::AcceptedReplyLost => TaskOutcome::BpmnError,
+            other => self.dropped("bpmnError", other),
+        }
+    }
+
+    async fn report_failure(&mut self, failure: HandlerError) -> TaskOutcome {
+        let settings = &self.ctx.settings;
+        let retries = failure
+            .retries
+            .unwrap_or_else(|| match self.task.retries {
+                Some(left) => left - 1,
+                None => settings.retries,
+            })
+            .max(0);
+        let retry_timeout = failure.retry_timeout.unwrap_or(settings.retry_timeout);
+        if retries == 0 {
+            error!(
+                retries,
+                "task failed, raising an incident: {}", failure.message
+            );
+        } else {
+            warn!(
+                retries,
+                "task failed, the engine will retry it: {}", failure.message
+            );
+        }
+        let request = FailureRequest {
+            worker_id: settings.worker_id.clone(),
+            error_message: failure.message,
+            error_details: failure.details,
+            retries,
+            retry_timeout: millis(retry_timeout),
+        };
+        let client = self.ctx.client.clone();
+        let task_id = self.task.id.clone();
+        // After a lost reply, a task that is gone or no longer ours took the failure (the engine
+        // releases the lock with it).
+        match self
+            .settle(
+                "failure",
+                || client.report_failure(&task_id, &request),
+                || async { true },
+            )
+            .await
+        {
+            Settled::Accepted | Settled::AcceptedReplyLost => {
+                self.ctx.metrics.task_failed();
+                TaskOutcome::Failed
+            }
+            other => self.dropped("failure", other),
+        }
+    }
+
+    /// Counts and logs a final call that did not go through.
+    fn dropped(&self, what: &str, settled: Settled) -> TaskOutcome {
+        let metrics = &self.ctx.metrics;
+        match settled {
+            Settled::Gone(error) => {
+                metrics.task_dropped(DropReason::TaskGone);
+                info!("{what}: the task no longer exists (cancelled, or done by another worker); dropped: {error}");
+                TaskOutcome::Dropped(DropReason::TaskGone)
+            }
+            Settled::Refused(error) => {
+                metrics.task_dropped(DropReason::LockLost);
+                warn!("{what} refused; task dropped without a follow-up: {error}");
+                TaskOutcome::Dropped(DropReason::LockLost)
+            }
+            Settled::LockExpired(error) => {
+                metrics.task_dropped(DropReason::LockLost);
+                warn!("{what} failed until the lock ran out; the engine will hand the task out again: {error}");
+                TaskOutcome::Dropped(DropReason::LockLost)
+            }
+            Settled::Abandoned(error) => {
+                warn!("shutdown grace over: {what} not sent, the lock will expire: {error}");
+                TaskOutcome::Abandoned
+            }
+            Settled::Accepted | Settled::AcceptedReplyLost => {
+                unreachable!("accepted calls are not dropped")
+            }
+        }
+    }
+
+    /// After a lost reply and a 404 (or 400): did our `complete` go through? The history's record
+    /// of the task's completion by this worker says so precisely; without history (level `none`),
+    /// an instance that now waits for our message says so too.
+    async fn completed_despite_lost_reply(&self, follow_up_wanted: bool) -> bool {
+        let client = &self.ctx.client;
+        let worker_id = &self.ctx.settings.worker_id;
+        match client.task_completions(&self.task.id).await {
+            Ok(entries)
+                if entries
+                    .iter()
+                    .any(|e| e.worker_id.as_deref() == Some(worker_id.as_str())) =>
+            {
+                return true
+            }
+            Ok(_) => {}
+            Err(e) => debug!("cannot read the task's history: {e}"),
+        }
+        let (true, Some(instance)) = (follow_up_wanted, self.task.process_instance_id.as_deref())
+        else {
+            return false;
+        };
+        let message = &self.ctx.follow_ups.settings().message_name;
+        match client.instance_subscriptions(instance, message).await {
+            Ok(waits) => !waits.is_empty(),
+            Err(e) => {
+                debug!("cannot read where the instance waits: {e}");
+                false
+            }
+        }
+    }
+
+    /// Runs the handler as its own task (so a panic is contained), extending the lock at half its
+    /// duration for as long as the handler runs.
+    async fn run_handler(&mut self) -> HandlerRun {
+        let ctx = Arc::clone(&self.ctx);
+        let owned = self.task.clone();
+        let mut handle =
+            tokio::spawn(async move { ctx.handler.handle(&owned).await }.in_current_span());
+        let lock = self.ctx.settings.lock_duration;
+        let mut extend_at = Instant::now() + lock / 2;
+        loop {
+            tokio::select! {
+                joined = &mut handle => {
+                    return HandlerRun::Finished(match joined {
+                        Ok(result) => result,
+                        Err(join_error) => Err(HandlerError::transient(
+                            "the handler panicked",
+                            format!("{join_error}"),
+                        )),
+                    });
+                }
+                _ = tokio::time::sleep_until(extend_at) => {
+                    let request = ExtendLockRequest {
+                        worker_id: self.ctx.settings.worker_id.clone(),
+                        new_duration: millis(lock),
+                    };
+                    let asked = Instant::now();
+                    match self.ctx.client.extend_lock(&self.task.id, &request).await {
+                        Ok(()) => {
+                            // The engine counts the new duration from when it took the call,
+                            // which is after `asked`: this deadline errs on the safe side.
+                            self.lock_until = asked + lock;
+                            debug!("handler still running: lock extended");
+                        }
+                        Err(e) => warn!("could not extend the lock: {e}"),
+                    }
+                    extend_at = Instant::now() + lock / 2;
+                }
+                _ = self.ctx.stop.abort.cancelled() => {
+                    handle.abort();
+                    warn!("shutdown grace over while the handler ran: task abandoned, its lock will expire");
+                    return HandlerRun::Abandoned;
+                }
+            }
+        }
+    }
+
+    /// Sends a task's final call (complete / failure / bpmnError), retrying transient errors while
+    /// the lock lasts. When an attempt may have taken effect unseen (its reply was lost) and a
+    /// retry then finds the task gone (404) or not ours any more (400), `confirm` asks the engine's
+    /// state whether the lost attempt went through.
+    async fn settle<F, Fut, C, CFut>(&self, what: &str, call: F, confirm: C) -> Settled
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), EngineError>>,
+        C: Fn() -> CFut,
+        CFut: std::future::Future<Output = bool>,
+    {
+        let mut backoff =
+            Backoff::starting_at(Duration::from_millis(200), self.ctx.settings.max_backoff);
+        let mut reply_lost = false;
+        let mut retried_at_once = false;
+        loop {
+            let error = match call().await {
+                Ok(()) => return Settled::Accepted,
+                Err(error) => error,
+            };
+            let refused = error.status() == Some(reqwest::StatusCode::BAD_REQUEST);
+            reply_lost |= error.outcome_unknown();
+            if reply_lost && (error.is_not_found() || refused) {
+                if confirm().await {
+                    return Settled::AcceptedReplyLost;
+                }
+                debug!("{what}: the lost attempt did not go through");
+            }
+            if error.is_not_found() {
+                return Settled::Gone(error);
+            }
+            if !(error.is_transient() || error.is_unauthorized()) {
+                return Settled::Refused(error);
+            }
+            if error.retry_at_once() && !retried_at_once {
+                // The connection closed under the call: send it again now (a 404 on the repeat
+                // is checked against the engine's state above).
+                retried_at_once = true;
+                continue;
+            }
+            retried_at_once = false;
+            let delay = backoff.next_delay();
+            if Instant::now() + delay >= self.lock_until {
+                return Settled::LockExpired(error);
+            }
+            debug!("{what} failed, retrying in {delay:?}: {error}");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.ctx.stop.abort.cancelled() => return Settled::Abandoned(error),
+            }
+        }
+    }
+}
