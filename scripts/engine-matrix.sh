@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real-engine suite (the message-correlation flow, the mismatch retry, crash recovery by the
-# reconciler, replicas, engine restart, Basic auth) against each engine of the matrix.
+# reconciler, replicas, engine restart, Basic auth, and the fault-injection suite: lost replies,
+# stale connections, outages, restarts under traffic) against each engine of the matrix.
 #
 #   scripts/engine-matrix.sh                           every flavor
 #   scripts/engine-matrix.sh camunda-7.24 operaton     some flavors
@@ -19,7 +20,7 @@ flavors=("$@")
 for flavor in "${flavors[@]}"; do
   printf '\n==> real-engine suite on %s\n' "$flavor"
   ENGINE_FLAVOR=$flavor engine/engine.sh build
-  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- real_engine:: resilience:: \
+  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- real_engine:: resilience:: delivery:: \
     --skip "$RESTART_TEST"
   # Alone: under the load of the other scenarios the engine-restart test has been flaky.
   ENGINE_FLAVOR=$flavor cargo test --locked --test it -- --exact "$RESTART_TEST"

@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::correlation::CorrelateBy;
@@ -85,6 +85,17 @@ pub struct HealthcheckArgs {
     pub url: Option<Url>,
 }
 
+/// How the worker finds the engine's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum EngineDiscovery {
+    /// Use the `--engine-url`s as given.
+    #[default]
+    None,
+    /// Resolve the host of the single `--engine-url` again and again and poll every address it
+    /// has (a Kubernetes headless Service: one address per engine pod).
+    Dns,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -107,10 +118,12 @@ pub struct ConnectionArgs {
     )]
     pub config: Option<PathBuf>,
 
-    /// The engine's REST root.
+    /// The engine's REST root. For a cluster, every node's (repeat the flag, or separate the URLs
+    /// with commas): the worker keeps one long poll per node.
     #[arg(long, global = true, env = "CAMUNDA_WORKER_ENGINE_URL", value_name = "URL",
-          default_value = "http://localhost:8080/engine-rest", value_parser = parse_engine_url)]
-    pub engine_url: Url,
+          default_value = "http://localhost:8080/engine-rest", value_parser = parse_engine_url,
+          action = ArgAction::Append, value_delimiter = ',')]
+    pub engine_url: Vec<Url>,
 
     /// Log format; levels come from RUST_LOG (default info).
     #[arg(
@@ -266,6 +279,16 @@ pub struct DaemonArgs {
     #[arg(long, env = "CAMUNDA_WORKER_LONG_POLL", value_name = "DURATION",
           default_value = "30s", value_parser = parse_long_poll)]
     pub long_poll: Duration,
+
+    /// How to find the engine's nodes: `none` (the --engine-url list) or `dns` (every address of
+    /// the single --engine-url's host, resolved again every 15 s).
+    #[arg(
+        long,
+        env = "CAMUNDA_WORKER_ENGINE_DISCOVERY",
+        value_enum,
+        default_value_t
+    )]
+    pub engine_discovery: EngineDiscovery,
 
     /// Tasks in flight at once.
     #[arg(long, env = "CAMUNDA_WORKER_MAX_TASKS", value_name = "N", default_value = "10",

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
 use crate::correlation::{CorrelateBy, CorrelationSettings};
 use crate::engine::auth::{BearerToken, OAuthClient, TokenFile};
 use crate::engine::{Credentials, EngineSettings, TlsSettings};
@@ -98,7 +98,8 @@ pub struct Layers {
 #[derive(Debug)]
 struct ConfigFile {
     path: PathBuf,
-    keys: BTreeMap<String, String>,
+    /// The keys the file sets, with their values (several for a list, like `engine_url`).
+    keys: BTreeMap<String, Vec<String>>,
     variables: Option<Variables>,
 }
 
@@ -176,22 +177,42 @@ fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command), ConfigEr
                 suggestion(&command, &key)
             )));
         }
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            _ => {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {shown}: key `{key}` must be a single value (string, number or boolean)"
-                )))
-            }
+        let takes_list = command
+            .get_arguments()
+            .find(|a| a.get_id() == key.as_str())
+            .is_some_and(|a| matches!(a.get_action(), clap::ArgAction::Append));
+        let scalar = |value: toml::Value| match value {
+            toml::Value::String(s) => Some(s),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            toml::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
         };
-        keys.insert(key, text);
+        let values = match value {
+            toml::Value::Array(items) if takes_list => items
+                .into_iter()
+                .map(scalar)
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "config file {shown}: key `{key}` must be a list of strings"
+                    ))
+                })?,
+            // A list key given as one string takes commas, like its environment variable.
+            toml::Value::String(s) if takes_list => {
+                s.split(',').map(|part| part.trim().to_owned()).collect()
+            }
+            value => vec![scalar(value).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "config file {shown}: key `{key}` must be a single value (string, number or boolean)"
+                ))
+            })?],
+        };
+        keys.insert(key, values);
     }
-    for (key, value) in &keys {
-        let default = value.clone();
-        command = command.mut_arg(key.as_str(), |arg| arg.default_value(default));
+    for (key, values) in &keys {
+        let defaults = values.clone();
+        command = command.mut_arg(key.as_str(), |arg| arg.default_values(defaults));
     }
     Ok((
         ConfigFile {
@@ -303,7 +324,19 @@ impl Layers {
         } else {
             Source::Default
         };
-        let mut engine = EngineSettings::new(connection.engine_url.clone());
+        if daemon.engine_discovery == EngineDiscovery::Dns && connection.engine_url.len() != 1 {
+            return Err(ConfigError::Invalid(format!(
+                "--engine-discovery dns resolves the host of one --engine-url; {} were given",
+                connection.engine_url.len()
+            )));
+        }
+        let Some(first_url) = connection.engine_url.first() else {
+            return Err(ConfigError::Invalid(
+                "--engine-url: no URL given".to_owned(),
+            ));
+        };
+        let mut engine = EngineSettings::new(first_url.clone());
+        engine.nodes.clone_from(&connection.engine_url);
         engine.credentials = credentials;
         engine.tls = tls;
         engine.request_timeout = connection.request_timeout;
@@ -331,6 +364,7 @@ impl Layers {
                 capacity: daemon.max_pending_follow_ups,
             },
             correlate_by: daemon.correlate_by,
+            engine_discovery: daemon.engine_discovery,
             variables,
             shutdown_grace: daemon.shutdown_grace,
             reconcile_interval: Some(daemon.reconcile_interval).filter(|d| !d.is_zero()),
@@ -357,24 +391,24 @@ impl Layers {
             let raw = [self.subcommand_matches(), &self.matches]
                 .into_iter()
                 .find_map(|m| m.try_get_raw(id).ok().flatten());
-            let value = match raw {
-                Some(mut raw) => raw
-                    .next()
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                None if id == "worker_id" => config.worker.worker_id.clone(),
+            let values: Vec<String> = match raw {
+                Some(raw) => raw.map(|v| v.to_string_lossy().into_owned()).collect(),
+                None if id == "worker_id" => vec![config.worker.worker_id.clone()],
                 None => continue,
             };
             let shown = if SECRET_KEYS.contains(&id) {
-                "********".to_owned()
+                "\"********\"".to_owned()
+            } else if values.len() == 1 {
+                toml_quote(&values[0])
             } else {
-                value
+                let items: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+                format!("[{}]", items.join(", "))
             };
             let source = match (id, self.source(id)) {
                 ("worker_id", Source::Default) => "generated".to_owned(),
                 (_, source) => source.label().to_owned(),
             };
-            lines.push(format!("{id} = {}  # {source}", toml_quote(&shown)));
+            lines.push(format!("{id} = {shown}  # {source}"));
         }
         lines.push(format!("[variables]  # {}", variables_source.label()));
         for (name, value) in &config.variables {
@@ -481,6 +515,8 @@ pub struct Config {
     pub correlation: CorrelationSettings,
     /// How follow-ups find their instance.
     pub correlate_by: CorrelateBy,
+    /// How the engine's nodes are found.
+    pub engine_discovery: EngineDiscovery,
     /// The variables set on completion.
     pub variables: Variables,
     /// How long shutdown may take.

@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cli::EngineDiscovery;
 use crate::config::Config;
 use crate::correlation::FollowUps;
+use crate::discovery::{Discovery, SystemDns, DISCOVERY_INTERVAL};
 use crate::engine::EngineClient;
 use crate::handler::{Handler, MessageCorrelationHandler};
 use crate::metrics::Metrics;
@@ -101,6 +103,29 @@ pub async fn run_with_handler<H: Handler>(
         tokio::spawn(reconciler.run(interval, shutdown.clone()))
     });
 
+    let discovery = match config.engine_discovery {
+        EngineDiscovery::None => None,
+        EngineDiscovery::Dns => {
+            let seed = config
+                .engine
+                .nodes
+                .first()
+                .cloned()
+                .context("no --engine-url")?;
+            let mut discovery = Discovery::new(client.clone(), seed, SystemDns);
+            // The first answer before the first poll, so that every node is polled from the start.
+            if tokio::time::timeout(Duration::from_secs(5), discovery.refresh())
+                .await
+                .is_err()
+            {
+                warn!("engine discovery: the first lookup did not answer within 5 s; polling the URL as given meanwhile");
+            }
+            Some(tokio::spawn(
+                discovery.run(DISCOVERY_INTERVAL, shutdown.clone()),
+            ))
+        }
+    };
+
     let worker = Worker::new(
         client,
         handler,
@@ -141,6 +166,9 @@ pub async fn run_with_handler<H: Handler>(
     let (drained, ()) = tokio::join!(drain, worker.release_locks(sweep_until, grace_ends));
     if let Some(reconciler) = reconciler {
         reconciler.abort();
+    }
+    if let Some(discovery) = discovery {
+        discovery.abort();
     }
     listener_stop.cancel();
     let _ = listener.await;

@@ -10,7 +10,9 @@
 //! # Layout
 //! - [`cli`]: the flags as typed, each with its `CAMUNDA_WORKER_*` variable.
 //! - [`config`]: flags + environment + TOML file + defaults → one validated [`config::Config`].
-//! - [`engine`]: the REST client ([`engine::EngineClient`]), wire types and errors.
+//! - [`engine`]: the REST client ([`engine::EngineClient`]) for one engine node or a cluster,
+//!   wire types, errors and each node's health.
+//! - [`discovery`]: finds a cluster's nodes in DNS (a Kubernetes headless Service).
 //! - [`worker`]: the fetch loop, one long poll per engine node; one poll step is
 //!   [`worker::Worker::poll_once`].
 //! - [`task`]: one task's lifecycle: handler, lock extension, complete / failure, lost replies.
@@ -52,6 +54,7 @@ pub mod commands;
 pub mod config;
 pub mod correlation;
 pub mod daemon;
+pub mod discovery;
 pub mod engine;
 pub mod handler;
 pub mod health;

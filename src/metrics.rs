@@ -106,6 +106,28 @@ impl GiveUpReason {
     }
 }
 
+/// The endpoint labels of `engine_request_duration_seconds` (see `engine/mod.rs`), so that a
+/// node that leaves takes all its series with it.
+const ENDPOINTS: [&str; 17] = [
+    "fetchAndLock",
+    "complete",
+    "failure",
+    "bpmnError",
+    "extendLock",
+    "unlock",
+    "message",
+    "deploy",
+    "start",
+    "externalTasks",
+    "eventSubscriptions",
+    "processInstance",
+    "externalTaskLog",
+    "eventSubscriptionCount",
+    "externalTaskCount",
+    "incidentCount",
+    "engine",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     node: String,
@@ -439,7 +461,19 @@ impl Metrics {
         self.stale_connection_retries.remove(&labels);
         self.engine_up.remove(&labels);
         self.fetch_backoff_seconds.remove(&labels);
+        for endpoint in ENDPOINTS {
+            self.engine_request_seconds.remove(&EndpointLabels {
+                endpoint,
+                node: node.to_owned(),
+            });
+        }
         self.nodes().remove(node);
+    }
+
+    /// Whether `node` is one the worker knows now: a call that was under way when its node left
+    /// must not bring the node's series back.
+    fn knows(&self, node: &str) -> bool {
+        self.nodes().contains_key(node)
     }
 
     fn nodes(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
@@ -449,6 +483,17 @@ impl Metrics {
 
     /// Records a finished fetch-and-lock request.
     pub fn fetched(&self, node: &str, outcome: FetchOutcome, tasks: usize) {
+        if outcome != FetchOutcome::Error {
+            self.last_successful_poll.set(unix_now());
+        }
+        let since_start = self.started.elapsed().as_millis().max(1);
+        self.last_poll_ms.store(
+            u64::try_from(since_start).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if !self.knows(node) {
+            return;
+        }
         self.fetch_requests
             .get_or_create(&FetchLabels {
                 node: node.to_owned(),
@@ -462,18 +507,13 @@ impl Metrics {
                 })
                 .inc_by(tasks as u64);
         }
-        if outcome != FetchOutcome::Error {
-            self.last_successful_poll.set(unix_now());
-        }
-        let since_start = self.started.elapsed().as_millis().max(1);
-        self.last_poll_ms.store(
-            u64::try_from(since_start).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
     }
 
     /// Records the backoff a node's fetch loop is in (zero once it polls normally again).
     pub fn set_fetch_backoff(&self, node: &str, delay: Duration) {
+        if !self.knows(node) {
+            return;
+        }
         self.fetch_backoff_seconds
             .get_or_create(&NodeLabels {
                 node: node.to_owned(),
@@ -567,6 +607,9 @@ impl Metrics {
 
     /// Records a call sent again because its kept-alive connection had been closed.
     pub fn stale_connection_retried(&self, node: &str) {
+        if !self.knows(node) {
+            return;
+        }
         self.stale_connection_retries
             .get_or_create(&NodeLabels {
                 node: node.to_owned(),
@@ -591,6 +634,9 @@ impl Metrics {
 
     /// Records the latency of one engine call.
     pub fn observe_engine_request(&self, endpoint: &'static str, node: &str, elapsed: Duration) {
+        if !self.knows(node) {
+            return;
+        }
         self.engine_request_seconds
             .get_or_create(&EndpointLabels {
                 endpoint,
@@ -601,12 +647,16 @@ impl Metrics {
 
     /// Records whether a node answered its last call and accepted the credentials.
     pub fn set_engine_up(&self, node: &str, up: bool) {
+        let mut nodes = self.nodes();
+        let Some(known) = nodes.get_mut(node) else {
+            return;
+        };
+        *known = up;
         self.engine_up
             .get_or_create(&NodeLabels {
                 node: node.to_owned(),
             })
             .set(i64::from(up));
-        self.nodes().insert(node.to_owned(), up);
     }
 
     /// Whether at least one engine node answered its last call (readiness).

@@ -10,7 +10,7 @@
 //! polls parked on itself when a task is created, so a poll parked elsewhere would find the task
 //! only at that node's periodic re-check, 30 s later. All polls share the slots.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -188,29 +188,59 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Polls every engine node until shutdown, backing off while a node is unavailable. Returns
-    /// when shutdown has begun and every poll has ended; the tasks it started keep running on
-    /// the tracker.
+    /// Polls every engine node until shutdown, backing off while a node is unavailable. Follows
+    /// the client's node list: a node that appears gets a fetch loop, one that leaves sees its loop
+    /// end after its current poll. Returns when shutdown has begun and every poll has ended; the
+    /// tasks it started keep running on the tracker.
     pub async fn run(&self) {
-        let nodes = self.ctx.client.nodes();
+        let mut nodes = self.ctx.client.subscribe();
+        let mut loops: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
+            HashMap::new();
+        let mut retired = Vec::new();
         info!(
             worker_id = %self.ctx.settings.worker_id,
             topic = %self.ctx.settings.topic,
-            engine = %nodes.iter().map(|n| n.name()).collect::<Vec<_>>().join(", "),
+            engine = %names(&nodes.borrow()),
             "polling for tasks"
         );
-        let loops: Vec<_> = nodes
-            .iter()
-            .map(|node| {
+        loop {
+            let current = Arc::clone(&nodes.borrow_and_update());
+            for node in current.iter() {
+                match loops.get(node.name()) {
+                    Some((retire, _)) if !retire.is_cancelled() => continue,
+                    // A node that left and came back: its old loop ends by itself.
+                    Some(_) => {
+                        if let Some(old) = loops.remove(node.name()) {
+                            retired.push(old.1);
+                        }
+                    }
+                    None => {}
+                }
+                let retire = CancellationToken::new();
                 let worker = Worker {
                     ctx: Arc::clone(&self.ctx),
                 };
+                let name = node.name().to_owned();
                 let node = Arc::clone(node);
-                let node_count = nodes.len();
-                tokio::spawn(async move { worker.run_node(&node, node_count).await })
-            })
-            .collect();
-        for handle in loops {
+                let handle = {
+                    let retire = retire.clone();
+                    tokio::spawn(async move { worker.run_node(&node, &retire).await })
+                };
+                loops.insert(name, (retire, handle));
+            }
+            for (name, (retire, _)) in &loops {
+                if !current.iter().any(|n| n.name() == name) && !retire.is_cancelled() {
+                    info!(node = %name, "engine node left: its fetch loop ends after its current poll");
+                    retire.cancel();
+                }
+            }
+            tokio::select! {
+                changed = nodes.changed() => if changed.is_err() { break },
+                _ = self.ctx.stop.shutdown.cancelled() => break,
+            }
+        }
+        let handles = loops.into_values().map(|(_, handle)| handle);
+        for handle in handles.chain(retired) {
             if let Err(e) = handle.await {
                 error!("a fetch loop ended abnormally: {e}");
             }
@@ -218,8 +248,8 @@ impl<H: Handler> Worker<H> {
         debug!("fetching stopped");
     }
 
-    /// The fetch loop of one node.
-    async fn run_node(&self, node: &Node, node_count: usize) {
+    /// The fetch loop of one node, until shutdown or until the node leaves (`retire`).
+    async fn run_node(&self, node: &Node, retire: &CancellationToken) {
         // Readiness must not wait for the first long poll to return: ask the node once now.
         if let Err(e) = self.ctx.client.ping(node).await {
             debug!(node = %node.name(), "the engine does not answer yet: {e}");
@@ -229,8 +259,11 @@ impl<H: Handler> Worker<H> {
         let mut reminded = Instant::now();
         let mut trouble_since = Instant::now();
         let mut last = None;
-        loop {
-            let share = if node_count == 1 || matches!(last, Some(PollOutcome::Fetched(_))) {
+        while !retire.is_cancelled() {
+            // Alone, a node's poll takes every free slot; among several, a node that just handed
+            // out tasks takes all free slots again, an idle one parks with a single slot.
+            let alone = self.ctx.client.nodes().len() <= 1;
+            let share = if alone || matches!(last, Some(PollOutcome::Fetched(_))) {
                 usize::MAX
             } else {
                 1
@@ -284,6 +317,7 @@ impl<H: Handler> Worker<H> {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.ctx.stop.shutdown.cancelled() => break,
+                _ = retire.cancelled() => break,
             }
         }
     }
@@ -525,6 +559,15 @@ impl<H: Handler> Worker<H> {
             .instrument(span),
         );
     }
+}
+
+/// The nodes' names, for a log line.
+fn names(nodes: &[Arc<Node>]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What a task takes before it is fetched: a slot (a task in flight) and room for its follow-up.

@@ -148,6 +148,7 @@ mod tests {
     #[test]
     fn an_outage_is_a_transition_and_a_refusal_about_one_call_is_not() {
         let metrics = Metrics::new();
+        metrics.add_node("n1");
         let health = NodeHealth::new("n1");
         health.record(Ok(()), false, Some(&metrics));
         assert_eq!(health.reach(), Reach::Up);

@@ -19,8 +19,9 @@ pub mod dto;
 pub mod error;
 pub mod health;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Certificate, Identity, RequestBuilder, Response, StatusCode};
@@ -96,10 +97,36 @@ impl EngineSettings {
     }
 }
 
+/// Where one engine node is: its REST root, and (for a node found by DNS discovery) the address
+/// its host name stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTarget {
+    /// The REST root, e.g. `http://camunda-engine-headless:8080/engine-rest`.
+    pub url: Url,
+    /// The address to connect to instead of resolving the URL's host.
+    pub address: Option<SocketAddr>,
+}
+
+impl NodeTarget {
+    /// How the node is named in logs and metrics: its URL, with the address in place of the host
+    /// name when it was discovered (each pod of a headless Service has its own).
+    pub fn name(&self) -> String {
+        let mut url = self.url.clone();
+        if let Some(address) = self.address {
+            // Setting an IP host and a port on an http(s) URL cannot fail.
+            let _ = url.set_ip_host(address.ip());
+            let _ = url.set_port(Some(address.port()));
+        }
+        url.as_str().trim_end_matches('/').to_owned()
+    }
+}
+
 /// One engine node: its REST root, its connections and what the last call said about it.
 #[derive(Debug)]
 pub struct Node {
-    /// The REST root without a trailing slash; also the node's name in logs and metrics.
+    /// The node's name in logs and metrics (see [`NodeTarget::name`]).
+    name: String,
+    /// The REST root without a trailing slash, as requests address it.
     base: String,
     /// The pooled client every call uses.
     http: reqwest::Client,
@@ -110,9 +137,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// The node's REST root, as given (without a trailing slash).
+    /// The node's name in logs and metrics: its REST root (with the discovered address).
     pub fn name(&self) -> &str {
-        &self.base
+        &self.name
     }
 
     /// What the last call to this node said about it.
@@ -129,7 +156,9 @@ pub struct EngineClient {
 
 #[derive(Debug)]
 struct Inner {
-    nodes: RwLock<Arc<Vec<Arc<Node>>>>,
+    /// The nodes now; replaced as a whole when discovery finds the cluster changed, which the fetch
+    /// loop follows through a subscription.
+    nodes: tokio::sync::watch::Sender<Arc<Vec<Arc<Node>>>>,
     /// Round-robin position for calls that may go to any node.
     next: AtomicUsize,
     credentials: Credentials,
@@ -144,11 +173,17 @@ impl EngineClient {
         let nodes = settings
             .nodes
             .iter()
-            .map(|url| new_node(url, &settings.tls, None).map(Arc::new))
+            .map(|url| {
+                let target = NodeTarget {
+                    url: url.clone(),
+                    address: None,
+                };
+                new_node(&target, &settings.tls).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EngineClient {
             inner: Arc::new(Inner {
-                nodes: RwLock::new(Arc::new(nodes)),
+                nodes: tokio::sync::watch::Sender::new(Arc::new(nodes)),
                 next: AtomicUsize::new(0),
                 credentials: settings.credentials,
                 request_timeout: settings.request_timeout,
@@ -166,7 +201,7 @@ impl EngineClient {
         }
         EngineClient {
             inner: Arc::new(Inner {
-                nodes: RwLock::new(nodes),
+                nodes: tokio::sync::watch::Sender::new(nodes),
                 next: AtomicUsize::new(0),
                 credentials: self.inner.credentials.clone(),
                 request_timeout: self.inner.request_timeout,
@@ -178,15 +213,54 @@ impl EngineClient {
 
     /// The nodes the client knows now.
     pub fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
-        // Writers swap the whole list: a poisoned lock still holds a complete one.
-        Arc::clone(&self.inner.nodes.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.inner.nodes.borrow())
     }
 
-    /// The REST root of the first node (for messages that name "the engine").
+    /// Follows changes of the node list (see [`EngineClient::set_nodes`]).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Vec<Arc<Node>>>> {
+        self.inner.nodes.subscribe()
+    }
+
+    /// Replaces the node list: nodes that stay keep their connections and health, new ones start
+    /// fresh, and the metrics of nodes that left are removed. Returns whether anything changed.
+    pub fn set_nodes(&self, targets: &[NodeTarget]) -> Result<bool, EngineError> {
+        let current = self.nodes();
+        let mut next = Vec::with_capacity(targets.len());
+        for target in targets {
+            let name = target.name();
+            match current.iter().find(|node| node.name == name) {
+                Some(node) => next.push(Arc::clone(node)),
+                None => next.push(Arc::new(new_node(target, &self.inner.tls)?)),
+            }
+        }
+        let unchanged = next.len() == current.len()
+            && next
+                .iter()
+                .all(|n| current.iter().any(|c| Arc::ptr_eq(c, n)));
+        if unchanged {
+            return Ok(false);
+        }
+        if let Some(metrics) = &self.inner.metrics {
+            for node in &next {
+                if !current.iter().any(|c| c.name == node.name) {
+                    metrics.add_node(&node.name);
+                }
+            }
+            for node in current.iter() {
+                if !next.iter().any(|n| n.name == node.name) {
+                    metrics.remove_node(&node.name);
+                }
+            }
+        }
+        self.inner.nodes.send_replace(Arc::new(next));
+        Ok(true)
+    }
+
+    /// The name of the first node (for messages that name "the engine").
     pub fn base_url(&self) -> String {
         self.nodes()
             .first()
-            .map(|n| n.base.clone())
+            .map(|n| n.name.clone())
             .unwrap_or_default()
     }
 
@@ -208,7 +282,7 @@ impl EngineClient {
 
     /// Locks up to `request.max_tasks` tasks on `node`, waiting up to `asyncResponseTimeout` for
     /// one to appear.
-    #[instrument(level = "debug", skip_all, fields(node = %node.base, max_tasks = request.max_tasks))]
+    #[instrument(level = "debug", skip_all, fields(node = %node.name, max_tasks = request.max_tasks))]
     pub async fn fetch_and_lock(
         &self,
         node: &Node,
@@ -552,7 +626,7 @@ impl EngineClient {
                 Err(error @ EngineError::Unreachable { .. })
                     if !error.outcome_unknown() && route.len() > 1 =>
                 {
-                    debug!(node = %node.base, "node unreachable, trying the next: {error}");
+                    debug!(node = %node.name, "node unreachable, trying the next: {error}");
                     last = Some(error);
                 }
                 result => return result,
@@ -595,21 +669,21 @@ impl EngineClient {
             let started = Instant::now();
             let sent = request.send().await;
             if let Some(metrics) = &inner.metrics {
-                metrics.observe_engine_request(call.label, &node.base, started.elapsed());
+                metrics.observe_engine_request(call.label, &node.name, started.elapsed());
             }
             let outcome = match sent {
                 Err(source) if !fresh_connection && is_stale_connection(&source) => {
                     if let Some(metrics) = &inner.metrics {
-                        metrics.stale_connection_retried(&node.base);
+                        metrics.stale_connection_retried(&node.name);
                     }
                     if !call.repeatable {
-                        debug!(node = %node.base, "{}: the connection closed before the reply ({}); the caller decides", call.describe(), error_chain(&source));
+                        debug!(node = %node.name, "{}: the connection closed before the reply ({}); the caller decides", call.describe(), error_chain(&source));
                         return Err(EngineError::ConnectionClosed {
                             endpoint: call.describe(),
                             source,
                         });
                     }
-                    debug!(node = %node.base, "{}: the kept-alive connection was closed ({}); sending again on a new one", call.describe(), error_chain(&source));
+                    debug!(node = %node.name, "{}: the kept-alive connection was closed ({}); sending again on a new one", call.describe(), error_chain(&source));
                     fresh_connection = true;
                     continue;
                 }
@@ -676,14 +750,20 @@ fn json_body<B: Serialize>(body: Option<&B>) -> impl Fn(RequestBuilder) -> Reque
     }
 }
 
-/// Builds one node's HTTP clients. `resolved` pins the host name to an address (a node found by
-/// DNS discovery), keeping the name for TLS and the `Host` header.
-fn new_node(
-    base_url: &Url,
-    tls: &TlsSettings,
-    resolved: Option<std::net::SocketAddr>,
-) -> Result<Node, EngineError> {
-    let base = base_url.as_str().trim_end_matches('/').to_owned();
+/// Builds one node's HTTP clients. A discovered address over plain HTTP goes into the URL; over
+/// HTTPS the host name stays in the URL (for the certificate check) and is pinned to the address.
+fn new_node(target: &NodeTarget, tls: &TlsSettings) -> Result<Node, EngineError> {
+    let name = target.name();
+    let https = target.url.scheme() == "https";
+    let base = if https {
+        target.url.as_str().trim_end_matches('/').to_owned()
+    } else {
+        name.clone()
+    };
+    let pinned = target
+        .address
+        .filter(|_| https)
+        .zip(target.url.host_str().map(str::to_owned));
     let builder = |pooled: bool| -> Result<reqwest::Client, EngineError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("camunda-worker/", env!("CARGO_PKG_VERSION")))
@@ -694,8 +774,8 @@ fn new_node(
         } else {
             builder.pool_max_idle_per_host(0)
         };
-        if let (Some(addr), Some(host)) = (resolved, base_url.host_str()) {
-            builder = builder.resolve(host, addr);
+        if let Some((address, host)) = &pinned {
+            builder = builder.resolve(host, *address);
         }
         if let Some(pem) = &tls.ca_cert_pem {
             let cert = Certificate::from_pem(pem)
@@ -713,7 +793,8 @@ fn new_node(
             .map_err(|e| EngineError::Credentials(format!("HTTP client: {}", error_chain(&e))))
     };
     Ok(Node {
-        health: NodeHealth::new(&base),
+        health: NodeHealth::new(&name),
+        name,
         base,
         http: builder(true)?,
         fresh: builder(false)?,

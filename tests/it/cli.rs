@@ -264,3 +264,56 @@ fn incomplete_or_conflicting_credentials_are_rejected_naming_the_flags() {
         &["--oauth-token-url needs --oauth-client-id"],
     );
 }
+
+#[test]
+fn several_engine_urls_come_from_repeated_flags_a_comma_list_or_a_file_list() {
+    let print = |command: &mut Command| {
+        let output = command.arg("--print-config").output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let both = r#"engine_url = ["http://a:8080/engine-rest", "http://b:8080/engine-rest"]"#;
+    let flags = print(worker().args([
+        "--engine-url",
+        "http://a:8080/engine-rest",
+        "--engine-url",
+        "http://b:8080/engine-rest",
+    ]));
+    assert!(flags.contains(&format!("{both}  # flag")), "{flags}");
+    let env = print(worker().env(
+        "CAMUNDA_WORKER_ENGINE_URL",
+        "http://a:8080/engine-rest,http://b:8080/engine-rest",
+    ));
+    assert!(env.contains(&format!("{both}  # env")), "{env}");
+    let file = config_file(&format!("{both}\n"));
+    let from_file = print(worker().arg("--config").arg(file.path()));
+    assert!(
+        from_file.contains(&format!("{both}  # file")),
+        "{from_file}"
+    );
+    rejects(
+        worker().args(["--engine-url", "http://a:8080/engine-rest,not a url"]),
+        &["--engine-url", "not a url"],
+    );
+}
+
+#[test]
+fn dns_discovery_takes_exactly_one_engine_url() {
+    rejects(
+        worker().args([
+            "--engine-discovery",
+            "dns",
+            "--engine-url",
+            "http://a:8080/engine-rest,http://b:8080/engine-rest",
+        ]),
+        &["--engine-discovery dns", "2 were given"],
+    );
+    rejects(
+        worker().args(["--engine-discovery", "mdns"]),
+        &["--engine-discovery", "mdns"],
+    );
+}

@@ -5,9 +5,11 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod contract;
 mod delivery;
 mod faults;
+mod nodes;
 mod operate;
 mod real_engine;
 mod resilience;

@@ -128,6 +128,9 @@ impl Rest {
             url: url.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                // Below every server's keep-alive timeout (HAProxy's is 60 s): never reuse a
+                // connection the server may be closing.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
             auth: None,
@@ -151,7 +154,7 @@ impl Rest {
             .authed(self.http.get(format!("{}/{path}", self.url)).query(query))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
         let status = reply.status();
         let text = reply.text().await.unwrap();
         assert!(status.is_success(), "GET {path} answered {status}: {text}");
@@ -167,7 +170,7 @@ impl Rest {
             .authed(self.http.post(format!("{}/{path}", self.url)).json(&body))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+            .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
         (reply.status().as_u16(), reply.text().await.unwrap())
     }
 

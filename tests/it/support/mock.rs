@@ -44,6 +44,30 @@ impl Respond for FetchResponder {
     }
 }
 
+/// Hands out queued tasks like the engine does: at most `maxTasks` per fetch; with none left, the
+/// poll is parked for [`EMPTY_POLL`].
+struct TaskQueue {
+    tasks: Arc<Mutex<VecDeque<Value>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Respond for TaskQueue {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        record(&self.seen, request);
+        let asked: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let max = asked["maxTasks"].as_u64().unwrap_or(0) as usize;
+        let mut tasks = self.tasks.lock().unwrap();
+        let take = max.min(tasks.len());
+        if take == 0 {
+            return ResponseTemplate::new(200)
+                .set_body_json(json!([]))
+                .set_delay(EMPTY_POLL);
+        }
+        let batch: Vec<Value> = tasks.drain(..take).collect();
+        ResponseTemplate::new(200).set_body_json(batch)
+    }
+}
+
 /// Like the default fetch responder, but an empty poll is parked for `delay`.
 struct ParkedPoll {
     batches: Arc<Mutex<VecDeque<Value>>>,
@@ -148,6 +172,26 @@ impl MockEngine {
             server,
             seen,
             batches,
+        }
+    }
+
+    /// A mock whose fetchAndLock hands out `tasks` as a real engine would: never more than the
+    /// request's `maxTasks`.
+    pub async fn with_tasks(tasks: Vec<Value>) -> MockEngine {
+        let server = MockServer::start().await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        Mock::given(method("POST"))
+            .and(path("/engine-rest/external-task/fetchAndLock"))
+            .respond_with(TaskQueue {
+                tasks: Arc::new(Mutex::new(VecDeque::from(tasks))),
+                seen: Arc::clone(&seen),
+            })
+            .mount(&server)
+            .await;
+        MockEngine {
+            server,
+            seen,
+            batches: Arc::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // Helpers serve many test modules; not each uses every one.
 
+pub mod cluster;
 pub mod engine;
 pub mod mock;
 pub mod proxy;
