@@ -405,3 +405,90 @@ async fn start_shows_a_progress_bar_on_a_terminal_only() {
     assert!(stderr.contains("started 20, failed 0"), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 20);
 }
+
+/// The shipped Grafana dashboard and Prometheus alert rules may only name metrics that a running
+/// worker really exports: scraped here from a worker at work, not from a list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_alert_rules_name_only_metrics_a_running_worker_exports() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine.waits("pi-t1", vec![vec!["s1"]]).await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let mut worker = WorkerProcess::spawn(
+        "scraped",
+        &engine.url(),
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+    );
+    eventually(WAIT, "the follow-up", || async {
+        (worker.count("camunda_worker_follow_ups_sent_total").await == 1).then_some(())
+    })
+    .await;
+    let exposition = worker.scrape().await;
+    assert_eq!(worker.terminate(WAIT), Some(0));
+    let exported: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let named = |text: &str| -> std::collections::BTreeSet<String> {
+        regex::Regex::new(r"camunda_worker_[a-z_]+")
+            .unwrap()
+            .find_iter(text)
+            .map(|m| m.as_str().to_owned())
+            .collect()
+    };
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/grafana/camunda-worker.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries = Vec::new();
+    collect_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 20, "the dashboard's queries: {queries:?}");
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/prometheus/alerts.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            alerts.push(rule["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(alerts.len() >= 5, "{alerts:?}");
+    for (source, expressions) in [("dashboard", &queries), ("alert rules", &alerts)] {
+        let missing: Vec<String> = expressions
+            .iter()
+            .flat_map(|e| named(e))
+            .filter(|name| !exported.contains(name.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the {source} name metrics the worker does not export: {missing:?}\nexported: {exported:?}"
+        );
+    }
+}
+
+/// Every PromQL expression of a Grafana dashboard (panel targets and variable queries).
+fn collect_queries(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                match (key.as_str(), item) {
+                    ("expr", Value::String(text)) => into.push(text.clone()),
+                    ("query", Value::String(text)) => into.push(text.clone()),
+                    ("query", Value::Object(query)) => {
+                        if let Some(Value::String(text)) = query.get("query") {
+                            into.push(text.clone());
+                        }
+                    }
+                    _ => collect_queries(item, into),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_queries(item, into)),
+        _ => {}
+    }
+}
