@@ -277,7 +277,7 @@ pub struct DaemonArgs {
 
     /// How long the engine may hold a fetch open when no task is available (at most 30m).
     #[arg(long, env = "CAMUNDA_WORKER_LONG_POLL", value_name = "DURATION",
-          default_value = "30s", value_parser = parse_long_poll)]
+          default_value = "45s", value_parser = parse_long_poll)]
     pub long_poll: Duration,
 
     /// How to find the engine's nodes: `none` (the --engine-url list) or `dns` (every address of
@@ -291,7 +291,7 @@ pub struct DaemonArgs {
     pub engine_discovery: EngineDiscovery,
 
     /// Tasks in flight at once.
-    #[arg(long, env = "CAMUNDA_WORKER_MAX_TASKS", value_name = "N", default_value = "10",
+    #[arg(long, env = "CAMUNDA_WORKER_MAX_TASKS", value_name = "N", default_value = "64",
           value_parser = parse_max_tasks)]
     pub max_tasks: NonZeroU32,
 
@@ -314,8 +314,9 @@ pub struct DaemonArgs {
           default_value_t = crate::correlation::DEFAULT_CAPACITY, value_parser = parse_capacity)]
     pub max_pending_follow_ups: usize,
 
-    /// How the follow-up finds its instance: business-key, process-instance or both.
-    #[arg(long, env = "CAMUNDA_WORKER_CORRELATE_BY", default_value = "business-key",
+    /// How the follow-up finds its instance: both (business key and process instance id),
+    /// business-key or process-instance.
+    #[arg(long, env = "CAMUNDA_WORKER_CORRELATE_BY", default_value = "both",
           value_parser = parse_correlate_by)]
     pub correlate_by: CorrelateBy,
 

@@ -189,6 +189,10 @@ pub struct Metrics {
     last_poll_ms: AtomicU64,
     /// Which nodes answered their last call and accepted the credentials (readiness).
     nodes_up: Mutex<HashMap<String, bool>>,
+    /// Tasks fetched since start, over all nodes (the reconciler's sign of activity).
+    fetched_so_far: AtomicU64,
+    /// Woken when the engine answers again after no node did (the reconciler runs at once then).
+    engine_back: tokio::sync::Notify,
 }
 
 /// Engine calls on a nearby engine take milliseconds; a long poll takes up to its timeout (30 s
@@ -415,6 +419,8 @@ impl Metrics {
             started: Instant::now(),
             last_poll_ms: AtomicU64::new(0),
             nodes_up: Mutex::new(HashMap::new()),
+            fetched_so_far: AtomicU64::new(0),
+            engine_back: tokio::sync::Notify::new(),
         }
     }
 
@@ -483,6 +489,8 @@ impl Metrics {
 
     /// Records a finished fetch-and-lock request.
     pub fn fetched(&self, node: &str, outcome: FetchOutcome, tasks: usize) {
+        self.fetched_so_far
+            .fetch_add(tasks as u64, Ordering::Relaxed);
         if outcome != FetchOutcome::Error {
             self.last_successful_poll.set(unix_now());
         }
@@ -648,15 +656,31 @@ impl Metrics {
     /// Records whether a node answered its last call and accepted the credentials.
     pub fn set_engine_up(&self, node: &str, up: bool) {
         let mut nodes = self.nodes();
+        let was_up = nodes.values().any(|up| *up);
         let Some(known) = nodes.get_mut(node) else {
             return;
         };
         *known = up;
+        let back = up && !was_up;
+        drop(nodes);
         self.engine_up
             .get_or_create(&NodeLabels {
                 node: node.to_owned(),
             })
             .set(i64::from(up));
+        if back {
+            self.engine_back.notify_waiters();
+        }
+    }
+
+    /// Resolves the next time the engine answers after no node did.
+    pub async fn engine_back(&self) {
+        self.engine_back.notified().await;
+    }
+
+    /// Tasks fetched since start, over all nodes.
+    pub fn fetched_so_far(&self) -> u64 {
+        self.fetched_so_far.load(Ordering::Relaxed)
     }
 
     /// Whether at least one engine node answered its last call (readiness).

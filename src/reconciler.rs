@@ -32,6 +32,11 @@ use crate::metrics::Metrics;
 /// Extra waiting time, beyond the correlation delay, before an instance counts as forgotten.
 pub const RECOVERY_GRACE: Duration = Duration::from_secs(10);
 
+/// The longest interval between passes of an idle worker. Recovery after a crash does not wait
+/// for it: a restarted worker runs a pass at start, and any worker that fetches tasks runs passes
+/// at `--reconcile-interval`.
+pub const IDLE_INTERVAL: Duration = Duration::from_secs(600);
+
 /// Subscriptions are read in pages of this size.
 const PAGE_SIZE: u64 = 500;
 
@@ -97,16 +102,24 @@ impl Reconciler {
     }
 
     /// Runs passes at start and every `interval` until `stop` is cancelled. The second pass comes
-    /// after the minimum wait, so a crash is repaired within seconds of a restart.
+    /// after the minimum wait, so a crash is repaired within seconds of a restart. While passes find
+    /// nothing to recover and the worker fetches no task, the interval grows (×4 a pass, up to
+    /// [`IDLE_INTERVAL`]): an idle worker costs the engine next to nothing. Any activity brings it
+    /// back to `interval`, and the engine answering again after an outage brings a pass at once.
     pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
         let mut next = Instant::now();
         let mut first = true;
+        let mut wait = interval;
+        let mut fetched_before = self.metrics.fetched_so_far();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
+                _ = self.metrics.engine_back() => {
+                    debug!("the engine answers again: a reconciler pass now");
+                }
                 _ = stop.cancelled() => return,
             }
-            match self.pass().await {
+            let found = match self.pass().await {
                 Ok(summary) => {
                     self.metrics.reconciler_pass(true);
                     if summary.recovered > 0 {
@@ -118,14 +131,21 @@ impl Reconciler {
                     } else {
                         debug!(?summary, "reconciler pass");
                     }
+                    summary.recovered + summary.failed > 0
                 }
                 Err(e) => {
                     self.metrics.reconciler_pass(false);
                     warn!("reconciler pass failed, will try again: {e}");
+                    true
                 }
-            }
-            let wait = if first {
+            };
+            let fetched = self.metrics.fetched_so_far();
+            let idle = !found && fetched == fetched_before;
+            fetched_before = fetched;
+            wait = if first {
                 self.min_wait.min(interval)
+            } else if idle {
+                (wait * 4).clamp(interval, IDLE_INTERVAL.max(interval))
             } else {
                 interval
             };

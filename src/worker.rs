@@ -39,6 +39,10 @@ const TROUBLE_REMINDER: Duration = Duration::from_secs(60);
 /// milliseconds; one that does not keeps the poll parked, and the shutdown sweep takes over.
 const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
+/// Under saturation, how long a fetch waits for more slots to come free (see
+/// [`Worker::take_permits`]): a few engine round trips, nothing a waiting task would notice.
+const BATCH_LINGER: Duration = Duration::from_millis(20);
+
 /// Within [`CANCEL_WAIT`], how often the cancel is asked again.
 const CANCEL_RETRY: Duration = Duration::from_millis(250);
 
@@ -70,8 +74,8 @@ impl Default for WorkerSettings {
             worker_id: generated_worker_id(),
             topic: "messageSending".to_owned(),
             lock_duration: Duration::from_secs(60),
-            long_poll: Duration::from_secs(30),
-            max_tasks: 10,
+            long_poll: Duration::from_secs(45),
+            max_tasks: 64,
             retries: 3,
             retry_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(30),
@@ -95,8 +99,13 @@ pub fn generated_worker_id() -> String {
 /// What one poll did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollOutcome {
-    /// This many tasks were fetched and started.
-    Fetched(usize),
+    /// Tasks were fetched and started.
+    Fetched {
+        /// How many.
+        tasks: usize,
+        /// Whether the engine filled every slot the fetch asked for (more may be waiting).
+        saturated: bool,
+    },
     /// The long poll ended without a task.
     Empty,
     /// Shutdown began; nothing more is fetched from this node.
@@ -263,12 +272,19 @@ impl<H: Handler> Worker<H> {
             // Alone, a node's poll takes every free slot; among several, a node that just handed
             // out tasks takes all free slots again, an idle one parks with a single slot.
             let alone = self.ctx.client.nodes().len() <= 1;
-            let share = if alone || matches!(last, Some(PollOutcome::Fetched(_))) {
+            let share = if alone || matches!(last, Some(PollOutcome::Fetched { .. })) {
                 usize::MAX
             } else {
                 1
             };
-            let error = match self.poll_once_sharing(node, share).await {
+            let saturated = matches!(
+                last,
+                Some(PollOutcome::Fetched {
+                    saturated: true,
+                    ..
+                })
+            );
+            let error = match self.poll_once_sharing(node, share, saturated).await {
                 Ok(PollOutcome::Stopped) => break,
                 Ok(outcome) => {
                     if trouble.take().is_some() {
@@ -329,7 +345,7 @@ impl<H: Handler> Worker<H> {
         let Some(node) = nodes.first() else {
             return Err(EngineError::NoNode("fetch-and-lock".into()));
         };
-        self.poll_once_sharing(node, usize::MAX).await
+        self.poll_once_sharing(node, usize::MAX, false).await
     }
 
     /// One poll of `node`, taking at most `share` of the free slots.
@@ -337,10 +353,12 @@ impl<H: Handler> Worker<H> {
         &self,
         node: &Node,
         share: usize,
+        gather: bool,
     ) -> Result<PollOutcome, EngineError> {
-        let Some(permits) = self.take_permits(share).await else {
+        let Some(permits) = self.take_permits(share, gather).await else {
             return Ok(PollOutcome::Stopped);
         };
+        let asked = permits.len();
         let settings = &self.ctx.settings;
         let request = FetchAndLockRequest {
             worker_id: settings.worker_id.clone(),
@@ -383,7 +401,10 @@ impl<H: Handler> Worker<H> {
             .fetched(node.name(), FetchOutcome::Tasks, tasks.len());
         let count = tasks.len();
         self.start_tasks(node, tasks, permits);
-        Ok(PollOutcome::Fetched(count))
+        Ok(PollOutcome::Fetched {
+            tasks: count,
+            saturated: count >= asked,
+        })
     }
 
     /// At shutdown, ends this node's long poll. Dropping the request would close the connection,
@@ -440,7 +461,7 @@ impl<H: Handler> Worker<H> {
 
     /// Waits for one free slot and room for one follow-up, then takes as many more of both as
     /// are free, up to `share`. `None` when shutdown began first.
-    async fn take_permits(&self, share: usize) -> Option<Vec<Permits>> {
+    async fn take_permits(&self, share: usize, gather: bool) -> Option<Vec<Permits>> {
         let ctx = &self.ctx;
         let shutdown = &ctx.stop.shutdown;
         let slot = tokio::select! {
@@ -461,9 +482,30 @@ impl<H: Handler> Worker<H> {
             }
         };
         let mut permits = vec![Permits { slot, room }];
+        // Under saturation (the last fetch filled every slot it asked for), linger a moment for
+        // half the slots to come free: fewer, larger fetches cost the engine less than one fetch
+        // per freed slot.
+        let target = if gather {
+            share.min((ctx.settings.max_tasks as usize / 2).max(1))
+        } else {
+            1
+        };
+        let linger_until = Instant::now() + BATCH_LINGER;
         while permits.len() < share {
-            let Ok(slot) = Arc::clone(&ctx.slots).try_acquire_owned() else {
-                break;
+            let slot = match Arc::clone(&ctx.slots).try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) if permits.len() < target => {
+                    match tokio::time::timeout_at(
+                        linger_until,
+                        Arc::clone(&ctx.slots).acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(slot)) => slot,
+                        _ => break,
+                    }
+                }
+                Err(_) => break,
             };
             let Ok(room) = Arc::clone(&room_left).try_acquire_owned() else {
                 break;

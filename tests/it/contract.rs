@@ -83,7 +83,7 @@ async fn a_task_is_completed_with_typed_variables_and_its_message_follows_after_
     );
     assert_eq!(
         message.body,
-        json!({"messageName": "sample_response", "businessKey": "order-42"})
+        json!({"messageName": "sample_response", "businessKey": "order-42", "processInstanceId": "pi-t1"})
     );
     let gap = message.at.duration_since(complete[0].at);
     assert!(
