@@ -642,8 +642,8 @@ run_check "shellcheck scripts/*.sh engine/*.sh" check_shellcheck
 
 # ==== BEGIN monitoring: deploy/grafana/ and deploy/prometheus/ ====================================
 # The Grafana dashboard (deploy/grafana/camunda-worker.json) and the Prometheus alert rules
-# (deploy/prometheus/alerts.yaml, their unit tests alerts_test.yaml, and RUNBOOK.md, the README
-# fragment the runbook annotations point to). This block installs its own pinned tools and runs its
+# (deploy/prometheus/alerts.yaml, their unit tests alerts_test.yaml, and the runbook sections of
+# README.md that the runbook annotations point to). This block installs its own pinned tools and runs its
 # own checks; nothing above depends on it.
 #
 # Tools, installed on first use (a second run reuses them):
@@ -679,7 +679,7 @@ run_check "shellcheck scripts/*.sh engine/*.sh" check_shellcheck
 #     rule through `promtool check rules` (Prometheus' own parser);
 #   - alerts: `promtool check rules --lint=all --lint-fatal`, `promtool test rules`, and the
 #     structure (severity, summary/description/runbook, runbook anchor with its heading in
-#     RUNBOOK.md, metrics contract, $labels the alert carries, a firing and a non-firing test each);
+#     README.md, metrics contract, $labels the alert carries, a firing and a non-firing test each);
 #   - a negative control: broken copies of the three files must be rejected by each checker.
 MON_TYPESCRIPT_VERSION=5.9.3
 MON_GRAFANA_SCHEMA_VERSION=13.2.3
@@ -687,7 +687,7 @@ MON_PROMQL_PARSER_VERSION=0.11.0
 MON_DASHBOARD="$ROOT/deploy/grafana/camunda-worker.json"
 MON_RULES="$ROOT/deploy/prometheus/alerts.yaml"
 MON_TESTS="$ROOT/deploy/prometheus/alerts_test.yaml"
-MON_RUNBOOK="$ROOT/deploy/prometheus/RUNBOOK.md"
+MON_RUNBOOK="$ROOT/README.md"
 MON_TS="$TOOLS/grafana-ts"
 MON_LINT="$WORK/monitoring_lint.py"
 
