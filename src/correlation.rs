@@ -409,6 +409,11 @@ impl FollowUps {
                     self.inner.metrics.follow_up_retried();
                     continue;
                 }
+                Attempt::EngineTrouble(error) if error.is_optimistic_locking() => {
+                    // Another node or replica changed the instance at the same moment: the next
+                    // look at the wait tells whether the message arrived.
+                    debug!("follow-up raced another transaction, looking again: {error}");
+                }
                 Attempt::EngineTrouble(error) => {
                     if !engine_trouble_logged {
                         warn!("follow-up not sent yet, retrying: {error}");

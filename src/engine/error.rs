@@ -153,6 +153,18 @@ impl EngineError {
         matches!(self, EngineError::ConnectionClosed { .. })
     }
 
+    /// Whether the engine lost a race between two transactions on the same data (500,
+    /// `OptimisticLockingException`, code 1): normal on a cluster, and retrying is the answer.
+    pub fn is_optimistic_locking(&self) -> bool {
+        match self {
+            EngineError::Rejected { kind, code, .. } => {
+                *code == Some(1) || kind == "OptimisticLockingException"
+            }
+            EngineError::Resent(inner) => inner.is_optimistic_locking(),
+            _ => false,
+        }
+    }
+
     /// Whether the engine ended a parked long poll for a newer one of the same worker id.
     pub fn is_replaced(&self) -> bool {
         match self {

@@ -443,12 +443,9 @@ impl EngineClient {
         first_result: u64,
         max_results: u64,
     ) -> Result<Vec<EventSubscription>, EngineError> {
-        self.get_json(
-            "eventSubscriptions",
-            "event-subscription",
-            &[
-                ("eventType", "message".to_owned()),
-                ("eventName", message_name.to_owned()),
+        self.message_waits(
+            message_name,
+            [
                 ("sortBy", "created".to_owned()),
                 ("sortOrder", "asc".to_owned()),
                 ("firstResult", first_result.to_string()),
@@ -464,16 +461,26 @@ impl EngineClient {
         process_instance_id: &str,
         message_name: &str,
     ) -> Result<Vec<EventSubscription>, EngineError> {
-        self.get_json(
-            "eventSubscriptions",
-            "event-subscription",
-            &[
-                ("eventType", "message".to_owned()),
-                ("eventName", message_name.to_owned()),
-                ("processInstanceId", process_instance_id.to_owned()),
-            ],
+        self.message_waits(
+            message_name,
+            [("processInstanceId", process_instance_id.to_owned())],
         )
         .await
+    }
+
+    /// `GET /event-subscription` for message `message_name`, narrowed by `more`.
+    async fn message_waits<const N: usize>(
+        &self,
+        message_name: &str,
+        more: [(&str, String); N],
+    ) -> Result<Vec<EventSubscription>, EngineError> {
+        let mut query = vec![
+            ("eventType", "message".to_owned()),
+            ("eventName", message_name.to_owned()),
+        ];
+        query.extend(more);
+        self.get_json("eventSubscriptions", "event-subscription", &query)
+            .await
     }
 
     /// Whether a process instance is still running (a 404 says it ended or was deleted).

@@ -28,6 +28,44 @@ fn bad_gateway() -> ResponseTemplate {
     ResponseTemplate::new(504).set_body_string("<html>504 Gateway Time-out</html>")
 }
 
+/// The engine's 404 for task t1, which no longer exists.
+fn task_gone() -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_json(error_body(
+        "RestException",
+        "External task with id t1 does not exist",
+        Some(0),
+    ))
+}
+
+/// `complete` of t1 reaches the engine, but its reply is lost (a proxy's 504); the retry finds the
+/// task gone, because it was completed.
+async fn complete_reply_lost_then_task_gone(engine: &MockEngine) {
+    engine
+        .on_sequence(
+            "external-task/t1/complete",
+            vec![bad_gateway(), task_gone()],
+        )
+        .await;
+}
+
+/// A mock engine that hands out task t1 (business key `key`, instance pi-t1) and completes it.
+async fn engine_with_one_task(key: &str) -> MockEngine {
+    let engine = MockEngine::start(vec![json!([task("t1", Some(key))])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine
+}
+
+/// The worker binary against `engine`, sending follow-ups at once, reconciler off.
+fn quick_worker(engine: &MockEngine) -> WorkerProcess {
+    WorkerProcess::spawn(
+        "worker",
+        &engine.url(),
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+    )
+}
+
 const SENT: &str = "camunda_worker_follow_ups_sent_total";
 const ALREADY: &str = "camunda_worker_follow_ups_already_delivered_total";
 const RETRIED: &str = "camunda_worker_follow_ups_retried_total";
@@ -194,19 +232,7 @@ async fn complete_that_keeps_failing_is_given_up_when_the_lock_runs_out_without_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_whose_reply_was_lost_is_completed_and_followed_up_not_dropped() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
-    engine
-        .on_sequence(
-            "external-task/t1/complete",
-            vec![
-                bad_gateway(),
-                ResponseTemplate::new(404).set_body_json(error_body(
-                    "RestException",
-                    "External task with id t1 does not exist",
-                    Some(0),
-                )),
-            ],
-        )
-        .await;
+    complete_reply_lost_then_task_gone(&engine).await;
     engine.completed_by("t1", "w-1").await;
     engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine.on("message", ResponseTemplate::new(204)).await;
@@ -244,19 +270,7 @@ async fn a_complete_whose_reply_was_lost_is_completed_and_followed_up_not_droppe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_history_a_lost_complete_reply_is_proved_by_the_instance_waiting_for_the_message() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
-    engine
-        .on_sequence(
-            "external-task/t1/complete",
-            vec![
-                bad_gateway(),
-                ResponseTemplate::new(404).set_body_json(error_body(
-                    "RestException",
-                    "External task with id t1 does not exist",
-                    Some(0),
-                )),
-            ],
-        )
-        .await;
+    complete_reply_lost_then_task_gone(&engine).await;
     engine
         .on_get(
             "history/external-task-log",
@@ -283,16 +297,7 @@ async fn without_history_a_lost_complete_reply_is_proved_by_the_instance_waiting
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_answered_404_at_once_is_dropped_without_asking_the_history() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
-    engine
-        .on(
-            "external-task/t1/complete",
-            ResponseTemplate::new(404).set_body_json(error_body(
-                "RestException",
-                "External task with id t1 does not exist",
-                Some(0),
-            )),
-        )
-        .await;
+    engine.on("external-task/t1/complete", task_gone()).await;
     engine.completed_by("t1", "someone-else").await;
     let worker = TestWorker::spawn(
         &engine.url(),
@@ -313,19 +318,12 @@ async fn a_complete_answered_404_at_once_is_dropped_without_asking_the_history()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_sent_only_once_the_instance_waits_for_it() {
-    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
-    engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
-        .await;
+    let engine = engine_with_one_task("k1").await;
     engine
         .waits("pi-t1", vec![vec![], vec![], vec!["s1"]])
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
+    let mut worker = quick_worker(&engine);
     eventually(WAIT, "the follow-up to be sent", || async {
         (worker.metric(SENT).await == 1.0).then_some(())
     })
@@ -340,10 +338,7 @@ async fn a_message_is_sent_only_once_the_instance_waits_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_with_an_error() {
-    let engine = MockEngine::start(vec![json!([task("t1", Some("order-7"))])]).await;
-    engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
-        .await;
+    let engine = engine_with_one_task("order-7").await;
     engine.waits("pi-t1", vec![vec![]]).await;
     engine.on("message", no_match()).await;
     let mut worker = WorkerProcess::spawn(
@@ -387,17 +382,10 @@ async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_
 /// message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_reply_was_lost_counts_as_delivered_once_its_wait_is_gone() {
-    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
-    engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
-        .await;
+    let engine = engine_with_one_task("k1").await;
     engine.waits("pi-t1", vec![vec!["s1"], vec![]]).await;
     engine.on("message", bad_gateway()).await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
+    let mut worker = quick_worker(&engine);
     eventually(WAIT, "the follow-up to count as delivered", || async {
         (worker.metric(SENT).await == 1.0).then_some(())
     })
@@ -420,10 +408,7 @@ async fn a_message_whose_reply_was_lost_counts_as_delivered_once_its_wait_is_gon
 /// new wait has a new subscription, which the follow-up does not mistake for the one it served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_is_not_mistaken_for_a_missing_message_when_the_process_loops_back() {
-    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
-    engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
-        .await;
+    let engine = engine_with_one_task("k1").await;
     engine
         .waits("pi-t1", vec![vec!["first-wait"], vec!["second-wait"]])
         .await;
@@ -461,11 +446,7 @@ async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_ret
             )),
         )
         .await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
+    let mut worker = quick_worker(&engine);
     let log = eventually(WAIT, "the ERROR about the shared key", || async {
         let log = worker.stderr();
         log.contains("several process instances").then_some(log)
@@ -543,6 +524,40 @@ async fn a_message_refused_with_5xx_is_retried() {
     })
     .await;
     worker.shutdown().await;
+}
+
+/// On a cluster, two nodes (or two replicas) may correlate one instance at once: the loser gets
+/// `OptimisticLockingException` (500, code 1). The next look finds the wait gone: one correlation,
+/// counted as delivered, no ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_loses_an_optimistic_locking_race_is_delivered_once_without_an_error() {
+    let engine = engine_with_one_task("k1").await;
+    engine.waits("pi-t1", vec![vec!["s1"], vec![]]).await;
+    engine
+        .on(
+            "message",
+            ResponseTemplate::new(500).set_body_json(error_body(
+                "OptimisticLockingException",
+                "ENGINE-03005 Execution of 'DELETE EventSubscriptionEntity[s1]' failed. Entity was updated by another transaction concurrently.",
+                Some(1),
+            )),
+        )
+        .await;
+    let mut worker = quick_worker(&engine);
+    eventually(WAIT, "the follow-up to count as delivered", || async {
+        (worker.metric(ALREADY).await == 1.0).then_some(())
+    })
+    .await;
+    let given_up = given_up(&worker).await;
+    assert_eq!(worker.terminate(WAIT), Some(0));
+    assert_eq!(given_up, 0.0);
+    assert_eq!(engine.requests_to("/message").len(), 1);
+    assert_eq!(
+        lines_with(&worker.stderr(), " ERROR "),
+        0,
+        "{}",
+        worker.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -935,29 +950,46 @@ async fn the_reconciler_recovers_only_instances_whose_wait_follows_a_task_of_its
         .on_get_sequence(
             "event-subscription",
             vec![ResponseTemplate::new(200).set_body_json(json!([
+                subscription("s0", Some("lost-0")),
                 subscription("s1", Some("lost-1")),
                 subscription("s2", None),
                 subscription("s3", Some("foreign-1")),
             ]))],
         )
         .await;
-    wiremock::Mock::given(wiremock::matchers::method("GET"))
-        .and(wiremock::matchers::path(
-            "/engine-rest/history/external-task-log",
+    for instance in ["lost-0", "lost-1"] {
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .and(wiremock::matchers::path(
+                "/engine-rest/history/external-task-log",
+            ))
+            .and(wiremock::matchers::query_param(
+                "processInstanceId",
+                instance,
+            ))
+            .and(wiremock::matchers::query_param(
+                "topicName",
+                "messageSending",
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([{
+                "id": "log-1", "timestamp": "2026-11-22T10:00:04.000+0000",
+                "externalTaskId": "t-lost", "topicName": "messageSending",
+                "workerId": "dead-worker", "processInstanceId": instance
+            }])))
+            .mount(&engine.server)
+            .await;
+    }
+    // The first recovery of a pass fails (the engine errs): the pass goes on with the next.
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/engine-rest/message"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"processInstanceId": "lost-0"}),
         ))
-        .and(wiremock::matchers::query_param(
-            "processInstanceId",
-            "lost-1",
-        ))
-        .and(wiremock::matchers::query_param(
-            "topicName",
-            "messageSending",
-        ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([{
-            "id": "log-1", "timestamp": "2026-11-22T10:00:04.000+0000",
-            "externalTaskId": "t-lost", "topicName": "messageSending",
-            "workerId": "dead-worker", "processInstanceId": "lost-1"
-        }])))
+        .respond_with(ResponseTemplate::new(500).set_body_json(error_body(
+            "ProcessEngineException",
+            "database gone",
+            Some(0),
+        )))
+        .with_priority(1)
         .mount(&engine.server)
         .await;
     engine
@@ -991,18 +1023,26 @@ async fn the_reconciler_recovers_only_instances_whose_wait_follows_a_task_of_its
     let first = reconciler.pass().await.unwrap();
     assert_eq!(
         (first.waiting, first.recovered),
-        (2, 0),
+        (3, 0),
         "first sighting: too early to tell"
     );
     tokio::time::sleep(Duration::from_millis(150)).await;
     let second = reconciler.pass().await.unwrap();
-    assert_eq!((second.recovered, second.not_ours), (1, 1), "{second:?}");
+    assert_eq!(
+        (second.failed, second.recovered, second.not_ours),
+        (1, 1, 1),
+        "a failed recovery does not end the pass: {second:?}"
+    );
     let third = reconciler.pass().await.unwrap();
     assert_eq!((third.recovered, third.not_ours), (0, 1), "{third:?}");
-    let messages = engine.requests_to("/message");
-    assert_eq!(messages.len(), 1);
+    let recovered: Vec<_> = engine
+        .requests_to("/message")
+        .into_iter()
+        .filter(|r| r.body["processInstanceId"] == json!("lost-1"))
+        .collect();
+    assert_eq!(recovered.len(), 1);
     assert_eq!(
-        messages[0].body,
+        recovered[0].body,
         json!({"messageName": "sample_response", "processInstanceId": "lost-1"})
     );
     // (Only the catch-all history mock records its requests: those are about foreign-1.)
