@@ -45,13 +45,18 @@ pub enum TaskOutcome {
     Abandoned,
 }
 
-/// How a task's final call (complete, failure, bpmnError) ended.
-#[derive(Debug)]
-enum Settled {
+/// How a task's final call (complete, failure, bpmnError) went through.
+#[derive(Debug, PartialEq, Eq)]
+enum Accepted {
     /// The engine confirmed it (204).
-    Accepted,
+    Confirmed,
     /// The reply was lost, and the engine's state shows the call took effect.
-    AcceptedReplyLost,
+    ReplyLost,
+}
+
+/// Why a task's final call did not go through.
+#[derive(Debug)]
+enum Unsettled {
     /// The task no longer exists (404), and nothing shows that this call ended it.
     Gone(EngineError),
     /// The engine refused the call (400: another worker holds the lock, ...).
@@ -150,8 +155,8 @@ impl<H: Handler> TaskRun<H> {
             )
             .await;
         match settled {
-            Settled::Accepted | Settled::AcceptedReplyLost => {
-                if matches!(settled, Settled::AcceptedReplyLost) {
+            Ok(accepted) => {
+                if accepted == Accepted::ReplyLost {
                     info!("complete: the reply was lost, but the engine shows the task completed by this worker");
                 }
                 self.ctx.metrics.task_completed();
@@ -169,7 +174,7 @@ impl<H: Handler> TaskRun<H> {
                 );
                 TaskOutcome::Completed { follow_up: true }
             }
-            other => self.dropped("complete", other),
+            Err(unsettled) => self.dropped("complete", unsettled),
         }
     }
 
@@ -191,8 +196,8 @@ impl<H: Handler> TaskRun<H> {
             )
             .await
         {
-            Settled::Accepted | Settled::AcceptedReplyLost => TaskOutcome::BpmnError,
-            other => self.dropped("bpmnError", other),
+            Ok(_) => TaskOutcome::BpmnError,
+            Err(unsettled) => self.dropped("bpmnError", unsettled),
         }
     }
 
@@ -236,39 +241,36 @@ impl<H: Handler> TaskRun<H> {
             )
             .await
         {
-            Settled::Accepted | Settled::AcceptedReplyLost => {
+            Ok(_) => {
                 self.ctx.metrics.task_failed();
                 TaskOutcome::Failed
             }
-            other => self.dropped("failure", other),
+            Err(unsettled) => self.dropped("failure", unsettled),
         }
     }
 
     /// Counts and logs a final call that did not go through.
-    fn dropped(&self, what: &str, settled: Settled) -> TaskOutcome {
+    fn dropped(&self, what: &str, unsettled: Unsettled) -> TaskOutcome {
         let metrics = &self.ctx.metrics;
-        match settled {
-            Settled::Gone(error) => {
+        match unsettled {
+            Unsettled::Gone(error) => {
                 metrics.task_dropped(DropReason::TaskGone);
                 info!("{what}: the task no longer exists (cancelled, or done by another worker); dropped: {error}");
                 TaskOutcome::Dropped(DropReason::TaskGone)
             }
-            Settled::Refused(error) => {
+            Unsettled::Refused(error) => {
                 metrics.task_dropped(DropReason::LockLost);
                 warn!("{what} refused; task dropped without a follow-up: {error}");
                 TaskOutcome::Dropped(DropReason::LockLost)
             }
-            Settled::LockExpired(error) => {
+            Unsettled::LockExpired(error) => {
                 metrics.task_dropped(DropReason::LockLost);
                 warn!("{what} failed until the lock ran out; the engine will hand the task out again: {error}");
                 TaskOutcome::Dropped(DropReason::LockLost)
             }
-            Settled::Abandoned(error) => {
+            Unsettled::Abandoned(error) => {
                 warn!("shutdown grace over: {what} not sent, the lock will expire: {error}");
                 TaskOutcome::Abandoned
-            }
-            Settled::Accepted | Settled::AcceptedReplyLost => {
-                unreachable!("accepted calls are not dropped")
             }
         }
     }
@@ -354,7 +356,12 @@ impl<H: Handler> TaskRun<H> {
     /// the lock lasts. When an attempt may have taken effect unseen (its reply was lost) and a
     /// retry then finds the task gone (404) or not ours any more (400), `confirm` asks the engine's
     /// state whether the lost attempt went through.
-    async fn settle<F, Fut, C, CFut>(&self, what: &str, call: F, confirm: C) -> Settled
+    async fn settle<F, Fut, C, CFut>(
+        &self,
+        what: &str,
+        call: F,
+        confirm: C,
+    ) -> Result<Accepted, Unsettled>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<(), EngineError>>,
@@ -367,22 +374,22 @@ impl<H: Handler> TaskRun<H> {
         let mut retried_at_once = false;
         loop {
             let error = match call().await {
-                Ok(()) => return Settled::Accepted,
+                Ok(()) => return Ok(Accepted::Confirmed),
                 Err(error) => error,
             };
             let refused = error.status() == Some(reqwest::StatusCode::BAD_REQUEST);
             reply_lost |= error.outcome_unknown();
             if reply_lost && (error.is_not_found() || refused) {
                 if confirm().await {
-                    return Settled::AcceptedReplyLost;
+                    return Ok(Accepted::ReplyLost);
                 }
                 debug!("{what}: the lost attempt did not go through");
             }
             if error.is_not_found() {
-                return Settled::Gone(error);
+                return Err(Unsettled::Gone(error));
             }
             if !(error.is_transient() || error.is_unauthorized()) {
-                return Settled::Refused(error);
+                return Err(Unsettled::Refused(error));
             }
             if error.retry_at_once() && !retried_at_once {
                 // The connection closed under the call: send it again now (a 404 on the repeat
@@ -393,12 +400,12 @@ impl<H: Handler> TaskRun<H> {
             retried_at_once = false;
             let delay = backoff.next_delay();
             if Instant::now() + delay >= self.lock_until {
-                return Settled::LockExpired(error);
+                return Err(Unsettled::LockExpired(error));
             }
             debug!("{what} failed, retrying in {delay:?}: {error}");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.ctx.stop.abort.cancelled() => return Settled::Abandoned(error),
+                _ = self.ctx.stop.abort.cancelled() => return Err(Unsettled::Abandoned(error)),
             }
         }
     }
