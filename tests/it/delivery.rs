@@ -467,9 +467,16 @@ async fn undeliverable_follow_ups_fill_their_capacity_and_then_fetching_pauses()
             "2s",
         ],
     );
-    eventually(RUN_LIMIT, "fetching paused", || async {
-        (worker.count("camunda_worker_fetch_paused").await == 1).then_some(())
-    })
+    // The pause begins as soon as the five tasks are fetched; their completions follow.
+    eventually(
+        RUN_LIMIT,
+        "fetching paused after five completions",
+        || async {
+            let paused = worker.count("camunda_worker_fetch_paused").await == 1;
+            let completed = worker.count("camunda_worker_tasks_completed_total").await;
+            (paused && completed == 5).then_some(())
+        },
+    )
     .await;
     let metrics = worker.scrape().await;
     assert_eq!(

@@ -28,8 +28,10 @@ fn tasks(prefix: &str, n: usize) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_node_gets_its_own_long_poll_and_the_slots_are_shared() {
-    let a = MockEngine::with_tasks(tasks("a", 5)).await;
-    let b = MockEngine::with_tasks(tasks("b", 5)).await;
+    // Four tasks, three slots: never more than three in flight. Node A cannot take them all
+    // (it has two), so node B is polled too, whichever node the worker asks first.
+    let a = MockEngine::with_tasks(tasks("a", 2)).await;
+    let b = MockEngine::with_tasks(tasks("b", 2)).await;
     for engine in [&a, &b] {
         // Completing takes a while: slots stay taken, so what was fetched is what is in flight.
         engine
@@ -46,7 +48,7 @@ async fn each_node_gets_its_own_long_poll_and_the_slots_are_shared() {
         &urls,
         &["--max-tasks", "3", "--reconcile-interval", "0"],
     );
-    eventually(WAIT, "both nodes polled", || async {
+    eventually(Duration::from_secs(60), "both nodes polled", || async {
         (!a.requests_to("/fetchAndLock").is_empty() && !b.requests_to("/fetchAndLock").is_empty())
             .then_some(())
     })

@@ -256,7 +256,7 @@ struct Shared {
     rules: Mutex<Vec<Armed>>,
     close_idle_after: Mutex<Option<Duration>>,
     applied: Mutex<Vec<Applied>>,
-    exchanges: Mutex<Vec<Exchange>>,
+    exchanges: Arc<Mutex<Vec<Exchange>>>,
     /// While set, the engine is "gone": every connection is closed at once (see [`FaultProxy::set_down`]).
     down: std::sync::atomic::AtomicBool,
     /// The close tokens of the open connections, for an outage to end them all.
@@ -296,7 +296,7 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             close_idle_after: Mutex::new(None),
             applied: Mutex::new(Vec::new()),
-            exchanges: Mutex::new(Vec::new()),
+            exchanges: Arc::default(),
             down: std::sync::atomic::AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
             forwarded: AtomicUsize::new(0),
@@ -601,22 +601,34 @@ impl Shared {
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
             engine_status: None,
         };
-        let sent = self
+        let upstream = self
             .client
             .request(
                 parts.method.clone(),
                 format!("{}{path_and_query}", self.upstream),
             )
             .headers(end_to_end(&parts.headers))
-            .body(body)
-            .send()
-            .await;
-        exchange.engine_status = sent.as_ref().ok().map(|r| r.status().as_u16());
-        self.exchanges.lock().unwrap().push(exchange);
-        let reply = sent?;
-        let status = reply.status();
-        let headers = end_to_end(reply.headers());
-        let body = reply.bytes().await?;
+            .body(body);
+        // The exchange with the engine runs as a task of its own: when the client's connection
+        // is closed under it (an outage, a reset), the engine still answers, and the record of
+        // what it answered stays complete.
+        let exchanges = Arc::clone(&self.exchanges);
+        let sent = tokio::spawn(async move {
+            let sent = match upstream.send().await {
+                Ok(reply) => {
+                    let status = reply.status();
+                    let headers = end_to_end(reply.headers());
+                    reply.bytes().await.map(|body| (status, headers, body))
+                }
+                Err(e) => Err(e),
+            };
+            exchange.engine_status = sent.as_ref().ok().map(|(status, _, _)| status.as_u16());
+            exchanges.lock().unwrap().push(exchange);
+            sent
+        })
+        .await
+        .expect("the upstream exchange does not panic");
+        let (status, headers, body) = sent?;
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
