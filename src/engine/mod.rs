@@ -20,7 +20,7 @@ pub mod error;
 pub mod health;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,11 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// that remains (the server closes it in the instant the client reuses it) is covered by sending
 /// the call again at once on a new connection (see [`error::is_stale_connection`]).
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// After a pooled connection turned out closed by the server, calls to that node use new
+/// connections for this long: the pool's other connections have been idle just as long, and the
+/// caller's immediate retry must not meet one of them.
+const STALE_POOL_WINDOW: Duration = Duration::from_secs(1);
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,10 +138,30 @@ pub struct Node {
     /// A client that keeps no connection: the one immediate retry after a stale connection must
     /// not pick another pooled connection that the server may have closed just the same.
     fresh: reqwest::Client,
+    /// Until when calls to this node go over new connections (ms since `created`): set when a
+    /// pooled connection turned out closed, because the others in the pool have been idle just as
+    /// long. Covers the caller's own immediate retry of a call the client does not repeat itself.
+    fresh_until_ms: AtomicU64,
+    created: Instant,
     health: NodeHealth,
 }
 
 impl Node {
+    /// Whether calls should avoid the pool for now (see `fresh_until_ms`).
+    fn avoid_pool(&self) -> bool {
+        let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.fresh_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Marks the pool as suspect for [`STALE_POOL_WINDOW`].
+    fn distrust_pool(&self) {
+        let until = self.created.elapsed() + STALE_POOL_WINDOW;
+        self.fresh_until_ms.store(
+            u64::try_from(until.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
     /// The node's name in logs and metrics: its REST root (with the discovered address).
     pub fn name(&self) -> &str {
         &self.name
@@ -657,7 +682,7 @@ impl EngineClient {
         let mut fresh_connection = false;
         let url = format!("{}/{}", node.base, call.path);
         loop {
-            let http = if fresh_connection {
+            let http = if fresh_connection || node.avoid_pool() {
                 &node.fresh
             } else {
                 &node.http
@@ -680,6 +705,7 @@ impl EngineClient {
             }
             let outcome = match sent {
                 Err(source) if !fresh_connection && is_stale_connection(&source) => {
+                    node.distrust_pool();
                     if let Some(metrics) = &inner.metrics {
                         metrics.stale_connection_retried(&node.name);
                     }
@@ -805,6 +831,8 @@ fn new_node(target: &NodeTarget, tls: &TlsSettings) -> Result<Node, EngineError>
         base,
         http: builder(true)?,
         fresh: builder(false)?,
+        fresh_until_ms: AtomicU64::new(0),
+        created: Instant::now(),
     })
 }
 
