@@ -399,6 +399,18 @@ async fn lost_message_replies_in_a_process_that_loops_back_to_the_catch_event() 
         .rest
         .wait_instances_completed(&ids, RUN_LIMIT)
         .await;
+    // The engine commits before it answers: once the worker has counted every message, the proxy
+    // has recorded every answer too (it records one before passing it on).
+    let metrics = eventually(
+        Duration::from_secs(30),
+        "the worker counted every follow-up",
+        || async {
+            let metrics = worker.scrape().await;
+            let sent = metric_value(&metrics, "camunda_worker_follow_ups_sent_total");
+            (sent >= (50 * ROUNDS) as f64).then_some(metrics)
+        },
+    )
+    .await;
     let exchanges = scenario.proxy.exchanges();
     let business_key = |e: &Exchange| e.body["businessKey"].as_str().unwrap_or("").to_owned();
     let accepted = per_key(&exchanges, "/message", 204, business_key);
@@ -412,7 +424,6 @@ async fn lost_message_replies_in_a_process_that_loops_back_to_the_catch_event() 
         .filter(|e| e.path.ends_with("/message") && e.engine_status != Some(204))
         .count();
     assert_eq!(refused, 0, "no duplicate message refused by the engine");
-    let metrics = worker.scrape().await;
     assert_eq!(
         metric_value(&metrics, "camunda_worker_follow_ups_sent_total"),
         (50 * ROUNDS) as f64,
