@@ -342,6 +342,7 @@ impl FollowUps {
         let mut engine_trouble_logged = false;
         // The subscription (the instance's wait) our message was sent to, once we saw one.
         let mut awaited: Option<String> = None;
+        let mut empty_looks = 0;
         let mut first = true;
         let mut retried_at_once = false;
         loop {
@@ -358,7 +359,7 @@ impl FollowUps {
                 }
                 // Boxed: a follow-up that waits out a backoff keeps only this loop's few fields, not
                 // the (much larger) state of its HTTP calls.
-                Box::pin(self.attempt(&request, follow_up, &mut awaited)).await
+                Box::pin(self.attempt(&request, follow_up, &mut awaited, &mut empty_looks)).await
             };
             match attempt {
                 Attempt::Delivered => {
@@ -447,6 +448,7 @@ impl FollowUps {
         request: &CorrelateMessageRequest,
         follow_up: &FollowUp,
         awaited: &mut Option<String>,
+        empty_looks: &mut u32,
     ) -> Attempt {
         let client = &self.inner.client;
         if let Some(instance) = follow_up.process_instance_id.as_deref() {
@@ -464,12 +466,20 @@ impl FollowUps {
                 Some(_) => {}
                 None => match waits.first() {
                     Some(wait) => *awaited = Some(wait.id.clone()),
-                    None => {
+                    // Not waiting (yet): whether the instance still runs at all is asked at the
+                    // first empty look and then every fourth, so that follow-ups which cannot be
+                    // delivered cost the engine one read per retry, not two.
+                    None if *empty_looks % 4 == 0 => {
+                        *empty_looks += 1;
                         return match client.process_instance_exists(instance).await {
                             Ok(true) => Attempt::NotWaiting,
                             Ok(false) => Attempt::DeliveredEarlier("the instance has ended"),
                             Err(e) => Attempt::EngineTrouble(e),
-                        }
+                        };
+                    }
+                    None => {
+                        *empty_looks += 1;
+                        return Attempt::NotWaiting;
                     }
                 },
             }
