@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # camunda-worker benchmark: one command, installs what it needs, idempotent.
 #
-#   bench/run.sh [--instances N] [--quick] [--only cw-default,cw-tuned,...] [--skip idle,overhead]
+#   bench/run.sh [--instances N] [--quick] [--only cw-default,cw-10,...] [--skip idle,overhead,...]
+#                [--cluster-contenders cw-nodes,cw-lb,py,js,java,ceiling] [--cluster-instances N]
+#
+# Phases (--skip): throughput, idle, overhead, mismatch, cluster, pg-h2 (see bench/bench.py --help).
+# The cluster phases start `engine/engine.sh cluster` (PostgreSQL + engine nodes + HAProxy on
+# 127.0.0.1:18300-18350), which installs haproxy and postgresql with apt-get when they are missing.
 #
 # Builds/installs (each only when missing or stale):
 #   target/release/camunda-worker     cargo build --release --locked (repo root)
