@@ -140,6 +140,44 @@ pub(crate) struct WorkerContext<H> {
     abandoned_polls: Mutex<Vec<Instant>>,
     /// Whether fetching is paused for lack of room for follow-ups (logged once per pause).
     paused: AtomicBool,
+    /// Which nodes' last poll filled every slot it asked for.
+    saturation: Saturation,
+}
+
+/// Which engine nodes are saturated (their last poll filled every slot it asked for), with a
+/// wake-up for the nodes that wait until none is.
+#[derive(Default)]
+struct Saturation {
+    nodes: Mutex<HashSet<String>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Saturation {
+    fn set(&self, node: &str, saturated: bool) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = if saturated {
+            nodes.insert(node.to_owned())
+        } else {
+            nodes.remove(node)
+        };
+        drop(nodes);
+        if changed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn any(&self) -> bool {
+        !self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Resolves at the next change (create it before checking [`Saturation::any`]).
+    fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
 }
 
 impl<H> WorkerContext<H> {
@@ -193,6 +231,7 @@ impl<H: Handler> Worker<H> {
                 in_flight: Mutex::default(),
                 abandoned_polls: Mutex::default(),
                 paused: AtomicBool::new(false),
+                saturation: Saturation::default(),
             }),
         }
     }
@@ -284,6 +323,10 @@ impl<H: Handler> Worker<H> {
                     ..
                 })
             );
+            self.ctx.saturation.set(node.name(), saturated);
+            if !saturated && !self.wait_while_another_node_is_saturated(retire).await {
+                break;
+            }
             let error = match self.poll_once_sharing(node, share, saturated).await {
                 Ok(PollOutcome::Stopped) => break,
                 Ok(outcome) => {
@@ -334,6 +377,26 @@ impl<H: Handler> Worker<H> {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.ctx.stop.shutdown.cancelled() => break,
                 _ = retire.cancelled() => break,
+            }
+        }
+        self.ctx.saturation.set(node.name(), false);
+    }
+
+    /// While another node's poll fills every slot it asks for (a backlog), a node whose last poll
+    /// found little waits instead of polling: any node can lock any task of the shared database,
+    /// so under saturation one node's large fetches serve best, and parked polls on the other
+    /// nodes would only hold slots and split the batches. When no node is saturated any more,
+    /// every node parks its long poll again. Returns `false` when the loop should end.
+    async fn wait_while_another_node_is_saturated(&self, retire: &CancellationToken) -> bool {
+        loop {
+            let changed = self.ctx.saturation.changed();
+            if !self.ctx.saturation.any() {
+                return true;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = self.ctx.stop.shutdown.cancelled() => return false,
+                _ = retire.cancelled() => return false,
             }
         }
     }
