@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use crate::support::engine::{shared_engine, EngineOptions, RealEngine, Rest};
 use crate::support::proxy::{Exchange, Fault, FaultKind, FaultProxy, Rule};
-use crate::support::{eventually, lines_with, metric_sum, metric_value, WorkerProcess};
+use crate::support::{
+    eventually, lines_with, metric_sum, metric_value, settled_total, WorkerProcess,
+};
 
 const INSTANCES: usize = 200;
 const RUN_LIMIT: Duration = Duration::from_secs(240);
@@ -595,7 +597,7 @@ async fn the_reconciler_never_correlates_an_instance_of_another_process() {
     );
     eventually(RUN_LIMIT, "ours and theirs all wait", waiting(25)).await;
     assert_eq!(
-        doomed.count("camunda_worker_tasks_completed_total").await,
+        settled_total(&[&doomed], &["camunda_worker_tasks_completed_total"], 20).await,
         20
     );
     doomed.kill_hard();
@@ -633,8 +635,7 @@ async fn the_reconciler_never_correlates_an_instance_of_another_process() {
     .await;
     eventually(Duration::from_secs(5), "only theirs wait", waiting(5)).await;
     assert_eq!(
-        next.count("camunda_worker_follow_ups_recovered_total")
-            .await,
+        settled_total(&[&next], &["camunda_worker_follow_ups_recovered_total"], 20).await,
         20
     );
     let completed_others = rest.completed(&foreign).await;

@@ -320,7 +320,9 @@ async fn the_metrics_count_every_instance_processed_on_the_real_engine() {
     rest.wait_instances_completed(&ids, Duration::from_secs(120))
         .await;
     // Scraped while the worker runs, as Prometheus would.
-    let metrics = worker.scrape().await;
+    let metrics = worker
+        .scrape_settled("camunda_worker_follow_ups_sent_total", 60.0)
+        .await;
     assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
     let value = |name: &str| crate::support::metric_value(&metrics, name);
     let node = |series: &str| series.replace("NODE", &engine.url);

@@ -161,7 +161,9 @@ async fn a_message_that_arrives_before_the_instance_waits_is_retried_on_the_real
     );
     rest.wait_instances_completed(&ids, Duration::from_secs(120))
         .await;
-    let metrics = worker.scrape().await;
+    let metrics = worker
+        .scrape_settled("camunda_worker_follow_ups_sent_total", 10.0)
+        .await;
     assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
     let value = |name: &str| metric_value(&metrics, name);
     assert_eq!(

@@ -11,7 +11,7 @@ use serde_json::json;
 use tempfile::NamedTempFile;
 
 use crate::support::engine::{shared_engine, EngineOptions, RealEngine, Rest};
-use crate::support::{binary, eventually, metric_sum, metric_value, WorkerProcess};
+use crate::support::{binary, eventually, metric_sum, metric_value, settled_total, WorkerProcess};
 
 const TASKS_COMPLETED: &str = "camunda_worker_tasks_completed_total";
 const FOLLOW_UPS_SENT: &str = "camunda_worker_follow_ups_sent_total";
@@ -144,7 +144,10 @@ async fn after_a_kill_9_the_next_worker_recovers_every_lost_follow_up() {
         || async { (waiting_for(&rest, &message).await == 100).then_some(()) },
     )
     .await;
-    assert_eq!(doomed.count(TASKS_COMPLETED).await, 100);
+    assert_eq!(
+        settled_total(&[&doomed], &[TASKS_COMPLETED], 100).await,
+        100
+    );
     assert_eq!(doomed.count(FOLLOW_UPS_SENT).await, 0);
     doomed.kill_hard();
     assert_eq!(rest.completed(&key).await, 0, "no message was sent");
@@ -205,13 +208,15 @@ async fn three_replicas_complete_500_instances_each_task_exactly_once() {
     rest.wait_completed(&key, 500, Duration::from_secs(240))
         .await;
 
-    let mut completed = Vec::new();
-    let mut delivered = 0;
     for replica in &mut replicas {
         replica.assert_running("after the run");
+    }
+    let all: Vec<&WorkerProcess> = replicas.iter().collect();
+    let delivered = settled_total(&all, &[FOLLOW_UPS_SENT, FOLLOW_UPS_RECOVERED], 500).await;
+    settled_total(&all, &[TASKS_COMPLETED], 500).await;
+    let mut completed = Vec::new();
+    for replica in &replicas {
         completed.push(replica.count(TASKS_COMPLETED).await);
-        delivered +=
-            replica.count(FOLLOW_UPS_SENT).await + replica.count(FOLLOW_UPS_RECOVERED).await;
     }
     eprintln!("tasks completed per replica: {completed:?}");
     assert_eq!(
@@ -281,10 +286,14 @@ async fn when_one_of_three_replicas_is_killed_mid_run_the_survivors_finish_every
 
     rest.wait_completed(&key, 300, Duration::from_secs(180))
         .await;
-    let mut sent = 0;
-    let mut recovered = 0;
     for survivor in &mut survivors {
         survivor.assert_running("after the run");
+    }
+    let both: Vec<&WorkerProcess> = survivors.iter().collect();
+    settled_total(&both, &[FOLLOW_UPS_SENT, FOLLOW_UPS_RECOVERED], 300).await;
+    let mut sent = 0;
+    let mut recovered = 0;
+    for survivor in &survivors {
         sent += survivor.count(FOLLOW_UPS_SENT).await;
         recovered += survivor.count(FOLLOW_UPS_RECOVERED).await;
     }

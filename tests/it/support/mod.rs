@@ -238,6 +238,22 @@ impl WorkerProcess {
         self.metric(series).await as u64
     }
 
+    /// The exposition once `series` has reached `at_least` — or after [`COUNT_SETTLE`], so that
+    /// the caller's assertion shows the shortfall. The engine commits a call before it answers,
+    /// so engine state can show a completion or a correlation a moment before the worker, which
+    /// counts when the answer arrives, does.
+    pub async fn scrape_settled(&self, series: &str, at_least: f64) -> String {
+        let deadline = tokio::time::Instant::now() + COUNT_SETTLE;
+        loop {
+            let metrics = self.scrape().await;
+            if metric_value(&metrics, series) >= at_least || tokio::time::Instant::now() >= deadline
+            {
+                return metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The status `/healthz` or `/readyz` answers.
     pub async fn probe(&self, path: &str) -> u16 {
         eventually(
@@ -263,6 +279,28 @@ impl Drop for WorkerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// How long a worker may take to count a call whose effect the engine already shows.
+pub const COUNT_SETTLE: Duration = Duration::from_secs(15);
+
+/// The sum of `series` over `workers`, read once it has reached `expected` — or after
+/// [`COUNT_SETTLE`], so that the caller's assertion shows the shortfall. A total above `expected`
+/// returns at once, for the assertion to catch.
+pub async fn settled_total(workers: &[&WorkerProcess], series: &[&str], expected: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + COUNT_SETTLE;
+    loop {
+        let mut total = 0;
+        for worker in workers {
+            for name in series {
+                total += worker.count(name).await;
+            }
+        }
+        if total >= expected || tokio::time::Instant::now() >= deadline {
+            return total;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
