@@ -68,7 +68,7 @@ WORKER_PID=""
 
 echo
 echo "demo summary"
-echo "  instances completed: $completed of $INSTANCES (each task completed with var1=1, var2=\"value\", then correlated by business key)"
+echo "  instances completed: $completed of $INSTANCES (each task completed with var1=1, var2=\"value\", then its message correlated by business key and process instance id)"
 awk -v a="$began" -v b="$finished" -v n="$completed" \
   'BEGIN { t = b - a; printf "  time from start to last completion: %.1f s (%.1f instances/s, including the 2 s correlation delay)\n", t, n / t }'
 echo "  worker exit code after SIGTERM: $worker_exit"
