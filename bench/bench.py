@@ -1713,6 +1713,24 @@ CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
 PHASES = ["throughput", "idle", "overhead", "mismatch", "cluster", "pg-h2"]
 
 
+# Sizes of a quick and of a full run: (quick, full). An option given on the command line wins.
+SIZES = {
+    "warmup": (100, 500),
+    "idle_seconds": (60, 300),
+    "idle_settle": (20, 120),
+    "mismatch_instances": (600, 4500),
+    "mismatch_capacity": (512, None),  # full run: the worker's own default (4096)
+    "mismatch_wait": (120, 300),
+    "mismatch_hold": (10, 20),
+    "cluster_instances": (200, 1000),
+    "pickup_count": (50, 300),
+    "sparse_count": (6, 20),
+    "stall_seconds": (30, 60),
+    "overhead_warmup": (2, 3),
+    "overhead_seconds": (5, 15),
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instances", type=int, default=2000)
@@ -1778,30 +1796,13 @@ def main():
         args.paced_count = min(args.paced_count, 100)
     if args.backlog is None:
         args.backlog = args.instances
-    if args.warmup is None:
-        args.warmup = 100 if q else 500
-    if args.idle_seconds is None:
-        args.idle_seconds = 60 if q else 300
-    if args.idle_settle is None:
-        args.idle_settle = 20 if q else 120
-    if args.mismatch_instances is None:
-        args.mismatch_instances = 600 if q else 4500
-    if args.mismatch_capacity is None and q:
-        args.mismatch_capacity = 512
-    args.mismatch_wait = 120 if q else 300
-    args.mismatch_hold = 10 if q else 20
-    if args.cluster_instances is None:
-        args.cluster_instances = 200 if q else 1000
-    if args.pickup_count is None:
-        args.pickup_count = 50 if q else 300
-    if args.sparse_count is None:
-        args.sparse_count = 6 if q else 20
-    args.stall_seconds = 30 if q else 60
+    # (quick, full) values of the options left unset, and of the settings that have no option.
+    for name, (quick, full) in SIZES.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, quick if q else full)
     # A single-URL client on the cluster may legitimately see nothing for 30 s (a parked poll re-checks
     # the database every 30 s): never give up on a cluster phase before that.
     args.cluster_stall = 75
-    args.overhead_warmup = 2 if q else 3
-    args.overhead_seconds = 5 if q else 15
     args.phase_timeout = 120 + args.instances * 0.5
     out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "")
     out_dir = os.path.abspath(out_dir)
