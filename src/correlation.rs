@@ -32,7 +32,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::backoff::Backoff;
 use crate::engine::{CorrelateMessageRequest, EngineClient, EngineError, ExternalTask, Mismatch};
-use crate::metrics::{GiveUpReason, Metrics};
+use crate::metrics::{Metrics, Outcome};
 
 /// Delivery attempts (a subscription lookup and a message call) in flight at once. Follow-ups are
 /// not bounded by `--max-tasks` (a task's slot is freed at completion), so after a backlog
@@ -188,6 +188,37 @@ pub enum Delivery {
     GivenUp(GiveUpReason),
 }
 
+/// Why a follow-up was abandoned: the `reason` of `follow_ups_given_up_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUpReason {
+    /// The instance did not reach the catch event within `--correlation-timeout`.
+    Timeout,
+    /// Several instances wait under the same business key.
+    Ambiguous,
+    /// The engine refused the message for another reason (a 4xx that no retry can fix).
+    Refused,
+    /// The shutdown grace ended before the message could be sent.
+    Shutdown,
+}
+
+impl Outcome for GiveUpReason {
+    const ALL: &'static [Self] = &[
+        GiveUpReason::Timeout,
+        GiveUpReason::Ambiguous,
+        GiveUpReason::Refused,
+        GiveUpReason::Shutdown,
+    ];
+    const LABEL: &'static str = "reason";
+    fn label(self) -> &'static str {
+        match self {
+            GiveUpReason::Timeout => "timeout",
+            GiveUpReason::Ambiguous => "ambiguous",
+            GiveUpReason::Refused => "refused",
+            GiveUpReason::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// What one delivery attempt found.
 #[derive(Debug)]
 enum Attempt {
@@ -242,6 +273,7 @@ impl FollowUps {
         abort: CancellationToken,
     ) -> Self {
         let room = Arc::new(Semaphore::new(settings.capacity));
+        metrics.preset::<GiveUpReason>(&metrics.follow_ups_given_up);
         FollowUps {
             inner: Arc::new(Shared {
                 client,
@@ -299,7 +331,7 @@ impl FollowUps {
         if let Some(id) = &follow_up.process_instance_id {
             self.mark_pending(id);
         }
-        self.inner.metrics.follow_up_scheduled();
+        self.inner.metrics.follow_ups_pending.inc();
         let this = self.clone();
         let due = Instant::now() + self.inner.settings.delay;
         // While it waits out its delay, a follow-up is this small task; the delivery's state (its
@@ -320,7 +352,7 @@ impl FollowUps {
             if let Some(id) = &follow_up.process_instance_id {
                 this.unmark_pending(id);
             }
-            this.inner.metrics.follow_up_finished();
+            this.inner.metrics.follow_ups_pending.dec();
             drop(room);
         });
     }
@@ -351,9 +383,10 @@ impl FollowUps {
                 let _permit = self.inner.sends.acquire().await.ok();
                 if first {
                     if let Some(due) = due {
-                        self.inner.metrics.observe_follow_up_delay_error(
-                            Instant::now().saturating_duration_since(due),
-                        );
+                        self.inner
+                            .metrics
+                            .follow_up_delay_error_seconds
+                            .observe(Instant::now().saturating_duration_since(due).as_secs_f64());
                     }
                     first = false;
                 }
@@ -407,7 +440,7 @@ impl FollowUps {
                     // The connection closed under the call: look again now, without backoff
                     // (the lookup tells whether a message that was on its way arrived).
                     retried_at_once = true;
-                    self.inner.metrics.follow_up_retried();
+                    self.inner.metrics.follow_ups_retried.inc();
                     continue;
                 }
                 Attempt::EngineTrouble(error) if error.is_optimistic_locking() => {
@@ -423,7 +456,7 @@ impl FollowUps {
                 }
             }
             retried_at_once = false;
-            self.inner.metrics.follow_up_retried();
+            self.inner.metrics.follow_ups_retried.inc();
             tokio::select! {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = self.inner.abort.cancelled() => {
@@ -438,7 +471,8 @@ impl FollowUps {
     }
 
     fn give_up(&self, reason: GiveUpReason) -> Delivery {
-        self.inner.metrics.follow_up_given_up(reason);
+        let metrics = &self.inner.metrics;
+        metrics.count(&metrics.follow_ups_given_up, reason);
         Delivery::GivenUp(reason)
     }
 

@@ -5,7 +5,7 @@
 //! parked long poll is cancelled on the engine (or, where the engine cannot, left to time out) →
 //! tasks fetched but not started are unlocked → running handlers finish and pending follow-ups
 //! are sent at once, while a sweep gives back whatever the engine still locks for this worker id
-//! (see [`crate::release`]) → when `shutdown_grace` ends, whatever still runs is abandoned (the
+//! (see [`crate::worker`]) → when `shutdown_grace` ends, whatever still runs is abandoned (the
 //! reconciler of the next start delivers lost messages). Nothing runs past the grace.
 
 use std::sync::Arc;
@@ -23,10 +23,10 @@ use crate::correlation::FollowUps;
 use crate::discovery::{Discovery, SystemDns, DISCOVERY_INTERVAL};
 use crate::engine::EngineClient;
 use crate::handler::{Handler, MessageCorrelationHandler};
+use crate::health::Liveness;
 use crate::metrics::Metrics;
 use crate::reconciler::Reconciler;
-use crate::release::EXPIRY_MARGIN;
-use crate::worker::{StopTokens, Worker};
+use crate::worker::{Shared, StopTokens, Worker, EXPIRY_MARGIN};
 
 /// At the end of the grace period, how long abandoned work gets to log and give up before the
 /// process ends; taken from the grace, not added to it.
@@ -59,10 +59,14 @@ pub async fn run_with_handler<H: Handler>(
         .context("cannot set up the engine client")?
         .with_metrics(Arc::clone(&metrics));
 
+    let liveness = Arc::new(Liveness::default());
+
     let listener_stop = CancellationToken::new();
     let (bound, listener) = crate::health::serve(
         config.metrics_addr,
         Arc::clone(&metrics),
+        Arc::clone(&liveness),
+        client.clone(),
         config.worker.long_poll,
         listener_stop.clone(),
     )
@@ -98,6 +102,7 @@ pub async fn run_with_handler<H: Handler>(
             client.clone(),
             follow_ups.clone(),
             Arc::clone(&metrics),
+            Arc::clone(&liveness),
             &config.worker.topic,
         );
         tokio::spawn(reconciler.run(interval, shutdown.clone()))
@@ -130,10 +135,13 @@ pub async fn run_with_handler<H: Handler>(
         client,
         handler,
         config.worker.clone(),
-        Arc::clone(&metrics),
+        Shared {
+            metrics: Arc::clone(&metrics),
+            liveness,
+            tracker: tracker.clone(),
+            stop: stop.clone(),
+        },
         follow_ups,
-        tracker.clone(),
-        stop.clone(),
     );
     worker.run().await;
     let grace_ends = grace_ends.await.unwrap_or_else(|_| Instant::now() + grace);

@@ -13,13 +13,12 @@
 //! - [`engine`]: the REST client ([`engine::EngineClient`]) for one engine node or a cluster,
 //!   wire types, errors and each node's health.
 //! - [`discovery`]: finds a cluster's nodes in DNS (a Kubernetes headless Service).
-//! - [`worker`]: the fetch loop, one long poll per engine node; one poll step is
-//!   [`worker::Worker::poll_once`].
-//! - [`task`]: one task's lifecycle: handler, lock extension, complete / failure, lost replies.
+//! - [`worker`]: the fetch loop, one long poll per engine node (one poll step is
+//!   [`worker::Worker::poll_once`]), admission, one task's lifecycle (handler, lock extension,
+//!   complete / failure, lost replies) and, at shutdown, the hand-back of what is still locked.
 //! - [`handler`]: what to do with one task; implement [`handler::Handler`] for your own work.
 //! - [`correlation`]: the delayed follow-up message: exactly once, bounded in memory.
 //! - [`reconciler`]: recovers follow-ups lost in a crash, for instances whose wait is ours.
-//! - [`release`]: at shutdown, gives back what the engine still locks for this worker.
 //! - [`daemon`]: everything wired, plus the shutdown sequence.
 //! - [`metrics`] and [`health`]: Prometheus metrics, `/healthz`, `/readyz`.
 //! - [`backoff`], [`variables`], [`secret`], [`shutdown`], [`telemetry`]: small shared pieces.
@@ -60,10 +59,8 @@ pub mod handler;
 pub mod health;
 pub mod metrics;
 pub mod reconciler;
-pub mod release;
 pub mod secret;
 pub mod shutdown;
-pub mod task;
 pub mod telemetry;
 pub mod variables;
 pub mod worker;

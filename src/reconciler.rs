@@ -27,7 +27,8 @@ use tracing::{debug, info, warn};
 
 use crate::correlation::FollowUps;
 use crate::engine::{CorrelateMessageRequest, EngineClient, EngineError, EventSubscription};
-use crate::metrics::Metrics;
+use crate::health::Liveness;
+use crate::metrics::{Metrics, Outcome};
 
 /// Extra waiting time, beyond the correlation delay, before an instance counts as forgotten.
 pub const RECOVERY_GRACE: Duration = Duration::from_secs(10);
@@ -46,6 +47,7 @@ pub struct Reconciler {
     client: EngineClient,
     follow_ups: FollowUps,
     metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
     /// The topic whose completions make a wait ours.
     topic: String,
     /// How long an instance must have been seen waiting before it is recovered.
@@ -56,6 +58,26 @@ pub struct Reconciler {
     foreign: HashMap<String, ()>,
     /// Whether the "cannot attribute" note was logged.
     told_unattributed: bool,
+}
+
+/// How a pass ended: the `outcome` of `reconciler_passes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassOutcome {
+    /// The pass read what it needed (recoveries that failed are tried again next pass).
+    Ok,
+    /// The pass could not read the engine.
+    Error,
+}
+
+impl Outcome for PassOutcome {
+    const ALL: &'static [Self] = &[PassOutcome::Ok, PassOutcome::Error];
+    const LABEL: &'static str = "outcome";
+    fn label(self) -> &'static str {
+        match self {
+            PassOutcome::Ok => "ok",
+            PassOutcome::Error => "error",
+        }
+    }
 }
 
 /// What one reconciliation pass did.
@@ -80,13 +102,16 @@ impl Reconciler {
         client: EngineClient,
         follow_ups: FollowUps,
         metrics: Arc<Metrics>,
+        liveness: Arc<Liveness>,
         topic: &str,
     ) -> Self {
+        metrics.preset::<PassOutcome>(&metrics.reconciler_passes);
         let min_wait = follow_ups.settings().delay + RECOVERY_GRACE;
         Reconciler {
             client,
             follow_ups,
             metrics,
+            liveness,
             topic: topic.to_owned(),
             min_wait,
             first_seen: HashMap::new(),
@@ -110,18 +135,19 @@ impl Reconciler {
         let mut next = Instant::now();
         let mut first = true;
         let mut wait = interval;
-        let mut fetched_before = self.metrics.fetched_so_far();
+        let mut fetched_before = self.liveness.fetched_so_far();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
-                _ = self.metrics.engine_back() => {
+                _ = self.client.engine_back() => {
                     debug!("the engine answers again: a reconciler pass now");
                 }
                 _ = stop.cancelled() => return,
             }
             let found = match self.pass().await {
                 Ok(summary) => {
-                    self.metrics.reconciler_pass(true);
+                    self.metrics
+                        .count(&self.metrics.reconciler_passes, PassOutcome::Ok);
                     if summary.recovered > 0 {
                         info!(
                             recovered = summary.recovered,
@@ -134,12 +160,13 @@ impl Reconciler {
                     summary.recovered + summary.failed > 0
                 }
                 Err(e) => {
-                    self.metrics.reconciler_pass(false);
+                    self.metrics
+                        .count(&self.metrics.reconciler_passes, PassOutcome::Error);
                     warn!("reconciler pass failed, will try again: {e}");
                     true
                 }
             };
-            let fetched = self.metrics.fetched_so_far();
+            let fetched = self.liveness.fetched_so_far();
             let idle = !found && fetched == fetched_before;
             fetched_before = fetched;
             wait = if first {
@@ -264,7 +291,7 @@ impl Reconciler {
         };
         let error = match self.client.correlate_message(&request).await {
             Ok(()) => {
-                self.metrics.follow_up_recovered();
+                self.metrics.follow_ups_recovered.inc();
                 info!(process_instance_id = %instance, "recovered a lost follow-up");
                 self.first_seen.remove(&subscription.id);
                 return Ok(Recovery::Recovered);

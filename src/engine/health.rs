@@ -12,7 +12,6 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::error::EngineError;
-use crate::metrics::Metrics;
 
 /// While a node stays unavailable, a reminder is logged this often.
 const REMINDER: Duration = Duration::from_secs(60);
@@ -68,18 +67,13 @@ impl NodeHealth {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the outcome of one call into account, logging a change once. `anonymous` marks a
-    /// call the engine answers without credentials: its success proves the node is there, not
-    /// that the credentials are accepted.
-    pub fn record(
-        &self,
-        outcome: Result<(), &EngineError>,
-        anonymous: bool,
-        metrics: Option<&Metrics>,
-    ) {
+    /// Takes the outcome of one call into account, logging a change once; returns the new reach
+    /// when it changed. `anonymous` marks a call the engine answers without credentials: its
+    /// success proves the node is there, not that the credentials are accepted.
+    pub fn record(&self, outcome: Result<(), &EngineError>, anonymous: bool) -> Option<Reach> {
         if outcome.is_err_and(EngineError::retry_at_once) {
             // A connection closed under one call says nothing about the engine.
-            return;
+            return None;
         }
         let reach = match outcome {
             Ok(()) => Reach::Up,
@@ -91,7 +85,7 @@ impl NodeHealth {
         let mut state = self.lock();
         let before = state.reach;
         if anonymous && reach == Reach::Up && before == Reach::Refused {
-            return;
+            return None;
         }
         if before == reach {
             if reach == Reach::Down && now.duration_since(state.reminded) >= REMINDER {
@@ -104,16 +98,13 @@ impl NodeHealth {
                     );
                 }
             }
-            return;
+            return None;
         }
         let outage = now.duration_since(state.since);
         state.reach = reach;
         state.since = now;
         state.reminded = now;
         drop(state);
-        if let Some(metrics) = metrics {
-            metrics.set_engine_up(&self.node, reach == Reach::Up);
-        }
         match (before, reach, outcome) {
             (_, Reach::Down, Err(e)) => {
                 warn!(node = %self.node, "engine unavailable, retrying with backoff: {e}")
@@ -129,6 +120,7 @@ impl NodeHealth {
             }
             _ => {}
         }
+        Some(reach)
     }
 }
 
@@ -147,12 +139,9 @@ mod tests {
 
     #[test]
     fn an_outage_is_a_transition_and_a_refusal_about_one_call_is_not() {
-        let metrics = Metrics::new();
-        metrics.add_node("n1");
         let health = NodeHealth::new("n1");
-        health.record(Ok(()), false, Some(&metrics));
+        assert_eq!(health.record(Ok(()), false), Some(Reach::Up));
         assert_eq!(health.reach(), Reach::Up);
-        assert!(metrics.engine_is_up());
         let not_found = EngineError::Rejected {
             endpoint: "POST /external-task/x/complete".into(),
             status: StatusCode::NOT_FOUND,
@@ -160,12 +149,10 @@ mod tests {
             message: "gone".into(),
             code: None,
         };
-        health.record(Err(&not_found), false, Some(&metrics));
+        assert_eq!(health.record(Err(&not_found), false), None);
         assert_eq!(health.reach(), Reach::Up);
-        health.record(Err(&gone()), false, Some(&metrics));
+        assert_eq!(health.record(Err(&gone()), false), Some(Reach::Down));
         assert_eq!(health.reach(), Reach::Down);
-        assert!(!metrics.engine_is_up());
-        health.record(Ok(()), false, Some(&metrics));
-        assert!(metrics.engine_is_up());
+        assert_eq!(health.record(Ok(()), false), Some(Reach::Up));
     }
 }

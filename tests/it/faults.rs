@@ -1017,6 +1017,7 @@ async fn the_reconciler_recovers_only_instances_whose_wait_follows_a_task_of_its
         client,
         follow_ups,
         Arc::clone(&metrics),
+        Default::default(),
         "messageSending",
     )
     .with_min_wait(Duration::from_millis(100));

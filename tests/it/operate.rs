@@ -421,7 +421,7 @@ async fn the_dashboard_and_the_alert_rules_name_only_metrics_a_running_worker_ex
     let mut worker = WorkerProcess::spawn(
         "scraped",
         &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+        &["--correlation-delay", "0s"],
     );
     eventually(WAIT, "the follow-up", || async {
         (worker.count("camunda_worker_follow_ups_sent_total").await == 1).then_some(())

@@ -15,15 +15,46 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
+use crate::metrics::Outcome;
+
+use super::admission::Permits;
+use super::context::WorkerContext;
 use crate::backoff::Backoff;
 use crate::correlation::FollowUp;
+use crate::engine::Node;
 use crate::engine::{
     millis, BpmnErrorRequest, CompleteRequest, EngineError, ExtendLockRequest, ExternalTask,
     FailureRequest,
 };
 use crate::handler::{Handler, HandlerError, TaskResult};
-use crate::metrics::DropReason;
-use crate::worker::WorkerContext;
+
+/// Why a task was dropped without a follow-up (the `reason` of `tasks_dropped_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DropReason {
+    /// The task no longer exists (404): cancelled, or completed by another worker.
+    TaskGone,
+    /// Another worker holds the lock (400), or the lock ran out before completion succeeded.
+    LockLost,
+    /// The task was reported as a failure to the engine.
+    Failed,
+}
+
+impl Outcome for DropReason {
+    const ALL: &'static [Self] = &[
+        DropReason::TaskGone,
+        DropReason::LockLost,
+        DropReason::Failed,
+    ];
+    const LABEL: &'static str = "reason";
+
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::TaskGone => "task_gone",
+            DropReason::LockLost => "lock_lost",
+            DropReason::Failed => "failed",
+        }
+    }
+}
 
 /// How a task's processing ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +105,7 @@ enum HandlerRun {
 }
 
 /// One locked task and everything its processing needs.
-pub(crate) struct TaskRun<H> {
+struct TaskRun<H> {
     ctx: Arc<WorkerContext<H>>,
     task: ExternalTask,
     fetched_at: Instant,
@@ -86,7 +117,7 @@ pub(crate) struct TaskRun<H> {
 }
 
 impl<H: Handler> TaskRun<H> {
-    pub(crate) fn new(
+    fn new(
         ctx: Arc<WorkerContext<H>>,
         task: ExternalTask,
         fetched_at: Instant,
@@ -102,12 +133,12 @@ impl<H: Handler> TaskRun<H> {
         }
     }
 
-    pub(crate) fn task_id(&self) -> &str {
+    fn task_id(&self) -> &str {
         &self.task.id
     }
 
     /// Handles the task to its end.
-    pub(crate) async fn process(mut self) -> TaskOutcome {
+    async fn process(mut self) -> TaskOutcome {
         if self.ctx.stop.shutdown.is_cancelled() {
             // Fetched but not started before shutdown: give it back so another worker takes it
             // now instead of after the lock expires.
@@ -121,7 +152,10 @@ impl<H: Handler> TaskRun<H> {
         }
         let started = Instant::now();
         let run = self.run_handler().await;
-        self.ctx.metrics.observe_handler(started.elapsed());
+        self.ctx
+            .metrics
+            .handler_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
         match run {
             HandlerRun::Abandoned => TaskOutcome::Abandoned,
             HandlerRun::Finished(Ok(TaskResult::Complete {
@@ -159,7 +193,7 @@ impl<H: Handler> TaskRun<H> {
                 if accepted == Accepted::ReplyLost {
                     info!("complete: the reply was lost, but the engine shows the task completed by this worker");
                 }
-                self.ctx.metrics.task_completed();
+                self.ctx.metrics.tasks_completed.inc();
                 debug!("task completed");
                 let Some(target) = target else {
                     return TaskOutcome::Completed { follow_up: false };
@@ -242,7 +276,9 @@ impl<H: Handler> TaskRun<H> {
             .await
         {
             Ok(_) => {
-                self.ctx.metrics.task_failed();
+                let metrics = &self.ctx.metrics;
+                metrics.tasks_failed.inc();
+                metrics.count(&metrics.tasks_dropped, DropReason::Failed);
                 TaskOutcome::Failed
             }
             Err(unsettled) => self.dropped("failure", unsettled),
@@ -254,17 +290,17 @@ impl<H: Handler> TaskRun<H> {
         let metrics = &self.ctx.metrics;
         match unsettled {
             Unsettled::Gone(error) => {
-                metrics.task_dropped(DropReason::TaskGone);
+                metrics.count(&metrics.tasks_dropped, DropReason::TaskGone);
                 info!("{what}: the task no longer exists (cancelled, or done by another worker); dropped: {error}");
                 TaskOutcome::Dropped(DropReason::TaskGone)
             }
             Unsettled::Refused(error) => {
-                metrics.task_dropped(DropReason::LockLost);
+                metrics.count(&metrics.tasks_dropped, DropReason::LockLost);
                 warn!("{what} refused; task dropped without a follow-up: {error}");
                 TaskOutcome::Dropped(DropReason::LockLost)
             }
             Unsettled::LockExpired(error) => {
-                metrics.task_dropped(DropReason::LockLost);
+                metrics.count(&metrics.tasks_dropped, DropReason::LockLost);
                 warn!("{what} failed until the lock ran out; the engine will hand the task out again: {error}");
                 TaskOutcome::Dropped(DropReason::LockLost)
             }
@@ -408,5 +444,52 @@ impl<H: Handler> TaskRun<H> {
                 _ = self.ctx.stop.abort.cancelled() => return Err(Unsettled::Abandoned(error)),
             }
         }
+    }
+}
+
+/// Starts every fetched task on the tracker, each in its own span, moving one set of permits
+/// into each. Tasks beyond the permits (an engine that handed out more than asked) run too.
+pub(crate) fn spawn_tasks<H: Handler>(
+    ctx: &Arc<WorkerContext<H>>,
+    node: &Node,
+    tasks: Vec<ExternalTask>,
+    mut permits: Vec<Permits>,
+) {
+    if tasks.len() > permits.len() {
+        warn!(
+            node = %node.name(),
+            asked = permits.len(),
+            got = tasks.len(),
+            "the engine handed out more tasks than asked for; handling them all"
+        );
+    }
+    let fetched_at = Instant::now();
+    for task in tasks {
+        let span = tracing::info_span!(
+            "task",
+            task_id = %task.id,
+            process_instance_id = task.process_instance_id.as_deref().unwrap_or(""),
+            business_key = task.business_key.as_deref().unwrap_or(""),
+            topic = %ctx.settings.topic,
+        );
+        ctx.started(&task.id);
+        ctx.metrics.tasks_in_flight.inc();
+        let (slot, room) = match permits.pop() {
+            Some(Permits { slot, room }) => (Some(slot), Some(room)),
+            None => (None, None),
+        };
+        let run = TaskRun::new(Arc::clone(ctx), task, fetched_at, room);
+        let ctx = Arc::clone(ctx);
+        ctx.tracker.clone().spawn(
+            async move {
+                let task_id = run.task_id().to_owned();
+                let outcome = run.process().await;
+                debug!(?outcome, "task done");
+                ctx.finished(&task_id);
+                ctx.metrics.tasks_in_flight.dec();
+                drop(slot);
+            }
+            .instrument(span),
+        );
     }
 }

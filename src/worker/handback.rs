@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::worker::WorkerContext;
+use super::context::WorkerContext;
 
 /// How long after an abandoned poll's timeout the engine may still lock tasks through it (see the
 /// module docs). Seen here: tens of milliseconds on an idle engine; the margin covers an engine

@@ -1,0 +1,184 @@
+//! What the fetch loop and the tasks it starts share: the settings, the stop tokens, and one
+//! [`WorkerContext`] behind an `Arc` holding the client, the handler, the admission control and
+//! the set of tasks in flight.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::admission::Admission;
+use crate::correlation::FollowUps;
+use crate::engine::EngineClient;
+use crate::health::Liveness;
+use crate::metrics::Metrics;
+
+/// How the worker fetches and handles tasks.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Who takes the locks. Must differ between replicas: the engine only compares worker ids,
+    /// so two workers with one id complete each other's tasks.
+    pub worker_id: String,
+    /// The topic to serve.
+    pub topic: String,
+    /// How long a fetched task stays locked; longer-running handlers get it extended.
+    pub lock_duration: Duration,
+    /// How long the engine may park a fetch when no task is available (at most 30 min).
+    pub long_poll: Duration,
+    /// Tasks in flight at once, over all engine nodes; also the most a single fetch asks for.
+    pub max_tasks: u32,
+    /// Retries reported on a task's first failure (then the task's own count − 1).
+    pub retries: i32,
+    /// How long the engine waits before handing a failed task out again.
+    pub retry_timeout: Duration,
+    /// Cap of the backoff while the engine is unavailable.
+    pub max_backoff: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            worker_id: generated_worker_id(),
+            topic: "messageSending".to_owned(),
+            lock_duration: Duration::from_secs(60),
+            long_poll: Duration::from_secs(45),
+            max_tasks: 64,
+            retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A worker id unique to this process: the host name (the pod name in Kubernetes) and a random
+/// suffix. Never a constant: replicas sharing an id would complete each other's tasks.
+pub fn generated_worker_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host = if host.is_empty() {
+        "camunda-worker".to_owned()
+    } else {
+        host
+    };
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
+}
+
+/// The tokens that stop a worker: `shutdown` ends fetching (and hurries follow-ups), `abort`
+/// ends what is still running once the grace period is over.
+#[derive(Debug, Clone, Default)]
+pub struct StopTokens {
+    /// Stop fetching; let running work finish.
+    pub shutdown: CancellationToken,
+    /// Stop everything now.
+    pub abort: CancellationToken,
+}
+
+/// What the daemon hands every part of the worker: the metrics, the liveness facts, the task
+/// tracker that one shutdown wait drains, and the stop tokens.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// What the fetch loop tells the health probes and the reconciler.
+    pub liveness: Arc<Liveness>,
+    /// Where tasks and follow-ups run; shutdown waits for it.
+    pub tracker: TaskTracker,
+    /// When to stop.
+    pub stop: StopTokens,
+}
+
+/// Everything the fetch loop and the tasks it starts share, behind one `Arc`.
+pub(crate) struct WorkerContext<H> {
+    pub(crate) client: EngineClient,
+    pub(crate) handler: H,
+    pub(crate) settings: WorkerSettings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) liveness: Arc<Liveness>,
+    pub(crate) follow_ups: FollowUps,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) stop: StopTokens,
+    /// Which tasks may be fetched: slots and room for follow-ups.
+    pub(crate) admission: Admission,
+    /// Ids of the tasks in flight: the shutdown sweep must not unlock these.
+    in_flight: Mutex<HashSet<String>>,
+    /// Long polls left parked on the engine at shutdown, and until when the engine may still
+    /// lock tasks through them (it does not notice that the client went away).
+    abandoned_polls: Mutex<Vec<Instant>>,
+}
+
+impl<H> WorkerContext<H> {
+    pub(crate) fn new(
+        client: EngineClient,
+        handler: H,
+        settings: WorkerSettings,
+        shared: Shared,
+        follow_ups: FollowUps,
+    ) -> Self {
+        let Shared {
+            metrics,
+            liveness,
+            tracker,
+            stop,
+        } = shared;
+        let admission = Admission::new(
+            settings.max_tasks as usize,
+            follow_ups.room(),
+            follow_ups.settings().capacity,
+        );
+        WorkerContext {
+            client,
+            handler,
+            settings,
+            metrics,
+            liveness,
+            follow_ups,
+            tracker,
+            stop,
+            admission,
+            in_flight: Mutex::default(),
+            abandoned_polls: Mutex::default(),
+        }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Single inserts and removes cannot leave the set inconsistent.
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that this task is being handled now.
+    pub(crate) fn started(&self, task_id: &str) {
+        self.in_flight().insert(task_id.to_owned());
+    }
+
+    /// Whether this task is being handled right now.
+    pub(crate) fn is_in_flight(&self, task_id: &str) -> bool {
+        self.in_flight().contains(task_id)
+    }
+
+    /// Records that this task's handling ended.
+    pub(crate) fn finished(&self, task_id: &str) {
+        self.in_flight().remove(task_id);
+    }
+
+    /// Records a long poll left parked on the engine at shutdown, able to lock tasks until `until`.
+    pub(crate) fn abandoned(&self, until: Instant) {
+        self.abandoned_polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(until);
+    }
+
+    /// Until when the engine may still lock tasks for this worker through a long poll left
+    /// parked at shutdown; `None` when every poll ended.
+    pub(crate) fn abandoned_poll_until(&self) -> Option<Instant> {
+        self.abandoned_polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .max()
+            .copied()
+    }
+}

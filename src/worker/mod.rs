@@ -1,0 +1,163 @@
+//! The fetch loop: long-poll each engine node for tasks and start each task it locks.
+//!
+//! With several engine nodes (a cluster), each node gets its own long poll: a node wakes only the
+//! polls parked on itself when a task is created, so a poll parked elsewhere would find the task
+//! only at that node's periodic re-check, 30 s later. All polls share the slots.
+//!
+//! The rooms:
+//! - [`context`]: the settings, stop tokens and the one shared [`context::WorkerContext`].
+//! - [`admission`]: the slots and follow-up room a fetch takes before it locks anything.
+//! - [`poll`]: one node's long poll; one poll step is [`Worker::poll_once`].
+//! - [`task`]: one task's lifecycle after the fetch.
+//! - [`handback`]: what shutdown gives back to the engine.
+//!
+//! This file follows the client's node list: a node that appears gets a fetch loop, one that
+//! leaves sees its loop end after its current poll.
+
+pub(crate) mod admission;
+pub mod context;
+pub(crate) mod handback;
+pub mod poll;
+pub mod task;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
+
+pub use context::{generated_worker_id, Shared, StopTokens, WorkerSettings};
+pub use handback::EXPIRY_MARGIN;
+pub use poll::{FetchOutcome, PollOutcome};
+pub use task::DropReason;
+
+use crate::correlation::FollowUps;
+use crate::engine::{EngineClient, EngineError, Node};
+use crate::handler::Handler;
+use context::WorkerContext;
+use poll::NodePoll;
+
+/// Serves one topic: fetch, handle, complete, follow up.
+pub struct Worker<H> {
+    ctx: Arc<WorkerContext<H>>,
+}
+
+impl<H: Handler> Worker<H> {
+    /// A worker whose tasks run on `shared.tracker` (shared with the follow-ups, so one wait
+    /// drains both).
+    pub fn new(
+        client: EngineClient,
+        handler: H,
+        settings: WorkerSettings,
+        shared: Shared,
+        follow_ups: FollowUps,
+    ) -> Self {
+        let metrics = &shared.metrics;
+        metrics.set_config(
+            settings.max_tasks,
+            settings.long_poll,
+            follow_ups.settings().capacity,
+        );
+        metrics.preset::<task::DropReason>(&metrics.tasks_dropped);
+        Worker {
+            ctx: Arc::new(WorkerContext::new(
+                client, handler, settings, shared, follow_ups,
+            )),
+        }
+    }
+
+    /// Polls every engine node until shutdown, backing off while a node is unavailable. Follows
+    /// the client's node list. Returns when shutdown has begun and every poll has ended; the
+    /// tasks it started keep running on the tracker.
+    pub async fn run(&self) {
+        let ctx = &self.ctx;
+        let mut nodes = ctx.client.subscribe();
+        let mut loops: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
+            HashMap::new();
+        let mut retired = Vec::new();
+        info!(
+            worker_id = %ctx.settings.worker_id,
+            topic = %ctx.settings.topic,
+            engine = %names(&nodes.borrow()),
+            "polling for tasks"
+        );
+        loop {
+            let current = Arc::clone(&nodes.borrow_and_update());
+            for node in current.iter() {
+                match loops.get(node.name()) {
+                    Some((retire, _)) if !retire.is_cancelled() => continue,
+                    // A node that left and came back: its old loop ends by itself.
+                    Some(_) => {
+                        if let Some(old) = loops.remove(node.name()) {
+                            retired.push(old.1);
+                        }
+                    }
+                    None => {}
+                }
+                let retire = CancellationToken::new();
+                let poll = NodePoll {
+                    ctx: Arc::clone(ctx),
+                    node: Arc::clone(node),
+                };
+                let handle = {
+                    let retire = retire.clone();
+                    tokio::spawn(async move { poll.run(&retire).await })
+                };
+                loops.insert(node.name().to_owned(), (retire, handle));
+            }
+            for (name, (retire, _)) in &loops {
+                if !current.iter().any(|n| n.name() == name) && !retire.is_cancelled() {
+                    info!(node = %name, "engine node left: its fetch loop ends after its current poll");
+                    retire.cancel();
+                }
+            }
+            tokio::select! {
+                changed = nodes.changed() => if changed.is_err() { break },
+                _ = ctx.stop.shutdown.cancelled() => break,
+            }
+        }
+        let handles = loops.into_values().map(|(_, handle)| handle);
+        for handle in handles.chain(retired) {
+            if let Err(e) = handle.await {
+                error!("a fetch loop ended abnormally: {e}");
+            }
+        }
+        debug!("fetching stopped");
+    }
+
+    /// One poll of the first node: wait for a free slot, fetch as many tasks as there are free
+    /// slots (and room for follow-ups), and start each.
+    pub async fn poll_once(&self) -> Result<PollOutcome, EngineError> {
+        let nodes = self.ctx.client.nodes();
+        let Some(node) = nodes.first() else {
+            return Err(EngineError::NoNode("fetch-and-lock".into()));
+        };
+        let poll = NodePoll {
+            ctx: Arc::clone(&self.ctx),
+            node: Arc::clone(node),
+        };
+        poll.poll_once(usize::MAX, false).await
+    }
+
+    /// Until when the engine may still lock tasks for this worker through a long poll left
+    /// parked at shutdown; `None` when every poll ended.
+    pub fn abandoned_poll_until(&self) -> Option<Instant> {
+        self.ctx.abandoned_poll_until()
+    }
+
+    /// Unlocks every task the engine holds for this worker id and this worker does not handle,
+    /// until `until` (at least once) and never past `deadline`: see [`handback`].
+    pub async fn release_locks(&self, until: Instant, deadline: Instant) {
+        handback::release_locks(&self.ctx, until, deadline).await;
+    }
+}
+
+/// The nodes' names, for a log line.
+fn names(nodes: &[Arc<Node>]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
