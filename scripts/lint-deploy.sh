@@ -30,6 +30,8 @@ VENV="$TOOLS/venv"
 BIN="$TOOLS/bin"
 NODE_PREFIX="$TOOLS/node"
 SCHEMA_ROOT="$TOOLS/k8s-schemas"
+# The Python checks (one program each; shared helpers in scripts/lint/common.py).
+LINT="$ROOT/scripts/lint"
 
 # ---- pinned tool versions ------------------------------------------------------------------------
 # PyPI (top-level tools and every transitive dependency, so an install is reproducible).
@@ -98,42 +100,10 @@ die() {
 
 # ---- configmap generation ------------------------------------------------------------------------
 # The ConfigMap embeds config/worker.toml verbatim (kustomize cannot read files outside its
-# directory); this writes it, and check_configmap verifies the embedded copy byte for byte.
+# directory); scripts/lint/configmap_sync.py writes it (with the system python3: this runs before
+# the tools are installed), and check_configmap verifies the embedded copy byte for byte.
 sync_configmap() {
-  python3 - "$CONFIG_TOML" "$CONFIGMAP" <<'PYEOF'
-import sys
-
-src, dst = sys.argv[1], sys.argv[2]
-text = open(src, encoding="utf-8", newline="").read()
-if "\r" in text or "\t" in text:
-    sys.exit(f"{src}: tabs or carriage returns cannot be embedded verbatim in a YAML block scalar")
-if text.endswith("\n\n"):
-    chomp = "+"
-elif text.endswith("\n"):
-    chomp = ""
-else:
-    chomp = "-"
-indent_indicator = "4" if text[:1] == " " else ""
-body = "".join(("    " + line) if line.strip() else "\n"
-               for line in text.splitlines(keepends=True))
-if not body.endswith("\n"):
-    body += "\n"
-out = (
-    "# GENERATED from config/worker.toml by `scripts/lint-deploy.sh --sync-configmap`: edit that\n"
-    "# file, not this one. scripts/lint-deploy.sh fails when the two differ.\n"
-    "apiVersion: v1\n"
-    "kind: ConfigMap\n"
-    "metadata:\n"
-    "  name: camunda-worker-config\n"
-    "  labels:\n"
-    "    app.kubernetes.io/name: camunda-worker\n"
-    "data:\n"
-    f"  worker.toml: |{indent_indicator}{chomp}\n"
-    f"{body}"
-)
-with open(dst, "w", encoding="utf-8", newline="") as f:
-    f.write(out)
-PYEOF
+  python3 "$LINT/configmap_sync.py" "$CONFIG_TOML" "$CONFIGMAP"
 }
 
 if [[ "${1:-}" == "--sync-configmap" ]]; then
