@@ -173,50 +173,8 @@ ensure_node_tools() {
 # /api/_definitions.json references made relative to the file.
 ensure_schemas() {
   local dir="$SCHEMA_ROOT/kv-$KUBERNETES_VALIDATE_VERSION"
-  "$PY" - "$dir" "${KUBE_VERSIONS[@]}" >>"$INSTALL_LOG" 2>&1 <<'PYEOF' || install_failed "schema conversion failed"
-import json, os, sys
-import importlib_resources
-
-out_root, versions = sys.argv[1], sys.argv[2:]
-src_root = importlib_resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
-PREFIX = "/api/_definitions.json"
-
-def fix(node):
-    if isinstance(node, dict):
-        if isinstance(node.get("$id"), str):
-            del node["$id"]
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
-                if value.startswith(PREFIX):
-                    node[key] = "_definitions.json" + value[len(PREFIX):]
-                elif not value.startswith("#"):
-                    sys.exit(f"unexpected $ref {value!r}")
-            else:
-                fix(value)
-    elif isinstance(node, list):
-        for value in node:
-            fix(value)
-
-for version in versions:
-    dst = os.path.join(out_root, f"v{version}-standalone-strict")
-    if os.path.exists(os.path.join(dst, ".complete")):
-        continue
-    src = src_root.joinpath(f"v{version}-local-strict")
-    if not src.is_dir():
-        sys.exit(f"kubernetes-validate has no schemas for {version}")
-    os.makedirs(dst, exist_ok=True)
-    count = 0
-    for entry in src.iterdir():
-        if not entry.name.endswith(".json"):
-            continue
-        schema = json.loads(entry.read_text(encoding="utf-8"))
-        fix(schema)
-        with open(os.path.join(dst, entry.name), "w", encoding="utf-8") as f:
-            json.dump(schema, f)
-        count += 1
-    open(os.path.join(dst, ".complete"), "w").close()
-    print(f"converted {count} schemas for {version}")
-PYEOF
+  "$PY" "$LINT/k8s_schemas.py" "$dir" "${KUBE_VERSIONS[@]}" >>"$INSTALL_LOG" 2>&1 ||
+    install_failed "schema conversion failed"
   SCHEMA_LOCATION="$dir/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
 }
 
