@@ -231,74 +231,7 @@ check_worker_toml() {
   # sample cannot drift from the code.
   (cd "$ROOT" && cargo build --release --locked --quiet) || return 1
   env -u CAMUNDA_WORKER_CONFIG "$ROOT/target/release/camunda-worker" --print-config >"$WORK/defaults.txt" || return 1
-  "$PY" - "$CONFIG_TOML" "$WORK/defaults.txt" <<'PYEOF'
-import re, sys, tomllib
-
-path = sys.argv[1]
-text = open(path, encoding="utf-8").read()
-data = tomllib.loads(text)  # raises on invalid TOML
-
-# Keys with a default must be set to exactly that default; the others must be present commented out.
-defaults, section = {}, None
-for line in open(sys.argv[2], encoding="utf-8"):
-    body, _, source = line.rstrip("\n").partition("  # ")
-    if body.startswith("["):
-        section = body.strip("[] ")
-        defaults[section] = {}
-        continue
-    if "=" not in body or source == "generated":
-        continue
-    key, value = (part.strip() for part in body.split("=", 1))
-    parsed = tomllib.loads(f"v = {value}")["v"]
-    if section:
-        defaults[section][key] = parsed
-    else:
-        defaults[key] = parsed
-commented = {
-    "worker_id", "username", "password", "password_file", "bearer_token", "bearer_token_file",
-    "oauth_token_url", "oauth_client_id", "oauth_client_secret", "oauth_client_secret_file",
-    "oauth_scope", "ca_cert", "client_cert", "client_key",
-}
-errors = []
-for key, value in defaults.items():
-    if key not in data:
-        errors.append(f"{key}: missing (default {value!r})")
-    elif data[key] != value or type(data[key]) is not type(value):
-        errors.append(f"{key}: {data[key]!r} differs from the default {value!r}")
-for key in data:
-    if key not in defaults:
-        errors.append(f"{key}: not a known option, or one without a default that should be commented out")
-
-lines = text.splitlines()
-key_line = re.compile(r"^(#\s*)?([a-z_][a-z0-9_]*)\s*=\s*(.+)$")
-seen_commented = set()
-for i, line in enumerate(lines):
-    m = key_line.match(line)
-    if not m:
-        continue
-    is_comment, key, value = m.group(1), m.group(2), m.group(3)
-    if is_comment:
-        if key not in commented:
-            errors.append(f"line {i + 1}: commented key {key!r} is not an option without a default")
-            continue
-        try:
-            tomllib.loads(f"{key} = {value}")
-        except tomllib.TOMLDecodeError as e:
-            errors.append(f"line {i + 1}: commented {key!r} is not valid TOML once uncommented: {e}")
-        seen_commented.add(key)
-    in_variables = any(l.strip() == "[variables]" for l in lines[:i])
-    if not in_variables:
-        prev = lines[i - 1] if i else ""
-        if not prev.startswith("#") or key_line.match(prev):
-            errors.append(f"line {i + 1}: {key!r} has no comment line of its own above it")
-for key in sorted(commented - seen_commented):
-    errors.append(f"{key}: missing (should be present, commented out)")
-
-if errors:
-    print("\n".join(errors))
-    sys.exit(1)
-print(f"ok: {len(defaults) - 1} defaults, {len(commented)} commented options, [variables]")
-PYEOF
+  "$PY" "$LINT/worker_toml.py" "$CONFIG_TOML" "$WORK/defaults.txt"
 }
 
 check_configmap() {
