@@ -235,23 +235,7 @@ check_worker_toml() {
 }
 
 check_configmap() {
-  "$PY" - "$CONFIG_TOML" "$CONFIGMAP" <<'PYEOF'
-import sys, yaml
-
-toml_path, cm_path = sys.argv[1], sys.argv[2]
-expected = open(toml_path, "rb").read()
-doc = yaml.safe_load(open(cm_path, encoding="utf-8"))
-embedded = (doc.get("data") or {}).get("worker.toml")
-if not isinstance(embedded, str):
-    sys.exit(f"{cm_path}: data.worker.toml missing")
-if embedded.encode("utf-8") != expected:
-    import difflib
-    sys.stdout.writelines(difflib.unified_diff(
-        expected.decode("utf-8").splitlines(keepends=True), embedded.splitlines(keepends=True),
-        "config/worker.toml", "configmap.yaml data.worker.toml"))
-    sys.exit("embedded worker.toml differs; run scripts/lint-deploy.sh --sync-configmap")
-print(f"ok: {len(expected)} bytes identical")
-PYEOF
+  "$PY" "$LINT/configmap_check.py" "$CONFIG_TOML" "$CONFIGMAP"
 }
 
 kubeconform_strict() {
