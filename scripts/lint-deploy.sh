@@ -307,70 +307,7 @@ check_k8s_contract() {
 }
 
 check_compose_structure() {
-  "$PY" - "$COMPOSE" "$CONFIG_TOML" <<'PYEOF'
-import re, sys, tomllib, yaml
-
-compose_path, toml_path = sys.argv[1], sys.argv[2]
-doc = yaml.safe_load(open(compose_path, encoding="utf-8"))
-errors = []
-def need(cond, msg):
-    if not cond:
-        errors.append(msg)
-
-services = doc.get("services", {})
-for name in ("camunda", "deploy", "worker"):
-    need(name in services, f"service {name!r} missing")
-if errors:
-    sys.exit("\n".join(errors))
-camunda, deploy, worker = services["camunda"], services["deploy"], services["worker"]
-
-need(camunda.get("image") == "camunda/camunda-bpm-platform:run-7.21.0", "camunda: image")
-need("/engine-rest/engine" in " ".join(camunda.get("healthcheck", {}).get("test", [])),
-     "camunda: healthcheck must probe /engine-rest/engine")
-need(deploy.get("build") is not None and worker.get("build") is not None, "deploy/worker: build: . expected")
-need(deploy.get("command") == ["deploy"], "deploy: command must be [\"deploy\"]")
-need(deploy.get("depends_on", {}).get("camunda", {}).get("condition") == "service_healthy",
-     "deploy: must depend on camunda being healthy")
-deps = worker.get("depends_on", {})
-need(isinstance(deps, dict), "worker: depends_on must be the long (map) form")
-need(deps.get("camunda", {}).get("condition") == "service_healthy", "worker: camunda must be service_healthy")
-need(deps.get("deploy", {}).get("condition") == "service_completed_successfully",
-     "worker: deploy must be service_completed_successfully")
-need("healthcheck" in worker, "worker: healthcheck missing")
-
-# The Rust test reads `command` (a list, or absent) and `environment` (a map of strings).
-need(worker.get("command") is None or isinstance(worker["command"], list), "worker: command must be a list")
-for svc in ("deploy", "worker"):
-    env = services[svc].get("environment")
-    need(isinstance(env, dict), f"{svc}: environment must be a map")
-    if isinstance(env, dict):
-        for k, v in env.items():
-            need(isinstance(v, str), f"{svc}: {k} must be a quoted string, got {type(v).__name__}")
-env = worker.get("environment") or {}
-need(env.get("CAMUNDA_WORKER_ENGINE_URL") == "http://camunda:8080/engine-rest", "worker: engine URL")
-need(env.get("CAMUNDA_WORKER_LOG_FORMAT") == "json", "worker: log format json")
-need("CAMUNDA_WORKER_MAX_TASKS" in env and "RUST_LOG" in env, "worker: MAX_TASKS and RUST_LOG expected")
-need("CAMUNDA_WORKER_WORKER_ID" not in env, "worker: a constant worker id would be shared by every container")
-toml_text = open(toml_path, encoding="utf-8").read()
-options = set(tomllib.loads(toml_text)) | {"config"} | set(re.findall(r"^#\s*([a-z_]+)\s*=", toml_text, re.M))
-for svc in ("deploy", "worker"):
-    for k in services[svc].get("environment") or {}:
-        if k.startswith("CAMUNDA_WORKER_"):
-            need(k[len("CAMUNDA_WORKER_"):].lower() in options, f"{svc}: {k}: no such option")
-need(any(str(p).endswith(":9464") for p in worker.get("ports", [])), "worker: port 9464 not published")
-
-def seconds(text):
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)\s*(ms|s|m|h)", str(text)))
-grace = seconds(env.get("CAMUNDA_WORKER_SHUTDOWN_GRACE") or tomllib.loads(toml_text)["shutdown_grace"])
-need(seconds(worker.get("stop_grace_period", "10s")) > grace,
-     f"worker: stop_grace_period must exceed the shutdown grace ({grace:g}s)")
-
-if errors:
-    print("\n".join(errors))
-    sys.exit(1)
-print("ok: camunda, deploy, worker wired as expected")
-PYEOF
+  "$PY" "$LINT/compose.py" "$COMPOSE" "$CONFIG_TOML"
 }
 
 check_dclint() {
