@@ -314,6 +314,19 @@ pub struct DaemonArgs {
           default_value_t = crate::correlation::DEFAULT_CAPACITY, value_parser = parse_capacity)]
     pub max_pending_follow_ups: usize,
 
+    /// Process variable that records, in the engine, each follow-up owed and delivered (set by
+    /// complete, flipped by the message): the ledger that makes delivery exactly once.
+    #[arg(long, env = "CAMUNDA_WORKER_MARKER_VARIABLE", value_name = "NAME",
+          default_value = crate::ledger::DEFAULT_MARKER_VARIABLE, value_parser = parse_variable_name)]
+    pub marker_variable: String,
+
+    /// Engine requests per second the worker may spend on retries, recoveries and incidents
+    /// (first attempts are not counted): what an undeliverable backlog can cost the engine.
+    #[arg(long, env = "CAMUNDA_WORKER_RETRY_BUDGET", value_name = "N",
+          default_value_t = crate::budget::DEFAULT_RETRY_BUDGET,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub retry_budget: u32,
+
     /// How the follow-up finds its instance: both (business key and process instance id),
     /// business-key or process-instance.
     #[arg(long, env = "CAMUNDA_WORKER_CORRELATE_BY", default_value = "both",
@@ -380,6 +393,16 @@ fn parse_max_tasks(text: &str) -> Result<NonZeroU32, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a whole number"))?;
     NonZeroU32::new(n).ok_or_else(|| "must be at least 1".to_owned())
+}
+
+fn parse_variable_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ':') {
+        return Err(format!(
+            "`{text}` is not a variable name (no spaces or colons)"
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 fn parse_capacity(text: &str) -> Result<usize, String> {

@@ -362,6 +362,8 @@ impl Layers {
                 timeout: daemon.correlation_timeout,
                 max_backoff: daemon.max_backoff,
                 capacity: daemon.max_pending_follow_ups,
+                marker_variable: daemon.marker_variable.clone(),
+                retry_budget: daemon.retry_budget,
             },
             correlate_by: daemon.correlate_by,
             engine_discovery: daemon.engine_discovery,

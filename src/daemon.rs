@@ -131,6 +131,7 @@ pub async fn run_with_handler<H: Handler>(
         }
     };
 
+    let follow_ups_report = follow_ups.clone();
     let worker = Worker::new(
         client,
         handler,
@@ -172,6 +173,7 @@ pub async fn run_with_handler<H: Handler>(
         .abandoned_poll_until()
         .map_or_else(Instant::now, |until| until + EXPIRY_MARGIN);
     let (drained, ()) = tokio::join!(drain, worker.release_locks(sweep_until, grace_ends));
+    follow_ups_report.report_left_owed();
     if let Some(reconciler) = reconciler {
         reconciler.abort();
     }

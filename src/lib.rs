@@ -17,8 +17,13 @@
 //!   [`worker::Worker::poll_once`]), admission, one task's lifecycle (handler, lock extension,
 //!   complete / failure, lost replies) and, at shutdown, the hand-back of what is still locked.
 //! - [`handler`]: what to do with one task; implement [`handler::Handler`] for your own work.
+//! - [`ledger`]: the marker variable through which the engine itself records each owed
+//!   follow-up, and the compare-and-set that delivers it exactly once.
 //! - [`correlation`]: the delayed follow-up message: exactly once, bounded in memory.
-//! - [`reconciler`]: recovers follow-ups lost in a crash, for instances whose wait is ours.
+//! - [`reconciler`]: delivers owed follow-ups past their due time (after a crash, from any
+//!   replica, at any history level).
+//! - [`budget`]: the worker-wide rate limit on retries, which keeps a worker from flooding its
+//!   engine.
 //! - [`daemon`]: everything wired, plus the shutdown sequence.
 //! - [`metrics`] and [`health`]: Prometheus metrics, `/healthz`, `/readyz`.
 //! - [`backoff`], [`variables`], [`secret`], [`shutdown`], [`telemetry`]: small shared pieces.
@@ -48,6 +53,7 @@
 //! ```
 
 pub mod backoff;
+pub mod budget;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -57,6 +63,7 @@ pub mod discovery;
 pub mod engine;
 pub mod handler;
 pub mod health;
+pub mod ledger;
 pub mod metrics;
 pub mod reconciler;
 pub mod secret;

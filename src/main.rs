@@ -28,14 +28,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(command, &config)) {
+    let code = match runtime.block_on(dispatch(command, &config)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Dropping the runtime would wait for every blocking thread — a DNS lookup that hangs in the
+    // system resolver among them — so the grace would not be the end. Whatever still runs now
+    // was given up already.
+    runtime.shutdown_timeout(SHUTDOWN_STRAGGLERS);
+    code
 }
+
+/// How long blocking work (DNS lookups) may outlast the daemon's own shutdown.
+const SHUTDOWN_STRAGGLERS: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn dispatch(command: Option<Command>, config: &config::Config) -> anyhow::Result<ExitCode> {
     let client = || EngineClient::new(config.engine.clone());

@@ -96,6 +96,18 @@ declare_metrics! {
         "reconciler passes, by outcome";
     engine_stale_connection_retries: CounterFamily = Family::default(),
         "calls sent again at once because the server had closed the kept-alive connection";
+    retry_budget_spent: Counter = Counter::default(),
+        "engine requests made under the retry budget (retries, recoveries, incidents, diagnosis)";
+    retry_budget_waiting: Gauge = Gauge::default(),
+        "requests waiting for the retry budget (--retry-budget) right now";
+    retry_budget_per_second: Gauge = Gauge::default(),
+        "the configured retry budget, in requests per second";
+    follow_ups_left_owed: Counter = Counter::default(),
+        "follow-ups left owed in the engine at shutdown (the reconciler of any worker delivers them)";
+    follow_ups_misdirected: Gauge = Gauge::default(),
+        "1 once follow-ups found their instances waiting for a message of another name (a wrong --message-name)";
+    follow_up_incidents: Counter = Counter::default(),
+        "incidents raised on waiting executions for follow-ups given up";
     tasks_in_flight: Gauge = Gauge::default(),
         "tasks locked and not yet finished";
     max_tasks: Gauge = Gauge::default(),

@@ -50,6 +50,16 @@ pub enum Endpoint {
     ExternalTaskCount,
     /// `GET /incident/count`
     IncidentCount,
+    /// `GET /variable-instance`: one instance's marker.
+    VariableInstances,
+    /// `POST /variable-instance`: markers by value, across instances.
+    VariableInstanceQuery,
+    /// `POST /execution/{id}/create-incident`.
+    CreateIncident,
+    /// `GET /incident`.
+    Incidents,
+    /// `DELETE /incident/{id}`.
+    DeleteIncident,
     /// `GET /engine` (anonymous in every setup)
     Engine,
 }
@@ -74,6 +84,11 @@ impl Endpoint {
             Endpoint::EventSubscriptionCount => "eventSubscriptionCount",
             Endpoint::ExternalTaskCount => "externalTaskCount",
             Endpoint::IncidentCount => "incidentCount",
+            Endpoint::VariableInstances => "variableInstances",
+            Endpoint::VariableInstanceQuery => "variableInstanceQuery",
+            Endpoint::CreateIncident => "createIncident",
+            Endpoint::Incidents => "incidents",
+            Endpoint::DeleteIncident => "deleteIncident",
             Endpoint::Engine => "engine",
         }
     }
@@ -97,6 +112,12 @@ impl Endpoint {
             Endpoint::EventSubscriptionCount => "event-subscription/count".to_owned(),
             Endpoint::ExternalTaskCount => "external-task/count".to_owned(),
             Endpoint::IncidentCount => "incident/count".to_owned(),
+            Endpoint::VariableInstances | Endpoint::VariableInstanceQuery => {
+                "variable-instance".to_owned()
+            }
+            Endpoint::CreateIncident => format!("execution/{id}/create-incident"),
+            Endpoint::Incidents => "incident".to_owned(),
+            Endpoint::DeleteIncident => format!("incident/{id}"),
             Endpoint::Engine => "engine".to_owned(),
         }
     }
@@ -112,7 +133,10 @@ impl Endpoint {
             | Endpoint::Unlock
             | Endpoint::Message
             | Endpoint::Deploy
-            | Endpoint::Start => Method::POST,
+            | Endpoint::Start
+            | Endpoint::VariableInstanceQuery
+            | Endpoint::CreateIncident => Method::POST,
+            Endpoint::DeleteIncident => Method::DELETE,
             Endpoint::ExternalTasks
             | Endpoint::EventSubscriptions
             | Endpoint::ProcessInstance
@@ -120,6 +144,8 @@ impl Endpoint {
             | Endpoint::EventSubscriptionCount
             | Endpoint::ExternalTaskCount
             | Endpoint::IncidentCount
+            | Endpoint::VariableInstances
+            | Endpoint::Incidents
             | Endpoint::Engine => Method::GET,
         }
     }
@@ -133,7 +159,9 @@ impl Endpoint {
             | Endpoint::Failure
             | Endpoint::BpmnError
             | Endpoint::Message
+            | Endpoint::CreateIncident
             | Endpoint::Start => false,
+            Endpoint::VariableInstanceQuery | Endpoint::DeleteIncident => true,
             // Duplicate filtering makes a repeated deployment a no-op.
             Endpoint::Deploy => true,
             Endpoint::FetchAndLock | Endpoint::ExtendLock | Endpoint::Unlock => true,
@@ -371,6 +399,127 @@ impl EngineClient {
         ];
         query.extend(more);
         self.get_json(Endpoint::EventSubscriptions, "", &query)
+            .await
+    }
+
+    /// The value of one process instance's String variable `name` (the follow-up marker); `None`
+    /// when the instance has no such variable — or has ended.
+    pub async fn instance_variable(
+        &self,
+        process_instance_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let found: Vec<VariableInstance> = self
+            .get_json(
+                Endpoint::VariableInstances,
+                "",
+                &[
+                    ("processInstanceIdIn", process_instance_id.to_owned()),
+                    ("variableName", name.to_owned()),
+                    ("deserializeValues", "false".to_owned()),
+                ],
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .find(|v| v.process_instance_id.as_deref() == Some(process_instance_id))
+            .and_then(|v| v.value.as_str().map(str::to_owned)))
+    }
+
+    /// Variables `name` (of any instance) whose String value lies in `[from, to)`, one page,
+    /// oldest first. The engine compares String values as text, so with fixed-width numbers in
+    /// the value this is a range of due times.
+    pub async fn variables_in_range(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+        first_result: u64,
+        max_results: u64,
+    ) -> Result<Vec<VariableInstance>, EngineError> {
+        let call = Call::new(Endpoint::VariableInstanceQuery, "");
+        let body = serde_json::json!({
+            "variableName": name,
+            "variableValues": [
+                {"name": name, "operator": "gteq", "value": from},
+                {"name": name, "operator": "lt", "value": to},
+            ],
+            "sorting": [{"sortBy": "variableName", "sortOrder": "asc"}],
+        });
+        let reply = self
+            .send_any(&call, |request| {
+                request
+                    .query(&[
+                        ("firstResult", first_result.to_string()),
+                        ("maxResults", max_results.to_string()),
+                        ("deserializeValues", "false".to_owned()),
+                    ])
+                    .json(&body)
+            })
+            .await?;
+        read_json(&call, reply).await
+    }
+
+    /// Where one process instance waits for a message (any name): what the instances wait for
+    /// when `--message-name` matches nothing, and the execution an incident goes to.
+    pub async fn instance_message_waits(
+        &self,
+        process_instance_id: &str,
+    ) -> Result<Vec<EventSubscription>, EngineError> {
+        self.get_json(
+            Endpoint::EventSubscriptions,
+            "",
+            &[
+                ("eventType", "message".to_owned()),
+                ("processInstanceId", process_instance_id.to_owned()),
+            ],
+        )
+        .await
+    }
+
+    /// Raises an incident of `incident_type` on an execution; Cockpit shows it with `message`.
+    pub async fn create_incident(
+        &self,
+        execution_id: &str,
+        incident_type: &str,
+        configuration: &str,
+        message: &str,
+    ) -> Result<(), EngineError> {
+        let call = Call::new(Endpoint::CreateIncident, execution_id);
+        let body = serde_json::json!({
+            "incidentType": incident_type,
+            "configuration": configuration,
+            "message": message,
+        });
+        let reply = self.send_any(&call, json_body(Some(&body))).await?;
+        read_json::<serde_json::Value>(&call, reply).await.map(drop)
+    }
+
+    /// The ids of the open incidents of `incident_type` with `configuration`.
+    pub async fn incident_ids(
+        &self,
+        incident_type: &str,
+        configuration: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let found: Vec<serde_json::Value> = self
+            .get_json(
+                Endpoint::Incidents,
+                "",
+                &[
+                    ("incidentType", incident_type.to_owned()),
+                    ("configuration", configuration.to_owned()),
+                ],
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Resolves one incident.
+    pub async fn delete_incident(&self, incident_id: &str) -> Result<(), EngineError> {
+        self.task_action::<()>(Endpoint::DeleteIncident, incident_id, None)
             .await
     }
 

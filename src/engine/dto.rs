@@ -132,7 +132,7 @@ pub struct ExtendLockRequest {
 }
 
 /// The body of `POST /message`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CorrelateMessageRequest {
     /// The message name, as in the BPMN message definition.
@@ -142,6 +142,27 @@ pub struct CorrelateMessageRequest {
     pub business_key: Option<String>,
     /// Correlate to exactly this process instance.
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_instance_id: Option<String>,
+    /// Process instance variables the waiting instance must have, type-exact: the owed marker.
+    #[serde(skip_serializing_if = "Variables::is_empty")]
+    pub correlation_keys: Variables,
+    /// Variables set on the instance in the correlating transaction: the delivered marker and
+    /// the message's own variables.
+    #[serde(skip_serializing_if = "Variables::is_empty")]
+    pub process_variables: Variables,
+}
+
+/// One variable of `GET/POST /variable-instance`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableInstance {
+    /// The variable's name.
+    pub name: String,
+    /// Its value (a string for String variables).
+    #[serde(default)]
+    pub value: serde_json::Value,
+    /// The instance it belongs to.
+    #[serde(default)]
     pub process_instance_id: Option<String>,
 }
 
@@ -227,6 +248,9 @@ pub struct EventSubscription {
     /// The BPMN activity that waits.
     #[serde(default)]
     pub activity_id: Option<String>,
+    /// The execution that waits (where an incident about the wait belongs).
+    #[serde(default)]
+    pub execution_id: Option<String>,
     /// When the instance reached the catch event, as the engine formats dates.
     #[serde(default)]
     pub created_date: Option<String>,

@@ -178,9 +178,15 @@ impl EngineError {
     /// it answering for it), as opposed to the engine answering and refusing one call.
     pub fn engine_gone(&self) -> bool {
         match self {
-            EngineError::Resent(inner) => inner.engine_gone(),
+            // A connection that closed again on a fresh connection is not a stale keep-alive:
+            // whatever is there closes every connection.
+            EngineError::Resent(inner) => {
+                matches!(**inner, EngineError::ConnectionClosed { .. }) || inner.engine_gone()
+            }
             EngineError::Unreachable { .. } | EngineError::NoNode(_) => true,
-            EngineError::UnexpectedReply { status, .. } => status.is_server_error(),
+            // A page that is not the engine's (a proxy's HTML 404 or 502) speaks for an engine
+            // that is not there.
+            EngineError::UnexpectedReply { status, .. } => !status.is_success(),
             EngineError::Rejected { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Unauthorized { .. }
             | EngineError::Credentials(_)
@@ -189,9 +195,14 @@ impl EngineError {
         }
     }
 
-    /// Whether the engine answered 404: the task or instance no longer exists.
+    /// Whether the engine itself answered 404 (with its error body): the task or instance no
+    /// longer exists. A proxy's own 404 page is an outage, not an answer about the task.
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(StatusCode::NOT_FOUND)
+        match self {
+            EngineError::Resent(inner) => inner.is_not_found(),
+            EngineError::Rejected { status, .. } => *status == StatusCode::NOT_FOUND,
+            _ => false,
+        }
     }
 
     /// The HTTP status, when the engine answered at all.

@@ -27,6 +27,7 @@ use crate::engine::{
     FailureRequest,
 };
 use crate::handler::{Handler, HandlerError, TaskResult};
+use crate::ledger::Marker;
 
 /// Why a task was dropped without a follow-up (the `reason` of `tasks_dropped_total`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -171,21 +172,34 @@ impl<H: Handler> TaskRun<H> {
 
     async fn complete(
         &mut self,
-        variables: crate::variables::Variables,
+        mut variables: crate::variables::Variables,
         target: Option<crate::correlation::CorrelationTarget>,
     ) -> TaskOutcome {
+        // The follow-up's record in the engine, committed with the completion (see
+        // `crate::ledger`).
+        let follow_ups = &self.ctx.follow_ups;
+        let marker = target.as_ref().map(|_| {
+            let topic = self
+                .task
+                .topic_name
+                .as_deref()
+                .unwrap_or(&self.ctx.settings.topic);
+            follow_ups.owed_marker(topic, &self.task.id)
+        });
+        if let Some(marker) = &marker {
+            variables.extend(follow_ups.marker_variables(marker));
+        }
         let request = CompleteRequest {
             worker_id: self.ctx.settings.worker_id.clone(),
             variables,
         };
         let client = self.ctx.client.clone();
         let task_id = self.task.id.clone();
-        let follow_up_wanted = target.is_some();
         let settled = self
             .settle(
                 "complete",
                 || client.complete(&task_id, &request),
-                || self.completed_despite_lost_reply(follow_up_wanted),
+                || self.completed_despite_lost_reply(marker.as_ref()),
             )
             .await;
         match settled {
@@ -195,18 +209,28 @@ impl<H: Handler> TaskRun<H> {
                 }
                 self.ctx.metrics.tasks_completed.inc();
                 debug!("task completed");
-                let Some(target) = target else {
+                let (Some(target), Some(marker)) = (target, marker) else {
                     return TaskOutcome::Completed { follow_up: false };
                 };
                 self.ctx.follow_ups.schedule(
                     FollowUp {
                         target,
                         process_instance_id: self.task.process_instance_id.clone(),
+                        marker,
                         fetched_at: Some(self.fetched_at),
                     },
                     self.room.take(),
                 );
                 TaskOutcome::Completed { follow_up: true }
+            }
+            // A 400 that is not about the lock (a variable the engine cannot take, say) would come
+            // back every lock duration forever: report it as a failure, so an incident shows it.
+            Err(Unsettled::Refused(error)) if refusal_is_not_about_the_lock(&error) => {
+                self.report_failure(HandlerError::permanent(
+                    "the engine refused to complete the task",
+                    error.to_string(),
+                ))
+                .await
             }
             Err(unsettled) => self.dropped("complete", unsettled),
         }
@@ -311,32 +335,32 @@ impl<H: Handler> TaskRun<H> {
         }
     }
 
-    /// After a lost reply and a 404 (or 400): did our `complete` go through? The history's record
-    /// of the task's completion by this worker says so precisely; without history (level `none`),
-    /// an instance that now waits for our message says so too.
-    async fn completed_despite_lost_reply(&self, follow_up_wanted: bool) -> bool {
+    /// After a lost reply and a 404 (or 400): did our `complete` go through? With a follow-up,
+    /// the marker says so at any history level: the completion set it to exactly our owed value
+    /// (or the follow-up of another worker flipped it to delivered since). Without one, the
+    /// history's record of the task's completion by this worker (history level `full`).
+    async fn completed_despite_lost_reply(&self, marker: Option<&Marker>) -> bool {
         let client = &self.ctx.client;
+        if let (Some(marker), Some(instance)) = (marker, self.task.process_instance_id.as_deref()) {
+            let name = &self.ctx.follow_ups.settings().marker_variable;
+            return match client.instance_variable(instance, name).await {
+                Ok(Some(value)) => {
+                    value == marker.to_string() || value == marker.delivered().to_string()
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    debug!("cannot read the follow-up marker: {e}");
+                    false
+                }
+            };
+        }
         let worker_id = &self.ctx.settings.worker_id;
         match client.task_completions(&self.task.id).await {
-            Ok(entries)
-                if entries
-                    .iter()
-                    .any(|e| e.worker_id.as_deref() == Some(worker_id.as_str())) =>
-            {
-                return true
-            }
-            Ok(_) => {}
-            Err(e) => debug!("cannot read the task's history: {e}"),
-        }
-        let (true, Some(instance)) = (follow_up_wanted, self.task.process_instance_id.as_deref())
-        else {
-            return false;
-        };
-        let message = &self.ctx.follow_ups.settings().message_name;
-        match client.instance_subscriptions(instance, message).await {
-            Ok(waits) => !waits.is_empty(),
+            Ok(entries) => entries
+                .iter()
+                .any(|e| e.worker_id.as_deref() == Some(worker_id.as_str())),
             Err(e) => {
-                debug!("cannot read where the instance waits: {e}");
+                debug!("cannot read the task's history: {e}");
                 false
             }
         }
@@ -492,4 +516,19 @@ pub(crate) fn spawn_tasks<H: Handler>(
             .instrument(span),
         );
     }
+}
+
+/// Whether a 400 on `complete` is about something other than the lock (which another worker
+/// holds, or which expired): then no retry and no other worker can complete the task as it is.
+fn refusal_is_not_about_the_lock(error: &EngineError) -> bool {
+    let EngineError::Rejected {
+        status, message, ..
+    } = error
+    else {
+        return false;
+    };
+    *status == reqwest::StatusCode::BAD_REQUEST
+        && !message.contains("is locked by")
+        && !message.contains("cannot be completed by worker")
+        && !message.contains("lock")
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
-use crate::support::mock::{error_body, task, MockEngine};
+use crate::support::mock::{
+    error_body, follow_up_message, owed_marker, task, MockEngine, MARKER, OWED,
+};
 use crate::support::{eventually, TestWorker};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -45,14 +47,21 @@ async fn fetch_and_lock_asks_for_the_topic_with_worker_id_slots_long_poll_and_lo
     );
 }
 
+/// `complete` carries the handler's typed variables and the follow-up marker, owed for this task;
+/// the message that follows after the delay names that owed value as its correlation key and
+/// flips it to delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_completed_with_typed_variables_and_its_message_follows_after_the_delay() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("order-42"))])]).await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
+    // Mounted only to record a look-up, should the worker make one.
+    engine.marker("pi-t1", vec![Some(OWED)]).await;
+    engine
+        .message_waits("pi-t1", &[("sample_response", "ex-t1")])
+        .await;
     let worker = TestWorker::spawn(
         &engine.url(),
         &[
@@ -71,19 +80,27 @@ async fn a_task_is_completed_with_typed_variables_and_its_message_follows_after_
     worker.shutdown().await;
     let complete = engine.requests_to("/t1/complete");
     assert_eq!(complete.len(), 1);
+    let owed = owed_marker(&complete[0].body, "t1");
     assert_eq!(
         complete[0].body,
         json!({
             "workerId": "w-1",
             "variables": {
                 "var1": {"type": "Integer", "value": 1, "valueInfo": {}},
-                "var2": {"type": "String", "value": "value", "valueInfo": {}}
+                "var2": {"type": "String", "value": "value", "valueInfo": {}},
+                MARKER: {"type": "String", "value": owed, "valueInfo": {}}
             }
         })
     );
     assert_eq!(
         message.body,
-        json!({"messageName": "sample_response", "businessKey": "order-42", "processInstanceId": "pi-t1"})
+        follow_up_message(&owed, "t1", Some("order-42"), Some("pi-t1"))
+    );
+    assert_eq!(engine.requests_to("/message").len(), 1);
+    assert!(
+        engine.requests_to("/variable-instance").is_empty()
+            && engine.requests_to("/event-subscription").is_empty(),
+        "sent at once, without a look-up first"
     );
     let gap = message.at.duration_since(complete[0].at);
     assert!(
@@ -119,19 +136,23 @@ async fn custom_variables_replace_the_defaults_and_keep_explicit_types() {
     })
     .await;
     worker.shutdown().await;
+    // The marker is the worker's own, next to the custom variables: var1 and var2 are gone.
+    let owed = owed_marker(&complete.body, "t1");
     assert_eq!(
         complete.body["variables"],
         json!({
             "amount": {"type": "Long", "value": 5000000000_i64, "valueInfo": {}},
             "ok": {"type": "Boolean", "value": true, "valueInfo": {}},
-            "doc": {"type": "Json", "value": "{\"a\":1}", "valueInfo": {}}
+            "doc": {"type": "Json", "value": "{\"a\":1}", "valueInfo": {}},
+            MARKER: {"type": "String", "value": owed, "valueInfo": {}}
         })
     );
 }
 
-/// Completion refused in the ways the engine refuses it: nothing may be correlated.
+/// Completion refused in the ways the engine refuses it, or never confirmed: nothing may be
+/// correlated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_correlated_when_complete_does_not_answer_204() {
+async fn nothing_is_correlated_when_complete_is_refused_or_never_confirmed() {
     let engine = MockEngine::start(vec![json!([
         task("gone", Some("k-gone")),
         task("taken", Some("k-taken")),
@@ -158,13 +179,16 @@ async fn nothing_is_correlated_when_complete_does_not_answer_204() {
             )),
         )
         .await;
-    // 200 instead of 204: not the promised answer, so not a confirmed completion. It is retried
-    // as transient while the lock lasts (1 s here), then dropped.
+    // A proxy's own 404 page, not the engine's answer about the task: an outage, retried while
+    // the lock lasts (1 s here), then dropped.
     engine
         .on(
             "external-task/odd/complete",
-            ResponseTemplate::new(200).set_body_string("<html>proxy</html>"),
+            ResponseTemplate::new(404).set_body_raw("<html>Not Found</html>", "text/html"),
         )
+        .await;
+    engine
+        .on("external-task/[a-z]+/failure", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
     let worker = TestWorker::spawn(
@@ -180,14 +204,19 @@ async fn nothing_is_correlated_when_complete_does_not_answer_204() {
             "0",
         ],
     );
-    eventually(WAIT, "the odd completion to be given up", || async {
-        let tries = engine.requests_to("/odd/complete").len();
-        (tries >= 2).then_some(())
+    eventually(WAIT, "all three tasks to be dropped", || async {
+        let gone = worker
+            .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
+            .await;
+        let lock_lost = worker
+            .metric("camunda_worker_tasks_dropped_total{reason=\"lock_lost\"}")
+            .await;
+        (gone == 1.0 && lock_lost == 2.0).then_some(())
     })
     .await;
-    // Wait out the lock of the odd task, so its retries are over.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let completed = worker.metric("camunda_worker_tasks_completed_total").await;
     worker.shutdown().await;
+    assert_eq!(completed, 0.0);
     assert_eq!(
         engine.requests_to("/gone/complete").len(),
         1,
@@ -199,8 +228,16 @@ async fn nothing_is_correlated_when_complete_does_not_answer_204() {
         "400 is not retried"
     );
     assert!(
+        engine.requests_to("/odd/complete").len() >= 2,
+        "a proxy's 404 page is retried"
+    );
+    assert!(
+        engine.requests_to("/failure").is_empty(),
+        "a refusal about the lock is no failure of the task"
+    );
+    assert!(
         engine.requests_to("/message").is_empty(),
-        "no message without a 204"
+        "no message without a confirmed completion"
     );
 }
 
@@ -216,8 +253,6 @@ async fn max_tasks_never_exceeds_the_free_slots() {
             ResponseTemplate::new(204).set_delay(Duration::from_millis(1500)),
         )
         .await;
-    engine.waits("pi-a", vec![vec!["sa"]]).await;
-    engine.waits("pi-b", vec![vec!["sb"]]).await;
     engine.on("message", ResponseTemplate::new(204)).await;
     let worker = TestWorker::spawn(
         &engine.url(),

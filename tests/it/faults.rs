@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use wiremock::ResponseTemplate;
 
 use crate::support::engine::free_port;
-use crate::support::mock::{error_body, task, MockEngine};
+use crate::support::mock::{
+    error_body, follow_up_message, owed_marker, task, MockEngine, Seen, MARKER, OWED,
+};
 use crate::support::proxy::{FaultKind, FaultProxy};
 use crate::support::{config_for, eventually, lines_with, TestWorker, WorkerProcess};
 
@@ -64,6 +66,53 @@ fn quick_worker(engine: &MockEngine) -> WorkerProcess {
         &engine.url(),
         &["--correlation-delay", "0s", "--reconcile-interval", "0"],
     )
+}
+
+/// The marker reads of a mock: `GET /variable-instance` (the reconciler's range query is a POST),
+/// each checked to ask for one instance's marker, undeserialized.
+fn marker_reads(engine: &MockEngine, instance: &str) -> Vec<Seen> {
+    let reads: Vec<Seen> = engine
+        .requests_to("/variable-instance")
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    for read in &reads {
+        assert_eq!(
+            (
+                read.param("processInstanceIdIn"),
+                read.param("variableName"),
+                read.param("deserializeValues")
+            ),
+            (Some(instance), Some(MARKER), Some("false")),
+            "{read:?}"
+        );
+    }
+    reads
+}
+
+/// The owed marker the (first) `complete` of `task_id` set.
+fn owed_by_complete(engine: &MockEngine, task_id: &str) -> String {
+    let completes = engine.requests_to(&format!("/{task_id}/complete"));
+    let owed = owed_marker(&completes[0].body, task_id);
+    for complete in &completes {
+        assert_eq!(
+            owed_marker(&complete.body, task_id),
+            owed,
+            "a retried complete sets the same marker"
+        );
+    }
+    owed
+}
+
+/// Every message sent, checked to be the one follow-up of t1 (business key `key`, instance
+/// pi-t1): the same compare-and-set each time, so a repeat cannot be correlated twice.
+fn follow_ups_of_t1(engine: &MockEngine, key: Option<&str>, instance: Option<&str>) -> Vec<Seen> {
+    let expected = follow_up_message(&owed_by_complete(engine, "t1"), "t1", key, instance);
+    let messages = engine.requests_to("/message");
+    for message in &messages {
+        assert_eq!(message.body, expected);
+    }
+    messages
 }
 
 const SENT: &str = "camunda_worker_follow_ups_sent_total";
@@ -172,7 +221,6 @@ async fn complete_is_retried_after_optimistic_locking_and_5xx_then_followed_up_o
             ],
         )
         .await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine.on("message", ResponseTemplate::new(204)).await;
     let worker = TestWorker::spawn(
         &engine.url(),
@@ -184,7 +232,10 @@ async fn complete_is_retried_after_optimistic_locking_and_5xx_then_followed_up_o
     .await;
     worker.shutdown().await;
     assert_eq!(engine.requests_to("/t1/complete").len(), 3);
-    assert_eq!(engine.requests_to("/message").len(), 1);
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,14 +278,16 @@ async fn complete_that_keeps_failing_is_given_up_when_the_lock_runs_out_without_
 }
 
 /// `complete` reaches the engine and commits, but its reply is lost (here: a proxy's 504); the
-/// retry answers 404 because the task is done. The history shows this worker completed it, so
-/// the task counts as completed and its follow-up is sent.
+/// retry answers 404 because the task is done. The marker holds exactly the owed value this
+/// worker's `complete` sent, so the task counts as completed and its follow-up is sent. The
+/// history (which would show the completion too) is not asked: a completion with a follow-up is
+/// proved by its marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_whose_reply_was_lost_is_completed_and_followed_up_not_dropped() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
     complete_reply_lost_then_task_gone(&engine).await;
     engine.completed_by("t1", "w-1").await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
+    engine.marker("pi-t1", vec![Some(OWED)]).await;
     engine.on("message", ResponseTemplate::new(204)).await;
     let worker = TestWorker::spawn(
         &engine.url(),
@@ -255,20 +308,33 @@ async fn a_complete_whose_reply_was_lost_is_completed_and_followed_up_not_droppe
     let gone = worker
         .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
         .await;
+    let already = worker.metric(ALREADY).await;
     worker.shutdown().await;
     assert_eq!(
         (completed, gone),
         (1.0, 0.0),
         "counted as completed, not as gone"
     );
+    assert_eq!(already, 0.0, "sent, not found delivered");
     assert_eq!(engine.requests_to("/t1/complete").len(), 2);
-    assert_eq!(engine.requests_to("/message").len(), 1);
+    assert_eq!(
+        marker_reads(&engine, "pi-t1").len(),
+        1,
+        "one read proves the completion"
+    );
+    assert!(engine.requests_to("/external-task-log").is_empty());
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+        1
+    );
 }
 
 /// The same lost reply on an engine without history (level `none`: the history query finds
-/// nothing): the instance now waiting for our message proves the completion.
+/// nothing), and the follow-up delivered meanwhile by another worker (the marker says
+/// `delivered:t1`): the marker proves the completion all the same, and the follow-up counts as
+/// delivered once its own message matches nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_history_a_lost_complete_reply_is_proved_by_the_instance_waiting_for_the_message() {
+async fn without_history_a_lost_complete_reply_is_proved_by_the_marker_even_once_delivered() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
     complete_reply_lost_then_task_gone(&engine).await;
     engine
@@ -277,28 +343,41 @@ async fn without_history_a_lost_complete_reply_is_proved_by_the_instance_waiting
             ResponseTemplate::new(200).set_body_json(json!([])),
         )
         .await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
-    engine.on("message", ResponseTemplate::new(204)).await;
+    engine.marker("pi-t1", vec![Some("delivered:t1")]).await;
+    engine.on("message", no_match()).await;
     let worker = TestWorker::spawn(
         &engine.url(),
         &["--correlation-delay", "0s", "--reconcile-interval", "0"],
     );
-    eventually(WAIT, "the follow-up", || async {
-        (worker.metric(SENT).await == 1.0).then_some(())
+    eventually(WAIT, "the follow-up to count as delivered", || async {
+        (worker.metric(ALREADY).await == 1.0).then_some(())
     })
     .await;
-    assert_eq!(worker.metric(COMPLETED).await, 1.0);
+    let completed = worker.metric(COMPLETED).await;
+    let sent = worker.metric(SENT).await;
     worker.shutdown().await;
-    assert_eq!(engine.requests_to("/message").len(), 1);
+    assert_eq!((completed, sent), (1.0, 1.0));
+    assert!(engine.requests_to("/external-task-log").is_empty());
+    assert_eq!(
+        marker_reads(&engine, "pi-t1").len(),
+        2,
+        "one read proves the completion, one decides the mismatch"
+    );
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+        1
+    );
 }
 
 /// A first 404 with no lost reply before it is a task that is really gone: no follow-up, and
-/// the engine's state is not even asked.
+/// the engine's state (the marker, the history) is not even asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_complete_answered_404_at_once_is_dropped_without_asking_the_history() {
+async fn a_complete_answered_404_at_once_is_dropped_without_reading_the_engine_state() {
     let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
     engine.on("external-task/t1/complete", task_gone()).await;
     engine.completed_by("t1", "someone-else").await;
+    engine.marker("pi-t1", vec![Some(OWED)]).await;
+    engine.on("message", ResponseTemplate::new(204)).await;
     let worker = TestWorker::spawn(
         &engine.url(),
         &["--correlation-delay", "0s", "--reconcile-interval", "0"],
@@ -313,33 +392,60 @@ async fn a_complete_answered_404_at_once_is_dropped_without_asking_the_history()
     .await;
     worker.shutdown().await;
     assert!(engine.requests_to("/history/external-task-log").is_empty());
+    assert!(marker_reads(&engine, "pi-t1").is_empty());
     assert!(engine.requests_to("/message").is_empty());
 }
 
+/// Camunda 7 does not buffer messages: one that comes before the instance reaches the catch event
+/// matches nothing. The marker, still owed to this task, says "not waiting yet" (read at the first
+/// mismatch, not at each): the same message is tried again with backoff until it matches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_is_sent_only_once_the_instance_waits_for_it() {
+async fn a_message_that_comes_before_the_wait_is_retried_until_it_matches() {
     let engine = engine_with_one_task("k1").await;
+    engine.marker("pi-t1", vec![Some(OWED)]).await;
+    engine.message_waits("pi-t1", &[]).await;
     engine
-        .waits("pi-t1", vec![vec![], vec![], vec!["s1"]])
+        .on_sequence(
+            "message",
+            vec![no_match(), no_match(), ResponseTemplate::new(204)],
+        )
         .await;
-    engine.on("message", ResponseTemplate::new(204)).await;
     let mut worker = quick_worker(&engine);
     eventually(WAIT, "the follow-up to be sent", || async {
         (worker.metric(SENT).await == 1.0).then_some(())
     })
     .await;
     let retried = worker.metric(RETRIED).await;
+    let already = worker.metric(ALREADY).await;
     let given_up = given_up(&worker).await;
     assert_eq!(worker.terminate(WAIT), Some(0));
-    assert_eq!(engine.requests_to("/message").len(), 1, "no early message");
-    assert_eq!(retried, 2.0, "two lookups found no wait yet");
-    assert_eq!(given_up, 0.0);
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+        3
+    );
+    assert_eq!(retried, 2.0, "two messages found no wait yet");
+    assert_eq!((already, given_up), (0.0, 0.0));
+    assert_eq!(
+        marker_reads(&engine, "pi-t1").len(),
+        1,
+        "read at the first mismatch only"
+    );
+    assert!(
+        engine.requests_to("/event-subscription").is_empty(),
+        "no diagnosis after a read that found the marker owed"
+    );
 }
 
+/// A message that never matches (the instance does not reach the catch event) is retried until
+/// `--correlation-timeout`, reading the marker at the first mismatch and every fourth, then given
+/// up with one ERROR that names the target, and an incident on the instance (which waits for no
+/// message, so on its own execution) that Cockpit shows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_with_an_error() {
     let engine = engine_with_one_task("order-7").await;
-    engine.waits("pi-t1", vec![vec![]]).await;
+    engine.marker("pi-t1", vec![Some(OWED)]).await;
+    engine.message_waits("pi-t1", &[]).await;
+    engine.takes_incidents().await;
     engine.on("message", no_match()).await;
     let mut worker = WorkerProcess::spawn(
         "worker",
@@ -353,66 +459,120 @@ async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_
             "0",
         ],
     );
-    let log = eventually(WAIT, "the ERROR after the correlation timeout", || async {
-        let log = worker.stderr();
-        log.contains("correlation-timeout").then_some(log)
-    })
+    eventually(
+        WAIT,
+        "the incident after the correlation timeout",
+        || async { (!engine.requests_to("/create-incident").is_empty()).then_some(()) },
+    )
     .await;
     let timeouts = worker
         .metric("camunda_worker_follow_ups_given_up_total{reason=\"timeout\"}")
         .await;
+    let log = worker.stderr();
     assert_eq!(worker.terminate(WAIT), Some(0));
     assert_eq!(timeouts, 1.0);
+    assert_eq!(lines_with(&log, " ERROR "), 1, "one ERROR: {log}");
     let line = log
         .lines()
         .find(|l| l.contains("correlation-timeout"))
-        .unwrap();
+        .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("ERROR"), "{line}");
     assert!(line.contains("order-7"), "names the business key: {line}");
     assert!(line.contains("pi-t1"), "names the process instance: {line}");
-    let lookups = engine.requests_to("/event-subscription").len();
+    let messages = follow_ups_of_t1(&engine, Some("order-7"), Some("pi-t1")).len();
     assert!(
-        (2..=10).contains(&lookups),
-        "retried with backoff, not in a loop: {lookups}"
+        (2..=10).contains(&messages),
+        "retried with backoff, not in a loop: {messages}"
+    );
+    assert_eq!(
+        marker_reads(&engine, "pi-t1").len(),
+        1 + (messages - 1) / 4,
+        "read at the first mismatch and every fourth, of {messages}"
+    );
+    let incidents = engine.requests_to("/incident");
+    assert_eq!(incidents.len(), 1, "asked once whether one is open");
+    assert_eq!(
+        (
+            incidents[0].param("incidentType"),
+            incidents[0].param("configuration")
+        ),
+        (Some("camundaWorkerFollowUp"), Some("t1"))
+    );
+    let waits = engine.requests_to("/event-subscription");
+    assert!(
+        waits
+            .iter()
+            .all(|w| w.param("processInstanceId") == Some("pi-t1")
+                && w.param("eventType") == Some("message")
+                && w.param("eventName").is_none()),
+        "{waits:?}"
+    );
+    let created = engine.requests_to("/create-incident");
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        created[0].path,
+        "/engine-rest/execution/pi-t1/create-incident"
+    );
+    assert_eq!(
+        created[0].body["incidentType"],
+        json!("camundaWorkerFollowUp")
+    );
+    assert_eq!(created[0].body["configuration"], json!("t1"));
+    let message = created[0].body["message"].as_str().unwrap();
+    assert!(
+        message.contains("t1") && message.contains("correlation-timeout"),
+        "{message}"
     );
 }
 
 /// The message reaches the engine and is correlated, but its reply is lost (a proxy's 504). The
-/// next attempt finds the wait it was sent to gone: delivered, counted once, no ERROR, no second
-/// message.
+/// retry matches nothing — the marker it names was flipped — and the marker, read at once, says
+/// `delivered:t1`, or is gone with the instance, which ran to its end: delivered, counted once,
+/// no ERROR, nothing correlated twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_whose_reply_was_lost_counts_as_delivered_once_its_wait_is_gone() {
-    let engine = engine_with_one_task("k1").await;
-    engine.waits("pi-t1", vec![vec!["s1"], vec![]]).await;
-    engine.on("message", bad_gateway()).await;
-    let mut worker = quick_worker(&engine);
-    eventually(WAIT, "the follow-up to count as delivered", || async {
-        (worker.metric(SENT).await == 1.0).then_some(())
-    })
-    .await;
-    let already = worker.metric(ALREADY).await;
-    let given_up = given_up(&worker).await;
-    assert_eq!(worker.terminate(WAIT), Some(0));
-    assert_eq!(already, 1.0);
-    assert_eq!(given_up, 0.0);
-    assert_eq!(engine.requests_to("/message").len(), 1, "not sent twice");
-    assert_eq!(
-        lines_with(&worker.stderr(), "ERROR"),
-        0,
-        "{}",
-        worker.stderr()
-    );
+async fn a_message_whose_reply_was_lost_counts_as_delivered_once_the_marker_shows_it() {
+    for marker in [Some("delivered:t1"), None] {
+        let engine = engine_with_one_task("k1").await;
+        engine.marker("pi-t1", vec![marker]).await;
+        engine
+            .on_sequence("message", vec![bad_gateway(), no_match()])
+            .await;
+        let mut worker = quick_worker(&engine);
+        eventually(WAIT, "the follow-up to count as delivered", || async {
+            (worker.metric(SENT).await == 1.0).then_some(())
+        })
+        .await;
+        let already = worker.metric(ALREADY).await;
+        let given_up = given_up(&worker).await;
+        assert_eq!(worker.terminate(WAIT), Some(0));
+        assert_eq!((already, given_up), (1.0, 0.0), "marker {marker:?}");
+        assert_eq!(
+            follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+            2,
+            "the repeat names the same owed marker"
+        );
+        assert_eq!(marker_reads(&engine, "pi-t1").len(), 1);
+        assert_eq!(
+            lines_with(&worker.stderr(), " ERROR "),
+            0,
+            "{}",
+            worker.stderr()
+        );
+    }
 }
 
-/// A process that loops back to the same catch event waits again right after our message: the
-/// new wait has a new subscription, which the follow-up does not mistake for the one it served.
+/// A process that loops back to the same catch event waits again right after our message, owing
+/// the next round's follow-up (a new task, a new owed marker). The retry after the lost reply
+/// names our owed value, so it cannot match the new wait, and the marker of a later round shows
+/// that ours arrived: counted as delivered, not retried as missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_is_not_mistaken_for_a_missing_message_when_the_process_loops_back() {
     let engine = engine_with_one_task("k1").await;
+    let next_round = "owed:messageSending:1796236000000:t2";
+    engine.marker("pi-t1", vec![Some(next_round)]).await;
     engine
-        .waits("pi-t1", vec![vec!["first-wait"], vec!["second-wait"]])
+        .on_sequence("message", vec![bad_gateway(), no_match()])
         .await;
-    engine.on("message", bad_gateway()).await;
     let worker = TestWorker::spawn(
         &engine.url(),
         &["--correlation-delay", "0s", "--reconcile-interval", "0"],
@@ -421,21 +581,34 @@ async fn a_lost_reply_is_not_mistaken_for_a_missing_message_when_the_process_loo
         (worker.metric(ALREADY).await == 1.0).then_some(())
     })
     .await;
+    let given_up = crate::support::metric_sum(
+        &crate::support::scrape(worker.metrics_port).await,
+        "camunda_worker_follow_ups_given_up_total",
+        &[],
+    );
     worker.shutdown().await;
-    assert_eq!(
-        engine.requests_to("/message").len(),
-        1,
-        "the new wait got no message"
+    assert_eq!(given_up, 0.0);
+    let messages = follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1"));
+    assert_eq!(messages.len(), 2);
+    assert!(
+        messages
+            .iter()
+            .all(|m| !m.body.to_string().contains(next_round)),
+        "the new wait got no message of ours"
     );
 }
 
+/// Correlating by business key alone, a key shared by several waiting instances makes the engine
+/// refuse the message as ambiguous: no retry can fix that. One ERROR that names the key and the
+/// flag, no marker read, and an incident on the execution that waits for the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_retried() {
-    let engine = MockEngine::start(vec![json!([task("t1", Some("shared"))])]).await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
+    let engine = engine_with_one_task("shared").await;
     engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .message_waits("pi-t1", &[("sample_response", "ex-wait-1")])
         .await;
+    engine.takes_incidents().await;
+    engine.marker("pi-t1", vec![Some(OWED)]).await;
     engine
         .on(
             "message",
@@ -446,32 +619,59 @@ async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_ret
             )),
         )
         .await;
-    let mut worker = quick_worker(&engine);
-    let log = eventually(WAIT, "the ERROR about the shared key", || async {
-        let log = worker.stderr();
-        log.contains("several process instances").then_some(log)
+    let mut worker = WorkerProcess::spawn(
+        "worker",
+        &engine.url(),
+        &[
+            "--correlate-by",
+            "business-key",
+            "--correlation-delay",
+            "0s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    eventually(WAIT, "the incident about the shared key", || async {
+        (!engine.requests_to("/create-incident").is_empty()).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ambiguous = worker
+        .metric("camunda_worker_follow_ups_given_up_total{reason=\"ambiguous\"}")
+        .await;
+    let retried = worker.metric(RETRIED).await;
+    let log = worker.stderr();
     assert_eq!(worker.terminate(WAIT), Some(0));
-    assert_eq!(engine.requests_to("/message").len(), 1);
+    assert_eq!((ambiguous, retried), (1.0, 0.0));
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("shared"), None).len(),
+        1,
+        "not retried"
+    );
+    assert!(
+        marker_reads(&engine, "pi-t1").is_empty(),
+        "an ambiguous message is no mismatch to decide"
+    );
+    assert_eq!(lines_with(&log, " ERROR "), 1, "{log}");
     let line = log
         .lines()
-        .find(|l| l.contains("several process instances"))
-        .unwrap();
+        .find(|l| l.contains("several executions"))
+        .unwrap_or_else(|| panic!("{log}"));
     assert!(
         line.contains("ERROR") && line.contains("shared") && line.contains("--correlate-by"),
         "{line}"
     );
+    let created = engine.requests_to("/create-incident");
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        created[0].path, "/engine-rest/execution/ex-wait-1/create-incident",
+        "on the waiting execution"
+    );
+    assert_eq!(created[0].body["configuration"], json!("t1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlating_by_process_instance_sends_the_instance_id() {
-    let engine = MockEngine::start(vec![json!([task("t1", Some("shared"))])]).await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
-    engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
-        .await;
+    let engine = engine_with_one_task("shared").await;
     engine.on("message", ResponseTemplate::new(204)).await;
     let worker = TestWorker::spawn(
         &engine.url(),
@@ -489,19 +689,24 @@ async fn correlating_by_process_instance_sends_the_instance_id() {
     })
     .await;
     worker.shutdown().await;
+    let owed = owed_by_complete(&engine, "t1");
     assert_eq!(
         message.body,
-        json!({"messageName": "sample_response", "businessKey": "shared", "processInstanceId": "pi-t1"})
+        json!({
+            "messageName": "sample_response",
+            "businessKey": "shared",
+            "processInstanceId": "pi-t1",
+            "correlationKeys": {MARKER: {"type": "String", "value": owed, "valueInfo": {}}},
+            "processVariables": {
+                MARKER: {"type": "String", "value": "delivered:t1", "valueInfo": {}}
+            }
+        })
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_refused_with_5xx_is_retried() {
-    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
-    engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
-        .await;
+    let engine = engine_with_one_task("k1").await;
     engine
         .on_sequence(
             "message",
@@ -524,23 +729,34 @@ async fn a_message_refused_with_5xx_is_retried() {
     })
     .await;
     worker.shutdown().await;
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+        2
+    );
 }
 
 /// On a cluster, two nodes (or two replicas) may correlate one instance at once: the loser gets
-/// `OptimisticLockingException` (500, code 1). The next look finds the wait gone: one correlation,
-/// counted as delivered, no ERROR.
+/// `OptimisticLockingException` (500, code 1). The winner flipped the marker, so the next attempt
+/// matches nothing, and that mismatch reads the marker at once (not only at every fourth):
+/// `delivered:t1`, one correlation, counted as delivered, no ERROR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_loses_an_optimistic_locking_race_is_delivered_once_without_an_error() {
     let engine = engine_with_one_task("k1").await;
-    engine.waits("pi-t1", vec![vec!["s1"], vec![]]).await;
     engine
-        .on(
+        .marker("pi-t1", vec![Some(OWED), Some("delivered:t1")])
+        .await;
+    engine
+        .on_sequence(
             "message",
-            ResponseTemplate::new(500).set_body_json(error_body(
-                "OptimisticLockingException",
-                "ENGINE-03005 Execution of 'DELETE EventSubscriptionEntity[s1]' failed. Entity was updated by another transaction concurrently.",
-                Some(1),
-            )),
+            vec![
+                no_match(),
+                ResponseTemplate::new(500).set_body_json(error_body(
+                    "OptimisticLockingException",
+                    "ENGINE-03005 Execution of 'DELETE EventSubscriptionEntity[s1]' failed. Entity was updated by another transaction concurrently.",
+                    Some(1),
+                )),
+                no_match(),
+            ],
         )
         .await;
     let mut worker = quick_worker(&engine);
@@ -551,7 +767,12 @@ async fn a_message_that_loses_an_optimistic_locking_race_is_delivered_once_witho
     let given_up = given_up(&worker).await;
     assert_eq!(worker.terminate(WAIT), Some(0));
     assert_eq!(given_up, 0.0);
-    assert_eq!(engine.requests_to("/message").len(), 1);
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+        3,
+        "decided at the mismatch right after the race"
+    );
+    assert_eq!(marker_reads(&engine, "pi-t1").len(), 2);
     assert_eq!(
         lines_with(&worker.stderr(), " ERROR "),
         0,
@@ -864,12 +1085,31 @@ async fn sigterm_never_waits_past_the_grace_for_a_long_poll_the_engine_keeps_par
     );
 }
 
+/// SIGTERM sends the follow-ups still in their delay at once. One that does not go through then
+/// (t2: its instance does not wait yet) is not retried until the grace ends: it stays owed in the
+/// engine for the reconciler of any worker, and the daemon says so in one WARN with the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_sends_pending_follow_ups_now_instead_of_after_the_delay() {
-    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
+    let engine = MockEngine::start(vec![json!([
+        task("t1", Some("k1")),
+        task("t2", Some("k2"))
+    ])])
+    .await;
     engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .on("external-task/t[12]/complete", ResponseTemplate::new(204))
+        .await;
+    engine.marker("pi-t2", vec![Some(OWED)]).await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/engine-rest/message"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"processInstanceId": "pi-t2"}),
+        ))
+        .respond_with(crate::support::mock::Recording {
+            seen: Arc::clone(&engine.seen),
+            reply: no_match(),
+        })
+        .with_priority(1)
+        .mount(&engine.server)
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
     let mut worker = WorkerProcess::spawn(
@@ -877,42 +1117,91 @@ async fn sigterm_sends_pending_follow_ups_now_instead_of_after_the_delay() {
         &engine.url(),
         &["--correlation-delay", "10m", "--reconcile-interval", "0"],
     );
-    eventually(WAIT, "the completion", || async {
-        (!engine.requests_to("/t1/complete").is_empty()).then_some(())
+    eventually(WAIT, "both completions", || async {
+        (engine.requests_to("/complete").len() == 2).then_some(())
     })
     .await;
+    // Well within the 25 s grace: the follow-up that does not go through does not hold it.
     assert_eq!(worker.terminate(WAIT), Some(0), "{}", worker.stderr());
+    let messages = engine.requests_to("/message");
+    let to = |instance: &str| {
+        messages
+            .iter()
+            .filter(|m| m.body["processInstanceId"] == json!(instance))
+            .count()
+    };
     assert_eq!(
-        engine.requests_to("/message").len(),
-        1,
-        "the pending follow-up was sent on shutdown"
+        (to("pi-t1"), to("pi-t2")),
+        (1, 1),
+        "the pending follow-ups were sent on shutdown, once each"
     );
+    let log = worker.stderr();
+    assert_eq!(
+        lines_with(&log, "not delivered before shutdown"),
+        1,
+        "{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("not delivered before shutdown"))
+        .unwrap();
+    assert!(
+        line.contains(" WARN ") && line.contains("1 follow-ups"),
+        "{line}"
+    );
+    assert_eq!(lines_with(&log, " ERROR "), 0, "{log}");
 }
 
+/// What holds the grace is a task still being completed (t2: the engine keeps failing, the lock
+/// lasts): a second signal ends the process at once, an expired grace exits non-zero. A
+/// follow-up that does not go through (t1) never holds it: it is left owed in the engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once_and_an_expired_grace_exits_non_zero() {
     for (grace, second_signal, expected) in [("60s", true, 130), ("1s", false, 1)] {
-        let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+        let engine = MockEngine::start(vec![json!([
+            task("t1", Some("k1")),
+            task("t2", Some("k2"))
+        ])])
+        .await;
         engine
             .on("external-task/t1/complete", ResponseTemplate::new(204))
             .await;
+        engine
+            .on(
+                "external-task/t2/complete",
+                ResponseTemplate::new(500).set_body_json(error_body(
+                    "ProcessEngineException",
+                    "database gone",
+                    Some(0),
+                )),
+            )
+            .await;
         engine.on("message", no_match()).await;
-        engine.waits("pi-t1", vec![vec![]]).await;
+        engine.marker("pi-t1", vec![Some(OWED)]).await;
+        engine.message_waits("pi-t1", &[]).await;
         let mut worker = WorkerProcess::spawn(
             "worker",
             &engine.url(),
             &[
                 "--correlation-delay",
                 "0s",
+                "--lock-duration",
+                "5m",
                 "--shutdown-grace",
                 grace,
                 "--reconcile-interval",
                 "0",
             ],
         );
-        eventually(WAIT, "a retried follow-up", || async {
-            (engine.requests_to("/event-subscription").len() >= 2).then_some(())
-        })
+        eventually(
+            WAIT,
+            "a retried follow-up and a retried complete",
+            || async {
+                (engine.requests_to("/message").len() >= 2
+                    && engine.requests_to("/t2/complete").len() >= 2)
+                    .then_some(())
+            },
+        )
         .await;
         worker.signal("TERM");
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -926,58 +1215,48 @@ async fn a_second_signal_exits_at_once_and_an_expired_grace_exits_non_zero() {
             worker.stderr()
         );
         if !second_signal {
-            assert!(
-                worker.stderr().contains("reconciler of the next start"),
-                "{}",
-                worker.stderr()
+            let log = worker.stderr();
+            assert_eq!(
+                lines_with(&log, &format!("shutdown grace of {grace} is over")),
+                1,
+                "{log}"
+            );
+            assert_eq!(
+                lines_with(&log, "complete not sent, the lock will expire"),
+                1,
+                "{log}"
+            );
+            assert_eq!(
+                lines_with(&log, "1 follow-ups not delivered before shutdown"),
+                1,
+                "{log}"
             );
         }
     }
 }
 
-/// The reconciler recovers an instance whose wait follows a completed task of its topic, by
-/// process instance id — and leaves alone one that waits for a message of the same name without
-/// such a task before (another process), asking the history only once about it.
+/// The reconciler finds owed markers past their due time with one range query on the marker's
+/// value, and delivers each with the marker's own compare-and-set message, by process instance
+/// id; a marker of a topic that merely starts like ours is left alone, a failed recovery does not
+/// end the pass, and one that failed is tried again only after its wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reconciler_recovers_only_instances_whose_wait_follows_a_task_of_its_topic() {
+async fn the_reconciler_delivers_owed_markers_past_due_by_compare_and_set() {
     let engine = MockEngine::start(vec![]).await;
-    let subscription = |id: &str, instance: Option<&str>| {
-        json!({"id": id, "eventType": "message", "eventName": "sample_response",
-               "processInstanceId": instance, "activityId": "wait_for_response",
-               "createdDate": "2026-11-22T10:00:05.000+0000"})
+    let owed = |topic: &str, task: &str| format!("owed:{topic}:1700000000000:{task}");
+    let variable = |instance: &str, value: &str| {
+        json!({"name": "camundaWorkerFollowUp", "type": "String", "value": value,
+               "processInstanceId": instance})
     };
     engine
-        .on_get_sequence(
-            "event-subscription",
-            vec![ResponseTemplate::new(200).set_body_json(json!([
-                subscription("s0", Some("lost-0")),
-                subscription("s1", Some("lost-1")),
-                subscription("s2", None),
-                subscription("s3", Some("foreign-1")),
-            ]))],
+        .on(
+            "variable-instance",
+            ResponseTemplate::new(200).set_body_json(json!([
+                variable("lost-0", &owed("messageSending", "t0")),
+                variable("lost-1", &owed("messageSending", "t1")),
+                variable("other-1", &owed("messageSending:other", "t2")),
+            ])),
         )
         .await;
-    for instance in ["lost-0", "lost-1"] {
-        wiremock::Mock::given(wiremock::matchers::method("GET"))
-            .and(wiremock::matchers::path(
-                "/engine-rest/history/external-task-log",
-            ))
-            .and(wiremock::matchers::query_param(
-                "processInstanceId",
-                instance,
-            ))
-            .and(wiremock::matchers::query_param(
-                "topicName",
-                "messageSending",
-            ))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!([{
-                "id": "log-1", "timestamp": "2026-11-22T10:00:04.000+0000",
-                "externalTaskId": "t-lost", "topicName": "messageSending",
-                "workerId": "dead-worker", "processInstanceId": instance
-            }])))
-            .mount(&engine.server)
-            .await;
-    }
     // The first recovery of a pass fails (the engine errs): the pass goes on with the next.
     wiremock::Mock::given(wiremock::matchers::method("POST"))
         .and(wiremock::matchers::path("/engine-rest/message"))
@@ -992,24 +1271,23 @@ async fn the_reconciler_recovers_only_instances_whose_wait_follows_a_task_of_its
         .with_priority(1)
         .mount(&engine.server)
         .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
     engine
         .on_get(
-            "history/external-task-log",
+            "incident",
             ResponseTemplate::new(200).set_body_json(json!([])),
         )
         .await;
-    engine.on("message", ResponseTemplate::new(204)).await;
     let client = camunda_worker::engine::EngineClient::new(
         camunda_worker::engine::EngineSettings::new(engine.url().parse().unwrap()),
     )
     .unwrap();
     let metrics = Arc::new(camunda_worker::metrics::Metrics::new());
-    let tracker = tokio_util::task::TaskTracker::new();
     let follow_ups = camunda_worker::correlation::FollowUps::new(
         client.clone(),
         Arc::clone(&metrics),
         Default::default(),
-        tracker,
+        tokio_util::task::TaskTracker::new(),
         CancellationToken::new(),
         CancellationToken::new(),
     );
@@ -1020,41 +1298,48 @@ async fn the_reconciler_recovers_only_instances_whose_wait_follows_a_task_of_its
         Default::default(),
         "messageSending",
     )
-    .with_min_wait(Duration::from_millis(100));
+    .with_first_retry_wait(Duration::from_secs(3600));
     let first = reconciler.pass().await.unwrap();
     assert_eq!(
-        (first.waiting, first.recovered),
-        (3, 0),
-        "first sighting: too early to tell"
+        (first.overdue, first.recovered, first.failed),
+        (2, 2 - 1, 1),
+        "a failed recovery does not end the pass: {first:?}"
     );
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let query = &engine.requests_to("/variable-instance")[0].body;
+    assert_eq!(query["variableName"], json!("camundaWorkerFollowUp"));
+    assert_eq!(
+        query["variableValues"][0],
+        json!({"name": "camundaWorkerFollowUp", "operator": "gteq", "value": "owed:messageSending:"})
+    );
     let second = reconciler.pass().await.unwrap();
     assert_eq!(
-        (second.failed, second.recovered, second.not_ours),
-        (1, 1, 1),
-        "a failed recovery does not end the pass: {second:?}"
+        (second.recovered, second.skipped),
+        (1, 1),
+        "lost-1 again (the mock still lists it), lost-0 waits for its retry: {second:?}"
     );
-    let third = reconciler.pass().await.unwrap();
-    assert_eq!((third.recovered, third.not_ours), (0, 1), "{third:?}");
     let recovered: Vec<_> = engine
         .requests_to("/message")
         .into_iter()
         .filter(|r| r.body["processInstanceId"] == json!("lost-1"))
         .collect();
-    assert_eq!(recovered.len(), 1);
     assert_eq!(
         recovered[0].body,
-        json!({"messageName": "sample_response", "processInstanceId": "lost-1"})
+        json!({
+            "messageName": "sample_response",
+            "processInstanceId": "lost-1",
+            "correlationKeys": {"camundaWorkerFollowUp":
+                {"type": "String", "value": owed("messageSending", "t1"), "valueInfo": {}}},
+            "processVariables": {"camundaWorkerFollowUp":
+                {"type": "String", "value": "delivered:t1", "valueInfo": {}}},
+        })
     );
-    // (Only the catch-all history mock records its requests: those are about foreign-1.)
-    let history_asked_about_foreign = engine.requests_to("/external-task-log").len();
-    assert_eq!(
-        history_asked_about_foreign, 1,
-        "asked once, not once per pass"
-    );
+    assert!(engine
+        .requests_to("/message")
+        .iter()
+        .all(|r| r.body["processInstanceId"] != json!("other-1")));
     assert!(metrics
         .render()
-        .contains("camunda_worker_follow_ups_recovered_total 1"));
+        .contains("camunda_worker_follow_ups_recovered_total 2"));
 }
 
 /// A handler that runs past its first lock gets the lock extended; `complete` is then retried
@@ -1098,7 +1383,6 @@ async fn a_call_on_a_connection_the_server_closed_is_sent_again_at_once() {
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
-    engine.waits("pi-t1", vec![vec!["s1"]]).await;
     engine.on("message", ResponseTemplate::new(204)).await;
     let proxy = FaultProxy::start(&engine.server.uri()).await;
     proxy.close_idle_after(Some(Duration::from_millis(500)));
@@ -1195,5 +1479,151 @@ async fn shutdown_unlocks_tasks_the_abandoned_long_poll_locked_for_this_worker()
         sweeps.len() >= 2,
         "repeated while the abandoned poll could still lock: {}",
         sweeps.len()
+    );
+}
+
+/// A gateway in front of the engine may turn its 204 into another 2xx: a 200 to `complete` and
+/// to the message is a success all the same — completed once, followed up once, nothing retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_instead_of_204_to_complete_and_to_the_message_counts_as_success() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(200))
+        .await;
+    engine
+        .on(
+            "message",
+            ResponseTemplate::new(200).set_body_json(json!([{"resultType": "Execution"}])),
+        )
+        .await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+    );
+    eventually(WAIT, "the follow-up", || async {
+        (worker.metric(SENT).await == 1.0).then_some(())
+    })
+    .await;
+    let metrics = crate::support::scrape(worker.metrics_port).await;
+    worker.shutdown().await;
+    let count = |series: &str| crate::support::metric_value(&metrics, series);
+    assert_eq!(
+        (count(COMPLETED), count(ALREADY), count(RETRIED)),
+        (1.0, 0.0, 0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        crate::support::metric_sum(&metrics, "camunda_worker_tasks_dropped_total", &[]),
+        0.0
+    );
+    assert_eq!(engine.requests_to("/t1/complete").len(), 1);
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+        1
+    );
+}
+
+/// A 400 to `complete` that is not about the lock (here: a variable the engine cannot
+/// deserialize) would come back on every retry and from every worker: the task is reported as a
+/// failure with no retries left (an incident, with the engine's message in its details), and no
+/// message follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_refused_for_a_bad_variable_becomes_a_failure_without_retries() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    let refusal = "Cannot deserialize object in variable 'doc': SPIN/JACKSON-JSON-01004 Unable to find 'Json' data format";
+    engine
+        .on(
+            "external-task/t1/complete",
+            ResponseTemplate::new(400).set_body_json(json!({
+                "type": "RestException",
+                "message": refusal,
+                "code": null
+            })),
+        )
+        .await;
+    engine
+        .on("external-task/t1/failure", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--worker-id",
+            "w-1",
+            "--correlation-delay",
+            "0s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    let failure = eventually(WAIT, "the failure report", || async {
+        engine.requests_to("/t1/failure").first().cloned()
+    })
+    .await;
+    eventually(WAIT, "the task to count as failed", || async {
+        (worker
+            .metric("camunda_worker_tasks_dropped_total{reason=\"failed\"}")
+            .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    let completed = worker.metric(COMPLETED).await;
+    let failed = worker.metric("camunda_worker_tasks_failed_total").await;
+    worker.shutdown().await;
+    assert_eq!((completed, failed), (0.0, 1.0));
+    assert_eq!(engine.requests_to("/t1/complete").len(), 1, "not retried");
+    assert_eq!(engine.requests_to("/t1/failure").len(), 1);
+    assert_eq!(failure.body["workerId"], json!("w-1"));
+    assert_eq!(failure.body["retries"], json!(0), "an incident at once");
+    assert!(
+        failure.body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        failure.body
+    );
+    let details = failure.body["errorDetails"].as_str().unwrap_or_default();
+    assert!(details.contains(refusal), "{details}");
+    assert!(engine.requests_to("/message").is_empty());
+}
+
+/// A 404 page that is not the engine's (a proxy's HTML, no engine error body) says nothing about
+/// the task: it is an outage, retried, not "task gone". The next `complete` goes through, and the
+/// follow-up is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_404_page_to_complete_is_an_outage_that_is_retried_not_a_task_gone() {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("k1"))])]).await;
+    engine
+        .on_sequence(
+            "external-task/t1/complete",
+            vec![
+                ResponseTemplate::new(404).set_body_raw("<html>Not Found</html>", "text/html"),
+                ResponseTemplate::new(204),
+            ],
+        )
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let mut worker = quick_worker(&engine);
+    eventually(WAIT, "the follow-up", || async {
+        (worker.metric(SENT).await == 1.0).then_some(())
+    })
+    .await;
+    let completed = worker.metric(COMPLETED).await;
+    let gone = worker
+        .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
+        .await;
+    let log = worker.stderr();
+    assert_eq!(worker.terminate(WAIT), Some(0));
+    assert_eq!((completed, gone), (1.0, 0.0), "completed, not dropped");
+    assert_eq!(engine.requests_to("/t1/complete").len(), 2, "retried");
+    assert_eq!(
+        follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
+        1
+    );
+    assert_eq!(
+        lines_with(&log, "engine unavailable"),
+        1,
+        "an outage: {log}"
     );
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod contract;
 mod delivery;
 mod faults;
+mod ledger;
 mod nodes;
 mod operate;
 mod real_engine;

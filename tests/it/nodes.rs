@@ -142,8 +142,6 @@ async fn tasks_are_completed_and_followed_up_through_any_node_that_answers() {
     .await;
     a.on("external-task/t[12]/complete", ResponseTemplate::new(204))
         .await;
-    a.waits("pi-t1", vec![vec!["s1"]]).await;
-    a.waits("pi-t2", vec![vec!["s2"]]).await;
     a.on("message", ResponseTemplate::new(204)).await;
     let down = format!("http://127.0.0.1:{}/engine-rest", free_port());
     let mut worker = WorkerProcess::spawn(

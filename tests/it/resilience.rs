@@ -119,67 +119,6 @@ async fn sigterm_under_load_drains_every_follow_up_and_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_kill_9_the_next_worker_recovers_every_lost_follow_up() {
-    let engine = shared_engine();
-    let rest = Rest::new(&engine.url);
-    let (key, topic, message) = rest.deploy_variant("crash").await;
-    rest.start_instances(&key, "crash", 100).await;
-
-    // A minute's delay: every follow-up is still in memory when the worker dies.
-    let mut doomed = WorkerProcess::spawn(
-        "doomed",
-        &engine.url,
-        &[
-            "--topic",
-            &topic,
-            "--message-name",
-            &message,
-            "--correlation-delay",
-            "60s",
-        ],
-    );
-    eventually(
-        Duration::from_secs(90),
-        "all 100 instances wait at the catch event",
-        || async { (waiting_for(&rest, &message).await == 100).then_some(()) },
-    )
-    .await;
-    assert_eq!(
-        settled_total(&[&doomed], &[TASKS_COMPLETED], 100).await,
-        100
-    );
-    assert_eq!(doomed.count(FOLLOW_UPS_SENT).await, 0);
-    doomed.kill_hard();
-    assert_eq!(rest.completed(&key).await, 0, "no message was sent");
-
-    // The next start finds the 100 waiting instances in its first reconciler pass and correlates
-    // them in its second, one correlation delay + grace later.
-    let mut next = WorkerProcess::spawn(
-        "next",
-        &engine.url,
-        &["--topic", &topic, "--message-name", &message],
-    );
-    rest.wait_completed(&key, 100, Duration::from_secs(90))
-        .await;
-    // The engine commits before it answers: give the worker a moment to count the last reply.
-    let recovered = eventually(
-        Duration::from_secs(10),
-        "the worker counted 100 recoveries",
-        || async {
-            let n = next.count(FOLLOW_UPS_RECOVERED).await;
-            (n >= 100).then_some(n)
-        },
-    )
-    .await;
-    assert_eq!(recovered, 100, "each lost follow-up recovered exactly once");
-    assert_eq!(next.count(TASKS_COMPLETED).await, 0);
-    assert_eq!(next.count(FOLLOW_UPS_SENT).await, 0);
-    assert_eq!(waiting_for(&rest, &message).await, 0);
-    assert_eq!(rest.incidents(&key).await, 0, "no incidents");
-    assert_eq!(next.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_complete_500_instances_each_task_exactly_once() {
     let engine = shared_engine();
     let rest = Rest::new(&engine.url);

@@ -1,5 +1,7 @@
 //! A scripted mock engine on wiremock: fetch-and-lock hands out queued batches, then parks like a
-//! real long poll; every request is recorded with the time it arrived.
+//! real long poll; every request is recorded with the time it arrived. Like any engine it answers
+//! the worker's ping (`GET /engine`) and its shutdown sweep (`GET /external-task`: nothing
+//! locked); every other endpoint is the test's to mount.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,12 +11,32 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+/// The follow-up marker variable (`--marker-variable`'s default).
+pub const MARKER: &str = "camundaWorkerFollowUp";
+
+/// In a marker read (see [`MockEngine::marker`]): the owed value the worker's `complete` of the
+/// instance's task set, whatever its due time.
+pub const OWED: &str = "<the owed value complete set>";
+
 /// A request as the mock saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
+    /// The query parameters, in order.
+    pub query: Vec<(String, String)>,
     pub body: Value,
     pub at: Instant,
+}
+
+impl Seen {
+    /// The value of query parameter `name`, if the request had it.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
 }
 
 /// The mock engine and what it recorded.
@@ -121,12 +143,136 @@ impl Respond for Sequence {
     }
 }
 
+/// Records the request, then answers a marker read with the next value of a list (the last one
+/// repeats): `None` is no variable (`[]`), [`OWED`] the value the task's `complete` set.
+struct MarkerReads {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    instance: String,
+    reads: Mutex<VecDeque<Option<String>>>,
+}
+
+impl Respond for MarkerReads {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        record(&self.seen, request);
+        let read = {
+            let mut reads = self.reads.lock().unwrap();
+            if reads.len() > 1 {
+                reads.pop_front().unwrap()
+            } else {
+                reads.front().cloned().unwrap_or(None)
+            }
+        };
+        let Some(mut value) = read else {
+            return ResponseTemplate::new(200).set_body_json(json!([]));
+        };
+        if value == OWED {
+            // Left as the placeholder (which matches nothing) when no complete set a marker.
+            if let Some(owed) = self.owed() {
+                value = owed;
+            }
+        }
+        ResponseTemplate::new(200).set_body_json(json!([{
+            "name": MARKER,
+            "type": "String",
+            "value": value,
+            "processInstanceId": self.instance,
+            "valueInfo": {}
+        }]))
+    }
+}
+
+impl MarkerReads {
+    /// The marker the last `complete` of the instance's task (`pi-<task>`, see [`task`]) set.
+    fn owed(&self) -> Option<String> {
+        let task_id = self.instance.strip_prefix("pi-")?;
+        let complete = format!("/external-task/{task_id}/complete");
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .rev()
+            .filter(|s| s.path.ends_with(&complete))
+            .find_map(|s| {
+                s.body["variables"][MARKER]["value"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+    }
+}
+
 fn record(seen: &Mutex<Vec<Seen>>, request: &Request) {
     seen.lock().unwrap().push(Seen {
+        method: request.method.to_string(),
         path: request.url.path().to_owned(),
+        query: request
+            .url
+            .query_pairs()
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect(),
         body: serde_json::from_slice(&request.body).unwrap_or(Value::Null),
         at: Instant::now(),
     });
+}
+
+/// The owed marker a `complete` body sets for `task_id` (`owed:messageSending:<13-digit due
+/// time>:<task id>`, a String), checked for its shape; its value.
+pub fn owed_marker(complete: &Value, task_id: &str) -> String {
+    let marker = &complete["variables"][MARKER];
+    assert_eq!(marker["type"], json!("String"), "{complete}");
+    assert_eq!(marker["valueInfo"], json!({}), "{complete}");
+    let value = marker["value"].as_str().unwrap_or_default();
+    let shape = regex::Regex::new(&format!(
+        "^owed:messageSending:[0-9]{{13}}:{}$",
+        regex::escape(task_id)
+    ))
+    .unwrap();
+    assert!(
+        shape.is_match(value),
+        "not an owed marker for {task_id}: {complete}"
+    );
+    value.to_owned()
+}
+
+/// The body of the follow-up message that delivers `owed` (the marker of task `task_id`): it
+/// matches only while the marker is owed, and flips it to delivered.
+pub fn follow_up_message(
+    owed: &str,
+    task_id: &str,
+    business_key: Option<&str>,
+    instance: Option<&str>,
+) -> Value {
+    let mut body = json!({
+        "messageName": "sample_response",
+        "correlationKeys": {MARKER: {"type": "String", "value": owed, "valueInfo": {}}},
+        "processVariables": {
+            MARKER: {"type": "String", "value": format!("delivered:{task_id}"), "valueInfo": {}}
+        },
+    });
+    if let Some(key) = business_key {
+        body["businessKey"] = json!(key);
+    }
+    if let Some(instance) = instance {
+        body["processInstanceId"] = json!(instance);
+    }
+    body
+}
+
+/// Answers what every engine answers and no test is about: the ping each node's poll starts with
+/// (`GET /engine`) and the shutdown sweep of tasks still locked for the worker
+/// (`GET /external-task`: none). A test's own mount of either takes precedence.
+async fn answer_like_an_engine(server: &MockServer, seen: &Arc<Mutex<Vec<Seen>>>) {
+    for (endpoint, reply) in [
+        ("/engine-rest/engine", json!([{"name": "default"}])),
+        ("/engine-rest/external-task", json!([])),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(endpoint))
+            .respond_with(Recording {
+                seen: Arc::clone(seen),
+                reply: ResponseTemplate::new(200).set_body_json(reply),
+            })
+            .with_priority(10)
+            .mount(server)
+            .await;
+    }
 }
 
 /// A task as fetchAndLock returns it.
@@ -168,6 +314,7 @@ impl MockEngine {
             })
             .mount(&server)
             .await;
+        answer_like_an_engine(&server, &seen).await;
         MockEngine {
             server,
             seen,
@@ -188,6 +335,7 @@ impl MockEngine {
             })
             .mount(&server)
             .await;
+        answer_like_an_engine(&server, &seen).await;
         MockEngine {
             server,
             seen,
@@ -270,53 +418,67 @@ impl MockEngine {
             .await;
     }
 
-    /// Answers GETs to paths matching `regex` with `replies` in order (the last repeats).
-    pub async fn on_get_sequence(&self, regex: &str, replies: Vec<ResponseTemplate>) {
+    /// The follow-up marker of `instance`, read after read (`GET /variable-instance` for that
+    /// instance and variable; the last entry repeats): `Some(value)`, where [`OWED`] stands for
+    /// the value the `complete` of the instance's task set, or `None` for no such variable (the
+    /// instance has ended).
+    pub async fn marker(&self, instance: &str, reads: Vec<Option<&str>>) {
         Mock::given(method("GET"))
-            .and(path_regex(format!("^/engine-rest/{regex}$")))
-            .respond_with(Sequence {
+            .and(path("/engine-rest/variable-instance"))
+            .and(query_param("processInstanceIdIn", instance))
+            .and(query_param("variableName", MARKER))
+            .respond_with(MarkerReads {
                 seen: Arc::clone(&self.seen),
-                replies: Mutex::new(VecDeque::from(replies)),
+                instance: instance.to_owned(),
+                reads: Mutex::new(reads.into_iter().map(|r| r.map(str::to_owned)).collect()),
             })
             .mount(&self.server)
             .await;
     }
 
-    /// Where `instance` waits for the message, lookup after lookup: each entry is the list of
-    /// subscription ids one lookup finds (the last entry repeats). An instance that waits nowhere
-    /// still exists (`GET /process-instance/{id}` answers 200).
-    pub async fn waits(&self, instance: &str, lookups: Vec<Vec<&str>>) {
-        let replies = lookups
-            .into_iter()
-            .map(|ids| {
-                let subscriptions: Vec<Value> = ids
-                    .into_iter()
-                    .map(|id| {
-                        json!({
-                            "id": id,
-                            "eventType": "message",
-                            "eventName": "sample_response",
-                            "processInstanceId": instance,
-                            "activityId": "wait_for_response",
-                            "createdDate": "2026-11-22T10:00:00.000+0000"
-                        })
-                    })
-                    .collect();
-                ResponseTemplate::new(200).set_body_json(subscriptions)
+    /// Where `instance` waits for messages (`GET /event-subscription?processInstanceId=..`, any
+    /// message name): one subscription per `(message name, execution id)`.
+    pub async fn message_waits(&self, instance: &str, waits: &[(&str, &str)]) {
+        let subscriptions: Vec<Value> = waits
+            .iter()
+            .enumerate()
+            .map(|(i, (name, execution))| {
+                json!({
+                    "id": format!("sub-{instance}-{i}"),
+                    "eventType": "message",
+                    "eventName": name,
+                    "executionId": execution,
+                    "processInstanceId": instance,
+                    "activityId": "wait_for_response",
+                    "createdDate": "2026-11-22T10:00:00.000+0000"
+                })
             })
-            .collect::<Vec<_>>();
+            .collect();
         Mock::given(method("GET"))
             .and(path("/engine-rest/event-subscription"))
             .and(query_param("processInstanceId", instance))
-            .respond_with(Sequence {
+            .respond_with(Recording {
                 seen: Arc::clone(&self.seen),
-                replies: Mutex::new(VecDeque::from(replies)),
+                reply: ResponseTemplate::new(200).set_body_json(subscriptions),
             })
             .mount(&self.server)
             .await;
+    }
+
+    /// Takes the incidents of follow-ups given up: none is open yet (`GET /incident`), and
+    /// `POST /execution/{id}/create-incident` creates one.
+    pub async fn takes_incidents(&self) {
         self.on_get(
-            &format!("process-instance/{instance}"),
-            ResponseTemplate::new(200).set_body_json(json!({"id": instance, "ended": false})),
+            "incident",
+            ResponseTemplate::new(200).set_body_json(json!([])),
+        )
+        .await;
+        self.on(
+            "execution/[^/]+/create-incident",
+            ResponseTemplate::new(200).set_body_json(json!({
+                "id": "incident-1",
+                "incidentType": "camundaWorkerFollowUp"
+            })),
         )
         .await;
     }

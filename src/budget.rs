@@ -1,0 +1,84 @@
+//! The retry budget: a worker-wide bound on the engine requests that are not first attempts.
+//!
+//! A follow-up's first message (and the one marker read that decides a mismatch) goes out at
+//! once; those are paid for by the task that was completed, so they grow with the work and no
+//! further. Everything else — retries of messages that find no wait, retries after engine errors,
+//! the reconciler's recoveries, incidents, the diagnosis of a wrong message name — waits for a
+//! token of this budget (`--retry-budget`, 20 requests/s by default). So a misspelled
+//! `--message-name` or a process that never reaches its catch event costs the engine at most that
+//! many requests a second per worker, however many follow-ups are pending.
+//!
+//! Waiters are served in order (a fair mutex in front of the rate limiter), so no follow-up
+//! starves behind newer ones.
+
+use std::num::NonZeroU32;
+
+use governor::{DefaultDirectRateLimiter, Quota};
+use tokio::sync::Mutex;
+
+use crate::metrics::Metrics;
+
+/// The default of `--retry-budget`, in requests per second.
+pub const DEFAULT_RETRY_BUDGET: u32 = 20;
+
+/// A shared rate limit for retries.
+#[derive(Debug)]
+pub struct RetryBudget {
+    limiter: DefaultDirectRateLimiter,
+    queue: Mutex<()>,
+}
+
+impl RetryBudget {
+    /// A budget of `per_second` requests a second (at least one), without bursts beyond one
+    /// second's worth.
+    pub fn new(per_second: u32) -> Self {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        RetryBudget {
+            limiter: DefaultDirectRateLimiter::direct(Quota::per_second(rate)),
+            queue: Mutex::new(()),
+        }
+    }
+
+    /// Waits for one request's worth of budget, in turn with the other waiters.
+    pub async fn spend(&self, metrics: &Metrics) {
+        metrics.retry_budget_waiting.inc();
+        {
+            let _turn = self.queue.lock().await;
+            self.limiter.until_ready().await;
+        }
+        metrics.retry_budget_waiting.dec();
+        metrics.retry_budget_spent.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_budget_lets_its_rate_through_and_makes_the_rest_wait() {
+        let budget = Arc::new(RetryBudget::new(5));
+        let metrics = Arc::new(Metrics::new());
+        let spent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = std::time::Instant::now();
+        for _ in 0..50 {
+            let (budget, metrics, spent) = (budget.clone(), metrics.clone(), spent.clone());
+            tokio::spawn(async move {
+                budget.spend(&metrics).await;
+                spent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let so_far = spent.load(std::sync::atomic::Ordering::SeqCst);
+        // The bound follows the time that really passed, however slow the machine.
+        let allowed = 5 + (started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
+        assert!(
+            (5..=allowed).contains(&so_far),
+            "one second's burst, then the rate: {so_far} of 50 (at most {allowed})"
+        );
+        assert!(metrics.retry_budget_waiting.get() >= i64::try_from(50 - allowed).unwrap());
+    }
+}
