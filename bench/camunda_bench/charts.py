@@ -70,8 +70,8 @@ def cluster_chart(res, path):
     colors = ["#d9534f" if n.startswith("cw-") else ("#777777" if n == "ceiling" else "#5b8ff9") for n in names]
     fig, (a1, a3, a2) = plt.subplots(1, 3, figsize=(18, 4.8))
     for ax, phase, what in ((a1, "pickup", f"{cl['pickup_count']} instances at {cl['pickup_rate']:g}/s"),
-                            (a3, "pickup_sparse", f"{cl.get('sparse_count')} instances, one every "
-                                                  f"{cl.get('sparse_interval_s', 0):g} s")):
+                            (a3, "pickup_sparse", (f"{cl.get('sparse_count')} instances, one every "
+                                                   f"{cl.get('sparse_interval_s', 0):g} s"))):
         with_pickup = [r for r in runs if r.get(phase, {}).get("pickup_ms")]
         x = list(range(len(with_pickup)))
         w = 0.27

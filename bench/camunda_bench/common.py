@@ -3,6 +3,7 @@ the log line, and the processes the driver starts (so that all of them can be st
 
 Kept apart so that the other modules depend on this one and not on each other for these."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,10 +35,9 @@ def log(msg):
 
 
 def spawn(argv, logfile, env=None):
-    out = open(logfile, "ab")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, cwd=BENCH)
-    out.close()
+    with open(logfile, "ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, cwd=BENCH)
     STARTED.append(proc)
     return proc
 
@@ -55,8 +55,6 @@ def stop_process(proc, grace=10.0):
 
 
 def cleanup():
-    for proc in list(STARTED):
-        try:
+    for proc in STARTED.copy():  # a copy: stop_process removes from STARTED
+        with contextlib.suppress(Exception):  # best effort on the way out
             stop_process(proc, grace=5)
-        except Exception:  # noqa: BLE001 - best effort on the way out
-            pass

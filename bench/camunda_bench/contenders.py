@@ -11,11 +11,19 @@ import time
 import urllib.parse
 
 from .common import BENCH, REPO, log, spawn, stop_process
-from .engines import Paced, deploy, engine_time, finished_count, history, quiesce, start_instances, wait_finished, \
-    warm_up
+from .engines import (
+    Paced,
+    deploy,
+    engine_time,
+    finished_count,
+    history,
+    quiesce,
+    start_instances,
+    wait_finished,
+    warm_up,
+)
 from .measurements import Probe, loadavg, scrape_metrics, status_kib, wait_polling
 from .statistics import add_requests, finish_stats, pickup_stats
-
 
 ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
 CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
@@ -28,22 +36,22 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
     java = ["java", "-jar", paths["java_jar"], url]
     m = f"127.0.0.1:{metrics_port}"
     return {
-        "cw-default": dict(label="camunda-worker (defaults: --max-tasks 64)",
-                           argv=[cw, "--engine-url", url, "--metrics-addr", m], metrics=metrics_port,
-                           ua="camunda-worker/"),
-        "cw-10": dict(label="camunda-worker --max-tasks 10 (the former default)",
-                      argv=[cw, "--engine-url", url, "--metrics-addr", m, "--max-tasks", "10"],
-                      metrics=metrics_port, ua="camunda-worker/"),
-        "py-default": dict(label="Python client 4.5.0 (defaults: maxTasks 1)", argv=py, ua="python-requests/"),
-        "py-tuned": dict(label="Python client 4.5.0 (maxTasks 64)", argv=py + ["--max-tasks", "64"],
-                         ua="python-requests/"),
-        "js": dict(label="JS client 3.1.0 (maxTasks 64, maxParallelExecutions 64)",
-                   argv=js + ["64", "64", "30000", "2000"], ua="got"),
-        "java": dict(label="Java client 7.21.0 (maxTasks 64)", argv=java + ["64", "30000", "2000"],
-                     ua="Apache-HttpClient"),
-        "ceiling": dict(label="ceiling (engine alone, minimal Rust client)",
-                        argv=[paths["ceiling"], "--engine-url", url, "--fetchers", "2", "--max-tasks", "200",
-                              "--delay-ms", "2000", "--limit-secs", str(limit_secs)], ua="bench-ceiling"),
+        "cw-default": {"label": "camunda-worker (defaults: --max-tasks 64)",
+                       "argv": [cw, "--engine-url", url, "--metrics-addr", m], "metrics": metrics_port,
+                       "ua": "camunda-worker/"},
+        "cw-10": {"label": "camunda-worker --max-tasks 10 (the former default)",
+                  "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--max-tasks", "10"],
+                  "metrics": metrics_port, "ua": "camunda-worker/"},
+        "py-default": {"label": "Python client 4.5.0 (defaults: maxTasks 1)", "argv": py, "ua": "python-requests/"},
+        "py-tuned": {"label": "Python client 4.5.0 (maxTasks 64)", "argv": py + ["--max-tasks", "64"],
+                     "ua": "python-requests/"},
+        "js": {"label": "JS client 3.1.0 (maxTasks 64, maxParallelExecutions 64)",
+               "argv": js + ["64", "64", "30000", "2000"], "ua": "got"},
+        "java": {"label": "Java client 7.21.0 (maxTasks 64)", "argv": java + ["64", "30000", "2000"],
+                 "ua": "Apache-HttpClient"},
+        "ceiling": {"label": "ceiling (engine alone, minimal Rust client)",
+                    "argv": [paths["ceiling"], "--engine-url", url, "--fetchers", "2", "--max-tasks", "200",
+                             "--delay-ms", "2000", "--limit-secs", str(limit_secs)], "ua": "bench-ceiling"},
     }
 
 
@@ -54,12 +62,12 @@ def cluster_contenders(paths, cluster, metrics_port, limit_secs):
     cw = paths["cw"]
     m = f"127.0.0.1:{metrics_port}"
     return {
-        "cw-nodes": dict(label="camunda-worker (defaults), both node URLs: one long poll per node",
-                         argv=[cw, "--engine-url", ",".join(cluster.node_urls), "--metrics-addr", m],
-                         metrics=metrics_port, ua="camunda-worker/", ready_ports=cluster.node_ports),
-        "cw-lb": dict(label="camunda-worker (defaults), LB URL only",
-                      argv=[cw, "--engine-url", cluster.lb_url, "--metrics-addr", m],
-                      metrics=metrics_port, ua="camunda-worker/"),
+        "cw-nodes": {"label": "camunda-worker (defaults), both node URLs: one long poll per node",
+                     "argv": [cw, "--engine-url", ",".join(cluster.node_urls), "--metrics-addr", m],
+                     "metrics": metrics_port, "ua": "camunda-worker/", "ready_ports": cluster.node_ports},
+        "cw-lb": {"label": "camunda-worker (defaults), LB URL only",
+                  "argv": [cw, "--engine-url", cluster.lb_url, "--metrics-addr", m],
+                  "metrics": metrics_port, "ua": "camunda-worker/"},
         "py": dict(lb["py-tuned"], label="Python client 4.5.0 (maxTasks 64), LB URL"),
         "js": dict(lb["js"], label="JS client 3.1.0 (maxTasks 64, maxParallelExecutions 64), LB URL"),
         "java": dict(lb["java"], label="Java client 7.21.0 (maxTasks 64), LB URL"),
@@ -81,9 +89,9 @@ def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput",
     if fresh:
         engine.start(tag or key)
     url = engine.url
-    result = dict(key=key, label=spec["label"], argv=[os.path.relpath(a, REPO) if a.startswith(REPO) else a
-                                                      for a in spec["argv"]],
-                  loadavg_before=loadavg(), instances=n)
+    result = {"key": key, "label": spec["label"], "argv": [os.path.relpath(a, REPO) if a.startswith(REPO) else a
+                                                           for a in spec["argv"]],
+              "loadavg_before": loadavg(), "instances": n}
     proc = None
     try:
         if fresh:

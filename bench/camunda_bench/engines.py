@@ -79,7 +79,7 @@ class Engine:
         self.access_logs = [path]
         started = time.time()
         out = subprocess.run([ENGINE_SH, "start", *access_log_args(logdir, f"access-{label}")], env=self.env(),
-                             capture_output=True, text=True, timeout=600)
+                             check=False, capture_output=True, text=True, timeout=600)
         if out.returncode != 0:
             raise RuntimeError(f"engine.sh start failed:\n{out.stderr[-3000:]}")
         with open(os.path.join(REPO, "engine", ".run", f"engine-{self.port}.pid")) as f:
@@ -87,12 +87,13 @@ class Engine:
         log(f"engine up on :{self.port} (pid {self.pid}) in {time.time() - started:.0f} s")
 
     def stop(self):
-        subprocess.run([ENGINE_SH, "stop"], env=self.env(), capture_output=True, text=True, timeout=120)
+        subprocess.run([ENGINE_SH, "stop"], env=self.env(), check=False, capture_output=True, text=True,
+                       timeout=120)
         self.pid = None
 
     def cpu(self):
         """CPU seconds so far by part: the engine JVM (H2 runs inside it)."""
-        return dict(jvm=cpu_seconds(self.pid) if self.pid else 0.0)
+        return {"jvm": cpu_seconds(self.pid) if self.pid else 0.0}
 
     def requests(self, t0, t1, who):
         return count_requests(self.access_logs, t0, t1, who)
@@ -142,7 +143,7 @@ class Cluster:
         out = subprocess.run([ENGINE_SH, "cluster", "start", "--nodes", str(self.nodes), "--base-port",
                               str(self.base_port), "--",
                               *access_log_args(logdir, f"access-{label}-${{server.port}}")],
-                             env=self.env(), capture_output=True, text=True, timeout=1200)
+                             env=self.env(), check=False, capture_output=True, text=True, timeout=1200)
         if out.returncode != 0:
             raise RuntimeError(f"engine.sh cluster start failed:\n{out.stderr[-3000:]}")
         urls = out.stdout.split()
@@ -156,14 +157,14 @@ class Cluster:
 
     def stop(self):
         subprocess.run([ENGINE_SH, "cluster", "stop", "--base-port", str(self.base_port)], env=self.env(),
-                       capture_output=True, text=True, timeout=180)
+                       check=False, capture_output=True, text=True, timeout=180)
         self.node_pids, self.pg_pid, self.lb_pid = [], None, None
 
     def cpu(self):
         """CPU seconds so far by part: engine JVMs, PostgreSQL (postmaster and its backends), HAProxy."""
-        return dict(jvm=sum(cpu_seconds(p) for p in self.node_pids if p),
-                    postgres=cpu_seconds(self.pg_pid) if self.pg_pid else 0.0,
-                    haproxy=cpu_seconds(self.lb_pid) if self.lb_pid else 0.0)
+        return {"jvm": sum(cpu_seconds(p) for p in self.node_pids if p),
+                "postgres": cpu_seconds(self.pg_pid) if self.pg_pid else 0.0,
+                "haproxy": cpu_seconds(self.lb_pid) if self.lb_pid else 0.0}
 
     def requests(self, t0, t1, who):
         return count_requests(self.access_logs, t0, t1, who)
@@ -171,7 +172,7 @@ class Cluster:
 
 def deploy(paths, url):
     dep = subprocess.run([paths["cw"], "deploy", "--engine-url", url, "--metrics-addr", "127.0.0.1:0"],
-                         capture_output=True, text=True, timeout=120)
+                         check=False, capture_output=True, text=True, timeout=120)
     if dep.returncode != 0:
         raise RuntimeError(f"deploy failed: {dep.stderr[-2000:]}")
 
@@ -242,7 +243,8 @@ def wait_finished(url, target, timeout, proc=None, stall=60):
 
 def start_instances(paths, url, count, timeout):
     started = subprocess.run([paths["cw"], "start", "--engine-url", url, "--count", str(count), "--concurrency", "16",
-                              "--metrics-addr", "127.0.0.1:0"], capture_output=True, text=True, timeout=timeout)
+                              "--metrics-addr", "127.0.0.1:0"], check=False, capture_output=True, text=True,
+                             timeout=timeout)
     if started.returncode != 0:
         raise RuntimeError(f"starter failed: {started.stderr[-2000:]}")
 
@@ -276,7 +278,7 @@ def quiesce(cluster):
     within 2 s, a parked poll took it: delete the instance and try again; once a task stays
     unlocked, that node has no parked poll left. Every such flush instance is deleted."""
     url = cluster.url
-    out = dict(leftover_instances=0, parked_polls_flushed={})
+    out = {"leftover_instances": 0, "parked_polls_flushed": {}}
     for _ in range(20):
         running = http_json(f"{url}/process-instance?processDefinitionKey={PROCESS_KEY}&maxResults=200")
         if not running:
@@ -310,5 +312,5 @@ def quiesce(cluster):
 
 def engine_time(epoch):
     """An engine query date (yyyy-MM-dd'T'HH:mm:ss.SSSZ, UTC) a second before `epoch`."""
-    t = dt.datetime.fromtimestamp(epoch - 1, tz=dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(epoch - 1, tz=dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"

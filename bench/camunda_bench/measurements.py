@@ -11,7 +11,6 @@ import urllib.request
 
 from .common import DRIVER_UA
 
-
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -233,7 +232,7 @@ def count_requests(files, t0, t1, who=None, ua=None):
 
 
 def classify(path, agent):
-    if agent.startswith(DRIVER_UA) or agent.startswith("curl"):
+    if agent.startswith((DRIVER_UA, "curl")):
         return "driver"
     if agent in ("-", "") and path.endswith("/engine-rest/engine"):
         return "lb-check"  # HAProxy's health check of each cluster node (every second)
@@ -279,12 +278,12 @@ class Probe:
 
     def window(self, later):
         parts = {k: round(later.engine_parts.get(k, 0.0) - v, 3) for k, v in self.engine_parts.items()}
-        out = dict(contender_cpu_s=round(later.cpu - self.cpu, 3),
-                   # the engine with its database: the JVM(s), plus PostgreSQL on the cluster
-                   engine_cpu_s=round(parts.get("jvm", 0.0) + parts.get("postgres", 0.0), 3),
-                   worker_metrics_requests=diff_counts(later.metrics, self.metrics),
-                   window=[self.time, later.time], observed_s=round(later.time - self.time, 2),
-                   peak_rss_kib_at_end=later.peak_rss_kib)
+        out = {"contender_cpu_s": round(later.cpu - self.cpu, 3),
+               # the engine with its database: the JVM(s), plus PostgreSQL on the cluster
+               "engine_cpu_s": round(parts.get("jvm", 0.0) + parts.get("postgres", 0.0), 3),
+               "worker_metrics_requests": diff_counts(later.metrics, self.metrics),
+               "window": [self.time, later.time], "observed_s": round(later.time - self.time, 2),
+               "peak_rss_kib_at_end": later.peak_rss_kib}
         if len(parts) > 1:
             out["engine_cpu_parts_s"] = parts
         return out

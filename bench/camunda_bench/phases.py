@@ -11,15 +11,25 @@ import time
 from .common import JAVA_OPTS, REPO, STARTUP_WINDOW_S, log, spawn, stop_process
 from .contenders import cluster_contenders, contenders, run_contender
 from .engines import Cluster, deploy, http_json, start_instances, warm_up
-from .measurements import count_requests, cpu_seconds, diff_counts, loadavg, metric_sum, metrics_text, \
-    scrape_metrics, status_kib, thread_cpu_ns, wait_polling
+from .measurements import (
+    count_requests,
+    cpu_seconds,
+    diff_counts,
+    loadavg,
+    metric_sum,
+    metrics_text,
+    scrape_metrics,
+    status_kib,
+    thread_cpu_ns,
+    wait_polling,
+)
 from .statistics import add_requests
 
 
 def run_idle(engine, paths, args, workdir, keys):
     log(f"=== idle: {', '.join(keys)} at once: {args.idle_settle:g} s settling, then {args.idle_seconds:g} s measured")
     engine.start("idle")
-    result = dict(seconds=args.idle_seconds, settle_s=args.idle_settle, contenders={}, loadavg_before=loadavg())
+    result = {"seconds": args.idle_seconds, "settle_s": args.idle_settle, "contenders": {}, "loadavg_before": loadavg()}
     procs, spawned = {}, {}
     try:
         deploy(paths, engine.url)
@@ -44,11 +54,11 @@ def run_idle(engine, paths, args, workdir, keys):
         m1 = scrape_metrics(args.metrics_port)
         for key, proc in procs.items():
             cpu = (c1[key] - c0[key]) / 1e9
-            result["contenders"][key] = dict(label=specs[key]["label"], ua=specs[key]["ua"],
-                                             cpu_s=round(cpu, 5), cpu_s_from_ticks=round(s1[key] - s0[key], 3),
-                                             core_percent=round(cpu / (t1 - t0) * 100, 4),
-                                             rss_kib=status_kib(proc.pid, "VmRSS"),
-                                             peak_rss_kib=status_kib(proc.pid, "VmHWM"))
+            result["contenders"][key] = {"label": specs[key]["label"], "ua": specs[key]["ua"],
+                                         "cpu_s": round(cpu, 5), "cpu_s_from_ticks": round(s1[key] - s0[key], 3),
+                                         "core_percent": round(cpu / (t1 - t0) * 100, 4),
+                                         "rss_kib": status_kib(proc.pid, "VmRSS"),
+                                         "peak_rss_kib": status_kib(proc.pid, "VmHWM")}
         if "cw-default" in result["contenders"]:
             result["contenders"]["cw-default"]["worker_metrics_requests"] = diff_counts(m1, m0)
         result["engine_cpu_s"] = round(e1 - e0, 3)
@@ -76,9 +86,9 @@ def run_idle(engine, paths, args, workdir, keys):
         b = min(a + STARTUP_WINDOW_S, w1)
         reqs = (count_requests(engine.access_logs, a, b, ua="camunda-worker/") or ({}, {}))[0]
         mins = (b - a) / 60
-        result["startup"] = dict(key="cw-default", window=[a, b], seconds=round(b - a, 1), engine_requests=reqs,
-                                 requests_per_min=round(sum(reqs.values()) / mins, 2),
-                                 requests_per_min_by_endpoint={k: round(v / mins, 2) for k, v in reqs.items()})
+        result["startup"] = {"key": "cw-default", "window": [a, b], "seconds": round(b - a, 1), "engine_requests": reqs,
+                             "requests_per_min": round(sum(reqs.values()) / mins, 2),
+                             "requests_per_min_by_endpoint": {k: round(v / mins, 2) for k, v in reqs.items()}}
         log(f"idle cw-default start-up ({b - a:.0f} s after its start): {result['startup']['requests_per_min']} "
             f"req/min {reqs}")
     return result
@@ -118,14 +128,14 @@ def run_overhead(paths, args, workdir):
             stop_process(proc)
             tasks = s1["completes"] - s0["completes"]
             cpu = c1 - c0
-            r = dict(max_tasks=max_tasks, seconds=round(t1 - t0, 2), tasks=tasks,
-                     messages=s1["messages"] - s0["messages"], requests=s1["requests"] - s0["requests"],
-                     tasks_per_s=round(tasks / (t1 - t0), 1), worker_cpu_s=round(cpu, 3),
-                     worker_cores=round(cpu / (t1 - t0), 3), fake_engine_cpu_s=round(f1 - f0, 3),
-                     tasks_per_cpu_s=round(tasks / cpu, 1) if cpu else None,
-                     cpu_us_per_task=round(cpu / tasks * 1e6, 1) if tasks else None,
-                     requests_per_task=round((s1["requests"] - s0["requests"]) / tasks, 3) if tasks else None,
-                     peak_rss_kib=rss, window=[t0, t1], loadavg_before=lb, loadavg_after=loadavg())
+            r = {"max_tasks": max_tasks, "seconds": round(t1 - t0, 2), "tasks": tasks,
+                 "messages": s1["messages"] - s0["messages"], "requests": s1["requests"] - s0["requests"],
+                 "tasks_per_s": round(tasks / (t1 - t0), 1), "worker_cpu_s": round(cpu, 3),
+                 "worker_cores": round(cpu / (t1 - t0), 3), "fake_engine_cpu_s": round(f1 - f0, 3),
+                 "tasks_per_cpu_s": round(tasks / cpu, 1) if cpu else None,
+                 "cpu_us_per_task": round(cpu / tasks * 1e6, 1) if tasks else None,
+                 "requests_per_task": round((s1["requests"] - s0["requests"]) / tasks, 3) if tasks else None,
+                 "peak_rss_kib": rss, "window": [t0, t1], "loadavg_before": lb, "loadavg_after": loadavg()}
             log(f"overhead --max-tasks {max_tasks}: {r['tasks_per_s']} tasks/s, {r['cpu_us_per_task']} µs CPU/task, "
                 f"{r['tasks_per_cpu_s']} tasks per CPU-second, worker {r['worker_cores']} cores, "
                 f"peak RSS {rss / 1024:.1f} MiB")
@@ -141,8 +151,8 @@ def run_mismatch(engine, paths, args, workdir):
     Memory at that point is its worst case with the default bounds."""
     n, cap = args.mismatch_instances, args.mismatch_capacity
     log(f"=== mismatch: {n} instances, every follow-up undeliverable, capacity {cap or 'default (4096)'}")
-    result = dict(instances=n, capacity=cap or 4096, capacity_is_default=cap is None, hold_s=args.mismatch_hold,
-                  loadavg_before=loadavg())
+    result = {"instances": n, "capacity": cap or 4096, "capacity_is_default": cap is None, "hold_s": args.mismatch_hold,
+              "loadavg_before": loadavg()}
     engine.start("mismatch")
     port = args.metrics_port
     argv = [paths["cw"], "--engine-url", engine.url, "--metrics-addr", f"127.0.0.1:{port}",
@@ -189,9 +199,9 @@ def run_mismatch(engine, paths, args, workdir):
                                           "tasks_completed_total", "tasks_fetched_total", "tasks_in_flight",
                                           "follow_ups_retried_total", "follow_ups_sent_total",
                                           "follow_ups_given_up_total")}
-        result["hold"] = dict(contender_cpu_s=round(c1 - c0, 3), engine_cpu_s=round(e1 - e0, 3),
-                              core_percent=round((c1 - c0) / (t1 - t0) * 100, 2),
-                              worker_metrics_requests=diff_counts(scrape_metrics(port), m0))
+        result["hold"] = {"contender_cpu_s": round(c1 - c0, 3), "engine_cpu_s": round(e1 - e0, 3),
+                          "core_percent": round((c1 - c0) / (t1 - t0) * 100, 2),
+                          "worker_metrics_requests": diff_counts(scrape_metrics(port), m0)}
         stop_process(proc, grace=5)
     finally:
         if proc is not None:
@@ -216,10 +226,10 @@ def run_cluster(paths, args, workdir, keys):
     cl = Cluster(args.cluster_base_port, 2, workdir)
     n = args.cluster_instances
     log(f"=== cluster: 2 nodes on PostgreSQL behind HAProxy (:{cl.base_port}); {', '.join(keys)}")
-    out = dict(nodes=2, lb_url=cl.lb_url, node_urls=cl.node_urls, java_opts=JAVA_OPTS, instances=n,
-               pickup_rate=args.pickup_rate, pickup_count=args.pickup_count, sparse_interval_s=args.sparse_interval,
-               sparse_count=args.sparse_count, warmup=args.warmup,
-               loadavg_before=loadavg(), started_at=time.time(), runs={})
+    out = {"nodes": 2, "lb_url": cl.lb_url, "node_urls": cl.node_urls, "java_opts": JAVA_OPTS, "instances": n,
+           "pickup_rate": args.pickup_rate, "pickup_count": args.pickup_count,
+           "sparse_interval_s": args.sparse_interval, "sparse_count": args.sparse_count, "warmup": args.warmup,
+           "loadavg_before": loadavg(), "started_at": time.time(), "runs": {}}
     limit = int((120 + n * 0.5) * 2 + 300)
     specs = cluster_contenders(paths, cl, args.metrics_port, limit)
     try:
@@ -236,7 +246,7 @@ def run_cluster(paths, args, workdir, keys):
                                                  tag=f"cluster-{key}")
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
                 log(f"cluster {key} failed: {e}")
-                out["runs"][key] = dict(key=key, label=spec["label"], error=str(e))
+                out["runs"][key] = {"key": key, "label": spec["label"], "error": str(e)}
     except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
         log(f"cluster failed: {e}")
         out["error"] = str(e)
@@ -255,8 +265,8 @@ def run_pg_vs_h2(engine, paths, args, workdir):
     single H2 node: N instances started while it runs, each on a fresh, warmed-up engine."""
     n = args.cluster_instances
     log(f"=== one node: PostgreSQL vs H2, camunda-worker (defaults), {n} instances")
-    out = dict(instances=n, warmup=args.warmup, java_opts=JAVA_OPTS, loadavg_before=loadavg(),
-               started_at=time.time(), runs={})
+    out = {"instances": n, "warmup": args.warmup, "java_opts": JAVA_OPTS, "loadavg_before": loadavg(),
+           "started_at": time.time(), "runs": {}}
     limit = int((120 + n * 0.5) * 2 + 300)
     pg = Cluster(args.cluster_base_port, 1, workdir)
     for db, eng in (("postgres", pg), ("h2", engine)):
@@ -268,7 +278,7 @@ def run_pg_vs_h2(engine, paths, args, workdir):
             out["runs"][db]["database"] = db
         except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
             log(f"{db} failed: {e}")
-            out["runs"][db] = dict(key="cw-default", label=spec["label"], database=db, error=str(e))
+            out["runs"][db] = {"key": "cw-default", "label": spec["label"], "database": db, "error": str(e)}
         finally:
             eng.stop()
     out["loadavg_after"] = loadavg()

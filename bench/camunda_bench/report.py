@@ -52,7 +52,7 @@ def summarize(res):
         lines.append("| contender | wall s | instances/s | × ceiling | backlog drain instances/s | × ceiling "
                      "| contender CPU ms/instance | engine CPU ms/instance | contender ÷ engine CPU | peak RSS MiB |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for key, r in runs.items():
+        for r in runs.values():
             t = r.get("throughput", {})
             b = r.get("backlog", {})
             ips, dips = t.get("instances_per_s"), b.get("drain_instances_per_s")
@@ -73,7 +73,7 @@ def summarize(res):
         lines.append("")
         lines.append("| contender | requests/instance | p50 ms | p99 ms | paced p50 ms | paced p99 ms | requests by endpoint |")
         lines.append("|---|---:|---:|---:|---:|---:|---|")
-        for key, r in runs.items():
+        for r in runs.values():
             t = r.get("throughput", {})
             p = r.get("paced", {})
             reqs = ", ".join(f"{k} {v}" for k, v in (t.get("engine_requests") or {}).items())
@@ -97,7 +97,7 @@ def summarize(res):
         lines.append("")
         lines.append("| contender | requests/min | per endpoint, per min | CPU s | % of a core | RSS MiB |")
         lines.append("|---|---:|---|---:|---:|---:|")
-        for key, c in idle["contenders"].items():
+        for c in idle["contenders"].values():
             lines.append(f"| {c['label']} | {fmt(c['requests_per_min'], 2)} | {per_min(c['engine_requests'], minutes)} | "
                          f"{fmt(c['cpu_s'], 3)} | {fmt(c['core_percent'], 3)} % | {fmt(c['rss_kib'] / 1024)} |")
         su = idle.get("startup")
@@ -195,7 +195,7 @@ def two_node_lines(cl):
         lines.append("| contender | pickup p50 ms | p90 | p99 | max | sparse p50 ms | sparse p99 | sparse max "
                      "| instances/s | × ceiling (LB) |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for key, r in runs.items():
+        for r in runs.values():
             pk, sp = r.get("pickup", {}), r.get("pickup_sparse", {})
             pm, sm = pk.get("pickup_ms", {}), sp.get("pickup_ms", {})
             t = r.get("throughput", {})
@@ -262,20 +262,20 @@ def targets(res):
         ratio = t.get("cpu_ratio_contender_to_engine")
         if ratio:
             out.append((f"{key} CPU ≤ 1/20 of the engine's", ratio <= 0.05,
-                        f"{t['contender_cpu_ms_per_instance']:.2f} ms vs {t['engine_cpu_ms_per_instance']:.1f} ms "
-                        f"per instance = 1/{1 / ratio:.0f}"))
+                        (f"{t['contender_cpu_ms_per_instance']:.2f} ms vs {t['engine_cpu_ms_per_instance']:.1f} ms "
+                         f"per instance = 1/{1 / ratio:.0f}")))
         p = runs[key].get("paced", {})
         p99 = p.get("latency_ms", {}).get("p99")
         if p99 is not None:
-            out.append((f"{key} p99 (completed − started − delay) ≤ 100 ms with the engine not saturated "
-                        f"({p['rate']:g} instances/s)", p99 <= 100,
+            out.append(((f"{key} p99 (completed − started − delay) ≤ 100 ms with the engine not saturated "
+                         f"({p['rate']:g} instances/s)"), p99 <= 100,
                         f"p99 {p99:.1f} ms, p50 {p['latency_ms']['p50']:.1f} ms"
                         + (f" (ceiling p99 {get('ceiling', 'paced', 'latency_ms')['p99']:.1f} ms)"
                            if get("ceiling", "paced", "latency_ms") else "")))
         if runs[key].get("peak_rss_kib"):
             rss = runs[key]["peak_rss_kib"] / 1024
-            out.append((f"peak RSS ≤ 15 MiB over the whole run on the real engine ({key}: "
-                        f"{runs[key]['label']})", rss <= 15, f"{rss:.1f} MiB"))
+            out.append(((f"peak RSS ≤ 15 MiB over the whole run on the real engine ({key}: "
+                         f"{runs[key]['label']})"), rss <= 15, f"{rss:.1f} MiB"))
     elif key in runs:
         out.append((f"{key} measured", False, f"failed: {runs[key]['error'][:200]}"))
     if res.get("idle") and "cw-default" in res["idle"]["contenders"]:

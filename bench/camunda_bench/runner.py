@@ -24,7 +24,6 @@ from .measurements import loadavg
 from .phases import run_cluster, run_idle, run_mismatch, run_overhead, run_pg_vs_h2
 from .report import update_benchmarks_md, write_reports
 
-
 PHASES = ["throughput", "idle", "overhead", "mismatch", "cluster", "pg-h2"]
 
 
@@ -48,7 +47,7 @@ SIZES = {
 
 def cmd_version(argv):
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
         text = (out.stdout + out.stderr).strip().splitlines()
         return re.sub(r"\x1b\[[0-9;]*m", "", text[0]) if text else None
     except (OSError, subprocess.TimeoutExpired):
@@ -66,19 +65,19 @@ def machine_facts(paths):
         mem_kib = int(f.readline().split()[1])
     postgres = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
-    return dict(
-        cores=os.cpu_count(), cpu_model=model, mem_gib=round(mem_kib / 1024 / 1024, 1),
-        kernel=platform.release(),
-        os=cmd_version(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
-        java=cmd_version(["java", "-version"]), maven=cmd_version(["mvn", "-v"]),
-        python=platform.python_version(), node=cmd_version(["node", "--version"]),
-        rust=cmd_version(["rustc", "--version"]),
-        camunda_worker=cmd_version([paths["cw"], "--version"]),
-        engine="Camunda 7.21.0 on Spring Boot 3.2 (engine/engine.sh), in-memory H2, history level full, "
-               "JVM " + JAVA_OPTS,
-        postgres=short_version(cmd_version([postgres[-1], "--version"]) if postgres else None, "PostgreSQL"),
-        haproxy=short_version(cmd_version([haproxy, "-v"]) if haproxy else None, "HAProxy"),
-    )
+    return {
+        "cores": os.cpu_count(), "cpu_model": model, "mem_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": cmd_version(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "java": cmd_version(["java", "-version"]), "maven": cmd_version(["mvn", "-v"]),
+        "python": platform.python_version(), "node": cmd_version(["node", "--version"]),
+        "rust": cmd_version(["rustc", "--version"]),
+        "camunda_worker": cmd_version([paths["cw"], "--version"]),
+        "engine": "Camunda 7.21.0 on Spring Boot 3.2 (engine/engine.sh), in-memory H2, history level full, "
+                  "JVM " + JAVA_OPTS,
+        "postgres": short_version(cmd_version([postgres[-1], "--version"]) if postgres else None, "PostgreSQL"),
+        "haproxy": short_version(cmd_version([haproxy, "-v"]) if haproxy else None, "HAProxy"),
+    }
 
 
 def short_version(text, name):
@@ -166,9 +165,9 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     workdir = os.path.join(BENCH, ".work")
     os.makedirs(workdir, exist_ok=True)
-    paths = dict(cw=os.path.abspath(args.cw_bin), ceiling=os.path.abspath(args.ceiling_bin),
-                 fake=os.path.abspath(args.fake_bin), java_jar=os.path.abspath(args.java_jar),
-                 python=os.path.join(BENCH, ".venv", "bin", "python"))
+    paths = {"cw": os.path.abspath(args.cw_bin), "ceiling": os.path.abspath(args.ceiling_bin),
+             "fake": os.path.abspath(args.fake_bin), "java_jar": os.path.abspath(args.java_jar),
+             "python": os.path.join(BENCH, ".venv", "bin", "python")}
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
     unknown = [k for k in keys if k not in ALL]
     if unknown:
@@ -178,7 +177,7 @@ def main():
     if unknown:
         ap.error(f"unknown cluster contenders {unknown} (of {','.join(CLUSTER_ALL)})")
     cluster_keys = [k for k in CLUSTER_ALL if k in cluster_keys]  # the ceiling last
-    skip = set(s.strip() for s in args.skip.split(",") if s.strip())
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(PHASES)
     if unknown:
         ap.error(f"unknown phases {sorted(unknown)} (of {','.join(PHASES)})")
@@ -189,24 +188,24 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     engine = Engine(args.engine_port, workdir)
     t_begin = time.time()
-    res = dict(started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), instances=args.instances, quick=q,
-               backlog=args.backlog, warmup=args.warmup,
-               paced_rate=args.paced_rate, paced_count=args.paced_count, loadavg_start=loadavg(),
-               machine=machine_facts(paths), runs={}, idle=None, overhead=None, mismatch=None, cluster=None,
-               skipped=sorted(skip), phase_windows={},
-               command=os.environ.get("BENCH_COMMAND", " ".join(["python -m camunda_bench"] + sys.argv[1:])))
+    res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "instances": args.instances, "quick": q,
+           "backlog": args.backlog, "warmup": args.warmup,
+           "paced_rate": args.paced_rate, "paced_count": args.paced_count, "loadavg_start": loadavg(),
+           "machine": machine_facts(paths), "runs": {}, "idle": None, "overhead": None, "mismatch": None,
+           "cluster": None, "skipped": sorted(skip), "phase_windows": {},
+           "command": os.environ.get("BENCH_COMMAND", " ".join(["python -m camunda_bench"] + sys.argv[1:]))}
 
     def phase(name, fn):
         t0, lb = time.time(), loadavg()
         try:
             return fn()
         finally:
-            res["phase_windows"][name] = dict(window=[t0, time.time()], seconds=round(time.time() - t0, 1),
-                                              loadavg_before=lb, loadavg_after=loadavg())
+            res["phase_windows"][name] = {"window": [t0, time.time()], "seconds": round(time.time() - t0, 1),
+                                          "loadavg_before": lb, "loadavg_after": loadavg()}
 
     def failed(name, e):
         log(f"{name} failed: {e}")
-        return dict(error=str(e))
+        return {"error": str(e)}
 
     try:
         if "throughput" not in skip:
@@ -218,7 +217,7 @@ def main():
                         res["runs"][key] = run_contender(key, spec, engine, paths, args, workdir)
                     except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
                         log(f"{key} failed: {e}")
-                        res["runs"][key] = dict(key=key, label=spec["label"], error=str(e), throughput={})
+                        res["runs"][key] = {"key": key, "label": spec["label"], "error": str(e), "throughput": {}}
             phase("throughput", throughput)
         if "idle" not in skip:
             idle_keys = [k for k in ["cw-default", "py-default", "js", "java"] if k in keys] or ["cw-default"]
@@ -250,8 +249,8 @@ def main():
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(res, f, indent=2)
     summary = write_reports(res, out_dir)
-    if not q and args.out is None and set(keys) == set(ALL) and set(cluster_keys) == set(CLUSTER_ALL) and not skip:
-        if update_benchmarks_md(summary):
-            log("BENCHMARKS.md results section updated")
+    full = not q and args.out is None and set(keys) == set(ALL) and set(cluster_keys) == set(CLUSTER_ALL) and not skip
+    if full and update_benchmarks_md(summary):
+        log("BENCHMARKS.md results section updated")
     print(summary)
     log(f"done in {res['total_seconds']:.0f} s; results in {os.path.relpath(out_dir, REPO)}/")

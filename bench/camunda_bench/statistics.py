@@ -20,25 +20,25 @@ def percentile(values, q):
 
 
 def distribution(values_ms):
-    return dict(p50=round(percentile(values_ms, 0.5), 1), p90=round(percentile(values_ms, 0.9), 1),
-                p99=round(percentile(values_ms, 0.99), 1), max=round(max(values_ms), 1),
-                min=round(min(values_ms), 1))
+    return {"p50": round(percentile(values_ms, 0.5), 1), "p90": round(percentile(values_ms, 0.9), 1),
+            "p99": round(percentile(values_ms, 0.99), 1), "max": round(max(values_ms), 1),
+            "min": round(min(values_ms), 1)}
 
 
 def instance_stats(instances):
     done = [i for i in instances if i.get("endTime") and i.get("state") == "COMPLETED"]
     if not done:
-        return dict(completed=0)
+        return {"completed": 0}
     starts = [engine_date(i["startTime"]) for i in done]
     ends = [engine_date(i["endTime"]) for i in done]
     lat_ms = [((e - s).total_seconds() - DELAY_S) * 1000 for s, e in zip(starts, ends)]
     wall = (max(ends) - min(starts)).total_seconds()
-    return dict(
-        completed=len(done),
-        wall_s=round(wall, 3),
-        instances_per_s=round(len(done) / wall, 2) if wall > 0 else None,
-        latency_ms=distribution(lat_ms),
-    )
+    return {
+        "completed": len(done),
+        "wall_s": round(wall, 3),
+        "instances_per_s": round(len(done) / wall, 2) if wall > 0 else None,
+        "latency_ms": distribution(lat_ms),
+    }
 
 
 def pickup_stats(url, prefix):
@@ -55,7 +55,7 @@ def pickup_stats(url, prefix):
             values.append((min(done) - min(created)).total_seconds() * 1000)
         else:
             missing += 1
-    out = dict(instances=len(instances), measured=len(values), missing=missing)
+    out = {"instances": len(instances), "measured": len(values), "missing": missing}
     if values:
         out["pickup_ms"] = distribution(values)
         out["pickup_ms"]["mean"] = round(sum(values) / len(values), 1)
