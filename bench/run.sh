@@ -4,7 +4,7 @@
 #   bench/run.sh [--instances N] [--quick] [--only cw-default,cw-10,...] [--skip idle,overhead,...]
 #                [--cluster-contenders cw-nodes,cw-lb,py,js,java,ceiling] [--cluster-instances N]
 #
-# Phases (--skip): throughput, idle, overhead, mismatch, cluster, pg-h2 (see bench/bench.py --help).
+# Phases (--skip): throughput, idle, overhead, mismatch, cluster, pg-h2 (see the driver's --help).
 # The cluster phases start `engine/engine.sh cluster` (PostgreSQL + engine nodes + HAProxy on
 # 127.0.0.1:18300-18350), which installs haproxy and postgresql with apt-get when they are missing.
 #
@@ -15,7 +15,8 @@
 #   bench/js/node_modules             npm ci
 #   bench/java/target/*.jar           mvn package
 #   engine/target/*.jar               engine/engine.sh build
-# then runs bench/bench.py (see its --help). Results: bench/results/ (quick runs: bench/results/quick/).
+# then runs the driver, the package bench/camunda_bench (python -m camunda_bench; see its --help).
+# Results: bench/results/ (quick runs: bench/results/quick/).
 # CAMUNDA_WORKER_BIN=path skips building camunda-worker and benchmarks that binary instead.
 set -euo pipefail
 
@@ -69,7 +70,8 @@ fi
 "$REPO/engine/engine.sh" build
 
 export BENCH_COMMAND="bench/run.sh${*:+ $*}"
-exec "$VENV/bin/python" "$BENCH/bench.py" \
+# bench/ on PYTHONPATH for -m to find the package (the driver takes it off again for what it starts).
+PYTHONPATH="$BENCH${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -m camunda_bench \
   --cw-bin "$CW_BIN" \
   --ceiling-bin "$BENCH/ceiling/target/release/ceiling" \
   --fake-bin "$BENCH/ceiling/target/release/fake-engine" \

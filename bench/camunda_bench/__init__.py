@@ -1,0 +1,42 @@
+"""camunda-worker benchmark driver (run it through bench/run.sh, which installs what it needs).
+
+Phases (names for --skip), in this order:
+
+  throughput  per contender, each on a freshly started bundled engine (engine/engine.sh, in-memory
+              H2, same JVM settings every time): start the contender, wait until it long-polls the
+              engine, start N instances with `camunda-worker start --count N --concurrency 16` while
+              it runs, wait until the engine's history shows all N COMPLETED; then a paced run (R
+              instances/s, M instances) on the same engine for the unsaturated latency; then a
+              backlog drain (the contender paused while B instances are started); stop, restart.
+  idle        all real workers at once on one engine, no work: settle, then a window (full run
+              120 s + 300 s, quick 20 s + 60 s): requests per endpoint, CPU, RSS; camunda-worker's
+              first 2 minutes after its start ("start-up") counted separately.
+  overhead    camunda-worker against bench/ceiling's fake engine (canned replies, no JVM),
+              --correlation-delay 0s: tasks/s, CPU microseconds per task.
+  mismatch    camunda-worker (defaults) on a fresh engine with a backlog larger than its pending
+              follow-up capacity and every follow-up undeliverable (--message-name no_such_message
+              --correlation-timeout 1h): RSS once fetching has paused.
+  cluster     `engine.sh cluster start --nodes 2` (PostgreSQL, two nodes, HAProxy round robin),
+              one contender at a time on the same cluster: pickup latency (task created -> task
+              completed, from the engine's external-task log) for instances started on a random
+              node at a paced rate (10/s) and sparsely (one every 3 s), then throughput (N started
+              through the LB); camunda-worker with both node URLs and with the LB URL, the other
+              clients and the ceiling client through the LB. Between contenders: leftovers deleted,
+              long polls left parked by the previous one flushed (see quiesce).
+  pg-h2       (part of the cluster section) camunda-worker (defaults) on one node on PostgreSQL
+              against one node on H2: throughput of N instances started while it runs.
+
+Requests are counted from the engines' Tomcat access logs (enabled the same way for every
+contender); the contender is told apart from the starter and this driver by path and User-Agent.
+"""
+
+# The driver's modules, each imported by those after it:
+#   common        paths, constants of the benchmark process, logging, the processes started
+#   measurements  /proc sampling, worker metrics, access-log counting, Probe
+#   engines       engine REST calls, Engine (H2) and Cluster (PostgreSQL), starters, warm-up, quiesce
+#   statistics    latency distributions, pickup latency, CPU and requests per instance
+#   contenders    the contenders' command lines and run_contender
+#   phases        idle, overhead, mismatch, cluster, PostgreSQL vs H2
+#   charts        chart.png, cluster.png
+#   report        summary.md and the results section of BENCHMARKS.md
+#   runner        the command line and main

@@ -1,0 +1,226 @@
+"""The contenders (camunda-worker at two settings, the Python, JS and Java clients, the ceiling
+client), as command lines on one engine and on the cluster, and `run_contender`: one contender
+through its phases (pickup, throughput, paced, backlog) with a `Probe` window around each.
+
+The contender's settings live here and nowhere else, so every phase runs the same command lines."""
+
+import json
+import os
+import signal
+import time
+import urllib.parse
+
+from .common import BENCH, REPO, log, spawn, stop_process
+from .engines import (
+    Paced,
+    deploy,
+    engine_time,
+    finished_count,
+    history,
+    quiesce,
+    start_instances,
+    wait_finished,
+    warm_up,
+)
+from .measurements import Probe, loadavg, scrape_metrics, status_kib, wait_polling
+from .statistics import add_requests, finish_stats, pickup_stats
+
+ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
+CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
+
+
+def contenders(paths, url, engine_port, metrics_port, limit_secs):
+    cw = paths["cw"]
+    py = [paths["python"], os.path.join(BENCH, "python", "worker.py"), url]
+    js = ["node", os.path.join(BENCH, "js", "worker.mjs"), url]
+    java = ["java", "-jar", paths["java_jar"], url]
+    m = f"127.0.0.1:{metrics_port}"
+    return {
+        "cw-default": {"label": "camunda-worker (defaults: --max-tasks 64)",
+                       "argv": [cw, "--engine-url", url, "--metrics-addr", m], "metrics": metrics_port,
+                       "ua": "camunda-worker/"},
+        "cw-10": {"label": "camunda-worker --max-tasks 10 (the former default)",
+                  "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--max-tasks", "10"],
+                  "metrics": metrics_port, "ua": "camunda-worker/"},
+        "py-default": {"label": "Python client 4.5.0 (defaults: maxTasks 1)", "argv": py, "ua": "python-requests/"},
+        "py-tuned": {"label": "Python client 4.5.0 (maxTasks 64)", "argv": py + ["--max-tasks", "64"],
+                     "ua": "python-requests/"},
+        "js": {"label": "JS client 3.1.0 (maxTasks 64, maxParallelExecutions 64)",
+               "argv": js + ["64", "64", "30000", "2000"], "ua": "got"},
+        "java": {"label": "Java client 7.21.0 (maxTasks 64)", "argv": java + ["64", "30000", "2000"],
+                 "ua": "Apache-HttpClient"},
+        "ceiling": {"label": "ceiling (engine alone, minimal Rust client)",
+                    "argv": [paths["ceiling"], "--engine-url", url, "--fetchers", "2", "--max-tasks", "200",
+                             "--delay-ms", "2000", "--limit-secs", str(limit_secs)], "ua": "bench-ceiling"},
+    }
+
+
+def cluster_contenders(paths, cluster, metrics_port, limit_secs):
+    """The cluster's contenders: camunda-worker with every node's URL or with the LB's; the other
+    clients (same settings as on one node, maxTasks 64 where they have it) and the ceiling through the LB."""
+    lb = contenders(paths, cluster.lb_url, cluster.base_port, metrics_port, limit_secs)
+    cw = paths["cw"]
+    m = f"127.0.0.1:{metrics_port}"
+    return {
+        "cw-nodes": {"label": "camunda-worker (defaults), both node URLs: one long poll per node",
+                     "argv": [cw, "--engine-url", ",".join(cluster.node_urls), "--metrics-addr", m],
+                     "metrics": metrics_port, "ua": "camunda-worker/", "ready_ports": cluster.node_ports},
+        "cw-lb": {"label": "camunda-worker (defaults), LB URL only",
+                  "argv": [cw, "--engine-url", cluster.lb_url, "--metrics-addr", m],
+                  "metrics": metrics_port, "ua": "camunda-worker/"},
+        "py": dict(lb["py-tuned"], label="Python client 4.5.0 (maxTasks 64), LB URL"),
+        "js": dict(lb["js"], label="JS client 3.1.0 (maxTasks 64, maxParallelExecutions 64), LB URL"),
+        "java": dict(lb["java"], label="Java client 7.21.0 (maxTasks 64), LB URL"),
+        "ceiling": dict(lb["ceiling"], label="ceiling (minimal Rust client, 2 fetchers), LB URL"),
+    }
+
+
+def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput", "paced", "backlog"),
+                  n=None, fresh=True, tag=None):
+    """One contender: start it, run `phases` in order, stop it.
+
+    fresh: on a freshly started engine (deployed, warmed up), stopped again here; the requests are
+    counted from its access log. Otherwise (the cluster) on the running engine after `quiesce`; the
+    caller counts the requests with `add_requests` once the engine stopped (the logs are buffered)."""
+    log(f"=== {key}: {spec['label']}")
+    n = n or args.instances
+    stall = args.cluster_stall if not fresh else args.stall_seconds
+    timeout = 120 + n * 0.5
+    if fresh:
+        engine.start(tag or key)
+    url = engine.url
+    result = {"key": key, "label": spec["label"], "argv": [os.path.relpath(a, REPO) if a.startswith(REPO) else a
+                                                           for a in spec["argv"]],
+              "loadavg_before": loadavg(), "instances": n}
+    proc = None
+    try:
+        if fresh:
+            deploy(paths, url)
+            if args.warmup > 0:
+                warm_up(engine, paths, args, workdir)
+        else:
+            result["quiesce"] = quiesce(engine)
+        base = finished_count(url)
+        logfile = os.path.join(workdir, f"{tag or key}.log")
+        if os.path.exists(logfile):
+            os.remove(logfile)
+        proc = spawn(spec["argv"], logfile)
+        for port in spec.get("ready_ports") or [engine.port]:
+            wait_polling(proc, port, 120, key)
+        time.sleep(1.0)
+        result["contender_started_at"] = time.time()
+        done_so_far, ok = base, True
+
+        # ---- pickup (cluster): M instances at R/s on random nodes; task created -> completed per instance
+        if "pickup" in phases and args.pickup_count > 0:
+            q0 = Probe(proc, engine, spec)
+            prefix = f"pickup-{key}-"
+            # Each start on a node picked at random (seeded), on the node's own URL. Through the
+            # LB's strict round robin, the node a start lands on would depend on the parity of the
+            # requests the contender itself sent through the LB meanwhile.
+            paced = Paced(engine.node_ports, args.pickup_count, args.pickup_rate, prefix, seed=1)
+            paced.start()
+            paced.join(timeout=args.pickup_count / args.pickup_rate + 120)
+            pf, pok = wait_finished(url, done_so_far + args.pickup_count, 180, proc, stall)
+            q1 = Probe(proc, engine, spec)
+            result["pickup"] = dict(rate=args.pickup_rate, count=args.pickup_count, all_finished=pok,
+                                    started_per_node={f"node{i}": c for i, c in enumerate(paced.per_port.values(), 1)},
+                                    finished=pf - done_so_far, start_errors=paced.errors,
+                                    starter_behind_max_s=round(paced.behind_max_s, 3), **q0.window(q1))
+            result["pickup"].update(pickup_stats(url, prefix))
+            pk = result["pickup"].get("pickup_ms", {})
+            log(f"{key}: pickup {result['pickup']['measured']}/{args.pickup_count}: p50 {pk.get('p50')} ms, "
+                f"p99 {pk.get('p99')} ms, max {pk.get('max')} ms")
+            ok, done_so_far = pok, pf
+
+        # ---- sparse pickup (cluster): one instance every S seconds, so that a poll parked on the
+        # other node is not woken soon by the next task created on its own node
+        if ok and "pickup" in phases and args.sparse_count > 0:
+            q0 = Probe(proc, engine, spec)
+            prefix = f"pickup-sparse-{key}-"
+            paced = Paced(engine.node_ports, args.sparse_count, 1 / args.sparse_interval, prefix, seed=2)
+            paced.start()
+            paced.join(timeout=args.sparse_count * args.sparse_interval + 120)
+            pf, pok = wait_finished(url, done_so_far + args.sparse_count, 180, proc, stall)
+            q1 = Probe(proc, engine, spec)
+            result["pickup_sparse"] = dict(interval_s=args.sparse_interval, count=args.sparse_count,
+                                           started_per_node={f"node{i}": c
+                                                             for i, c in enumerate(paced.per_port.values(), 1)},
+                                           all_finished=pok, finished=pf - done_so_far, start_errors=paced.errors,
+                                           starter_behind_max_s=round(paced.behind_max_s, 3), **q0.window(q1))
+            result["pickup_sparse"].update(pickup_stats(url, prefix))
+            pk = result["pickup_sparse"].get("pickup_ms", {})
+            log(f"{key}: sparse pickup {result['pickup_sparse']['measured']}/{args.sparse_count}: p50 {pk.get('p50')} "
+                f"ms, p99 {pk.get('p99')} ms, max {pk.get('max')} ms")
+            ok, done_so_far = pok, pf
+
+        # ---- throughput: N instances started (camunda-worker start --concurrency 16) while the contender runs
+        if ok and "throughput" in phases:
+            p0 = Probe(proc, engine, spec)
+            start_instances(paths, url, n, timeout)
+            t_started = time.time()
+            finished, ok = wait_finished(url, done_so_far + n, timeout, proc, stall)
+            finished -= done_so_far
+            p1 = Probe(proc, engine, spec)
+            result["throughput_started_after"] = p0.time
+            result["throughput"] = dict(all_finished=ok, finished=finished, start_phase_s=round(t_started - p0.time, 2),
+                                        start_rate_per_s=round(n / (t_started - p0.time), 1), **p0.window(p1))
+            log(f"{key}: {finished}/{n} finished in {p1.time - p0.time:.1f} s (starts took {t_started - p0.time:.1f} s); "
+                f"contender CPU {p1.cpu - p0.cpu:.2f} s, engine CPU {p0.window(p1)['engine_cpu_s']:.2f} s")
+            done_so_far += finished
+
+        # ---- paced: M instances at R/s, for the latency when the engine is not saturated
+        if ok and "paced" in phases and args.paced_count > 0:
+            p2 = Probe(proc, engine, spec)
+            paced = Paced(engine.port, args.paced_count, args.paced_rate)
+            paced.start()
+            paced.join(timeout=args.paced_count / args.paced_rate + 120)
+            pf, pok = wait_finished(url, done_so_far + args.paced_count, 120, proc, stall)
+            p3 = Probe(proc, engine, spec)
+            result["paced"] = dict(rate=args.paced_rate, count=args.paced_count, all_finished=pok,
+                                   start_errors=paced.errors, starter_behind_max_s=round(paced.behind_max_s, 3),
+                                   **p2.window(p3))
+            log(f"{key}: paced {pf - done_so_far}/{args.paced_count} finished")
+            ok, done_so_far = pok, pf
+
+        # ---- backlog: the contender paused (SIGSTOP) while B instances are started, then resumed
+        if ok and "backlog" in phases and args.backlog > 0:
+            b = args.backlog
+            t_backlog = time.time()
+            # A stopped process cannot answer /metrics: read its counters before it stops (they
+            # cannot move while it is stopped).
+            m_stop = scrape_metrics(spec["metrics"]) if spec.get("metrics") else None
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                start_instances(paths, url, b, args.phase_timeout)
+            finally:
+                p4 = Probe(proc, engine, spec, metrics=m_stop or {})
+                proc.send_signal(signal.SIGCONT)
+            bf, bok = wait_finished(url, done_so_far + b, args.phase_timeout, proc, stall)
+            p5 = Probe(proc, engine, spec)
+            result["backlog"] = dict(count=b, all_finished=bok, finished=bf - done_so_far,
+                                     start_phase_s=round(p4.time - t_backlog, 2), resumed_at=p4.time,
+                                     **p4.window(p5))
+            result["backlog_started_after"] = t_backlog
+            log(f"{key}: backlog {bf - done_so_far}/{b} finished {p5.time - p4.time:.1f} s after resume")
+
+        result["peak_rss_kib"] = status_kib(proc.pid, "VmHWM")
+        result["loadavg_after"] = loadavg()
+        instances = history(url, f"&startedAfter={urllib.parse.quote(engine_time(result['contender_started_at']))}")
+        stop_process(proc)
+        if key == "ceiling":
+            try:
+                with open(logfile) as f:
+                    lines = [ln for ln in f if ln.startswith("{")]
+                result["ceiling_counters"] = json.loads(lines[-1]) if lines else None
+            except (OSError, ValueError):
+                pass
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        if fresh:
+            engine.stop()
+    finish_stats(result, instances)
+    if fresh:
+        add_requests(result, engine)
+    return result

@@ -1,0 +1,256 @@
+"""The command line of the driver: its options and the sizes of a quick and of a full run, the facts
+about this machine recorded with the results, and `main`, which runs the phases in their order,
+writes results.json and the report (or, with --report-only, only the report).
+
+`python -m camunda_bench` runs `main`; the package's docstring is its --help text."""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from . import __doc__ as HELP_TEXT
+from .common import BENCH, JAVA_OPTS, REPO, cleanup, log
+from .contenders import ALL, CLUSTER_ALL, contenders, run_contender
+from .engines import Engine
+from .measurements import loadavg
+from .phases import run_cluster, run_idle, run_mismatch, run_overhead, run_pg_vs_h2
+from .report import update_benchmarks_md, write_reports
+
+PHASES = ["throughput", "idle", "overhead", "mismatch", "cluster", "pg-h2"]
+
+
+# Sizes of a quick and of a full run: (quick, full). An option given on the command line wins.
+SIZES = {
+    "warmup": (100, 500),
+    "idle_seconds": (60, 300),
+    "idle_settle": (20, 120),
+    "mismatch_instances": (600, 4500),
+    "mismatch_capacity": (512, None),  # full run: the worker's own default (4096)
+    "mismatch_wait": (120, 300),
+    "mismatch_hold": (10, 20),
+    "cluster_instances": (200, 1000),
+    "pickup_count": (50, 300),
+    "sparse_count": (6, 20),
+    "stall_seconds": (30, 60),
+    "overhead_warmup": (2, 3),
+    "overhead_seconds": (5, 15),
+}
+
+
+def cmd_version(argv):
+    try:
+        out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+        text = (out.stdout + out.stderr).strip().splitlines()
+        return re.sub(r"\x1b\[[0-9;]*m", "", text[0]) if text else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def machine_facts(paths):
+    model = None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    postgres = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    return {
+        "cores": os.cpu_count(), "cpu_model": model, "mem_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": cmd_version(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "java": cmd_version(["java", "-version"]), "maven": cmd_version(["mvn", "-v"]),
+        "python": platform.python_version(), "node": cmd_version(["node", "--version"]),
+        "rust": cmd_version(["rustc", "--version"]),
+        "camunda_worker": cmd_version([paths["cw"], "--version"]),
+        "engine": "Camunda 7.21.0 on Spring Boot 3.2 (engine/engine.sh), in-memory H2, history level full, "
+                  "JVM " + JAVA_OPTS,
+        "postgres": short_version(cmd_version([postgres[-1], "--version"]) if postgres else None, "PostgreSQL"),
+        "haproxy": short_version(cmd_version([haproxy, "-v"]) if haproxy else None, "HAProxy"),
+    }
+
+
+def short_version(text, name):
+    """`name` and the first version number in `text` ("HAProxy version 2.6.12-1+deb12u4 ..." -> "HAProxy 2.6.12")."""
+    m = re.search(r"(\d+\.\d+(?:\.\d+)?)", text or "")
+    return f"{name} {m.group(1)}" if m else text
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="python -m camunda_bench", description=HELP_TEXT,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--instances", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: every phase with small numbers (200 instances, short idle/overhead/mismatch, "
+                         "cluster with 200 instances and 50 pickups)")
+    ap.add_argument("--only", default=",".join(ALL), help=f"contenders, comma-separated (of {','.join(ALL)})")
+    ap.add_argument("--skip", default="", help=f"phases to skip, comma-separated (of {','.join(PHASES)})")
+    ap.add_argument("--engine-port", type=int, default=18200)
+    ap.add_argument("--fake-port", type=int, default=18201)
+    ap.add_argument("--metrics-port", type=int, default=18202)
+    ap.add_argument("--paced-rate", type=float, default=25.0)
+    ap.add_argument("--paced-count", type=int, default=500)
+    ap.add_argument("--idle-seconds", type=float, default=None, help="idle window (default 300, quick 60)")
+    ap.add_argument("--idle-settle", type=float, default=None, help="idle settling before the window (default 120, "
+                                                                     "quick 20)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="instances run through each fresh engine (ceiling client, no delay) before measuring "
+                         "(default 500, quick 100; 0 = none)")
+    ap.add_argument("--backlog", type=int, default=None,
+                    help="instances started while the contender is paused, then drained (default = --instances)")
+    ap.add_argument("--mismatch-instances", type=int, default=None, help="default 4500, quick 600")
+    ap.add_argument("--mismatch-capacity", type=int, default=None,
+                    help="--max-pending-follow-ups for the mismatch phase (default: the worker's default, 4096; "
+                         "quick 512)")
+    ap.add_argument("--cluster-contenders", default=",".join(CLUSTER_ALL),
+                    help=f"cluster contenders, comma-separated (of {','.join(CLUSTER_ALL)})")
+    ap.add_argument("--cluster-instances", type=int, default=None,
+                    help="throughput instances per cluster contender and for PostgreSQL vs H2 (default 1000, quick 200)")
+    ap.add_argument("--cluster-base-port", type=int, default=18300)
+    ap.add_argument("--pickup-rate", type=float, default=10.0)
+    ap.add_argument("--pickup-count", type=int, default=None, help="default 300, quick 50")
+    ap.add_argument("--sparse-interval", type=float, default=3.0,
+                    help="seconds between the starts of the sparse pickup run (cluster)")
+    ap.add_argument("--sparse-count", type=int, default=None, help="instances of the sparse pickup run "
+                                                                    "(default 20, quick 6; 0 = none)")
+    ap.add_argument("--out", default=None, help="results directory (default bench/results, quick: bench/results/quick)")
+    ap.add_argument("--report-only", metavar="RESULTS_JSON",
+                    help="only regenerate summary.md, chart.png, cluster.png (beside the JSON) and, for a full run, "
+                         "the results section of BENCHMARKS.md")
+    ap.add_argument("--cw-bin")
+    ap.add_argument("--ceiling-bin")
+    ap.add_argument("--fake-bin")
+    ap.add_argument("--java-jar")
+    args = ap.parse_args()
+    if args.report_only:
+        with open(args.report_only) as f:
+            res = json.load(f)
+        out_dir = os.path.dirname(os.path.abspath(args.report_only))
+        summary = write_reports(res, out_dir)
+        if not res.get("quick") and out_dir == os.path.join(BENCH, "results"):
+            update_benchmarks_md(summary)
+        print(summary)
+        return
+    missing = [f"--{a.replace('_', '-')}" for a in ("cw_bin", "ceiling_bin", "fake_bin", "java_jar")
+               if not getattr(args, a)]
+    if missing:
+        ap.error(f"{', '.join(missing)} required (bench/run.sh passes them)")
+    q = args.quick
+    if q and args.instances == 2000:
+        args.instances = 200
+    if q:
+        args.paced_count = min(args.paced_count, 100)
+    if args.backlog is None:
+        args.backlog = args.instances
+    # (quick, full) values of the options left unset, and of the settings that have no option.
+    for name, (quick, full) in SIZES.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, quick if q else full)
+    # A single-URL client on the cluster may legitimately see nothing for 30 s (a parked poll re-checks
+    # the database every 30 s): never give up on a cluster phase before that.
+    args.cluster_stall = 75
+    args.phase_timeout = 120 + args.instances * 0.5
+    out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "")
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    workdir = os.path.join(BENCH, ".work")
+    os.makedirs(workdir, exist_ok=True)
+    paths = {"cw": os.path.abspath(args.cw_bin), "ceiling": os.path.abspath(args.ceiling_bin),
+             "fake": os.path.abspath(args.fake_bin), "java_jar": os.path.abspath(args.java_jar),
+             "python": os.path.join(BENCH, ".venv", "bin", "python")}
+    keys = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in ALL]
+    if unknown:
+        ap.error(f"unknown contenders {unknown} (of {','.join(ALL)})")
+    cluster_keys = [k.strip() for k in args.cluster_contenders.split(",") if k.strip()]
+    unknown = [k for k in cluster_keys if k not in CLUSTER_ALL]
+    if unknown:
+        ap.error(f"unknown cluster contenders {unknown} (of {','.join(CLUSTER_ALL)})")
+    cluster_keys = [k for k in CLUSTER_ALL if k in cluster_keys]  # the ceiling last
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - set(PHASES)
+    if unknown:
+        ap.error(f"unknown phases {sorted(unknown)} (of {','.join(PHASES)})")
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    engine = Engine(args.engine_port, workdir)
+    t_begin = time.time()
+    res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "instances": args.instances, "quick": q,
+           "backlog": args.backlog, "warmup": args.warmup,
+           "paced_rate": args.paced_rate, "paced_count": args.paced_count, "loadavg_start": loadavg(),
+           "machine": machine_facts(paths), "runs": {}, "idle": None, "overhead": None, "mismatch": None,
+           "cluster": None, "skipped": sorted(skip), "phase_windows": {},
+           "command": os.environ.get("BENCH_COMMAND", " ".join(["python -m camunda_bench"] + sys.argv[1:]))}
+
+    def phase(name, fn):
+        t0, lb = time.time(), loadavg()
+        try:
+            return fn()
+        finally:
+            res["phase_windows"][name] = {"window": [t0, time.time()], "seconds": round(time.time() - t0, 1),
+                                          "loadavg_before": lb, "loadavg_after": loadavg()}
+
+    def failed(name, e):
+        log(f"{name} failed: {e}")
+        return {"error": str(e)}
+
+    try:
+        if "throughput" not in skip:
+            def throughput():
+                limit = int(args.phase_timeout * 2 + 300)
+                for key in keys:
+                    spec = contenders(paths, engine.url, engine.port, args.metrics_port, limit)[key]
+                    try:
+                        res["runs"][key] = run_contender(key, spec, engine, paths, args, workdir)
+                    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
+                        log(f"{key} failed: {e}")
+                        res["runs"][key] = {"key": key, "label": spec["label"], "error": str(e), "throughput": {}}
+            phase("throughput", throughput)
+        if "idle" not in skip:
+            idle_keys = [k for k in ["cw-default", "py-default", "js", "java"] if k in keys] or ["cw-default"]
+            try:
+                res["idle"] = phase("idle", lambda: run_idle(engine, paths, args, workdir, idle_keys))
+            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
+                res["idle_error"] = failed("idle", e)["error"]
+        if "overhead" not in skip:
+            try:
+                res["overhead"] = phase("overhead", lambda: run_overhead(paths, args, workdir))
+            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
+                res["overhead_error"] = failed("overhead", e)["error"]
+        if "mismatch" not in skip:
+            try:
+                res["mismatch"] = phase("mismatch", lambda: run_mismatch(engine, paths, args, workdir))
+            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
+                res["mismatch"] = dict(failed("mismatch", e), instances=args.mismatch_instances,
+                                       capacity=args.mismatch_capacity or 4096,
+                                       capacity_is_default=args.mismatch_capacity is None)
+        if "cluster" not in skip:
+            res["cluster"] = phase("cluster", lambda: run_cluster(paths, args, workdir, cluster_keys))
+        if "pg-h2" not in skip:
+            res["cluster"] = res["cluster"] or {}
+            res["cluster"]["pg_vs_h2"] = phase("pg-h2", lambda: run_pg_vs_h2(engine, paths, args, workdir))
+    finally:
+        cleanup()
+        engine.stop()
+    res["total_seconds"] = round(time.time() - t_begin, 1)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    summary = write_reports(res, out_dir)
+    full = not q and args.out is None and set(keys) == set(ALL) and set(cluster_keys) == set(CLUSTER_ALL) and not skip
+    if full and update_benchmarks_md(summary):
+        log("BENCHMARKS.md results section updated")
+    print(summary)
+    log(f"done in {res['total_seconds']:.0f} s; results in {os.path.relpath(out_dir, REPO)}/")
