@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "no import circle among the modules of src/ (scripts/lint/import_graph.py)"
+python3 scripts/lint/import_graph.py src
+
 step "building the bundled engine (engine/engine.sh build; cached)"
 engine/engine.sh build
 

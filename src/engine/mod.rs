@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod dto;
+pub mod endpoint;
 pub mod error;
 pub mod health;
 pub mod node;
@@ -26,9 +27,10 @@ use std::time::Duration;
 
 use url::Url;
 
-pub use api::{Endpoint, TaskFilter};
+pub use api::TaskFilter;
 pub use auth::Credentials;
 pub use dto::*;
+pub use endpoint::Endpoint;
 pub use error::{EngineError, Mismatch};
 pub use health::{NodeHealth, Reach};
 pub use node::{Node, NodeTarget, POOL_IDLE_TIMEOUT};

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::debug;
 
-use super::api::Endpoint;
 use super::dto::ErrorBody;
+use super::endpoint::Endpoint;
 use super::error::{error_chain, excerpt, is_stale_connection, EngineError};
 use super::health::Reach;
 use super::node::{route, Node};
