@@ -104,11 +104,10 @@ impl EngineClient {
         let url = format!("{}/{}", node.base, call.path);
         let label = call.endpoint.label();
         loop {
-            let http = if fresh_connection || node.avoid_pool() {
-                &node.fresh
-            } else {
-                &node.http
-            };
+            // On a connection opened for this call, a close is no stale keep-alive: whatever is
+            // there closes connections, and that is judged (and counted) like any outage.
+            let on_fresh = fresh_connection || node.avoid_pool();
+            let http = if on_fresh { &node.fresh } else { &node.http };
             let request = http
                 .request(call.endpoint.method(), &url)
                 .timeout(call.timeout.unwrap_or(inner.request_timeout));
@@ -125,7 +124,7 @@ impl EngineClient {
                 metrics.observe_engine_request(label, &node.name, started.elapsed());
             }
             let outcome = match sent {
-                Err(source) if !fresh_connection && is_stale_connection(&source) => {
+                Err(source) if !on_fresh && is_stale_connection(&source) => {
                     node.distrust_pool();
                     if let Some(metrics) = &inner.metrics {
                         metrics.stale_connection_retried(&node.name);

@@ -133,13 +133,19 @@ impl Scenario {
 }
 
 /// SIGTERM, and a clean exit.
-fn stop(mut worker: WorkerProcess) {
+fn stop(worker: WorkerProcess) {
+    stop_and_read(worker);
+}
+
+/// Stops the worker (SIGTERM, exit 0) and returns everything it logged.
+fn stop_and_read(mut worker: WorkerProcess) -> String {
     assert_eq!(
         worker.terminate(crate::support::SHUTDOWN_LIMIT),
         Some(0),
         "{}",
         worker.stderr()
     );
+    worker.stderr()
 }
 
 /// How many requests to paths ending in `suffix` the engine answered with `status`, by `key`.
@@ -257,8 +263,8 @@ async fn message_replies_lost_to_a_504_a_reset_or_a_timeout_count_as_delivered_o
             &metrics,
             "camunda_worker_follow_ups_already_delivered_total"
         ),
-        23.0,
-        "each lost reply decided from the instance's state: {metrics}"
+        lost_deliveries(&scenario.proxy.exchanges()) as f64,
+        "each delivery whose reply was lost decided from the marker: {metrics}"
     );
     stop(worker);
     assert_replies_lost(&scenario.proxy);
@@ -333,7 +339,15 @@ async fn an_outage_while_every_slot_is_busy_is_reported_once_by_the_client() {
         .rest
         .start_instances(&scenario.key, "busy_outage", INSTANCES)
         .await;
-    let mut worker = scenario.worker(&["--max-tasks", "2", "--max-backoff", "1s"]);
+    // A call the dead proxy neither answers nor closes fails after the request timeout.
+    let mut worker = scenario.worker(&[
+        "--max-tasks",
+        "2",
+        "--max-backoff",
+        "1s",
+        "--request-timeout",
+        "2s",
+    ]);
     eventually(RUN_LIMIT, "a few completions", || async {
         (worker.count("camunda_worker_tasks_completed_total").await >= 4).then_some(())
     })
@@ -355,11 +369,11 @@ async fn an_outage_while_every_slot_is_busy_is_reported_once_by_the_client() {
         || async { (worker.probe("/readyz").await == 200).then_some(()) },
     )
     .await;
-    let log_after = worker.stderr();
     scenario
         .assert_exactly_once(&mut worker, "busy_outage", &ids)
         .await;
-    stop(worker);
+    // Read once the process has exited: every line it wrote is in.
+    let log_after = stop_and_read(worker);
     assert_eq!(
         lines_with(&log_after, "engine unavailable"),
         1,
