@@ -70,4 +70,5 @@ pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod variables;
+pub mod work;
 pub mod worker;

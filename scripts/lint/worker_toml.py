@@ -35,6 +35,9 @@ COMMENTED = {
     "ca_cert",
     "client_cert",
     "client_key",
+    "follow_up_command",
+    "follow_up_args",
+    "fetch_variables",
 }
 KEY_LINE = re.compile(r"^(#\s*)?([a-z_][a-z0-9_]*)\s*=\s*(.+)$")
 

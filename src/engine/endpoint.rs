@@ -46,6 +46,10 @@ pub enum Endpoint {
     VariableInstances,
     /// `POST /variable-instance`: markers by value, across instances.
     VariableInstanceQuery,
+    /// `GET /process-instance/{id}/variables`: what a recovered follow-up's work reads.
+    InstanceVariables,
+    /// `POST /process-instance/{id}/variables`: a marker's lease, a failed follow-up.
+    ModifyInstanceVariables,
     /// `POST /execution/{id}/create-incident`.
     CreateIncident,
     /// `GET /incident`.
@@ -78,6 +82,8 @@ impl Endpoint {
             Endpoint::IncidentCount => "incidentCount",
             Endpoint::VariableInstances => "variableInstances",
             Endpoint::VariableInstanceQuery => "variableInstanceQuery",
+            Endpoint::InstanceVariables => "instanceVariables",
+            Endpoint::ModifyInstanceVariables => "modifyInstanceVariables",
             Endpoint::CreateIncident => "createIncident",
             Endpoint::Incidents => "incidents",
             Endpoint::DeleteIncident => "deleteIncident",
@@ -107,6 +113,9 @@ impl Endpoint {
             Endpoint::VariableInstances | Endpoint::VariableInstanceQuery => {
                 "variable-instance".to_owned()
             }
+            Endpoint::InstanceVariables | Endpoint::ModifyInstanceVariables => {
+                format!("process-instance/{id}/variables")
+            }
             Endpoint::CreateIncident => format!("execution/{id}/create-incident"),
             Endpoint::Incidents => "incident".to_owned(),
             Endpoint::DeleteIncident => format!("incident/{id}"),
@@ -127,6 +136,7 @@ impl Endpoint {
             | Endpoint::Deploy
             | Endpoint::Start
             | Endpoint::VariableInstanceQuery
+            | Endpoint::ModifyInstanceVariables
             | Endpoint::CreateIncident => Method::POST,
             Endpoint::DeleteIncident => Method::DELETE,
             Endpoint::ExternalTasks
@@ -137,6 +147,7 @@ impl Endpoint {
             | Endpoint::ExternalTaskCount
             | Endpoint::IncidentCount
             | Endpoint::VariableInstances
+            | Endpoint::InstanceVariables
             | Endpoint::Incidents
             | Endpoint::Engine => Method::GET,
         }
@@ -153,7 +164,10 @@ impl Endpoint {
             | Endpoint::Message
             | Endpoint::CreateIncident
             | Endpoint::Start => false,
-            Endpoint::VariableInstanceQuery | Endpoint::DeleteIncident => true,
+            // Setting a variable to the same value twice leaves the same state.
+            Endpoint::VariableInstanceQuery
+            | Endpoint::DeleteIncident
+            | Endpoint::ModifyInstanceVariables => true,
             // Duplicate filtering makes a repeated deployment a no-op.
             Endpoint::Deploy => true,
             Endpoint::FetchAndLock | Endpoint::ExtendLock | Endpoint::Unlock => true,

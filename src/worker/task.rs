@@ -28,6 +28,7 @@ use crate::engine::{
 };
 use crate::handler::{Handler, HandlerError, TaskResult};
 use crate::ledger::Marker;
+use crate::work::CompletedTask;
 
 /// Why a task was dropped without a follow-up (the `reason` of `tasks_dropped_total`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -217,7 +218,10 @@ impl<H: Handler> TaskRun<H> {
                         target,
                         process_instance_id: self.task.process_instance_id.clone(),
                         marker,
+                        task: CompletedTask::from_task(&self.task, &self.ctx.settings.topic),
                         fetched_at: Some(self.fetched_at),
+                        completed_at: Instant::now(),
+                        recovered: false,
                     },
                     self.room.take(),
                 );
