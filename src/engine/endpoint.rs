@@ -46,6 +46,8 @@ pub enum Endpoint {
     VariableInstances,
     /// `POST /variable-instance`: markers by value, across instances.
     VariableInstanceQuery,
+    /// `POST /variable-instance/count`: markers by value, counted (`status`).
+    VariableInstanceCount,
     /// `GET /process-instance/{id}/variables`: what a recovered follow-up's work reads.
     InstanceVariables,
     /// `POST /process-instance/{id}/variables`: a marker's lease, a failed follow-up.
@@ -82,6 +84,7 @@ impl Endpoint {
             Endpoint::IncidentCount => "incidentCount",
             Endpoint::VariableInstances => "variableInstances",
             Endpoint::VariableInstanceQuery => "variableInstanceQuery",
+            Endpoint::VariableInstanceCount => "variableInstanceCount",
             Endpoint::InstanceVariables => "instanceVariables",
             Endpoint::ModifyInstanceVariables => "modifyInstanceVariables",
             Endpoint::CreateIncident => "createIncident",
@@ -113,6 +116,7 @@ impl Endpoint {
             Endpoint::VariableInstances | Endpoint::VariableInstanceQuery => {
                 "variable-instance".to_owned()
             }
+            Endpoint::VariableInstanceCount => "variable-instance/count".to_owned(),
             Endpoint::InstanceVariables | Endpoint::ModifyInstanceVariables => {
                 format!("process-instance/{id}/variables")
             }
@@ -137,6 +141,7 @@ impl Endpoint {
             | Endpoint::Start
             | Endpoint::VariableInstanceQuery
             | Endpoint::ModifyInstanceVariables
+            | Endpoint::VariableInstanceCount
             | Endpoint::CreateIncident => Method::POST,
             Endpoint::DeleteIncident => Method::DELETE,
             Endpoint::ExternalTasks
@@ -166,6 +171,7 @@ impl Endpoint {
             | Endpoint::Start => false,
             // Setting a variable to the same value twice leaves the same state.
             Endpoint::VariableInstanceQuery
+            | Endpoint::VariableInstanceCount
             | Endpoint::DeleteIncident
             | Endpoint::ModifyInstanceVariables => true,
             // Duplicate filtering makes a repeated deployment a no-op.

@@ -131,6 +131,39 @@ impl EngineClient {
             .await
     }
 
+    /// How many variables `name` have a String value in `[from, to)` (`status`: follow-ups owed,
+    /// overdue, failed).
+    pub async fn count_variables_in_range(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<u64, EngineError> {
+        let call = Call::new(Endpoint::VariableInstanceCount, "");
+        let body = serde_json::json!({
+            "variableName": name,
+            "variableValues": [
+                {"name": name, "operator": "gteq", "value": from},
+                {"name": name, "operator": "lt", "value": to},
+            ],
+        });
+        let reply = self.send_any(&call, json_body(Some(&body))).await?;
+        let count: Count = read_json(&call, reply).await?;
+        Ok(count.count)
+    }
+
+    /// How many incidents of `incident_type` are open.
+    pub async fn count_incidents_of(&self, incident_type: &str) -> Result<u64, EngineError> {
+        let count: Count = self
+            .get_json(
+                Endpoint::IncidentCount,
+                "",
+                &[("incidentType", incident_type.to_owned())],
+            )
+            .await?;
+        Ok(count.count)
+    }
+
     /// Sets one variable of a process instance (the marker's lease, a failed follow-up).
     pub async fn set_instance_variable(
         &self,
