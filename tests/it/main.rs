@@ -15,4 +15,5 @@ mod operate;
 mod real_engine;
 mod resilience;
 mod support;
+mod work_contract;
 mod work_lease;

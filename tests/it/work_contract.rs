@@ -1,0 +1,175 @@
+//! The follow-up's work, pinned on a mock engine: what a `--follow-up-command` reads and what its
+//! output turns into on the wire, and what a command that keeps failing leaves in the engine.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::ResponseTemplate;
+
+use crate::support::mock::{owed_marker, task, MockEngine, MARKER};
+use crate::support::{eventually, TestWorker};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Writes an executable `sh` script into `dir`.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_reads_the_task_and_its_fetched_variables_and_its_output_goes_with_the_message()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let stdin_copy = dir.path().join("stdin.json");
+    let command = script(
+        dir.path(),
+        "work.sh",
+        &format!(
+            "cat > {}\necho 'working' >&2\necho '{{\"n\": 1, \"big\": 5000000000, \"doc\": {{\"a\": [1]}}}}'",
+            stdin_copy.display()
+        ),
+    );
+    let mut fetched = task("t1", Some("order-1"));
+    fetched["variables"] = json!({"orderId": {"type": "String", "value": "A-7", "valueInfo": {}}});
+    let engine = MockEngine::start(vec![json!([fetched])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--follow-up-command",
+            command.to_str().unwrap(),
+            "--fetch-var",
+            "orderId",
+            "--message-var",
+            "note=\"from the flag\"",
+            "--correlation-delay",
+            "0s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    let message = eventually(WAIT, "the follow-up message", || async {
+        engine.requests_to("/message").first().cloned()
+    })
+    .await;
+    worker.shutdown().await;
+
+    let fetch = &engine.requests_to("/fetchAndLock")[0];
+    assert_eq!(fetch.body["topics"][0]["variables"], json!(["orderId"]));
+    let input: Value =
+        serde_json::from_str(&std::fs::read_to_string(&stdin_copy).unwrap()).unwrap();
+    assert_eq!(
+        input,
+        json!({
+            "taskId": "t1",
+            "topic": "messageSending",
+            "businessKey": "order-1",
+            "processInstanceId": "pi-t1",
+            "variables": {"orderId": "A-7"}
+        })
+    );
+    let complete = &engine.requests_to("/t1/complete")[0];
+    let owed = owed_marker(&complete.body, "t1");
+    assert_eq!(
+        message.body["correlationKeys"],
+        json!({MARKER: {"type": "String", "value": owed, "valueInfo": {}}})
+    );
+    assert_eq!(
+        message.body["processVariables"],
+        json!({
+            "n": {"type": "Integer", "value": 1, "valueInfo": {}},
+            "big": {"type": "Long", "value": 5000000000_i64, "valueInfo": {}},
+            "doc": {"type": "Json", "value": "{\"a\":[1]}", "valueInfo": {}},
+            "note": {"type": "String", "value": "from the flag", "valueInfo": {}},
+            MARKER: {"type": "String", "value": "delivered:t1", "valueInfo": {}}
+        })
+    );
+    assert_eq!(engine.requests_to("/message").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_keeps_failing_is_run_again_then_raises_an_incident_with_its_last_stderr_line(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let command = script(
+        dir.path(),
+        "fail.sh",
+        &format!(
+            "cat > /dev/null\necho run >> {}\necho 'starting' >&2\necho 'boom: the archive is full' >&2\nexit 3",
+            runs.display()
+        ),
+    );
+    let engine = MockEngine::start(vec![json!([task("t1", Some("order-1"))])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    engine
+        .on(
+            "process-instance/pi-t1/variables",
+            ResponseTemplate::new(204),
+        )
+        .await;
+    engine
+        .message_waits("pi-t1", &[("sample_response", "ex-t1")])
+        .await;
+    engine.takes_incidents().await;
+    let worker = TestWorker::spawn(
+        &engine.url(),
+        &[
+            "--follow-up-command",
+            command.to_str().unwrap(),
+            "--follow-up-retries",
+            "1",
+            "--correlation-delay",
+            "0s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    let marked = eventually(WAIT, "the marker set to failed", || async {
+        engine
+            .requests_to("/process-instance/pi-t1/variables")
+            .first()
+            .cloned()
+    })
+    .await;
+    let failed_runs = worker
+        .metric("camunda_worker_follow_up_work_runs_total{outcome=\"failed\"}")
+        .await;
+    let retried_runs = worker
+        .metric("camunda_worker_follow_up_work_runs_total{outcome=\"retried\"}")
+        .await;
+    let given_up = worker
+        .metric("camunda_worker_follow_ups_given_up_total{reason=\"work_failed\"}")
+        .await;
+    worker.shutdown().await;
+
+    assert_eq!(
+        marked.body,
+        json!({"modifications": {MARKER: {"type": "String", "value": "failed:messageSending:t1", "valueInfo": {}}}})
+    );
+    let incident = &engine.requests_to("/execution/ex-t1/create-incident")[0];
+    assert_eq!(incident.body["incidentType"], "camundaWorkerFollowUp");
+    assert_eq!(incident.body["configuration"], "t1");
+    let text = incident.body["message"].as_str().unwrap();
+    assert!(
+        text.contains("exited with status 3: boom: the archive is full"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
+    assert_eq!((retried_runs, failed_runs, given_up), (1.0, 1.0, 1.0));
+    assert!(
+        engine.requests_to("/message").is_empty(),
+        "no message for failed work"
+    );
+}
