@@ -5,6 +5,8 @@
 #
 #   scripts/demo.sh                 50 instances on port 8080
 #   DEMO_INSTANCES=500 DEMO_PORT=18080 scripts/demo.sh
+#   DEMO_COMMAND=1 scripts/demo.sh  the long work as a command: examples/follow_up.py runs after each
+#                                   complete, and its result goes with the message
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +17,10 @@ METRICS_PORT=${DEMO_METRICS_PORT:-9464}
 TIMEOUT=${DEMO_TIMEOUT:-300}
 BIN="$ROOT/target/release/camunda-worker"
 WORKER_PID=""
+WORK_FLAGS=()
+if [[ "${DEMO_COMMAND:-0}" == 1 ]]; then
+  WORK_FLAGS=(--follow-up-command "$ROOT/examples/follow_up.py")
+fi
 
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
 
@@ -43,7 +49,7 @@ began=$(date +%s.%N)
 say "running the worker until every instance has completed"
 # A short shutdown grace keeps the demo's exit quick (the grace bounds how long the worker waits
 # to release what its abandoned long poll could still lock).
-"$BIN" --engine-url "$URL" --metrics-addr "127.0.0.1:$METRICS_PORT" --shutdown-grace 5s &
+"$BIN" --engine-url "$URL" --metrics-addr "127.0.0.1:$METRICS_PORT" --shutdown-grace 5s "${WORK_FLAGS[@]}" &
 WORKER_PID=$!
 
 completed=0
@@ -71,5 +77,10 @@ echo "demo summary"
 echo "  instances completed: $completed of $INSTANCES (each task completed with var1=1, var2=\"value\", then its message correlated by business key and process instance id)"
 awk -v a="$began" -v b="$finished" -v n="$completed" \
   'BEGIN { t = b - a; printf "  time from start to last completion: %.1f s (%.1f instances/s, including the 2 s correlation delay)\n", t, n / t }'
+if ((${#WORK_FLAGS[@]})); then
+  results=$(curl -sf "$URL/history/variable-instance/count?variableName=result&processDefinitionKey=message_correlation" \
+    | sed -E 's/.*"count":([0-9]+).*/\1/')
+  echo "  follow-up command examples/follow_up.py: its result arrived with the message of $results instances (history variable \"result\")"
+fi
 echo "  worker exit code after SIGTERM: $worker_exit"
 "$BIN" --engine-url "$URL" status | sed 's/^/  /'

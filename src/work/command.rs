@@ -124,8 +124,12 @@ impl FollowUpWork for CommandWork {
         let read_stdout = async move {
             let mut output = Vec::new();
             let limit = u64::try_from(MAX_OUTPUT_BYTES).unwrap_or(u64::MAX) + 1;
-            let read = stdout.take(limit).read_to_end(&mut output).await;
-            read.map(|_| output)
+            let mut limited = stdout.take(limit);
+            limited.read_to_end(&mut output).await?;
+            // Past the bound the rest is read and dropped, so that the program is not left blocked
+            // on a full pipe (and the failure is reported now, not at the timeout).
+            tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await?;
+            Ok::<_, std::io::Error>(output)
         };
         let read_stderr = async move {
             let mut lines = BufReader::new(stderr).lines();

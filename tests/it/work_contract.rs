@@ -173,3 +173,64 @@ async fn a_command_that_keeps_failing_is_run_again_then_raises_an_incident_with_
         "no message for failed work"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_over_the_bound_or_not_a_json_object_is_a_failure_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body, expected) in [
+        (
+            "huge.sh",
+            "cat > /dev/null\nhead -c 3000000 /dev/zero | tr '\\0' 'a'",
+            "printed more than 1048576 bytes on stdout",
+        ),
+        ("words.sh", "cat > /dev/null\necho ok", "stdout is not JSON"),
+        (
+            "list.sh",
+            "cat > /dev/null\necho '[1, 2]'",
+            "JSON but not an object",
+        ),
+    ] {
+        let command = script(dir.path(), name, body);
+        let engine = MockEngine::start(vec![json!([task("t1", Some("order-1"))])]).await;
+        engine
+            .on("external-task/t1/complete", ResponseTemplate::new(204))
+            .await;
+        engine
+            .on(
+                "process-instance/pi-t1/variables",
+                ResponseTemplate::new(204),
+            )
+            .await;
+        engine
+            .message_waits("pi-t1", &[("sample_response", "ex-t1")])
+            .await;
+        engine.takes_incidents().await;
+        let worker = TestWorker::spawn(
+            &engine.url(),
+            &[
+                "--follow-up-command",
+                command.to_str().unwrap(),
+                "--follow-up-retries",
+                "0",
+                // Reported at once, not when the command would have been killed.
+                "--follow-up-timeout",
+                "10m",
+                "--correlation-delay",
+                "0s",
+                "--reconcile-interval",
+                "0",
+            ],
+        );
+        let incident = eventually(WAIT, "the incident", || async {
+            engine
+                .requests_to("/execution/ex-t1/create-incident")
+                .first()
+                .cloned()
+        })
+        .await;
+        worker.shutdown().await;
+        let text = incident.body["message"].as_str().unwrap();
+        assert!(text.contains(expected), "{name}: {text}");
+        assert!(engine.requests_to("/message").is_empty(), "{name}");
+    }
+}
