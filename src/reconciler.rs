@@ -277,7 +277,9 @@ impl Reconciler {
                 task,
                 fetched_at: None,
                 // The delay counts from the completion, long past.
-                completed_at: Instant::now() - follow_ups.settings().delay,
+                completed_at: Instant::now()
+                    .checked_sub(follow_ups.settings().delay)
+                    .unwrap_or_else(Instant::now),
                 recovered: true,
             },
             Some(room),
