@@ -139,6 +139,26 @@ pub trait FollowUpWork: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Variables, WorkError>> + Send;
 }
 
+/// A shared work is the same work: keep a handle on it (its counters, its clients) while the
+/// daemon runs it.
+impl<W: FollowUpWork> FollowUpWork for std::sync::Arc<W> {
+    fn variables_to_fetch(&self) -> Vec<String> {
+        W::variables_to_fetch(self)
+    }
+
+    fn is_work(&self) -> bool {
+        W::is_work(self)
+    }
+
+    fn run(
+        &self,
+        task: &CompletedTask,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = Result<Variables, WorkError>> + Send {
+        W::run(self, task, shutdown)
+    }
+}
+
 /// The daemon's default: no work. The message goes `--correlation-delay` after the completion
 /// (the follow-up waits out the delay whatever the work).
 #[derive(Debug, Clone, Copy, Default)]

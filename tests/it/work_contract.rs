@@ -234,3 +234,74 @@ async fn output_over_the_bound_or_not_a_json_object_is_a_failure_reported_at_onc
         assert!(engine.requests_to("/message").is_empty(), "{name}");
     }
 }
+
+/// A library work: fails its first run, then answers; it names the variables it reads.
+struct FlakyWork {
+    runs: std::sync::atomic::AtomicU32,
+}
+
+impl camunda_worker::work::FollowUpWork for FlakyWork {
+    fn variables_to_fetch(&self) -> Vec<String> {
+        vec!["amount".to_owned()]
+    }
+
+    async fn run(
+        &self,
+        task: &camunda_worker::work::CompletedTask,
+        _: &tokio_util::sync::CancellationToken,
+    ) -> Result<camunda_worker::variables::Variables, camunda_worker::work::WorkError> {
+        let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if run == 1 {
+            return Err(camunda_worker::work::WorkError::transient(
+                "the service is warming up",
+            ));
+        }
+        let amount = task.variables["amount"].as_i64().unwrap_or_default();
+        Ok(camunda_worker::variables::Variables::from([(
+            "doubled".to_owned(),
+            camunda_worker::variables::TypedValue::from_json(json!(amount * 2)),
+        )]))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_work_is_fetched_for_run_again_after_a_failure_and_its_result_goes_with_the_message(
+) {
+    let mut fetched = task("t1", Some("order-1"));
+    fetched["variables"] = json!({"amount": {"type": "Integer", "value": 21, "valueInfo": {}}});
+    let engine = MockEngine::start(vec![json!([fetched])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let config = crate::support::config_for(
+        &engine.url(),
+        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
+    );
+    let work = std::sync::Arc::new(FlakyWork {
+        runs: std::sync::atomic::AtomicU32::new(0),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = {
+        let stop = stop.clone();
+        let work = std::sync::Arc::clone(&work);
+        tokio::spawn(
+            async move { camunda_worker::daemon::run_with_work(&config, work, stop).await },
+        )
+    };
+    let message = eventually(WAIT, "the follow-up message", || async {
+        engine.requests_to("/message").first().cloned()
+    })
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        engine.requests_to("/fetchAndLock")[0].body["topics"][0]["variables"],
+        json!(["amount"])
+    );
+    assert_eq!(work.runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        message.body["processVariables"]["doubled"],
+        json!({"type": "Integer", "value": 42, "valueInfo": {}})
+    );
+}
