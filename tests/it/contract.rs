@@ -15,22 +15,22 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_and_lock_asks_for_the_topic_with_worker_id_slots_long_poll_and_lock() {
     let engine = MockEngine::start(vec![]).await;
-    engine
-        .worker(&[
-            "--worker-id",
-            "w-1",
-            "--max-tasks",
-            "7",
-            "--long-poll",
-            "1500ms",
-            "--lock-duration",
-            "45s",
-        ])
-        .stop_once(WAIT, "a fetchAndLock request", |_| {
-            !engine.requests_to("/fetchAndLock").is_empty()
-        })
+    let fetch = engine
+        .first_request(
+            engine.worker(&[
+                "--worker-id",
+                "w-1",
+                "--max-tasks",
+                "7",
+                "--long-poll",
+                "1500ms",
+                "--lock-duration",
+                "45s",
+            ]),
+            "/fetchAndLock",
+            WAIT,
+        )
         .await;
-    let fetch = engine.requests_to("/fetchAndLock").remove(0);
     assert_eq!(
         fetch.body,
         json!({
@@ -58,13 +58,13 @@ async fn a_task_is_completed_with_typed_variables_and_its_message_follows_after_
     engine
         .message_waits("pi-t1", &[("sample_response", "ex-t1")])
         .await;
-    engine
-        .worker(&["--worker-id", "w-1", "--correlation-delay", "700ms"])
-        .stop_once(WAIT, "the follow-up message", |_| {
-            !engine.requests_to("/message").is_empty()
-        })
+    let message = engine
+        .first_request(
+            engine.worker(&["--worker-id", "w-1", "--correlation-delay", "700ms"]),
+            "/message",
+            WAIT,
+        )
         .await;
-    let message = engine.requests_to("/message").remove(0);
     let complete = engine.requests_to("/t1/complete");
     assert_eq!(complete.len(), 1);
     let owed = owed_marker(&complete[0].body, "t1");
@@ -103,20 +103,20 @@ async fn custom_variables_replace_the_defaults_and_keep_explicit_types() {
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    engine
-        .quick_worker(&[
-            "--var",
-            "amount=5000000000",
-            "--var",
-            "ok=true",
-            "--var",
-            "doc={\"a\":1}",
-        ])
-        .stop_once(WAIT, "complete", |_| {
-            !engine.requests_to("/t1/complete").is_empty()
-        })
+    let complete = engine
+        .first_request(
+            engine.quick_worker(&[
+                "--var",
+                "amount=5000000000",
+                "--var",
+                "ok=true",
+                "--var",
+                "doc={\"a\":1}",
+            ]),
+            "/t1/complete",
+            WAIT,
+        )
         .await;
-    let complete = engine.requests_to("/t1/complete").remove(0);
     // The marker is the worker's own, next to the custom variables: var1 and var2 are gone.
     let owed = owed_marker(&complete.body, "t1");
     assert_eq!(

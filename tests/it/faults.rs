@@ -578,13 +578,13 @@ async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_ret
 async fn correlating_by_process_instance_sends_the_instance_id() {
     let engine = MockEngine::one_task("shared").await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    engine
-        .quick_worker(&["--correlate-by", "both"])
-        .stop_once(WAIT, "the follow-up", |_| {
-            !engine.requests_to("/message").is_empty()
-        })
+    let message = engine
+        .first_request(
+            engine.quick_worker(&["--correlate-by", "both"]),
+            "/message",
+            WAIT,
+        )
         .await;
-    let message = engine.requests_to("/message").remove(0);
     let owed = owed_by_complete(&engine, "t1");
     assert_eq!(
         message.body,
@@ -680,13 +680,9 @@ async fn a_task_without_business_key_becomes_an_incident_instead_of_a_lost_messa
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
-    engine
-        .worker(&[])
-        .stop_once(WAIT, "the failure report", |_| {
-            !engine.requests_to("/t1/failure").is_empty()
-        })
+    let failure = engine
+        .first_request(engine.worker(&[]), "/t1/failure", WAIT)
         .await;
-    let failure = engine.requests_to("/t1/failure").remove(0);
     assert!(
         engine.requests_to("/t1/complete").is_empty(),
         "not completed"

@@ -360,6 +360,21 @@ impl MockEngine {
         self.worker(&all)
     }
 
+    /// Runs `worker` until this mock has seen a request to a path ending with `suffix` (within
+    /// `limit`), stops it (exit code 0 required), and returns the first such request.
+    pub async fn first_request(
+        &self,
+        worker: WorkerProcess,
+        suffix: &str,
+        limit: Duration,
+    ) -> Seen {
+        let what = format!("a request to {suffix}");
+        worker
+            .stop_once(limit, &what, |_| !self.requests_to(suffix).is_empty())
+            .await;
+        self.requests_to(suffix).remove(0)
+    }
+
     /// A mock that hands out task t1 (business key `key`, instance pi-t1) and completes it.
     pub async fn one_task(key: &str) -> MockEngine {
         let engine = MockEngine::start(vec![json!([task("t1", Some(key))])]).await;

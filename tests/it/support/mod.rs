@@ -95,6 +95,23 @@ pub fn binary() -> std::process::Command {
     command
 }
 
+/// Runs the worker binary with `args` (a `deploy` command and its engine flags) and requires that
+/// it deployed the bundled process as a new version; its stdout.
+pub fn deploy_with_binary(args: &[&str]) -> String {
+    let deploy = binary().args(args).output().unwrap();
+    let out = String::from_utf8_lossy(&deploy.stdout).into_owned();
+    assert!(
+        deploy.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    assert!(
+        out.contains("deployed message_correlation version"),
+        "{out}"
+    );
+    out
+}
+
 /// The worker binary running in the background as an operator runs it: against an engine URL,
 /// with its metrics on a port of its own and its stderr in a file. Killed when dropped if still
 /// running; a failing test prints the end of its log.
