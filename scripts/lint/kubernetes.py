@@ -38,7 +38,7 @@ def load_docs(rendered):
 
 
 def kustomization_problems(k8s_dir, toml_path, problems):
-    """The kustomization takes in every manifest file, and the ConfigMap from worker.toml's directory."""
+    """The kustomization takes in every manifest file, and worker.toml's directory."""
     with open(os.path.join(k8s_dir, "kustomization.yaml"), encoding="utf-8") as f:
         kust = yaml.safe_load(f)
     resources = kust.get("resources", [])
