@@ -327,6 +327,57 @@ pub struct DaemonArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub retry_budget: u32,
 
+    /// Variable the follow-up message carries, NAME=JSON (repeatable; typed like --var).
+    #[arg(long = "message-var", env = "CAMUNDA_WORKER_MESSAGE_VAR", value_name = "NAME=JSON",
+          value_parser = parse_variable)]
+    pub message_variables: Vec<(String, crate::variables::TypedValue)>,
+
+    /// The follow-up's work: a program run after the task is completed (no shell), the task as
+    /// JSON on stdin, the message's variables as one JSON object on stdout.
+    #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_COMMAND", value_name = "PROGRAM")]
+    pub follow_up_command: Option<std::path::PathBuf>,
+
+    /// An argument of --follow-up-command (repeatable, in order).
+    #[arg(
+        long = "follow-up-arg",
+        env = "CAMUNDA_WORKER_FOLLOW_UP_ARG",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    pub follow_up_args: Vec<String>,
+
+    /// Process variable fetched with each task and given to --follow-up-command (repeatable).
+    #[arg(long = "fetch-var", env = "CAMUNDA_WORKER_FETCH_VAR", value_name = "NAME",
+          value_parser = parse_variable_name)]
+    pub fetch_variables: Vec<String>,
+
+    /// How long one run of --follow-up-command may take before it is killed (and retried).
+    #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_TIMEOUT", value_name = "DURATION",
+          default_value = "10m", value_parser = parse_positive_duration)]
+    pub follow_up_timeout: Duration,
+
+    /// Runs of a failing follow-up work after the first, before an incident shows it.
+    #[arg(
+        long,
+        env = "CAMUNDA_WORKER_FOLLOW_UP_RETRIES",
+        value_name = "N",
+        default_value_t = 3
+    )]
+    pub follow_up_retries: u32,
+
+    /// Follow-up works (commands) running at once; more wait, and count against
+    /// --max-pending-follow-ups.
+    #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_CONCURRENCY", value_name = "N",
+          default_value_t = crate::correlation::DEFAULT_WORK_CONCURRENCY,
+          value_parser = parse_capacity)]
+    pub follow_up_concurrency: usize,
+
+    /// How long a running work's claim lasts unrenewed (renewed every third of it): after a
+    /// crash, another worker runs the work again once it has run out.
+    #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_LEASE", value_name = "DURATION",
+          default_value = "1m", value_parser = parse_lease)]
+    pub follow_up_lease: Duration,
+
     /// How the follow-up finds its instance: both (business key and process instance id),
     /// business-key or process-instance.
     #[arg(long, env = "CAMUNDA_WORKER_CORRELATE_BY", default_value = "both",
@@ -373,6 +424,15 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
         return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+/// A lease is renewed every third of its length; below 3 s that is a write a second.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(3) {
+        return Err("must be at least 3s (the lease is renewed every third of it)".to_owned());
     }
     Ok(duration)
 }

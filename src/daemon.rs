@@ -26,6 +26,7 @@ use crate::handler::{Handler, MessageCorrelationHandler};
 use crate::health::Liveness;
 use crate::metrics::Metrics;
 use crate::reconciler::Reconciler;
+use crate::work::{Delay, DynWork, FollowUpWork};
 use crate::worker::{Shared, StopTokens, Worker, EXPIRY_MARGIN};
 
 /// At the end of the grace period, how long abandoned work gets to log and give up before the
@@ -39,19 +40,67 @@ pub struct RunSummary {
     pub drained: bool,
 }
 
-/// Runs the message-correlation daemon described by `config` until `shutdown` is cancelled.
+/// Runs the message-correlation daemon described by `config` until `shutdown` is cancelled: its
+/// follow-ups do the configured work (`--follow-up-command`), or none.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
-    let handler = MessageCorrelationHandler {
-        variables: config.variables.clone(),
-        correlate_by: config.correlate_by,
-    };
-    run_with_handler(config, handler, shutdown).await
+    let work = configured_work(config);
+    run_with(
+        config,
+        correlation_handler(config, work.as_ref()),
+        work,
+        shutdown,
+    )
+    .await
+}
+
+/// Runs the daemon with your own follow-up work (library use): tasks are completed at once as
+/// `config` says, then `work` runs, and its result goes with the message.
+pub async fn run_with_work<W: FollowUpWork>(
+    config: &Config,
+    work: W,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    let work: Arc<dyn DynWork> = Arc::new(work);
+    run_with(
+        config,
+        correlation_handler(config, work.as_ref()),
+        work,
+        shutdown,
+    )
+    .await
 }
 
 /// Runs a worker with a custom handler (library use) until `shutdown` is cancelled.
 pub async fn run_with_handler<H: Handler>(
     config: &Config,
     handler: H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    run_with(config, handler, configured_work(config), shutdown).await
+}
+
+/// The work `config` names: its `--follow-up-command`, or none.
+fn configured_work(config: &Config) -> Arc<dyn DynWork> {
+    match &config.follow_up_command {
+        Some(command) => Arc::new(command.clone()),
+        None => Arc::new(Delay),
+    }
+}
+
+/// The daemon's handler, fetching what `work` reads.
+fn correlation_handler(config: &Config, work: &dyn DynWork) -> MessageCorrelationHandler {
+    MessageCorrelationHandler {
+        variables: config.variables.clone(),
+        correlate_by: config.correlate_by,
+        fetch_variables: work.variables_to_fetch(),
+    }
+}
+
+/// Runs a worker with a handler and a follow-up work until `shutdown` is cancelled.
+pub async fn run_with<H: Handler>(
+    config: &Config,
+    handler: H,
+    work: Arc<dyn DynWork>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
     let metrics = Arc::new(Metrics::new());
@@ -89,13 +138,14 @@ pub async fn run_with_handler<H: Handler>(
         shutdown: shutdown.clone(),
         abort: CancellationToken::new(),
     };
-    let follow_ups = FollowUps::new(
+    let follow_ups = FollowUps::with_work(
         client.clone(),
         Arc::clone(&metrics),
         config.correlation.clone(),
         tracker.clone(),
         stop.shutdown.clone(),
         stop.abort.clone(),
+        work,
     );
     let reconciler = config.reconcile_interval.map(|interval| {
         let reconciler = Reconciler::new(

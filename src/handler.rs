@@ -102,9 +102,15 @@ pub struct MessageCorrelationHandler {
     pub variables: Variables,
     /// How the follow-up finds its process instance.
     pub correlate_by: CorrelateBy,
+    /// The variables fetched with each task, for the follow-up's work (`--fetch-var`).
+    pub fetch_variables: Vec<String>,
 }
 
 impl Handler for MessageCorrelationHandler {
+    fn variables_to_fetch(&self) -> Option<Vec<String>> {
+        Some(self.fetch_variables.clone())
+    }
+
     async fn handle(&self, task: &ExternalTask) -> Result<TaskResult, HandlerError> {
         let follow_up = self.correlate_by.target_for(task).map_err(|missing| {
             HandlerError::permanent(
@@ -142,6 +148,7 @@ mod tests {
         let handler = MessageCorrelationHandler {
             variables: default_variables(),
             correlate_by: CorrelateBy::BusinessKey,
+            fetch_variables: Vec::new(),
         };
         let result = handler.handle(&task(Some("order-1"))).await;
         assert_eq!(
@@ -161,6 +168,7 @@ mod tests {
         let handler = MessageCorrelationHandler {
             variables: default_variables(),
             correlate_by: CorrelateBy::BusinessKey,
+            fetch_variables: Vec::new(),
         };
         let error = handler.handle(&task(None)).await.expect_err("must fail");
         assert_eq!(error.retries, Some(0));

@@ -12,6 +12,12 @@
 //!   ([`owed_range`]): the due time is a fixed-width number, so text order is time order. No
 //!   history is needed, so this works at every history level.
 //!
+//! - A follow-up whose work runs (see [`crate::work`]) holds a *lease*: the worker pushes the owed
+//!   marker's due time ahead while the work runs, as a lock is extended, so another replica's
+//!   reconciler steps in only once the lease has run out (a crash costs one lease).
+//! - Work that failed for good leaves [`Marker::Failed`] and an incident; once an operator
+//!   resolves the incident, a reconciler runs the work again.
+//!
 //! The marker lives in the process instance's scope: a process that loops back to the catch
 //! event gets a new owed value (a new task id) each round, so each round gets exactly one
 //! message. Parallel branches of one instance waiting for the same message at once are not
@@ -43,6 +49,14 @@ pub enum Marker {
         /// The completed task.
         task_id: String,
     },
+    /// The work of `task_id`'s follow-up failed for good; an incident says why. Resolving it
+    /// makes a reconciler run the work again.
+    Failed {
+        /// The task's topic.
+        topic: String,
+        /// The completed task.
+        task_id: String,
+    },
     /// The follow-up of `task_id` was delivered.
     Delivered {
         /// The completed task.
@@ -67,6 +81,13 @@ impl Marker {
                 task_id: task_id.to_owned(),
             });
         }
+        if let Some(rest) = value.strip_prefix("failed:") {
+            let (topic, task_id) = rest.rsplit_once(':')?;
+            return (!task_id.is_empty()).then(|| Marker::Failed {
+                topic: topic.to_owned(),
+                task_id: task_id.to_owned(),
+            });
+        }
         // owed:<topic>:<due>:<task id>; a topic may contain ':', a task id and a due time do not.
         let rest = value.strip_prefix("owed:")?;
         let (rest, task_id) = rest.rsplit_once(':')?;
@@ -84,7 +105,31 @@ impl Marker {
     /// The task the marker is about.
     pub fn task_id(&self) -> &str {
         match self {
-            Marker::Owed { task_id, .. } | Marker::Delivered { task_id } => task_id,
+            Marker::Owed { task_id, .. }
+            | Marker::Failed { task_id, .. }
+            | Marker::Delivered { task_id } => task_id,
+        }
+    }
+
+    /// The topic of an owed or failed marker (a delivered one has none).
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            Marker::Owed { topic, .. } | Marker::Failed { topic, .. } => Some(topic),
+            Marker::Delivered { .. } => None,
+        }
+    }
+
+    /// The same follow-up owed again, due `after` from now: a renewed lease, or a failed one
+    /// whose incident was resolved.
+    pub fn owed_again(&self, after: Duration) -> Marker {
+        Marker::owed(self.topic().unwrap_or_default(), self.task_id(), after)
+    }
+
+    /// The marker that says this follow-up's work failed for good.
+    pub fn failed(&self) -> Marker {
+        Marker::Failed {
+            topic: self.topic().unwrap_or_default().to_owned(),
+            task_id: self.task_id().to_owned(),
         }
     }
 
@@ -104,6 +149,7 @@ impl fmt::Display for Marker {
                 due_ms,
                 task_id,
             } => write!(f, "owed:{topic}:{due_ms:0DUE_DIGITS$}:{task_id}"),
+            Marker::Failed { topic, task_id } => write!(f, "failed:{topic}:{task_id}"),
             Marker::Delivered { task_id } => write!(f, "delivered:{task_id}"),
         }
     }
@@ -116,6 +162,11 @@ pub fn owed_range(topic: &str) -> (String, String) {
         format!("owed:{topic}:"),
         format!("owed:{topic}:{now:0DUE_DIGITS$}"),
     )
+}
+
+/// The value range `[from, to)` of the failed markers of `topic` (`;` is the character after `:`).
+pub fn failed_range(topic: &str) -> (String, String) {
+    (format!("failed:{topic}:"), format!("failed:{topic};"))
 }
 
 /// The current Unix time in milliseconds.
@@ -139,6 +190,15 @@ mod tests {
             assert_eq!(delivered.to_string(), "delivered:t-1");
             assert_eq!(Marker::parse("delivered:t-1"), Some(delivered));
         }
+        let failed = Marker::owed("a:b", "t-2", Duration::ZERO).failed();
+        assert_eq!(failed.to_string(), "failed:a:b:t-2");
+        assert_eq!(Marker::parse("failed:a:b:t-2"), Some(failed.clone()));
+        let (from, to) = failed_range("a:b");
+        assert!(from.as_str() <= "failed:a:b:t-2" && "failed:a:b:t-2" < to.as_str());
+        assert!(failed
+            .owed_again(Duration::from_secs(5))
+            .to_string()
+            .starts_with("owed:a:b:"));
         assert_eq!(Marker::parse("something else"), None);
         assert_eq!(
             Marker::parse("owed:x:12:t"),

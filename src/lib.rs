@@ -17,6 +17,8 @@
 //!   [`worker::Worker::poll_once`]), admission, one task's lifecycle (handler, lock extension,
 //!   complete / failure, lost replies) and, at shutdown, the hand-back of what is still locked.
 //! - [`handler`]: what to do with one task; implement [`handler::Handler`] for your own work.
+//! - [`work`]: the long work after the complete ([`work::FollowUpWork`]: the daemon's delay, a
+//!   `--follow-up-command`, or your own), whose result goes with the follow-up message.
 //! - [`ledger`]: the marker variable through which the engine itself records each owed
 //!   follow-up, and the compare-and-set that delivers it exactly once.
 //! - [`correlation`]: the delayed follow-up message: exactly once, bounded in memory.
@@ -51,6 +53,29 @@
 //! camunda_worker::daemon::run_with_handler(&config, Shout, stop).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The long work after the complete, with its result in the message (run again after a crash,
+//! so it must be idempotent):
+//! ```no_run
+//! use camunda_worker::variables::{TypedValue, Variables};
+//! use camunda_worker::work::{CompletedTask, FollowUpWork, WorkError};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! struct Archive;
+//!
+//! impl FollowUpWork for Archive {
+//!     async fn run(&self, task: &CompletedTask, _: &CancellationToken) -> Result<Variables, WorkError> {
+//!         // ... as long as it takes; idempotent by task.task_id ...
+//!         Ok(Variables::from([("archived".to_owned(), TypedValue::string(&task.task_id))]))
+//!     }
+//! }
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = camunda_worker::config::load(["camunda-worker"]).map_err(|e| anyhow::anyhow!("{e}"))?.2;
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! camunda_worker::daemon::run_with_work(&config, Archive, stop).await?;
+//! # Ok(()) }
+//! ```
 
 pub mod backoff;
 pub mod budget;
@@ -70,4 +95,5 @@ pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod variables;
+pub mod work;
 pub mod worker;

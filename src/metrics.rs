@@ -108,6 +108,10 @@ declare_metrics! {
         "1 once follow-ups found their instances waiting for a message of another name (a wrong --message-name)";
     follow_up_incidents: Counter = Counter::default(),
         "incidents raised on waiting executions for follow-ups given up";
+    follow_up_work_runs: CounterFamily = Family::default(),
+        "runs of follow-up work (--follow-up-command or a library FollowUpWork), by outcome";
+    follow_up_work_running: Gauge = Gauge::default(),
+        "follow-up works running right now (at most --follow-up-concurrency)";
     tasks_in_flight: Gauge = Gauge::default(),
         "tasks locked and not yet finished";
     max_tasks: Gauge = Gauge::default(),

@@ -9,6 +9,11 @@
 //! process has looped past, matches nothing — the engine decides, and nothing needs history
 //! (every history level works) or coordination between replicas.
 //!
+//! When the follow-ups do work (see [`crate::work`]), a marker past due is a work whose lease ran
+//! out (its worker crashed) or that never started: the reconciler claims it with a fresh lease and
+//! runs the whole follow-up — work, then message — as if the task had just been completed. A
+//! failed marker whose incident an operator resolved is run again the same way.
+//!
 //! A marker whose instance does not wait (yet) is tried again on a backoff of its own; every
 //! recovery spends the worker-wide retry budget. A pass that could not deliver some says so in
 //! one line, with the count and one example.
@@ -21,11 +26,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::correlation::FollowUps;
+use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
 use crate::engine::{EngineClient, EngineError, Mismatch};
 use crate::health::Liveness;
-use crate::ledger::{owed_range, Marker};
+use crate::ledger::{failed_range, owed_range, Marker, INCIDENT_TYPE};
 use crate::metrics::{Metrics, Outcome};
+use crate::variables::{TypedValue, Variables};
+use crate::work::{plain_values, CompletedTask};
 
 /// The longest interval between passes of an idle worker. Recovery after a crash does not wait
 /// for it: a restarted worker runs a pass at start, and any worker that fetches tasks runs passes
@@ -87,6 +94,8 @@ pub struct PassSummary {
     pub not_waiting: usize,
     /// Recoveries that failed with an engine error (tried again later).
     pub failed: usize,
+    /// Failed works whose incident was resolved, run again by this pass.
+    pub rerun: usize,
 }
 
 impl Reconciler {
@@ -170,17 +179,15 @@ impl Reconciler {
         }
     }
 
-    /// One pass over the owed markers past their due time.
-    pub async fn pass(&mut self) -> Result<PassSummary, EngineError> {
-        let name = self.follow_ups.settings().marker_variable.clone();
-        let (from, to) = owed_range(&self.topic);
-        let mut summary = PassSummary::default();
-        let mut overdue = Vec::new();
+    /// The markers of this topic whose value lies in `[from, to)`, with their instances.
+    async fn markers_in(&self, from: &str, to: &str) -> Result<Vec<(Marker, String)>, EngineError> {
+        let name = &self.follow_ups.settings().marker_variable;
+        let mut found = Vec::new();
         let mut first_result = 0;
         loop {
             let page = self
                 .client
-                .variables_in_range(&name, &from, &to, first_result, PAGE_SIZE)
+                .variables_in_range(name, from, to, first_result, PAGE_SIZE)
                 .await?;
             let page_len = page.len() as u64;
             for variable in page {
@@ -190,17 +197,115 @@ impl Reconciler {
                     continue;
                 };
                 // The range also holds topics that extend ours ("a:b" for "a"): parse to be sure.
-                match Marker::parse(value) {
-                    Some(marker @ Marker::Owed { .. }) if owed_topic(&marker) == self.topic => {
-                        overdue.push((marker, instance));
+                if let Some(marker) = Marker::parse(value) {
+                    if marker.topic() == Some(self.topic.as_str()) {
+                        found.push((marker, instance));
                     }
-                    _ => {}
                 }
             }
             if page_len < PAGE_SIZE {
                 break;
             }
             first_result += PAGE_SIZE;
+        }
+        Ok(found)
+    }
+
+    /// Failed works whose incident is no longer open: an operator resolved it, asking for the
+    /// work to run again.
+    async fn resolved_failures(&self) -> Result<Vec<(Marker, String)>, EngineError> {
+        let (from, to) = failed_range(&self.topic);
+        let failed = self.markers_in(&from, &to).await?;
+        if failed.is_empty() {
+            return Ok(failed);
+        }
+        self.follow_ups.spend_budget().await;
+        let open: std::collections::HashSet<String> = self
+            .client
+            .open_incident_configurations(INCIDENT_TYPE)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(failed
+            .into_iter()
+            .filter(|(marker, _)| !open.contains(marker.task_id()))
+            .collect())
+    }
+
+    /// Claims an owed (or resolved failed) follow-up with a fresh lease and runs it whole: the
+    /// work, then the message. `Ok(false)`: not now (no room, or the instance has ended).
+    async fn run_again(&self, marker: &Marker, instance: &str) -> Result<bool, EngineError> {
+        let Ok(room) = self.follow_ups.room().try_acquire_owned() else {
+            return Ok(false);
+        };
+        let follow_ups = &self.follow_ups;
+        follow_ups.spend_budget().await;
+        let Some(found) = self.client.process_instance(instance).await? else {
+            return Ok(false);
+        };
+        let names = follow_ups.work().variables_to_fetch();
+        follow_ups.spend_budget().await;
+        let variables = self
+            .client
+            .instance_variables(instance, &names)
+            .await?
+            .unwrap_or_default();
+        let claimed = marker.owed_again(follow_ups.settings().lease);
+        follow_ups.spend_budget().await;
+        self.client
+            .set_instance_variable(
+                instance,
+                &follow_ups.settings().marker_variable,
+                &TypedValue::string(claimed.to_string()),
+            )
+            .await?;
+        let task = CompletedTask {
+            task_id: marker.task_id().to_owned(),
+            topic: self.topic.clone(),
+            business_key: found.business_key.clone(),
+            process_instance_id: Some(instance.to_owned()),
+            variables: plain_values(&variables),
+        };
+        follow_ups.schedule(
+            FollowUp {
+                target: CorrelationTarget {
+                    business_key: found.business_key,
+                    process_instance_id: Some(instance.to_owned()),
+                },
+                process_instance_id: Some(instance.to_owned()),
+                marker: claimed,
+                task,
+                fetched_at: None,
+                // The delay counts from the completion, long past.
+                completed_at: Instant::now() - follow_ups.settings().delay,
+                recovered: true,
+            },
+            Some(room),
+        );
+        Ok(true)
+    }
+
+    /// One pass over the owed markers past their due time.
+    pub async fn pass(&mut self) -> Result<PassSummary, EngineError> {
+        let (from, to) = owed_range(&self.topic);
+        let mut summary = PassSummary::default();
+        let mut overdue = self.markers_in(&from, &to).await?;
+        overdue.retain(|(marker, _)| matches!(marker, Marker::Owed { .. }));
+        let has_work = self.follow_ups.work().is_work();
+        if has_work {
+            for (marker, instance) in self.resolved_failures().await? {
+                if self.follow_ups.is_pending(marker.task_id()) {
+                    continue;
+                }
+                match self.run_again(&marker, &instance).await {
+                    Ok(true) => {
+                        summary.rerun += 1;
+                        info!(process_instance_id = %instance, task_id = marker.task_id(), "the incident of a failed follow-up work was resolved: running the work again");
+                    }
+                    Ok(false) => {}
+                    Err(e) => debug!("cannot run a resolved follow-up work again yet: {e}"),
+                }
+            }
         }
         summary.overdue = overdue.len();
         let now = Instant::now();
@@ -215,10 +320,29 @@ impl Reconciler {
                 summary.skipped += 1;
                 continue;
             }
+            if has_work {
+                match self.run_again(marker, instance).await {
+                    Ok(true) => {
+                        summary.recovered += 1;
+                        self.metrics.follow_ups_recovered.inc();
+                    }
+                    Ok(false) => summary.skipped += 1,
+                    Err(e) => {
+                        summary.failed += 1;
+                        example.get_or_insert_with(|| {
+                            format!("process instance {instance}, task {task_id}: {e}")
+                        });
+                    }
+                }
+                continue;
+            }
             self.follow_ups.spend_budget().await;
-            let request = self
-                .follow_ups
-                .message_for(marker, None, Some(instance.clone()));
+            let request = self.follow_ups.message_for(
+                marker,
+                None,
+                Some(instance.clone()),
+                &Variables::new(),
+            );
             match self.client.correlate_message(&request).await {
                 Ok(()) => {
                     summary.recovered += 1;
@@ -264,12 +388,5 @@ impl Reconciler {
             );
         }
         Ok(summary)
-    }
-}
-
-fn owed_topic(marker: &Marker) -> &str {
-    match marker {
-        Marker::Owed { topic, .. } => topic,
-        Marker::Delivered { .. } => "",
     }
 }

@@ -1,13 +1,17 @@
 //! `camunda-worker status`: what the engine says is waiting — the first thing to run when an
-//! instance seems stuck.
+//! instance seems stuck. Besides the engine's own counts, the follow-ups as the ledger records
+//! them (see [`crate::ledger`]): owed, overdue (a reconciler's to deliver), and failed work.
 
 use crate::config::Config;
 use crate::engine::{EngineClient, EngineError, TaskFilter};
+use crate::ledger::{failed_range, owed_range, INCIDENT_TYPE};
 
-/// Prints the waiting instances, open tasks and incidents for the configured topic and message.
+/// Prints the waiting instances, open tasks, follow-ups and incidents for the configured topic and
+/// message.
 pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineError> {
     let topic = &config.worker.topic;
     let message = &config.correlation.message_name;
+    let marker = &config.correlation.marker_variable;
     let waiting = client.count_message_subscriptions(message).await?;
     let open = client.count_external_tasks(topic, TaskFilter::All).await?;
     let locked = client
@@ -16,13 +20,30 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
     let no_retries = client
         .count_external_tasks(topic, TaskFilter::NoRetriesLeft)
         .await?;
+    let (owed_from, overdue_to) = owed_range(topic);
+    // `;` sorts right after `:`: every owed marker of the topic, due or not.
+    let owed_to = format!("owed:{topic};");
+    let owed = client
+        .count_variables_in_range(marker, &owed_from, &owed_to)
+        .await?;
+    let overdue = client
+        .count_variables_in_range(marker, &owed_from, &overdue_to)
+        .await?;
+    let (failed_from, failed_to) = failed_range(topic);
+    let failed = client
+        .count_variables_in_range(marker, &failed_from, &failed_to)
+        .await?;
     let incidents = client.count_incidents().await?;
+    let ours = client.count_incidents_of(INCIDENT_TYPE).await?;
     println!("engine: {}", client.base_url());
     println!("instances waiting for message {message}: {waiting}");
     println!(
         "open tasks on topic {topic}: {open} ({locked} locked, {no_retries} without retries left)"
     );
-    println!("open incidents: {incidents}");
+    println!(
+        "follow-ups owed on topic {topic}: {owed} ({overdue} past due, for a reconciler to deliver); work failed for good: {failed}"
+    );
+    println!("open incidents: {incidents} ({ours} of follow-ups, type {INCIDENT_TYPE})");
     if incidents > 0 {
         println!("  see Cockpit, or GET {}/incident", client.base_url());
     }

@@ -43,7 +43,7 @@ impl FollowUps {
 
     /// Raises an incident about task `task_id`'s follow-up on the execution that waits for the
     /// message (or, when none waits, on the instance), unless one is open already.
-    async fn raise_incident(&self, instance: &str, task_id: &str, message: &str) {
+    pub(super) async fn raise_incident(&self, instance: &str, task_id: &str, message: &str) {
         let client = &self.inner.client;
         self.spend_budget().await;
         match client.incident_ids(INCIDENT_TYPE, task_id).await {

@@ -18,6 +18,11 @@
 //! incident on the waiting execution (Cockpit shows why) and stays owed in the engine: the
 //! reconciler tries it again on a long backoff, and resolves the incident once it is delivered.
 //!
+//! A follow-up may do work first (see [`crate::work`]): the work runs after the completion, with
+//! retries, and the message carries its result; while it runs the worker renews a lease on the
+//! marker, so that no other replica runs it too. Work that fails for good raises an incident and
+//! sends no message.
+//!
 //! On shutdown, follow-ups still in their delay are sent at once; those that do not go through
 //! (and those already retrying) stay owed in the engine, counted in one line, for the reconciler
 //! of any worker.
@@ -31,19 +36,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::Instrument;
 
+mod deliver;
 mod give_up;
 mod target;
+mod work_phase;
 
 pub use target::{CorrelateBy, CorrelationTarget};
 
-use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
-use crate::engine::{CorrelateMessageRequest, EngineClient, EngineError, Mismatch};
+use crate::engine::{CorrelateMessageRequest, EngineClient};
 use crate::ledger::Marker;
 use crate::metrics::{Metrics, Outcome};
 use crate::variables::{TypedValue, Variables};
+use crate::work::{CompletedTask, Delay, DynWork};
 
 /// Extra time, beyond the correlation delay, before an owed follow-up is the reconciler's to
 /// deliver: the live follow-up's first attempt goes out well before.
@@ -66,10 +73,18 @@ pub struct FollowUp {
     /// The task's process instance, known even when correlating by business key: where the
     /// marker is read, and what log lines refer to.
     pub process_instance_id: Option<String>,
-    /// The owed marker the task's `complete` set (see [`crate::ledger`]).
+    /// The owed marker the task's `complete` set (see [`crate::ledger`]), or the one a
+    /// reconciler claimed.
     pub marker: Marker,
+    /// What the work gets to know of the task.
+    pub task: CompletedTask,
     /// When the task was fetched, for the end-to-end metric.
     pub fetched_at: Option<Instant>,
+    /// When the task was completed: the message goes no earlier than the delay after it.
+    pub completed_at: Instant,
+    /// Whether a reconciler runs it again (an incident raised earlier is resolved once it is
+    /// delivered).
+    pub recovered: bool,
 }
 
 /// The policy of follow-up delivery.
@@ -90,6 +105,15 @@ pub struct CorrelationSettings {
     pub marker_variable: String,
     /// Requests per second a worker may spend on retries (`--retry-budget`).
     pub retry_budget: u32,
+    /// Variables every message carries (`--message-var`), besides the work's result.
+    pub message_variables: Variables,
+    /// Runs of a failing work after the first (`--follow-up-retries`).
+    pub work_retries: u32,
+    /// Works running at once (`--follow-up-concurrency`).
+    pub work_concurrency: usize,
+    /// How long a running work's claim on its follow-up lasts unrenewed (`--follow-up-lease`):
+    /// what a crash costs before another worker runs the work again.
+    pub lease: Duration,
 }
 
 /// The default of `--max-pending-follow-ups`: a few thousand. At the correlation delay of 2 s a
@@ -97,6 +121,10 @@ pub struct CorrelationSettings {
 /// slow to reach the catch event. When every follow-up is undeliverable, memory stays bounded by
 /// this many follow-ups (about a kilobyte each).
 pub const DEFAULT_CAPACITY: usize = 4096;
+
+/// The default of `--follow-up-concurrency`: works (commands) running at once. Long work is
+/// usually waiting on something else (a service, a file transfer), so more than the cores.
+pub const DEFAULT_WORK_CONCURRENCY: usize = 16;
 
 impl Default for CorrelationSettings {
     fn default() -> Self {
@@ -108,6 +136,10 @@ impl Default for CorrelationSettings {
             capacity: DEFAULT_CAPACITY,
             marker_variable: crate::ledger::DEFAULT_MARKER_VARIABLE.to_owned(),
             retry_budget: crate::budget::DEFAULT_RETRY_BUDGET,
+            message_variables: Variables::new(),
+            work_retries: 3,
+            work_concurrency: DEFAULT_WORK_CONCURRENCY,
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -136,6 +168,8 @@ pub enum GiveUpReason {
     Refused,
     /// Shutdown came first; the follow-up stays owed for the reconciler of any worker.
     Shutdown,
+    /// The work failed for good (an incident says why); no message was sent.
+    WorkFailed,
 }
 
 impl Outcome for GiveUpReason {
@@ -144,6 +178,7 @@ impl Outcome for GiveUpReason {
         GiveUpReason::Ambiguous,
         GiveUpReason::Refused,
         GiveUpReason::Shutdown,
+        GiveUpReason::WorkFailed,
     ];
     const LABEL: &'static str = "reason";
     fn label(self) -> &'static str {
@@ -152,36 +187,9 @@ impl Outcome for GiveUpReason {
             GiveUpReason::Ambiguous => "ambiguous",
             GiveUpReason::Refused => "refused",
             GiveUpReason::Shutdown => "shutdown",
+            GiveUpReason::WorkFailed => "work_failed",
         }
     }
-}
-
-/// What one delivery attempt found.
-#[derive(Debug)]
-enum Attempt {
-    /// The engine correlated the message.
-    Delivered,
-    /// The marker says it was delivered, or the instance moved on.
-    DeliveredEarlier(&'static str),
-    /// The instance does not wait for the message (yet).
-    NotWaiting,
-    /// Several executions wait under the business key.
-    Ambiguous(EngineError),
-    /// The engine refused the message for good.
-    Refused(EngineError),
-    /// The engine is unreachable, overloaded or lost the reply: try again later.
-    EngineTrouble(EngineError),
-}
-
-/// What a follow-up carries from one attempt to the next.
-#[derive(Debug, Default)]
-struct Progress {
-    /// Attempts made; all but the first spend the retry budget.
-    attempts: u32,
-    /// Mismatches seen.
-    mismatches: u32,
-    /// Whether an earlier attempt may have gone through unseen (its reply was lost).
-    maybe_delivered: bool,
 }
 
 /// The shutdown's tally of follow-ups left owed in the engine.
@@ -220,6 +228,10 @@ struct Shared {
     /// Whether the "instances wait for another message" diagnosis was logged.
     diagnosed: AtomicBool,
     left_owed: Mutex<LeftOwed>,
+    /// The work each follow-up does before its message.
+    work: Arc<dyn DynWork>,
+    /// Bounds the works running at once (`settings.work_concurrency`).
+    work_slots: Semaphore,
 }
 
 /// Locks a mutex whose holders only insert, remove or count: a poisoned one is still consistent.
@@ -229,7 +241,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl FollowUps {
     /// A scheduler whose follow-ups run on `tracker`, hurry when `hurry` is cancelled and stop
-    /// when `abort` is.
+    /// when `abort` is, and do no work: the message goes after the delay.
     pub fn new(
         client: EngineClient,
         metrics: Arc<Metrics>,
@@ -238,8 +250,31 @@ impl FollowUps {
         hurry: CancellationToken,
         abort: CancellationToken,
     ) -> Self {
+        Self::with_work(
+            client,
+            metrics,
+            settings,
+            tracker,
+            hurry,
+            abort,
+            Arc::new(Delay),
+        )
+    }
+
+    /// The same, each follow-up doing `work` before its message.
+    pub fn with_work(
+        client: EngineClient,
+        metrics: Arc<Metrics>,
+        settings: CorrelationSettings,
+        tracker: TaskTracker,
+        hurry: CancellationToken,
+        abort: CancellationToken,
+        work: Arc<dyn DynWork>,
+    ) -> Self {
         let room = Arc::new(Semaphore::new(settings.capacity));
+        let work_slots = Semaphore::new(settings.work_concurrency.max(1));
         metrics.preset::<GiveUpReason>(&metrics.follow_ups_given_up);
+        metrics.preset::<work_phase::WorkOutcome>(&metrics.follow_up_work_runs);
         metrics
             .retry_budget_per_second
             .set(i64::from(settings.retry_budget));
@@ -258,6 +293,8 @@ impl FollowUps {
                 room,
                 diagnosed: AtomicBool::new(false),
                 left_owed: Mutex::default(),
+                work_slots,
+                work,
             }),
         }
     }
@@ -273,10 +310,25 @@ impl FollowUps {
         Arc::clone(&self.inner.room)
     }
 
+    /// The work the follow-ups do.
+    pub fn work(&self) -> &dyn DynWork {
+        self.inner.work.as_ref()
+    }
+
     /// The owed marker a task's `complete` sets, due for the reconciler after the delay and
-    /// [`RECOVERY_GRACE`].
+    /// [`RECOVERY_GRACE`] — or, when there is work, once its lease runs out unrenewed.
     pub fn owed_marker(&self, topic: &str, task_id: &str) -> Marker {
-        Marker::owed(topic, task_id, self.inner.settings.delay + RECOVERY_GRACE)
+        Marker::owed(topic, task_id, self.recovery_due())
+    }
+
+    /// How long after it is written a marker is the reconcilers' to deliver.
+    fn recovery_due(&self) -> Duration {
+        let settings = &self.inner.settings;
+        if self.inner.work.is_work() {
+            settings.lease
+        } else {
+            settings.delay + RECOVERY_GRACE
+        }
     }
 
     /// The marker variable as `complete` sets it.
@@ -309,21 +361,25 @@ impl FollowUps {
         self.inner.budget.spend(&self.inner.metrics).await;
     }
 
-    /// Schedules delivery after the configured delay (at once if shutdown has begun). `room` is
-    /// the unit of capacity this follow-up occupies until it is done.
+    /// Schedules the follow-up: its work, if any, then its message, no earlier than the delay
+    /// after the completion (at once if shutdown has begun). `room` is the unit of capacity this
+    /// follow-up occupies until it is done.
     pub fn schedule(&self, follow_up: FollowUp, room: Option<OwnedSemaphorePermit>) {
         let task_id = follow_up.marker.task_id().to_owned();
         lock(&self.inner.pending).insert(task_id.clone());
         self.inner.metrics.follow_ups_pending.inc();
         let this = self.clone();
-        let due = Instant::now() + self.inner.settings.delay;
+        let due = follow_up.completed_at + self.inner.settings.delay;
         // While it waits out its delay, a follow-up is this small task; the delivery's state (its
         // HTTP calls, its span) is only allocated when it is due. Measured: a pending follow-up
         // held inline cost about 8 KB, so a few hundred pending ones were most of the heap.
         self.inner.tracker.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
-                _ = this.inner.hurry.cancelled() => {}
+            let has_work = this.inner.work.is_work();
+            if !has_work {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = this.inner.hurry.cancelled() => {}
+                }
             }
             let span = tracing::info_span!(
                 parent: None,
@@ -332,27 +388,44 @@ impl FollowUps {
                 process_instance_id = follow_up.process_instance_id.as_deref().unwrap_or(""),
                 task_id = %task_id,
             );
-            Box::pin(this.deliver_due(&follow_up, Some(due)).instrument(span)).await;
+            if has_work {
+                Box::pin(this.work_then_deliver(&follow_up, due).instrument(span)).await;
+            } else {
+                let marker = MarkerCell::new(follow_up.marker.clone());
+                let none = Variables::new();
+                let delivery = this.deliver_due(&follow_up, &marker, &none, Some(due));
+                Box::pin(delivery.instrument(span)).await;
+            }
             lock(&this.inner.pending).remove(&task_id);
             this.inner.metrics.follow_ups_pending.dec();
             drop(room);
         });
     }
 
-    /// Sends the message now, retrying as the policy says.
+    /// Sends the message now (no work), retrying as the policy says.
     pub async fn deliver(&self, follow_up: &FollowUp) -> Delivery {
-        self.deliver_due(follow_up, None).await
+        let marker = MarkerCell::new(follow_up.marker.clone());
+        self.deliver_due(follow_up, &marker, &Variables::new(), None)
+            .await
     }
 
     /// The message that delivers `marker` to `process_instance_id` (and `business_key`, the
     /// original script's shape): matches only while the marker is owed, and flips it.
+    /// Besides the marker's flip, the message carries `--message-var` and the work's `variables`.
     pub fn message_for(
         &self,
         marker: &Marker,
         business_key: Option<String>,
         process_instance_id: Option<String>,
+        variables: &Variables,
     ) -> CorrelateMessageRequest {
         let name = &self.inner.settings.marker_variable;
+        let mut process_variables = self.inner.settings.message_variables.clone();
+        process_variables.extend(variables.clone());
+        process_variables.insert(
+            name.clone(),
+            TypedValue::string(marker.delivered().to_string()),
+        );
         CorrelateMessageRequest {
             message_name: self.inner.settings.message_name.clone(),
             business_key,
@@ -361,224 +434,50 @@ impl FollowUps {
                 name.clone(),
                 TypedValue::string(marker.to_string()),
             )]),
-            process_variables: Variables::from([(
-                name.clone(),
-                TypedValue::string(marker.delivered().to_string()),
-            )]),
+            process_variables,
         }
     }
+}
 
-    async fn deliver_due(&self, follow_up: &FollowUp, due: Option<Instant>) -> Delivery {
-        let settings = &self.inner.settings;
-        let request = self.message_for(
-            &follow_up.marker,
-            follow_up.target.business_key.clone(),
-            follow_up.target.process_instance_id.clone(),
-        );
-        let started = Instant::now();
-        let mut backoff = Backoff::starting_at(Duration::from_millis(200), settings.max_backoff);
-        let mut engine_trouble_logged = false;
-        let mut progress = Progress::default();
-        let mut retried_at_once = false;
-        loop {
-            let attempt = {
-                // The semaphore is never closed, so acquiring only fails if it were.
-                let _permit = self.inner.sends.acquire().await.ok();
-                if progress.attempts == 0 {
-                    if let Some(due) = due {
-                        self.inner
-                            .metrics
-                            .follow_up_delay_error_seconds
-                            .observe(Instant::now().saturating_duration_since(due).as_secs_f64());
-                    }
-                }
-                // Boxed: a follow-up that waits out a backoff keeps only this loop's few fields, not
-                // the (much larger) state of its HTTP calls.
-                let attempt = Box::pin(self.attempt(&request, follow_up, &mut progress));
-                tokio::select! {
-                    attempt = attempt => attempt,
-                    // The grace is over: what did not go through stays owed in the engine.
-                    _ = self.inner.abort.cancelled() => return self.leave_owed(follow_up),
-                }
-            };
-            let last_error = match attempt {
-                Attempt::Delivered => {
-                    self.inner
-                        .metrics
-                        .follow_up_sent(follow_up.fetched_at.map(|t| t.elapsed()), false);
-                    debug!("follow-up message correlated");
-                    return Delivery::Sent;
-                }
-                Attempt::DeliveredEarlier(how) => {
-                    self.inner
-                        .metrics
-                        .follow_up_sent(follow_up.fetched_at.map(|t| t.elapsed()), true);
-                    info!("the follow-up needs no message any more ({how}): counted as delivered");
-                    return Delivery::AlreadyDelivered;
-                }
-                Attempt::Ambiguous(error) => {
-                    let cause = format!(
-                        "several executions wait for message {} with business key {}; use --correlate-by process-instance or both to make correlation exact ({error})",
-                        request.message_name,
-                        follow_up.target.business_key.as_deref().unwrap_or("-"),
-                    );
-                    return self
-                        .give_up(follow_up, GiveUpReason::Ambiguous, &cause)
-                        .await;
-                }
-                Attempt::Refused(error) => {
-                    let cause = format!("the engine refused the message: {error}");
-                    return self.give_up(follow_up, GiveUpReason::Refused, &cause).await;
-                }
-                Attempt::NotWaiting => {
-                    debug!("the instance does not wait for the message yet; retrying");
-                    format!(
-                        "the process instance did not reach the catch event for message {}",
-                        request.message_name
-                    )
-                }
-                Attempt::EngineTrouble(error) if error.retry_at_once() && !retried_at_once => {
-                    // The connection closed under the call: try again now, without backoff (a
-                    // mismatch then reads the marker: the message may have arrived).
-                    retried_at_once = true;
-                    self.inner.metrics.follow_ups_retried.inc();
-                    continue;
-                }
-                Attempt::EngineTrouble(error) if error.is_optimistic_locking() => {
-                    // Another node or replica changed the instance at the same moment: the next
-                    // attempt, or its marker read, tells whether the message arrived.
-                    debug!("follow-up raced another transaction, trying again: {error}");
-                    error.to_string()
-                }
-                Attempt::EngineTrouble(error) => {
-                    if !engine_trouble_logged {
-                        warn!("follow-up not sent yet, retrying: {error}");
-                        engine_trouble_logged = true;
-                    }
-                    error.to_string()
-                }
-            };
-            if started.elapsed() >= settings.timeout {
-                let cause = format!(
-                    "not delivered within --correlation-timeout {}: {last_error}",
-                    humantime::format_duration(settings.timeout)
-                );
-                return self.give_up(follow_up, GiveUpReason::Timeout, &cause).await;
-            }
-            retried_at_once = false;
-            self.inner.metrics.follow_ups_retried.inc();
-            // Once shutdown has begun, a follow-up that did not go through stays owed in the
-            // engine: the reconciler of any worker delivers it, so it need not hold the grace.
-            if self.inner.hurry.is_cancelled() {
-                return self.leave_owed(follow_up);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = self.inner.hurry.cancelled() => return self.leave_owed(follow_up),
-            }
-        }
+/// A follow-up's marker as the engine holds it now. With work, the lease renewal moves its due
+/// time; the lock keeps a renewal and a message from crossing, so that a message always names the
+/// value the engine has.
+#[derive(Debug, Clone)]
+pub(crate) struct MarkerCell(Arc<tokio::sync::Mutex<MarkerState>>);
+
+#[derive(Debug)]
+pub(crate) struct MarkerState {
+    /// The value the engine has (as far as this worker knows).
+    current: Marker,
+    /// A value written whose reply was lost: the engine may have it instead.
+    maybe: Option<Marker>,
+}
+
+impl MarkerCell {
+    fn new(marker: Marker) -> Self {
+        MarkerCell(Arc::new(tokio::sync::Mutex::new(MarkerState {
+            current: marker,
+            maybe: None,
+        })))
     }
 
-    /// Ends a follow-up at shutdown, owed in the engine; counted for one line at the end.
-    fn leave_owed(&self, follow_up: &FollowUp) -> Delivery {
-        let mut left = lock(&self.inner.left_owed);
-        left.count += 1;
-        if left.example.is_none() {
-            left.example = Some(format!(
-                "task {}, {}",
-                follow_up.marker.task_id(),
-                follow_up.target
-            ));
-        }
-        drop(left);
-        self.inner.metrics.follow_ups_left_owed.inc();
-        let metrics = &self.inner.metrics;
-        metrics.count(&metrics.follow_ups_given_up, GiveUpReason::Shutdown);
-        Delivery::GivenUp(GiveUpReason::Shutdown)
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, MarkerState> {
+        self.0.lock().await
     }
+}
 
-    /// Logs, once, how many follow-ups shutdown left owed in the engine (none: nothing).
-    pub fn report_left_owed(&self) {
-        let left = lock(&self.inner.left_owed);
-        if left.count > 0 {
-            warn!(
-                count = left.count,
-                example = left.example.as_deref().unwrap_or("-"),
-                "{} follow-ups not delivered before shutdown: they stay owed in the engine (marker variable {}), and the reconciler of any worker delivers them",
-                left.count,
-                self.inner.settings.marker_variable,
-            );
+impl MarkerState {
+    /// Whether `value` (as read from the engine) is this follow-up's own marker; a value whose
+    /// write's reply was lost becomes the current one.
+    fn is_ours(&mut self, value: &Marker) -> bool {
+        if *value == self.current {
+            return true;
         }
-    }
-
-    /// One attempt: the message, and, when it matches nothing, maybe a read of the marker.
-    async fn attempt(
-        &self,
-        request: &CorrelateMessageRequest,
-        follow_up: &FollowUp,
-        progress: &mut Progress,
-    ) -> Attempt {
-        if progress.attempts > 0 {
-            self.spend_budget().await;
+        if self.maybe.as_ref() == Some(value) {
+            self.current = value.clone();
+            self.maybe = None;
+            return true;
         }
-        progress.attempts += 1;
-        let error = match self.inner.client.correlate_message(request).await {
-            Ok(()) => return Attempt::Delivered,
-            Err(error) => error,
-        };
-        match error.mismatch() {
-            Some(Mismatch::MultipleMatches) => Attempt::Ambiguous(error),
-            Some(Mismatch::NoMatch) => {
-                progress.mismatches += 1;
-                let read = progress.mismatches == 1
-                    || progress.maybe_delivered
-                    || progress.mismatches % 4 == 1;
-                if !read {
-                    return Attempt::NotWaiting;
-                }
-                // The first read decides the first attempt's mismatch; later ones are retries.
-                if progress.mismatches > 1 {
-                    self.spend_budget().await;
-                }
-                let decided = self.read_marker(follow_up).await;
-                if matches!(decided, Attempt::NotWaiting) {
-                    progress.maybe_delivered = false;
-                    if progress.mismatches >= 2 {
-                        self.diagnose(follow_up).await;
-                    }
-                }
-                decided
-            }
-            None if error.is_transient() || error.is_unauthorized() => {
-                progress.maybe_delivered |=
-                    error.outcome_unknown() || error.is_optimistic_locking();
-                Attempt::EngineTrouble(error)
-            }
-            None => Attempt::Refused(error),
-        }
-    }
-
-    /// Reads the instance's marker to decide a mismatch.
-    async fn read_marker(&self, follow_up: &FollowUp) -> Attempt {
-        let Some(instance) = follow_up.process_instance_id.as_deref() else {
-            return Attempt::NotWaiting;
-        };
-        let value = match self
-            .inner
-            .client
-            .instance_variable(instance, &self.inner.settings.marker_variable)
-            .await
-        {
-            Ok(value) => value,
-            Err(e) => return Attempt::EngineTrouble(e),
-        };
-        match value.as_deref().map(Marker::parse) {
-            Some(Some(marker)) if marker == follow_up.marker => Attempt::NotWaiting,
-            Some(Some(marker)) if marker == follow_up.marker.delivered() => {
-                Attempt::DeliveredEarlier("the marker shows it delivered")
-            }
-            Some(_) => Attempt::DeliveredEarlier("the marker belongs to a later round"),
-            None => Attempt::DeliveredEarlier("the instance has ended"),
-        }
+        false
     }
 }

@@ -120,7 +120,7 @@ impl EngineClient {
     }
 
     /// One call about one task that the engine answers with 204.
-    async fn task_action<B: serde::Serialize>(
+    pub(super) async fn task_action<B: serde::Serialize>(
         &self,
         endpoint: Endpoint,
         task_id: &str,
@@ -241,127 +241,6 @@ impl EngineClient {
             .await
     }
 
-    /// The value of one process instance's String variable `name` (the follow-up marker); `None`
-    /// when the instance has no such variable — or has ended.
-    pub async fn instance_variable(
-        &self,
-        process_instance_id: &str,
-        name: &str,
-    ) -> Result<Option<String>, EngineError> {
-        let found: Vec<VariableInstance> = self
-            .get_json(
-                Endpoint::VariableInstances,
-                "",
-                &[
-                    ("processInstanceIdIn", process_instance_id.to_owned()),
-                    ("variableName", name.to_owned()),
-                    ("deserializeValues", "false".to_owned()),
-                ],
-            )
-            .await?;
-        Ok(found
-            .into_iter()
-            .find(|v| v.process_instance_id.as_deref() == Some(process_instance_id))
-            .and_then(|v| v.value.as_str().map(str::to_owned)))
-    }
-
-    /// Variables `name` (of any instance) whose String value lies in `[from, to)`, one page,
-    /// oldest first. The engine compares String values as text, so with fixed-width numbers in
-    /// the value this is a range of due times.
-    pub async fn variables_in_range(
-        &self,
-        name: &str,
-        from: &str,
-        to: &str,
-        first_result: u64,
-        max_results: u64,
-    ) -> Result<Vec<VariableInstance>, EngineError> {
-        let call = Call::new(Endpoint::VariableInstanceQuery, "");
-        let body = serde_json::json!({
-            "variableName": name,
-            "variableValues": [
-                {"name": name, "operator": "gteq", "value": from},
-                {"name": name, "operator": "lt", "value": to},
-            ],
-            "sorting": [{"sortBy": "variableName", "sortOrder": "asc"}],
-        });
-        let reply = self
-            .send_any(&call, |request| {
-                request
-                    .query(&[
-                        ("firstResult", first_result.to_string()),
-                        ("maxResults", max_results.to_string()),
-                        ("deserializeValues", "false".to_owned()),
-                    ])
-                    .json(&body)
-            })
-            .await?;
-        read_json(&call, reply).await
-    }
-
-    /// Where one process instance waits for a message (any name): what the instances wait for
-    /// when `--message-name` matches nothing, and the execution an incident goes to.
-    pub async fn instance_message_waits(
-        &self,
-        process_instance_id: &str,
-    ) -> Result<Vec<EventSubscription>, EngineError> {
-        self.get_json(
-            Endpoint::EventSubscriptions,
-            "",
-            &[
-                ("eventType", "message".to_owned()),
-                ("processInstanceId", process_instance_id.to_owned()),
-            ],
-        )
-        .await
-    }
-
-    /// Raises an incident of `incident_type` on an execution; Cockpit shows it with `message`.
-    pub async fn create_incident(
-        &self,
-        execution_id: &str,
-        incident_type: &str,
-        configuration: &str,
-        message: &str,
-    ) -> Result<(), EngineError> {
-        let call = Call::new(Endpoint::CreateIncident, execution_id);
-        let body = serde_json::json!({
-            "incidentType": incident_type,
-            "configuration": configuration,
-            "message": message,
-        });
-        let reply = self.send_any(&call, json_body(Some(&body))).await?;
-        read_json::<serde_json::Value>(&call, reply).await.map(drop)
-    }
-
-    /// The ids of the open incidents of `incident_type` with `configuration`.
-    pub async fn incident_ids(
-        &self,
-        incident_type: &str,
-        configuration: &str,
-    ) -> Result<Vec<String>, EngineError> {
-        let found: Vec<serde_json::Value> = self
-            .get_json(
-                Endpoint::Incidents,
-                "",
-                &[
-                    ("incidentType", incident_type.to_owned()),
-                    ("configuration", configuration.to_owned()),
-                ],
-            )
-            .await?;
-        Ok(found
-            .iter()
-            .filter_map(|i| i["id"].as_str().map(str::to_owned))
-            .collect())
-    }
-
-    /// Resolves one incident.
-    pub async fn delete_incident(&self, incident_id: &str) -> Result<(), EngineError> {
-        self.task_action::<()>(Endpoint::DeleteIncident, incident_id, None)
-            .await
-    }
-
     /// Whether a process instance is still running (a 404 says it ended or was deleted).
     pub async fn process_instance_exists(
         &self,
@@ -479,7 +358,7 @@ impl EngineClient {
     }
 
     /// `GET` of `endpoint` (about `id`) with `query` on any node, returning JSON.
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         id: &str,

@@ -46,6 +46,12 @@ pub enum Endpoint {
     VariableInstances,
     /// `POST /variable-instance`: markers by value, across instances.
     VariableInstanceQuery,
+    /// `POST /variable-instance/count`: markers by value, counted (`status`).
+    VariableInstanceCount,
+    /// `GET /process-instance/{id}/variables`: what a recovered follow-up's work reads.
+    InstanceVariables,
+    /// `POST /process-instance/{id}/variables`: a marker's lease, a failed follow-up.
+    ModifyInstanceVariables,
     /// `POST /execution/{id}/create-incident`.
     CreateIncident,
     /// `GET /incident`.
@@ -78,6 +84,9 @@ impl Endpoint {
             Endpoint::IncidentCount => "incidentCount",
             Endpoint::VariableInstances => "variableInstances",
             Endpoint::VariableInstanceQuery => "variableInstanceQuery",
+            Endpoint::VariableInstanceCount => "variableInstanceCount",
+            Endpoint::InstanceVariables => "instanceVariables",
+            Endpoint::ModifyInstanceVariables => "modifyInstanceVariables",
             Endpoint::CreateIncident => "createIncident",
             Endpoint::Incidents => "incidents",
             Endpoint::DeleteIncident => "deleteIncident",
@@ -107,6 +116,10 @@ impl Endpoint {
             Endpoint::VariableInstances | Endpoint::VariableInstanceQuery => {
                 "variable-instance".to_owned()
             }
+            Endpoint::VariableInstanceCount => "variable-instance/count".to_owned(),
+            Endpoint::InstanceVariables | Endpoint::ModifyInstanceVariables => {
+                format!("process-instance/{id}/variables")
+            }
             Endpoint::CreateIncident => format!("execution/{id}/create-incident"),
             Endpoint::Incidents => "incident".to_owned(),
             Endpoint::DeleteIncident => format!("incident/{id}"),
@@ -127,6 +140,8 @@ impl Endpoint {
             | Endpoint::Deploy
             | Endpoint::Start
             | Endpoint::VariableInstanceQuery
+            | Endpoint::ModifyInstanceVariables
+            | Endpoint::VariableInstanceCount
             | Endpoint::CreateIncident => Method::POST,
             Endpoint::DeleteIncident => Method::DELETE,
             Endpoint::ExternalTasks
@@ -137,6 +152,7 @@ impl Endpoint {
             | Endpoint::ExternalTaskCount
             | Endpoint::IncidentCount
             | Endpoint::VariableInstances
+            | Endpoint::InstanceVariables
             | Endpoint::Incidents
             | Endpoint::Engine => Method::GET,
         }
@@ -153,7 +169,11 @@ impl Endpoint {
             | Endpoint::Message
             | Endpoint::CreateIncident
             | Endpoint::Start => false,
-            Endpoint::VariableInstanceQuery | Endpoint::DeleteIncident => true,
+            // Setting a variable to the same value twice leaves the same state.
+            Endpoint::VariableInstanceQuery
+            | Endpoint::VariableInstanceCount
+            | Endpoint::DeleteIncident
+            | Endpoint::ModifyInstanceVariables => true,
             // Duplicate filtering makes a repeated deployment a no-op.
             Endpoint::Deploy => true,
             Endpoint::FetchAndLock | Endpoint::ExtendLock | Endpoint::Unlock => true,

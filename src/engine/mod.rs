@@ -18,6 +18,7 @@ pub mod dto;
 pub mod endpoint;
 pub mod error;
 pub mod health;
+pub mod instance_api;
 pub mod node;
 mod transport;
 

@@ -18,6 +18,7 @@ pub(crate) mod admission;
 pub mod context;
 pub(crate) mod handback;
 pub mod poll;
+mod settle;
 pub mod task;
 
 use std::collections::HashMap;

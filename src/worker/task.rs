@@ -9,7 +9,6 @@
 //! history's record of the completion, or the instance now waiting for our message).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -19,7 +18,7 @@ use crate::metrics::Outcome;
 
 use super::admission::Permits;
 use super::context::WorkerContext;
-use crate::backoff::Backoff;
+use super::settle::{refusal_is_not_about_the_lock, settle, Accepted, Unsettled};
 use crate::correlation::FollowUp;
 use crate::engine::Node;
 use crate::engine::{
@@ -28,6 +27,7 @@ use crate::engine::{
 };
 use crate::handler::{Handler, HandlerError, TaskResult};
 use crate::ledger::Marker;
+use crate::work::CompletedTask;
 
 /// Why a task was dropped without a follow-up (the `reason` of `tasks_dropped_total`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -75,28 +75,6 @@ pub enum TaskOutcome {
     Unlocked,
     /// The shutdown grace ended first; the lock will expire.
     Abandoned,
-}
-
-/// How a task's final call (complete, failure, bpmnError) went through.
-#[derive(Debug, PartialEq, Eq)]
-enum Accepted {
-    /// The engine confirmed it (204).
-    Confirmed,
-    /// The reply was lost, and the engine's state shows the call took effect.
-    ReplyLost,
-}
-
-/// Why a task's final call did not go through.
-#[derive(Debug)]
-enum Unsettled {
-    /// The task no longer exists (404), and nothing shows that this call ended it.
-    Gone(EngineError),
-    /// The engine refused the call (400: another worker holds the lock, ...).
-    Refused(EngineError),
-    /// Retried while the lock lasted, without success.
-    LockExpired(EngineError),
-    /// The shutdown grace ended while retrying.
-    Abandoned(EngineError),
 }
 
 /// What the handler run gave.
@@ -217,7 +195,10 @@ impl<H: Handler> TaskRun<H> {
                         target,
                         process_instance_id: self.task.process_instance_id.clone(),
                         marker,
+                        task: CompletedTask::from_task(&self.task, &self.ctx.settings.topic),
                         fetched_at: Some(self.fetched_at),
+                        completed_at: Instant::now(),
+                        recovered: false,
                     },
                     self.room.take(),
                 );
@@ -310,7 +291,7 @@ impl<H: Handler> TaskRun<H> {
     }
 
     /// Counts and logs a final call that did not go through.
-    fn dropped(&self, what: &str, unsettled: Unsettled) -> TaskOutcome {
+    pub(super) fn dropped(&self, what: &str, unsettled: Unsettled) -> TaskOutcome {
         let metrics = &self.ctx.metrics;
         match unsettled {
             Unsettled::Gone(error) => {
@@ -339,7 +320,7 @@ impl<H: Handler> TaskRun<H> {
     /// the marker says so at any history level: the completion set it to exactly our owed value
     /// (or the follow-up of another worker flipped it to delivered since). Without one, the
     /// history's record of the task's completion by this worker (history level `full`).
-    async fn completed_despite_lost_reply(&self, marker: Option<&Marker>) -> bool {
+    pub(super) async fn completed_despite_lost_reply(&self, marker: Option<&Marker>) -> bool {
         let client = &self.ctx.client;
         if let (Some(marker), Some(instance)) = (marker, self.task.process_instance_id.as_deref()) {
             let name = &self.ctx.follow_ups.settings().marker_variable;
@@ -364,6 +345,31 @@ impl<H: Handler> TaskRun<H> {
                 false
             }
         }
+    }
+
+    /// Sends a task's final call through [`settle`], while this task's lock lasts.
+    async fn settle<F, Fut, C, CFut>(
+        &self,
+        what: &str,
+        call: F,
+        confirm: C,
+    ) -> Result<Accepted, Unsettled>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), EngineError>>,
+        C: Fn() -> CFut,
+        CFut: std::future::Future<Output = bool>,
+    {
+        let settings = &self.ctx.settings;
+        settle(
+            what,
+            settings.max_backoff,
+            self.lock_until,
+            &self.ctx.stop.abort,
+            call,
+            confirm,
+        )
+        .await
     }
 
     /// Runs the handler as its own task (so a panic is contained), extending the lock at half its
@@ -408,64 +414,6 @@ impl<H: Handler> TaskRun<H> {
                     warn!("shutdown grace over while the handler ran: task abandoned, its lock will expire");
                     return HandlerRun::Abandoned;
                 }
-            }
-        }
-    }
-
-    /// Sends a task's final call (complete / failure / bpmnError), retrying transient errors while
-    /// the lock lasts. When an attempt may have taken effect unseen (its reply was lost) and a
-    /// retry then finds the task gone (404) or not ours any more (400), `confirm` asks the engine's
-    /// state whether the lost attempt went through.
-    async fn settle<F, Fut, C, CFut>(
-        &self,
-        what: &str,
-        call: F,
-        confirm: C,
-    ) -> Result<Accepted, Unsettled>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<(), EngineError>>,
-        C: Fn() -> CFut,
-        CFut: std::future::Future<Output = bool>,
-    {
-        let mut backoff =
-            Backoff::starting_at(Duration::from_millis(200), self.ctx.settings.max_backoff);
-        let mut reply_lost = false;
-        let mut retried_at_once = false;
-        loop {
-            let error = match call().await {
-                Ok(()) => return Ok(Accepted::Confirmed),
-                Err(error) => error,
-            };
-            let refused = error.status() == Some(reqwest::StatusCode::BAD_REQUEST);
-            reply_lost |= error.outcome_unknown();
-            if reply_lost && (error.is_not_found() || refused) {
-                if confirm().await {
-                    return Ok(Accepted::ReplyLost);
-                }
-                debug!("{what}: the lost attempt did not go through");
-            }
-            if error.is_not_found() {
-                return Err(Unsettled::Gone(error));
-            }
-            if !(error.is_transient() || error.is_unauthorized()) {
-                return Err(Unsettled::Refused(error));
-            }
-            if error.retry_at_once() && !retried_at_once {
-                // The connection closed under the call: send it again now (a 404 on the repeat
-                // is checked against the engine's state above).
-                retried_at_once = true;
-                continue;
-            }
-            retried_at_once = false;
-            let delay = backoff.next_delay();
-            if Instant::now() + delay >= self.lock_until {
-                return Err(Unsettled::LockExpired(error));
-            }
-            debug!("{what} failed, retrying in {delay:?}: {error}");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.ctx.stop.abort.cancelled() => return Err(Unsettled::Abandoned(error)),
             }
         }
     }
@@ -516,19 +464,4 @@ pub(crate) fn spawn_tasks<H: Handler>(
             .instrument(span),
         );
     }
-}
-
-/// Whether a 400 on `complete` is about something other than the lock (which another worker
-/// holds, or which expired): then no retry and no other worker can complete the task as it is.
-fn refusal_is_not_about_the_lock(error: &EngineError) -> bool {
-    let EngineError::Rejected {
-        status, message, ..
-    } = error
-    else {
-        return false;
-    };
-    *status == reqwest::StatusCode::BAD_REQUEST
-        && !message.contains("is locked by")
-        && !message.contains("cannot be completed by worker")
-        && !message.contains("lock")
 }

@@ -9,7 +9,7 @@ use toml::Table;
 use crate::support::binary;
 
 /// The options without a default: in the sample, commented out, with an example value.
-const COMMENTED: [&str; 14] = [
+const COMMENTED: [&str; 17] = [
     "worker_id",
     "username",
     "password",
@@ -24,6 +24,9 @@ const COMMENTED: [&str; 14] = [
     "ca_cert",
     "client_cert",
     "client_key",
+    "follow_up_command",
+    "follow_up_args",
+    "fetch_variables",
 ];
 
 fn sample_path() -> PathBuf {

@@ -17,3 +17,4 @@ mod operate;
 mod real_engine;
 mod resilience;
 mod support;
+mod work_lease;

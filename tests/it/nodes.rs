@@ -187,6 +187,7 @@ async fn the_worker_follows_a_changing_node_list_without_a_restart() {
         MessageCorrelationHandler {
             variables: Default::default(),
             correlate_by: Default::default(),
+            fetch_variables: Vec::new(),
         },
         WorkerSettings {
             long_poll: Duration::from_millis(200),

@@ -185,6 +185,12 @@ async fn start_and_status_report_what_the_engine_holds() {
         out.contains(&format!("open tasks on topic {topic}: 4 (0 locked")),
         "{out}"
     );
+    assert!(
+        out.contains(&format!(
+            "follow-ups owed on topic {topic}: 0 (0 past due, for a reconciler to deliver); work failed for good: 0"
+        )),
+        "{out}"
+    );
 
     let unknown = binary()
         .args([

@@ -15,13 +15,18 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
+mod file;
+mod report;
+
 use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
 use crate::correlation::{CorrelateBy, CorrelationSettings};
 use crate::engine::auth::{BearerToken, OAuthClient, TokenFile};
 use crate::engine::{Credentials, EngineSettings, TlsSettings};
 use crate::secret::Secret;
-use crate::variables::{default_variables, TypedValue, Variables};
+use crate::variables::{default_variables, Variables};
+use crate::work::{check_program, CommandWork};
 use crate::worker::{generated_worker_id, WorkerSettings};
+use file::{blame_file_key, read_config_file};
 
 /// Config keys (= clap argument ids) whose values are secrets, masked in `--print-config`.
 const SECRET_KEYS: [&str; 3] = ["password", "bearer_token", "oauth_client_secret"];
@@ -101,6 +106,7 @@ struct ConfigFile {
     /// The keys the file sets, with their values (several for a list, like `engine_url`).
     keys: BTreeMap<String, Vec<String>>,
     variables: Option<Variables>,
+    message_variables: Option<Variables>,
 }
 
 /// Parses the command line (and `--config` file) from `args`, the program name first.
@@ -132,132 +138,6 @@ where
         matches,
         file: Some(file),
     })
-}
-
-fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command), ConfigError> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Invalid(format!("config file {shown}: cannot read it: {e}")))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| {
-        let position = e
-            .span()
-            .map(|span| {
-                let line = text[..span.start].matches('\n').count() + 1;
-                format!(" at line {line}")
-            })
-            .unwrap_or_default();
-        ConfigError::Invalid(format!(
-            "config file {shown}: not valid TOML{position}: {}",
-            e.message().trim()
-        ))
-    })?;
-    let mut command = Cli::command();
-    let mut keys = BTreeMap::new();
-    let mut variables = None;
-    for (key, value) in table {
-        if key == "variables" {
-            let toml::Value::Table(entries) = value else {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {shown}: key `variables` must be a table, like [variables] var1 = 1"
-                )));
-            };
-            variables = Some(
-                entries
-                    .into_iter()
-                    .map(|(name, value)| (name, TypedValue::from_toml(value)))
-                    .collect(),
-            );
-            continue;
-        }
-        let known = !NOT_IN_FILE.contains(&key.as_str())
-            && command.get_arguments().any(|a| a.get_id() == key.as_str());
-        if !known {
-            return Err(ConfigError::Invalid(format!(
-                "config file {shown}: unknown key `{key}`{}",
-                suggestion(&command, &key)
-            )));
-        }
-        let takes_list = command
-            .get_arguments()
-            .find(|a| a.get_id() == key.as_str())
-            .is_some_and(|a| matches!(a.get_action(), clap::ArgAction::Append));
-        let scalar = |value: toml::Value| match value {
-            toml::Value::String(s) => Some(s),
-            toml::Value::Integer(i) => Some(i.to_string()),
-            toml::Value::Float(f) => Some(f.to_string()),
-            toml::Value::Boolean(b) => Some(b.to_string()),
-            _ => None,
-        };
-        let values = match value {
-            toml::Value::Array(items) if takes_list => items
-                .into_iter()
-                .map(scalar)
-                .collect::<Option<Vec<String>>>()
-                .ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "config file {shown}: key `{key}` must be a list of strings"
-                    ))
-                })?,
-            // A list key given as one string takes commas, like its environment variable.
-            toml::Value::String(s) if takes_list => {
-                s.split(',').map(|part| part.trim().to_owned()).collect()
-            }
-            value => vec![scalar(value).ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "config file {shown}: key `{key}` must be a single value (string, number or boolean)"
-                ))
-            })?],
-        };
-        keys.insert(key, values);
-    }
-    for (key, values) in &keys {
-        let defaults = values.clone();
-        command = command.mut_arg(key.as_str(), |arg| arg.default_values(defaults));
-    }
-    Ok((
-        ConfigFile {
-            path: path.to_owned(),
-            keys,
-            variables,
-        },
-        command,
-    ))
-}
-
-fn blame_file_key(file: &ConfigFile, error: clap::Error) -> ConfigError {
-    use clap::error::{ContextKind, ContextValue};
-    let flag = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(flag)) => flag.clone(),
-        _ => return ConfigError::Cli(error),
-    };
-    let key = flag
-        .trim_start_matches("--")
-        .split([' ', '='])
-        .next()
-        .unwrap_or_default()
-        .replace('-', "_");
-    let rendered = error.render().to_string();
-    let detail = rendered
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ");
-    ConfigError::Invalid(format!(
-        "config file {}: key `{key}`: {detail}",
-        file.path.display()
-    ))
-}
-
-fn suggestion(command: &clap::Command, key: &str) -> String {
-    let dashed = key.replace('-', "_");
-    if dashed != key
-        && command
-            .get_arguments()
-            .any(|a| a.get_id() == dashed.as_str())
-    {
-        return format!(" (did you mean `{dashed}`?)");
-    }
-    String::new()
 }
 
 impl Layers {
@@ -324,6 +204,21 @@ impl Layers {
         } else {
             Source::Default
         };
+        let message_variables: Variables = if !daemon.message_variables.is_empty() {
+            daemon.message_variables.iter().cloned().collect()
+        } else {
+            self.file
+                .as_ref()
+                .and_then(|f| f.message_variables.clone())
+                .unwrap_or_default()
+        };
+        if message_variables.contains_key(&daemon.marker_variable) {
+            return Err(ConfigError::Invalid(format!(
+                "--message-var {}: that is the marker variable (--marker-variable), which the message sets itself",
+                daemon.marker_variable
+            )));
+        }
+        let follow_up_command = self.follow_up_command()?;
         if daemon.engine_discovery == EngineDiscovery::Dns && connection.engine_url.len() != 1 {
             return Err(ConfigError::Invalid(format!(
                 "--engine-discovery dns resolves the host of one --engine-url; {} were given",
@@ -364,7 +259,12 @@ impl Layers {
                 capacity: daemon.max_pending_follow_ups,
                 marker_variable: daemon.marker_variable.clone(),
                 retry_budget: daemon.retry_budget,
+                message_variables,
+                work_retries: daemon.follow_up_retries,
+                work_concurrency: daemon.follow_up_concurrency,
+                lease: daemon.follow_up_lease,
             },
+            follow_up_command,
             correlate_by: daemon.correlate_by,
             engine_discovery: daemon.engine_discovery,
             variables,
@@ -377,54 +277,34 @@ impl Layers {
         let report = self.report(&config, variables_source);
         Ok(config.with_report(report))
     }
-
-    /// The effective configuration as `key = value  # source` lines, secrets masked.
-    fn report(&self, config: &Config, variables_source: Source) -> Vec<String> {
-        let mut lines = Vec::new();
-        if let Some(file) = &self.file {
-            lines.push(format!("# config file: {}", file.path.display()));
-        }
-        let command = Cli::command();
-        for arg in command.get_arguments() {
-            let id = arg.get_id().as_str();
-            if NOT_IN_FILE.contains(&id) || id == "variables" {
-                continue;
-            }
-            let raw = [self.subcommand_matches(), &self.matches]
-                .into_iter()
-                .find_map(|m| m.try_get_raw(id).ok().flatten());
-            let values: Vec<String> = match raw {
-                Some(raw) => raw.map(|v| v.to_string_lossy().into_owned()).collect(),
-                None if id == "worker_id" => vec![config.worker.worker_id.clone()],
-                None => continue,
-            };
-            let shown = if SECRET_KEYS.contains(&id) {
-                "\"********\"".to_owned()
-            } else if values.len() == 1 {
-                toml_quote(&values[0])
-            } else {
-                let items: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
-                format!("[{}]", items.join(", "))
-            };
-            let source = match (id, self.source(id)) {
-                ("worker_id", Source::Default) => "generated".to_owned(),
-                (_, source) => source.label().to_owned(),
-            };
-            lines.push(format!("{id} = {shown}  # {source}"));
-        }
-        lines.push(format!("[variables]  # {}", variables_source.label()));
-        for (name, value) in &config.variables {
-            lines.push(format!("{name} = {}  # {}", value.value, value.value_type));
-        }
-        lines
-    }
 }
 
-fn toml_quote(value: &str) -> String {
-    if value.parse::<i64>().is_ok() || value == "true" || value == "false" {
-        value.to_owned()
-    } else {
-        format!("{value:?}")
+impl Layers {
+    /// `--follow-up-command` and its arguments, checked: a program that cannot run is reported
+    /// at start, not at the first task.
+    fn follow_up_command(&self) -> Result<Option<CommandWork>, ConfigError> {
+        let daemon = &self.cli.daemon;
+        let Some(program) = &daemon.follow_up_command else {
+            for (given, flag) in [
+                (!daemon.follow_up_args.is_empty(), "--follow-up-arg"),
+                (!daemon.fetch_variables.is_empty(), "--fetch-var"),
+            ] {
+                if given {
+                    return Err(ConfigError::Invalid(format!(
+                        "{flag} is for --follow-up-command, which is not set"
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        check_program(program)
+            .map_err(|why| ConfigError::Invalid(format!("--follow-up-command: {why}")))?;
+        Ok(Some(CommandWork {
+            program: program.clone(),
+            args: daemon.follow_up_args.clone(),
+            timeout: daemon.follow_up_timeout,
+            fetch_variables: daemon.fetch_variables.clone(),
+        }))
     }
 }
 
@@ -521,6 +401,8 @@ pub struct Config {
     pub engine_discovery: EngineDiscovery,
     /// The variables set on completion.
     pub variables: Variables,
+    /// The follow-up's work, when it is a program (`--follow-up-command`).
+    pub follow_up_command: Option<CommandWork>,
     /// How long shutdown may take.
     pub shutdown_grace: Duration,
     /// How often the reconciler runs; `None` = disabled.

@@ -1,0 +1,167 @@
+//! The `--config` TOML file: each key it sets becomes the default of the flag of the same name
+//! (after passing the same parser), so that flags and environment still win; the variable tables
+//! are read here too.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use clap::CommandFactory;
+
+use super::{ConfigError, ConfigFile, NOT_IN_FILE};
+use crate::cli::Cli;
+use crate::variables::TypedValue;
+
+pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command), ConfigError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid(format!("config file {shown}: cannot read it: {e}")))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let position = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!(" at line {line}")
+            })
+            .unwrap_or_default();
+        ConfigError::Invalid(format!(
+            "config file {shown}: not valid TOML{position}: {}",
+            e.message().trim()
+        ))
+    })?;
+    let mut command = Cli::command();
+    let mut keys = BTreeMap::new();
+    let mut variables = None;
+    let mut message_variables = None;
+    for (key, value) in table {
+        if key == "variables" || key == "message_variables" {
+            let toml::Value::Table(entries) = value else {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {shown}: key `{key}` must be a table, like [{key}] var1 = 1"
+                )));
+            };
+            let table = Some(
+                entries
+                    .into_iter()
+                    .map(|(name, value)| (name, TypedValue::from_toml(value)))
+                    .collect(),
+            );
+            if key == "variables" {
+                variables = table;
+            } else {
+                message_variables = table;
+            }
+            continue;
+        }
+        // `follow_up_command = ["prog", "arg", ...]`: the program and its arguments in one list.
+        if key == "follow_up_command" {
+            if let toml::Value::Array(items) = value {
+                let mut parts = items.into_iter().map(|item| match item {
+                    toml::Value::String(s) => Ok(s),
+                    _ => Err(ConfigError::Invalid(format!(
+                        "config file {shown}: key `follow_up_command` must be a string or a list of strings"
+                    ))),
+                });
+                let Some(program) = parts.next().transpose()? else {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file {shown}: key `follow_up_command` is an empty list; name the program first"
+                    )));
+                };
+                let args = parts.collect::<Result<Vec<String>, ConfigError>>()?;
+                keys.insert(key, vec![program]);
+                if !args.is_empty() {
+                    keys.insert("follow_up_args".to_owned(), args);
+                }
+                continue;
+            }
+        }
+        let known = !NOT_IN_FILE.contains(&key.as_str())
+            && command.get_arguments().any(|a| a.get_id() == key.as_str());
+        if !known {
+            return Err(ConfigError::Invalid(format!(
+                "config file {shown}: unknown key `{key}`{}",
+                suggestion(&command, &key)
+            )));
+        }
+        let takes_list = command
+            .get_arguments()
+            .find(|a| a.get_id() == key.as_str())
+            .is_some_and(|a| matches!(a.get_action(), clap::ArgAction::Append));
+        let scalar = |value: toml::Value| match value {
+            toml::Value::String(s) => Some(s),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            toml::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let values = match value {
+            toml::Value::Array(items) if takes_list => items
+                .into_iter()
+                .map(scalar)
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "config file {shown}: key `{key}` must be a list of strings"
+                    ))
+                })?,
+            // A list key given as one string takes commas, like its environment variable.
+            toml::Value::String(s) if takes_list => {
+                s.split(',').map(|part| part.trim().to_owned()).collect()
+            }
+            value => vec![scalar(value).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "config file {shown}: key `{key}` must be a single value (string, number or boolean)"
+                ))
+            })?],
+        };
+        keys.insert(key, values);
+    }
+    for (key, values) in &keys {
+        let defaults = values.clone();
+        command = command.mut_arg(key.as_str(), |arg| arg.default_values(defaults));
+    }
+    Ok((
+        ConfigFile {
+            path: path.to_owned(),
+            keys,
+            variables,
+            message_variables,
+        },
+        command,
+    ))
+}
+
+pub(super) fn blame_file_key(file: &ConfigFile, error: clap::Error) -> ConfigError {
+    use clap::error::{ContextKind, ContextValue};
+    let flag = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(flag)) => flag.clone(),
+        _ => return ConfigError::Cli(error),
+    };
+    let key = flag
+        .trim_start_matches("--")
+        .split([' ', '='])
+        .next()
+        .unwrap_or_default()
+        .replace('-', "_");
+    let rendered = error.render().to_string();
+    let detail = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    ConfigError::Invalid(format!(
+        "config file {}: key `{key}`: {detail}",
+        file.path.display()
+    ))
+}
+
+fn suggestion(command: &clap::Command, key: &str) -> String {
+    let dashed = key.replace('-', "_");
+    if dashed != key
+        && command
+            .get_arguments()
+            .any(|a| a.get_id() == dashed.as_str())
+    {
+        return format!(" (did you mean `{dashed}`?)");
+    }
+    String::new()
+}

@@ -1,0 +1,73 @@
+//! What `--print-config` shows: every effective key with its value and where it came from,
+//! secrets masked.
+
+use clap::CommandFactory;
+
+use super::{Config, Layers, Source, NOT_IN_FILE, SECRET_KEYS};
+use crate::cli::Cli;
+
+impl Layers {
+    /// The effective configuration as `key = value  # source` lines, secrets masked.
+    pub(super) fn report(&self, config: &Config, variables_source: Source) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(file) = &self.file {
+            lines.push(format!("# config file: {}", file.path.display()));
+        }
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if NOT_IN_FILE.contains(&id) || id == "variables" || id == "message_variables" {
+                continue;
+            }
+            let raw = [self.subcommand_matches(), &self.matches]
+                .into_iter()
+                .find_map(|m| m.try_get_raw(id).ok().flatten());
+            let values: Vec<String> = match raw {
+                Some(raw) => raw.map(|v| v.to_string_lossy().into_owned()).collect(),
+                None if id == "worker_id" => vec![config.worker.worker_id.clone()],
+                None => continue,
+            };
+            let shown = if SECRET_KEYS.contains(&id) {
+                "\"********\"".to_owned()
+            } else if values.len() == 1 {
+                toml_quote(&values[0])
+            } else {
+                let items: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+                format!("[{}]", items.join(", "))
+            };
+            let source = match (id, self.source(id)) {
+                ("worker_id", Source::Default) => "generated".to_owned(),
+                (_, source) => source.label().to_owned(),
+            };
+            lines.push(format!("{id} = {shown}  # {source}"));
+        }
+        lines.push(format!("[variables]  # {}", variables_source.label()));
+        for (name, value) in &config.variables {
+            lines.push(format!("{name} = {}  # {}", value.value, value.value_type));
+        }
+        let message_source = if !self.cli.daemon.message_variables.is_empty() {
+            self.source("message_variables")
+        } else if self
+            .file
+            .as_ref()
+            .is_some_and(|f| f.message_variables.is_some())
+        {
+            Source::File
+        } else {
+            Source::Default
+        };
+        lines.push(format!("[message_variables]  # {}", message_source.label()));
+        for (name, value) in &config.correlation.message_variables {
+            lines.push(format!("{name} = {}  # {}", value.value, value.value_type));
+        }
+        lines
+    }
+}
+
+fn toml_quote(value: &str) -> String {
+    if value.parse::<i64>().is_ok() || value == "true" || value == "false" {
+        value.to_owned()
+    } else {
+        format!("{value:?}")
+    }
+}

@@ -1,0 +1,289 @@
+//! A follow-up's work (see [`crate::work`]) before its message: run with retries and backoff,
+//! bounded by `--follow-up-concurrency`, under a lease on the marker that the worker renews so
+//! that no other replica runs it too; for good failures an incident on the waiting execution and
+//! the marker set to failed; at shutdown the lease handed back, so the next start runs it at once.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
+
+use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, MarkerCell};
+use crate::backoff::Backoff;
+use crate::ledger::Marker;
+use crate::metrics::{Metrics, Outcome};
+use crate::variables::{TypedValue, Variables};
+use crate::work::WorkError;
+
+/// How one run of a follow-up's work ended: the `outcome` of `follow_up_work_runs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkOutcome {
+    /// It returned the message's variables.
+    Succeeded,
+    /// It failed and will run again.
+    Retried,
+    /// It failed for good: an incident, no message.
+    Failed,
+    /// Shutdown stopped it; it stays owed for the next start.
+    Interrupted,
+}
+
+impl Outcome for WorkOutcome {
+    const ALL: &'static [Self] = &[
+        WorkOutcome::Succeeded,
+        WorkOutcome::Retried,
+        WorkOutcome::Failed,
+        WorkOutcome::Interrupted,
+    ];
+    const LABEL: &'static str = "outcome";
+    fn label(self) -> &'static str {
+        match self {
+            WorkOutcome::Succeeded => "succeeded",
+            WorkOutcome::Retried => "retried",
+            WorkOutcome::Failed => "failed",
+            WorkOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What the work phase left for the message.
+enum WorkEnd {
+    /// The message's variables.
+    Done(Variables),
+    /// Failed for good (incident raised, marker failed).
+    Failed,
+    /// Shutdown came first.
+    Interrupted,
+}
+
+/// Counts a running work in the gauge for as long as it lives (a work abandoned at the end of
+/// the grace is dropped, not finished).
+struct Running<'a>(&'a Metrics);
+
+impl<'a> Running<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
+        metrics.follow_up_work_running.inc();
+        Running(metrics)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.follow_up_work_running.dec();
+    }
+}
+
+impl FollowUps {
+    /// The whole follow-up of a route with work: the work, then (no earlier than `due`) the
+    /// message with its result; the lease renewed throughout.
+    pub(super) async fn work_then_deliver(&self, follow_up: &FollowUp, due: Instant) -> Delivery {
+        let marker = MarkerCell::new(follow_up.marker.clone());
+        let pipeline = async {
+            let variables = match self.run_work(follow_up, &marker).await {
+                WorkEnd::Done(variables) => variables,
+                WorkEnd::Failed => return Delivery::GivenUp(GiveUpReason::WorkFailed),
+                WorkEnd::Interrupted => {
+                    self.hand_back_lease(follow_up, &marker).await;
+                    return self.leave_owed(follow_up);
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = self.inner.hurry.cancelled() => {}
+            }
+            let delivery = self
+                .deliver_due(follow_up, &marker, &variables, Some(due))
+                .await;
+            if follow_up.recovered
+                && matches!(delivery, Delivery::Sent | Delivery::AlreadyDelivered)
+            {
+                // A follow-up given up earlier raised an incident: it is settled now.
+                self.resolve_incidents(follow_up.marker.task_id()).await;
+            }
+            delivery
+        };
+        tokio::pin!(pipeline);
+        tokio::select! {
+            delivery = &mut pipeline => return delivery,
+            // Renewal stops only when the lease is lost: the follow-up goes on, and its message
+            // (or its marker read) tells whether another worker took it over.
+            () = self.renew_lease(follow_up, &marker) => {}
+        }
+        pipeline.await
+    }
+
+    /// Runs the work until it succeeds, fails for good, or shutdown stops it.
+    async fn run_work(&self, follow_up: &FollowUp, marker: &MarkerCell) -> WorkEnd {
+        let settings = &self.inner.settings;
+        let metrics = &self.inner.metrics;
+        let mut backoff = Backoff::starting_at(Duration::from_secs(1), settings.max_backoff);
+        let mut runs = 0;
+        let last = loop {
+            runs += 1;
+            let run = async {
+                // The semaphore is never closed, so acquiring only fails if it were.
+                let _slot = self.inner.work_slots.acquire().await.ok();
+                let _running = Running::start(metrics);
+                self.inner
+                    .work
+                    .run(&follow_up.task, &self.inner.hurry)
+                    .await
+            };
+            let result = tokio::select! {
+                result = run => result,
+                // The grace is over: the work is dropped (a command killed), owed for the next
+                // start once its lease runs out.
+                _ = self.inner.abort.cancelled() => {
+                    metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Interrupted);
+                    return WorkEnd::Interrupted;
+                }
+            };
+            let error = match result {
+                Ok(variables) => {
+                    metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Succeeded);
+                    return WorkEnd::Done(variables);
+                }
+                Err(_) if self.inner.hurry.is_cancelled() => {
+                    metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Interrupted);
+                    return WorkEnd::Interrupted;
+                }
+                Err(error) => error,
+            };
+            if !error.retry || runs > settings.work_retries {
+                break error;
+            }
+            metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Retried);
+            let wait = backoff.next_delay();
+            warn!(
+                run = runs,
+                "follow-up work failed, running it again in {}: {error}",
+                humantime::format_duration(wait)
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.hurry.cancelled() => return WorkEnd::Interrupted,
+            }
+        };
+        metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Failed);
+        self.work_failed(follow_up, marker, runs, &last).await;
+        WorkEnd::Failed
+    }
+
+    /// Work failed for good: one ERROR, an incident on the waiting execution carrying the
+    /// work's message, and the marker set to failed (so no reconciler runs it again until the
+    /// incident is resolved).
+    async fn work_failed(
+        &self,
+        follow_up: &FollowUp,
+        marker: &MarkerCell,
+        runs: u32,
+        last: &WorkError,
+    ) {
+        let task_id = follow_up.marker.task_id();
+        error!(
+            runs,
+            "follow-up work failed for good, no message sent: {last}; an incident on the waiting execution shows it, and resolving the incident runs the work again"
+        );
+        let metrics = &self.inner.metrics;
+        metrics.count(&metrics.follow_ups_given_up, GiveUpReason::WorkFailed);
+        let Some(instance) = follow_up.process_instance_id.as_deref() else {
+            return;
+        };
+        let message =
+            format!("camunda-worker: the work of task {task_id}'s follow-up failed: {last}");
+        self.raise_incident(instance, task_id, &message).await;
+        let mut state = marker.lock().await;
+        let failed = state.current.failed();
+        self.spend_budget().await;
+        match self
+            .inner
+            .client
+            .set_instance_variable(instance, &self.inner.settings.marker_variable, &marker_value(&failed))
+            .await
+        {
+            Ok(()) => state.current = failed,
+            Err(e) => warn!("cannot mark the failed follow-up in the engine (it stays owed, and runs again once its lease is over): {e}"),
+        }
+    }
+
+    /// Renews the lease every third of its length, for as long as the follow-up runs. Returns
+    /// once the lease is lost: the marker changed (another worker took over, or the instance
+    /// moved on), or no renewal went through for a whole lease — after which this worker must
+    /// not write the marker any more, since another may own it.
+    async fn renew_lease(&self, follow_up: &FollowUp, marker: &MarkerCell) {
+        let Some(instance) = follow_up.process_instance_id.as_deref() else {
+            return std::future::pending().await;
+        };
+        let settings = &self.inner.settings;
+        let client = &self.inner.client;
+        let mut held_until = Instant::now() + settings.lease;
+        loop {
+            tokio::time::sleep(settings.lease / 3).await;
+            let mut state = marker.lock().await;
+            if Instant::now() >= held_until {
+                warn!("the follow-up's lease ran out before it could be renewed; another worker may run its work too (its message still goes once)");
+                return;
+            }
+            let read = client
+                .instance_variable(instance, &settings.marker_variable)
+                .await;
+            match read {
+                Ok(Some(value)) if Marker::parse(&value).is_some_and(|m| state.is_ours(&m)) => {}
+                Ok(_) => {
+                    debug!("the follow-up's marker changed: another worker took it over, or the instance moved on");
+                    return;
+                }
+                Err(e) => {
+                    debug!("cannot read the follow-up's marker to renew its lease: {e}");
+                    continue;
+                }
+            }
+            let asked = Instant::now();
+            let renewed = state.current.owed_again(settings.lease);
+            match client
+                .set_instance_variable(instance, &settings.marker_variable, &marker_value(&renewed))
+                .await
+            {
+                Ok(()) => {
+                    state.current = renewed;
+                    state.maybe = None;
+                    held_until = asked + settings.lease;
+                }
+                Err(e) => {
+                    debug!("cannot renew the follow-up's lease: {e}");
+                    if e.outcome_unknown() {
+                        state.maybe = Some(renewed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// At shutdown, marks an interrupted work's follow-up due now, so that the next start (or
+    /// another replica) runs it at once instead of waiting out the lease.
+    async fn hand_back_lease(&self, follow_up: &FollowUp, marker: &MarkerCell) {
+        let Some(instance) = follow_up.process_instance_id.as_deref() else {
+            return;
+        };
+        let state = marker.lock().await;
+        let due_now = state.current.owed_again(Duration::ZERO);
+        if let Err(e) = self
+            .inner
+            .client
+            .set_instance_variable(
+                instance,
+                &self.inner.settings.marker_variable,
+                &marker_value(&due_now),
+            )
+            .await
+        {
+            debug!("cannot hand the follow-up's lease back (it runs again once the lease is over): {e}");
+        }
+        drop(state);
+        lock(&self.inner.given_up).remove(follow_up.marker.task_id());
+    }
+}
+
+fn marker_value(marker: &Marker) -> TypedValue {
+    TypedValue::string(marker.to_string())
+}

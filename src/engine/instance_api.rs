@@ -1,0 +1,239 @@
+//! The calls about process instances that keep the follow-up ledger: an instance's variables
+//! (the marker, the variables a recovered follow-up's work reads), markers by value across
+//! instances, where an instance waits, and the incidents a follow-up raises.
+
+use super::dto::*;
+use super::endpoint::Endpoint;
+use super::error::EngineError;
+use super::transport::{expect_no_content, json_body, read_json, Call};
+use super::EngineClient;
+use crate::variables::{TypedValue, Variables};
+
+impl EngineClient {
+    /// The value of one process instance's String variable `name` (the follow-up marker); `None`
+    /// when the instance has no such variable — or has ended.
+    pub async fn instance_variable(
+        &self,
+        process_instance_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let found: Vec<VariableInstance> = self
+            .get_json(
+                Endpoint::VariableInstances,
+                "",
+                &[
+                    ("processInstanceIdIn", process_instance_id.to_owned()),
+                    ("variableName", name.to_owned()),
+                    ("deserializeValues", "false".to_owned()),
+                ],
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .find(|v| v.process_instance_id.as_deref() == Some(process_instance_id))
+            .and_then(|v| v.value.as_str().map(str::to_owned)))
+    }
+
+    /// Variables `name` (of any instance) whose String value lies in `[from, to)`, one page,
+    /// oldest first. The engine compares String values as text, so with fixed-width numbers in
+    /// the value this is a range of due times.
+    pub async fn variables_in_range(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+        first_result: u64,
+        max_results: u64,
+    ) -> Result<Vec<VariableInstance>, EngineError> {
+        let call = Call::new(Endpoint::VariableInstanceQuery, "");
+        let body = serde_json::json!({
+            "variableName": name,
+            "variableValues": [
+                {"name": name, "operator": "gteq", "value": from},
+                {"name": name, "operator": "lt", "value": to},
+            ],
+            "sorting": [{"sortBy": "variableName", "sortOrder": "asc"}],
+        });
+        let reply = self
+            .send_any(&call, |request| {
+                request
+                    .query(&[
+                        ("firstResult", first_result.to_string()),
+                        ("maxResults", max_results.to_string()),
+                        ("deserializeValues", "false".to_owned()),
+                    ])
+                    .json(&body)
+            })
+            .await?;
+        read_json(&call, reply).await
+    }
+
+    /// Where one process instance waits for a message (any name): what the instances wait for
+    /// when `--message-name` matches nothing, and the execution an incident goes to.
+    pub async fn instance_message_waits(
+        &self,
+        process_instance_id: &str,
+    ) -> Result<Vec<EventSubscription>, EngineError> {
+        self.get_json(
+            Endpoint::EventSubscriptions,
+            "",
+            &[
+                ("eventType", "message".to_owned()),
+                ("processInstanceId", process_instance_id.to_owned()),
+            ],
+        )
+        .await
+    }
+
+    /// Raises an incident of `incident_type` on an execution; Cockpit shows it with `message`.
+    pub async fn create_incident(
+        &self,
+        execution_id: &str,
+        incident_type: &str,
+        configuration: &str,
+        message: &str,
+    ) -> Result<(), EngineError> {
+        let call = Call::new(Endpoint::CreateIncident, execution_id);
+        let body = serde_json::json!({
+            "incidentType": incident_type,
+            "configuration": configuration,
+            "message": message,
+        });
+        let reply = self.send_any(&call, json_body(Some(&body))).await?;
+        read_json::<serde_json::Value>(&call, reply).await.map(drop)
+    }
+
+    /// The ids of the open incidents of `incident_type` with `configuration`.
+    pub async fn incident_ids(
+        &self,
+        incident_type: &str,
+        configuration: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let found: Vec<serde_json::Value> = self
+            .get_json(
+                Endpoint::Incidents,
+                "",
+                &[
+                    ("incidentType", incident_type.to_owned()),
+                    ("configuration", configuration.to_owned()),
+                ],
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Resolves one incident.
+    pub async fn delete_incident(&self, incident_id: &str) -> Result<(), EngineError> {
+        self.task_action::<()>(Endpoint::DeleteIncident, incident_id, None)
+            .await
+    }
+
+    /// How many variables `name` have a String value in `[from, to)` (`status`: follow-ups owed,
+    /// overdue, failed).
+    pub async fn count_variables_in_range(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<u64, EngineError> {
+        let call = Call::new(Endpoint::VariableInstanceCount, "");
+        let body = serde_json::json!({
+            "variableName": name,
+            "variableValues": [
+                {"name": name, "operator": "gteq", "value": from},
+                {"name": name, "operator": "lt", "value": to},
+            ],
+        });
+        let reply = self.send_any(&call, json_body(Some(&body))).await?;
+        let count: Count = read_json(&call, reply).await?;
+        Ok(count.count)
+    }
+
+    /// How many incidents of `incident_type` are open.
+    pub async fn count_incidents_of(&self, incident_type: &str) -> Result<u64, EngineError> {
+        let count: Count = self
+            .get_json(
+                Endpoint::IncidentCount,
+                "",
+                &[("incidentType", incident_type.to_owned())],
+            )
+            .await?;
+        Ok(count.count)
+    }
+
+    /// Sets one variable of a process instance (the marker's lease, a failed follow-up).
+    pub async fn set_instance_variable(
+        &self,
+        process_instance_id: &str,
+        name: &str,
+        value: &TypedValue,
+    ) -> Result<(), EngineError> {
+        let call = Call::new(Endpoint::ModifyInstanceVariables, process_instance_id);
+        let body = serde_json::json!({ "modifications": { name: value } });
+        expect_no_content(&call, self.send_any(&call, json_body(Some(&body))).await?).await
+    }
+
+    /// The variables `names` of a process instance, typed as stored; `None` when the instance has
+    /// ended.
+    pub async fn instance_variables(
+        &self,
+        process_instance_id: &str,
+        names: &[String],
+    ) -> Result<Option<Variables>, EngineError> {
+        if names.is_empty() {
+            return Ok(Some(Variables::new()));
+        }
+        let found = self
+            .get_json(
+                Endpoint::InstanceVariables,
+                process_instance_id,
+                &[
+                    ("variableNames", names.join(",")),
+                    ("deserializeValues", "false".to_owned()),
+                ],
+            )
+            .await;
+        match found {
+            Ok(variables) => Ok(Some(variables)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A running process instance (its business key), `None` when it has ended.
+    pub async fn process_instance(
+        &self,
+        process_instance_id: &str,
+    ) -> Result<Option<ProcessInstance>, EngineError> {
+        match self
+            .get_json(Endpoint::ProcessInstance, process_instance_id, &[])
+            .await
+        {
+            Ok(instance) => Ok(Some(instance)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `configuration` of every open incident of `incident_type` (for a follow-up's
+    /// incident: its task id), to learn which ones an operator resolved.
+    pub async fn open_incident_configurations(
+        &self,
+        incident_type: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let found: Vec<serde_json::Value> = self
+            .get_json(
+                Endpoint::Incidents,
+                "",
+                &[("incidentType", incident_type.to_owned())],
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|i| i["configuration"].as_str().map(str::to_owned))
+            .collect())
+    }
+}

@@ -1,0 +1,263 @@
+//! The work as a program (`--follow-up-command`): run without a shell, fed the completed task as
+//! one JSON object on stdin, printing the follow-up message's variables as one JSON object on
+//! stdout (typed like `--var`). Each stderr line goes to the log, in the follow-up's span; the last
+//! one is what an incident shows when the program keeps failing.
+//!
+//! A non-zero exit, a timeout, stdout that is not a JSON object, or stdout over
+//! [`MAX_OUTPUT_BYTES`] is a failure, retried by the follow-up. At shutdown the program gets
+//! SIGTERM when the grace begins, and is killed when the follow-up is abandoned at its end.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::{CompletedTask, FollowUpWork, WorkError};
+use crate::variables::{TypedValue, Variables};
+
+/// The most a command may print on stdout: the message's variables, not a data transfer.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// The longest stderr line kept for an incident's message.
+const MAX_LINE_CHARS: usize = 500;
+
+/// A program as the follow-up's work.
+#[derive(Debug, Clone)]
+pub struct CommandWork {
+    /// The program (a path, or a name found in `PATH`).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// How long one run may take (`--follow-up-timeout`).
+    pub timeout: Duration,
+    /// The variables it reads (`--fetch-var`).
+    pub fetch_variables: Vec<String>,
+}
+
+/// Checks at start that `program` can be run: a path must name an executable file, a bare name
+/// must be found in `PATH`. The error names the program and what is wrong with it.
+pub fn check_program(program: &Path) -> Result<PathBuf, String> {
+    let shown = program.display();
+    let candidates: Vec<PathBuf> = if program.components().count() > 1 {
+        vec![program.to_owned()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(program))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut found_unexecutable = false;
+    for candidate in &candidates {
+        let Ok(meta) = std::fs::metadata(candidate) else {
+            continue;
+        };
+        if meta.is_file() && is_executable(&meta) {
+            return Ok(candidate.clone());
+        }
+        found_unexecutable = true;
+    }
+    Err(if found_unexecutable {
+        format!("{shown} is not an executable file (chmod +x it, or name its interpreter first)")
+    } else if candidates.len() == 1 {
+        format!("{shown} does not exist")
+    } else {
+        format!("{shown} is not found in PATH")
+    })
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_: &std::fs::Metadata) -> bool {
+    true
+}
+
+impl CommandWork {
+    fn name(&self) -> String {
+        self.program.display().to_string()
+    }
+}
+
+impl FollowUpWork for CommandWork {
+    fn variables_to_fetch(&self) -> Vec<String> {
+        self.fetch_variables.clone()
+    }
+
+    async fn run(
+        &self,
+        task: &CompletedTask,
+        shutdown: &CancellationToken,
+    ) -> Result<Variables, WorkError> {
+        let name = self.name();
+        let input = serde_json::to_vec(task).unwrap_or_default();
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Dropped when the shutdown grace is over: the program must not outlive the worker.
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| WorkError::transient(format!("{name}: cannot start: {e}")))?;
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(WorkError::transient(format!("{name}: no pipes")));
+        };
+        let feed = async move {
+            // A program that does not read its input closes the pipe early: not an error.
+            let _ = stdin.write_all(&input).await;
+            drop(stdin);
+        };
+        let read_stdout = async move {
+            let mut output = Vec::new();
+            let limit = u64::try_from(MAX_OUTPUT_BYTES).unwrap_or(u64::MAX) + 1;
+            let read = stdout.take(limit).read_to_end(&mut output).await;
+            read.map(|_| output)
+        };
+        let read_stderr = async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut last = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                info!(stream = "stderr", "follow-up command: {line}");
+                if !line.trim().is_empty() {
+                    last = line.trim().chars().take(MAX_LINE_CHARS).collect();
+                }
+            }
+            last
+        };
+        let pid = child.id();
+        let work = async {
+            let ((), output, last_stderr) = tokio::join!(feed, read_stdout, read_stderr);
+            (output, last_stderr, child.wait().await)
+        };
+        tokio::pin!(work);
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let mut terminated = false;
+        let (output, last_stderr, status) = loop {
+            tokio::select! {
+                done = &mut work => break done,
+                () = &mut deadline => {
+                    // Dropping the future drops the child, which kills it (kill_on_drop).
+                    return Err(WorkError::transient(format!(
+                        "{name} did not finish within --follow-up-timeout {}; killed",
+                        humantime::format_duration(self.timeout)
+                    )));
+                }
+                () = shutdown.cancelled(), if !terminated => {
+                    terminated = true;
+                    if let Some(pid) = pid {
+                        terminate(pid);
+                    }
+                }
+            }
+        };
+        let status = status.map_err(|e| WorkError::transient(format!("{name}: {e}")))?;
+        let because = |what: String| {
+            if last_stderr.is_empty() {
+                what
+            } else {
+                format!("{what}: {last_stderr}")
+            }
+        };
+        if !status.success() {
+            let what = match status.code() {
+                Some(code) => format!("{name} exited with status {code}"),
+                None => format!("{name} was ended by a signal"),
+            };
+            return Err(WorkError::transient(because(what)));
+        }
+        let output = output.map_err(|e| WorkError::transient(format!("{name}: stdout: {e}")))?;
+        if output.len() > MAX_OUTPUT_BYTES {
+            return Err(WorkError::transient(format!(
+                "{name} printed more than {MAX_OUTPUT_BYTES} bytes on stdout; print only the message's variables as one JSON object"
+            )));
+        }
+        parse_output(&output).map_err(|what| WorkError::transient(format!("{name}: {what}")))
+    }
+}
+
+/// The message's variables from a command's stdout: one JSON object, each member typed like
+/// `--var`.
+fn parse_output(output: &[u8]) -> Result<Variables, String> {
+    let text = String::from_utf8_lossy(output);
+    if text.trim().is_empty() {
+        return Err("printed nothing on stdout; print one JSON object, e.g. {}".to_owned());
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(members)) => Ok(members
+            .into_iter()
+            .map(|(name, value)| (name, TypedValue::from_json(value)))
+            .collect()),
+        Ok(other) => Err(format!(
+            "stdout is JSON but not an object (it starts {}); print one JSON object",
+            other.to_string().chars().take(40).collect::<String>()
+        )),
+        Err(e) => Err(format!("stdout is not JSON ({e}); print one JSON object")),
+    }
+}
+
+/// Asks the program to stop (SIGTERM), as the shutdown grace begins.
+fn terminate(pid: u32) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(pid) {
+        // The child is not reaped before `wait` returns, so the pid is still ours.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_must_be_one_json_object_whose_members_are_typed_like_var() {
+        let variables = parse_output(br#"{"n": 1, "big": 9999999999, "s": "x"}"#).unwrap();
+        assert_eq!(variables["n"].value_type, "Integer");
+        assert_eq!(variables["big"].value_type, "Long");
+        assert_eq!(variables["s"].value_type, "String");
+        assert!(parse_output(b"[1]").unwrap_err().contains("not an object"));
+        assert!(parse_output(b"ok").unwrap_err().contains("not JSON"));
+        assert!(parse_output(b"  \n")
+            .unwrap_err()
+            .contains("printed nothing"));
+    }
+
+    #[test]
+    fn a_program_is_checked_at_start() {
+        assert!(check_program(Path::new("sh")).is_ok(), "sh is in PATH");
+        let missing = check_program(Path::new("/nonexistent/prog")).unwrap_err();
+        assert!(missing.contains("does not exist"), "{missing}");
+        let not_found = check_program(Path::new("no-such-program-xyz")).unwrap_err();
+        assert!(not_found.contains("not found in PATH"), "{not_found}");
+        let not_executable = check_program(Path::new("Cargo.toml")).unwrap_err();
+        assert!(
+            not_executable.contains("not found in PATH")
+                || not_executable.contains("not an executable"),
+            "{not_executable}"
+        );
+        let dir = std::env::temp_dir().join(format!("cw-check-{}", std::process::id()));
+        std::fs::write(&dir, "x").unwrap();
+        let plain = check_program(&dir).unwrap_err();
+        std::fs::remove_file(&dir).unwrap();
+        assert!(plain.contains("not an executable file"), "{plain}");
+    }
+}
