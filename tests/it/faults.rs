@@ -983,7 +983,7 @@ async fn sigterm_sends_pending_follow_ups_now_instead_of_after_the_delay() {
         .find(|l| l.contains("not delivered before shutdown"))
         .unwrap();
     assert!(
-        line.contains(" WARN ") && line.contains("1 follow-ups"),
+        line.contains(" WARN ") && line.contains("1 follow-up not"),
         "{line}"
     );
     assert_eq!(lines_with(&log, " ERROR "), 0, "{log}");
@@ -1051,7 +1051,7 @@ async fn a_second_signal_exits_at_once_and_an_expired_grace_exits_non_zero() {
                 "{log}"
             );
             assert_eq!(
-                lines_with(&log, "1 follow-ups not delivered before shutdown"),
+                lines_with(&log, "1 follow-up not delivered before shutdown"),
                 1,
                 "{log}"
             );
