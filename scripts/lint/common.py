@@ -1,6 +1,6 @@
 """Helpers shared by the checks under scripts/lint/ (run by scripts/lint-deploy.sh).
 
-Standard library only: the ConfigMap sync runs on the system python3, before the tool venv exists.
+Standard library only.
 """
 
 import re

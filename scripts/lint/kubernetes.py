@@ -1,8 +1,10 @@
 """Checks that the manifests in deploy/kubernetes/ are consistent with each other and the worker.
 
 kubeconform and kubernetes-validate prove each manifest is schema-valid; this checks what a schema
-cannot: that the pieces fit together and match how the worker behaves.
-  - kustomization.yaml lists exactly the manifest files of the directory;
+cannot: that the pieces fit together and match how the worker behaves. It reads what
+`kustomize build` renders, so the ConfigMap config/kustomization.yaml generates is in.
+  - kustomization.yaml lists exactly the manifest files of the directory, and the directory of
+    worker.toml (whose kustomization generates the ConfigMap);
   - the Deployment: 2 replicas, a termination grace period longer than the worker's shutdown grace,
     one worker id per replica (from metadata.name), the metrics port 9464, /healthz and /readyz
     probes, a locked-down securityContext, resource requests and limits;
@@ -11,7 +13,7 @@ cannot: that the pieces fit together and match how the worker behaves.
     worker.toml;
   - the PodDisruptionBudget selects the Deployment's pods.
 
-Usage: kubernetes.py K8S_DIR WORKER_TOML  (run by scripts/lint-deploy.sh)
+Usage: kubernetes.py K8S_DIR KUSTOMIZE_BUILD_OUTPUT WORKER_TOML  (run by scripts/lint-deploy.sh)
 """
 
 import os
@@ -24,16 +26,34 @@ from common import Problems, option_names, read_worker_toml, seconds
 ENV_PREFIX = "CAMUNDA_WORKER_"
 
 
-def load_docs(k8s_dir):
-    """{kind: [(file name, document), ...]} of every YAML document in k8s_dir."""
+def load_docs(rendered):
+    """{kind: [(kind/name, document), ...]} of every document `kustomize build` rendered."""
     docs = {}
-    for name in sorted(os.listdir(k8s_dir)):
-        if name.endswith(".yaml"):
-            with open(os.path.join(k8s_dir, name), encoding="utf-8") as f:
-                for doc in yaml.safe_load_all(f):
-                    if doc:
-                        docs.setdefault(doc["kind"], []).append((name, doc))
+    with open(rendered, encoding="utf-8") as f:
+        for doc in yaml.safe_load_all(f):
+            if doc:
+                label = f"{doc['kind']}/{doc['metadata']['name']}"
+                docs.setdefault(doc["kind"], []).append((label, doc))
     return docs
+
+
+def kustomization_problems(k8s_dir, toml_path, problems):
+    """The kustomization takes in every manifest file, and worker.toml's directory."""
+    with open(os.path.join(k8s_dir, "kustomization.yaml"), encoding="utf-8") as f:
+        kust = yaml.safe_load(f)
+    resources = kust.get("resources", [])
+    dirs = [r for r in resources if os.path.isdir(os.path.join(k8s_dir, r))]
+    listed = set(resources) - set(dirs)
+    files = {n for n in os.listdir(k8s_dir) if n.endswith(".yaml") and n != "kustomization.yaml"}
+    problems.need(
+        listed == files,
+        f"kustomization resources {sorted(listed)} != files {sorted(files)}",
+    )
+    config_dir = os.path.realpath(os.path.dirname(toml_path))
+    problems.need(
+        [os.path.realpath(os.path.join(k8s_dir, d)) for d in dirs] == [config_dir],
+        f"kustomization should take in {config_dir} (the ConfigMap's generator), not {dirs}",
+    )
 
 
 def container_problems(dep, toml_text, toml, problems):
@@ -119,16 +139,10 @@ def reference_problems(docs, pod, c, env, problems):
 
 
 def main():
-    k8s_dir, toml_path = sys.argv[1], sys.argv[2]
-    docs = load_docs(k8s_dir)
+    k8s_dir, rendered, toml_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    docs = load_docs(rendered)
     problems = Problems()
-
-    kust = docs["Kustomization"][0][1]
-    files = {n for n in os.listdir(k8s_dir) if n.endswith(".yaml") and n != "kustomization.yaml"}
-    problems.need(
-        set(kust.get("resources", [])) == files,
-        f"kustomization resources {sorted(kust.get('resources', []))} != files {sorted(files)}",
-    )
+    kustomization_problems(k8s_dir, toml_path, problems)
 
     dep = docs["Deployment"][0][1]
     toml_text, toml = read_worker_toml(toml_path)

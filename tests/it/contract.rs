@@ -8,33 +8,29 @@ use wiremock::ResponseTemplate;
 use crate::support::mock::{
     error_body, follow_up_message, owed_marker, task, MockEngine, MARKER, OWED,
 };
-use crate::support::{eventually, TestWorker};
+use crate::support::{eventually, metric_value};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_and_lock_asks_for_the_topic_with_worker_id_slots_long_poll_and_lock() {
     let engine = MockEngine::start(vec![]).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--worker-id",
-            "w-1",
-            "--max-tasks",
-            "7",
-            "--long-poll",
-            "1500ms",
-            "--lock-duration",
-            "45s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    let fetch = eventually(WAIT, "a fetchAndLock request", || async {
-        engine.requests_to("/fetchAndLock").first().cloned()
-    })
-    .await;
-    worker.shutdown().await;
+    let fetch = engine
+        .first_request(
+            engine.worker(&[
+                "--worker-id",
+                "w-1",
+                "--max-tasks",
+                "7",
+                "--long-poll",
+                "1500ms",
+                "--lock-duration",
+                "45s",
+            ]),
+            "/fetchAndLock",
+            WAIT,
+        )
+        .await;
     assert_eq!(
         fetch.body,
         json!({
@@ -62,22 +58,13 @@ async fn a_task_is_completed_with_typed_variables_and_its_message_follows_after_
     engine
         .message_waits("pi-t1", &[("sample_response", "ex-t1")])
         .await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--worker-id",
-            "w-1",
-            "--correlation-delay",
-            "700ms",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    let message = eventually(WAIT, "the follow-up message", || async {
-        engine.requests_to("/message").first().cloned()
-    })
-    .await;
-    worker.shutdown().await;
+    let message = engine
+        .first_request(
+            engine.worker(&["--worker-id", "w-1", "--correlation-delay", "700ms"]),
+            "/message",
+            WAIT,
+        )
+        .await;
     let complete = engine.requests_to("/t1/complete");
     assert_eq!(complete.len(), 1);
     let owed = owed_marker(&complete[0].body, "t1");
@@ -116,26 +103,20 @@ async fn custom_variables_replace_the_defaults_and_keep_explicit_types() {
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--var",
-            "amount=5000000000",
-            "--var",
-            "ok=true",
-            "--var",
-            "doc={\"a\":1}",
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    let complete = eventually(WAIT, "complete", || async {
-        engine.requests_to("/t1/complete").first().cloned()
-    })
-    .await;
-    worker.shutdown().await;
+    let complete = engine
+        .first_request(
+            engine.quick_worker(&[
+                "--var",
+                "amount=5000000000",
+                "--var",
+                "ok=true",
+                "--var",
+                "doc={\"a\":1}",
+            ]),
+            "/t1/complete",
+            WAIT,
+        )
+        .await;
     // The marker is the worker's own, next to the custom variables: var1 and var2 are gone.
     let owed = owed_marker(&complete.body, "t1");
     assert_eq!(
@@ -191,32 +172,17 @@ async fn nothing_is_correlated_when_complete_is_refused_or_never_confirmed() {
         .on("external-task/[a-z]+/failure", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--worker-id",
-            "w-1",
-            "--correlation-delay",
-            "0s",
-            "--lock-duration",
-            "1s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    eventually(WAIT, "all three tasks to be dropped", || async {
-        let gone = worker
-            .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
-            .await;
-        let lock_lost = worker
-            .metric("camunda_worker_tasks_dropped_total{reason=\"lock_lost\"}")
-            .await;
-        (gone == 1.0 && lock_lost == 2.0).then_some(())
-    })
-    .await;
-    let completed = worker.metric("camunda_worker_tasks_completed_total").await;
-    worker.shutdown().await;
-    assert_eq!(completed, 0.0);
+    let stopped = engine
+        .quick_worker(&["--worker-id", "w-1", "--lock-duration", "1s"])
+        .stop_once(WAIT, "all three tasks to be dropped", |metrics| {
+            let dropped = |reason: &str| {
+                let series = format!("camunda_worker_tasks_dropped_total{{reason=\"{reason}\"}}");
+                metric_value(metrics, &series)
+            };
+            dropped("task_gone") == 1.0 && dropped("lock_lost") == 2.0
+        })
+        .await;
+    assert_eq!(stopped.value("camunda_worker_tasks_completed_total"), 0.0);
     assert_eq!(
         engine.requests_to("/gone/complete").len(),
         1,
@@ -254,28 +220,18 @@ async fn max_tasks_never_exceeds_the_free_slots() {
         )
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--max-tasks",
-            "3",
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
+    let worker = engine.quick_worker(&["--max-tasks", "3"]);
     eventually(WAIT, "both follow-ups", || async {
         (engine.requests_to("/message").len() == 2).then_some(())
     })
     .await;
     // One more poll after the slots were freed again.
     let polls_before = engine.requests_to("/fetchAndLock").len();
-    eventually(WAIT, "a poll after the tasks finished", || async {
-        (engine.requests_to("/fetchAndLock").len() > polls_before + 1).then_some(())
-    })
-    .await;
-    worker.shutdown().await;
+    worker
+        .stop_once(WAIT, "a poll after the tasks finished", |_| {
+            engine.requests_to("/fetchAndLock").len() > polls_before + 1
+        })
+        .await;
     // At shutdown the worker asks the engine to end its parked poll with a fetch for no task.
     let asked: Vec<u64> = engine
         .requests_to("/fetchAndLock")

@@ -15,7 +15,7 @@ use crate::support::mock::{
     error_body, follow_up_message, owed_marker, task, MockEngine, Seen, MARKER, OWED,
 };
 use crate::support::proxy::{FaultKind, FaultProxy};
-use crate::support::{config_for, eventually, lines_with, TestWorker, WorkerProcess};
+use crate::support::{eventually, lines_with, metric_value, TestWorker, WorkerProcess};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -48,24 +48,6 @@ async fn complete_reply_lost_then_task_gone(engine: &MockEngine) {
             vec![bad_gateway(), task_gone()],
         )
         .await;
-}
-
-/// A mock engine that hands out task t1 (business key `key`, instance pi-t1) and completes it.
-async fn engine_with_one_task(key: &str) -> MockEngine {
-    let engine = MockEngine::start(vec![json!([task("t1", Some(key))])]).await;
-    engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
-        .await;
-    engine
-}
-
-/// The worker binary against `engine`, sending follow-ups at once, reconciler off.
-fn quick_worker(engine: &MockEngine) -> WorkerProcess {
-    WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    )
 }
 
 /// The marker reads of a mock: `GET /variable-instance` (the reconciler's range query is a POST),
@@ -119,14 +101,12 @@ const SENT: &str = "camunda_worker_follow_ups_sent_total";
 const ALREADY: &str = "camunda_worker_follow_ups_already_delivered_total";
 const RETRIED: &str = "camunda_worker_follow_ups_retried_total";
 const COMPLETED: &str = "camunda_worker_tasks_completed_total";
+const GIVEN_UP: &str = "camunda_worker_follow_ups_given_up_total";
+const TASK_GONE: &str = "camunda_worker_tasks_dropped_total{reason=\"task_gone\"}";
 
-/// The follow-ups given up, over every reason.
-async fn given_up(worker: &WorkerProcess) -> f64 {
-    crate::support::metric_sum(
-        &worker.scrape().await,
-        "camunda_worker_follow_ups_given_up_total",
-        &[],
-    )
+/// Whether the exposition shows `series` at `value`.
+fn at(series: &'static str, value: f64) -> impl Fn(&str) -> bool {
+    move |metrics| metric_value(metrics, series) == value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +118,14 @@ async fn an_engine_answering_503_is_backed_off_with_one_warning_and_one_recovery
             ResponseTemplate::new(503).set_body_string("Service Unavailable"),
         )
         .await;
-    let mut worker = WorkerProcess::spawn("worker", &engine.url(), &["--reconcile-interval", "0"]);
     // Four failures with backoff (0.25–0.5 s, 0.5–1 s, 1–2 s, 2–4 s), then empty polls again.
-    eventually(WAIT, "polling to resume after the outage", || async {
-        (engine.requests_to("/fetchAndLock").len() >= 6).then_some(())
-    })
-    .await;
-    let log = worker.stderr();
-    assert_eq!(worker.terminate(WAIT), Some(0));
+    let log = engine
+        .worker(&[])
+        .stop_once(WAIT, "polling to resume after the outage", |_| {
+            engine.requests_to("/fetchAndLock").len() >= 6
+        })
+        .await
+        .log;
     assert_eq!(lines_with(&log, "engine unavailable"), 1, "{log}");
     assert_eq!(lines_with(&log, "answers again"), 1, "{log}");
     // No busy loop: between the 1st and 5th request at least three backoff delays passed.
@@ -192,16 +172,13 @@ async fn a_long_poll_on_a_silent_connection_times_out_and_polls_again() {
                 .set_delay(Duration::from_secs(120)),
         )
         .await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &["--long-poll", "1s", "--reconcile-interval", "0"],
-    );
     // Long poll 1 s + margin 1 s: the client gives up at 2 s, backs off, and asks again.
-    eventually(WAIT, "a second fetch after the timeout", || async {
-        (engine.requests_to("/fetchAndLock").len() >= 2).then_some(())
-    })
-    .await;
-    worker.shutdown().await;
+    engine
+        .worker(&["--long-poll", "1s"])
+        .stop_once(WAIT, "a second fetch after the timeout", |_| {
+            engine.requests_to("/fetchAndLock").len() >= 2
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,15 +199,12 @@ async fn complete_is_retried_after_optimistic_locking_and_5xx_then_followed_up_o
         )
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
-    eventually(WAIT, "the follow-up", || async {
-        engine.requests_to("/message").first().cloned()
-    })
-    .await;
-    worker.shutdown().await;
+    engine
+        .quick_worker(&[])
+        .stop_once(WAIT, "the follow-up", |_| {
+            !engine.requests_to("/message").is_empty()
+        })
+        .await;
     assert_eq!(engine.requests_to("/t1/complete").len(), 3);
     assert_eq!(
         follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
@@ -248,33 +222,23 @@ async fn complete_that_keeps_failing_is_given_up_when_the_lock_runs_out_without_
         )
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--lock-duration",
-            "1500ms",
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    eventually(WAIT, "the task to be dropped", || async {
-        (worker
-            .metric("camunda_worker_tasks_dropped_total{reason=\"lock_lost\"}")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
-    let completed = worker.metric(COMPLETED).await;
-    worker.shutdown().await;
+    let stopped = engine
+        .quick_worker(&["--lock-duration", "1500ms"])
+        .stop_once(
+            WAIT,
+            "the task to be dropped",
+            at(
+                "camunda_worker_tasks_dropped_total{reason=\"lock_lost\"}",
+                1.0,
+            ),
+        )
+        .await;
     assert!(
         engine.requests_to("/t1/complete").len() >= 2,
         "retried while the lock lasted"
     );
     assert!(engine.requests_to("/message").is_empty());
-    assert_eq!(completed, 0.0);
+    assert_eq!(stopped.value(COMPLETED), 0.0);
 }
 
 /// `complete` reaches the engine and commits, but its reply is lost (here: a proxy's 504); the
@@ -289,33 +253,16 @@ async fn a_complete_whose_reply_was_lost_is_completed_and_followed_up_not_droppe
     engine.completed_by("t1", "w-1").await;
     engine.marker("pi-t1", vec![Some(OWED)]).await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--worker-id",
-            "w-1",
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    eventually(WAIT, "the follow-up", || async {
-        (worker.metric(SENT).await == 1.0).then_some(())
-    })
-    .await;
-    let completed = worker.metric(COMPLETED).await;
-    let gone = worker
-        .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
+    let stopped = engine
+        .quick_worker(&["--worker-id", "w-1"])
+        .stop_once(WAIT, "the follow-up", at(SENT, 1.0))
         .await;
-    let already = worker.metric(ALREADY).await;
-    worker.shutdown().await;
     assert_eq!(
-        (completed, gone),
+        (stopped.value(COMPLETED), stopped.value(TASK_GONE)),
         (1.0, 0.0),
         "counted as completed, not as gone"
     );
-    assert_eq!(already, 0.0, "sent, not found delivered");
+    assert_eq!(stopped.value(ALREADY), 0.0, "sent, not found delivered");
     assert_eq!(engine.requests_to("/t1/complete").len(), 2);
     assert_eq!(
         marker_reads(&engine, "pi-t1").len(),
@@ -345,18 +292,15 @@ async fn without_history_a_lost_complete_reply_is_proved_by_the_marker_even_once
         .await;
     engine.marker("pi-t1", vec![Some("delivered:t1")]).await;
     engine.on("message", no_match()).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
-    eventually(WAIT, "the follow-up to count as delivered", || async {
-        (worker.metric(ALREADY).await == 1.0).then_some(())
-    })
-    .await;
-    let completed = worker.metric(COMPLETED).await;
-    let sent = worker.metric(SENT).await;
-    worker.shutdown().await;
-    assert_eq!((completed, sent), (1.0, 1.0));
+    let stopped = engine
+        .quick_worker(&[])
+        .stop_once(
+            WAIT,
+            "the follow-up to count as delivered",
+            at(ALREADY, 1.0),
+        )
+        .await;
+    assert_eq!((stopped.value(COMPLETED), stopped.value(SENT)), (1.0, 1.0));
     assert!(engine.requests_to("/external-task-log").is_empty());
     assert_eq!(
         marker_reads(&engine, "pi-t1").len(),
@@ -378,19 +322,10 @@ async fn a_complete_answered_404_at_once_is_dropped_without_reading_the_engine_s
     engine.completed_by("t1", "someone-else").await;
     engine.marker("pi-t1", vec![Some(OWED)]).await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
-    eventually(WAIT, "the task to be dropped", || async {
-        (worker
-            .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
-    worker.shutdown().await;
+    engine
+        .quick_worker(&[])
+        .stop_once(WAIT, "the task to be dropped", at(TASK_GONE, 1.0))
+        .await;
     assert!(engine.requests_to("/history/external-task-log").is_empty());
     assert!(marker_reads(&engine, "pi-t1").is_empty());
     assert!(engine.requests_to("/message").is_empty());
@@ -401,7 +336,7 @@ async fn a_complete_answered_404_at_once_is_dropped_without_reading_the_engine_s
 /// mismatch, not at each): the same message is tried again with backoff until it matches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_comes_before_the_wait_is_retried_until_it_matches() {
-    let engine = engine_with_one_task("k1").await;
+    let engine = MockEngine::one_task("k1").await;
     engine.marker("pi-t1", vec![Some(OWED)]).await;
     engine.message_waits("pi-t1", &[]).await;
     engine
@@ -410,21 +345,23 @@ async fn a_message_that_comes_before_the_wait_is_retried_until_it_matches() {
             vec![no_match(), no_match(), ResponseTemplate::new(204)],
         )
         .await;
-    let mut worker = quick_worker(&engine);
-    eventually(WAIT, "the follow-up to be sent", || async {
-        (worker.metric(SENT).await == 1.0).then_some(())
-    })
-    .await;
-    let retried = worker.metric(RETRIED).await;
-    let already = worker.metric(ALREADY).await;
-    let given_up = given_up(&worker).await;
-    assert_eq!(worker.terminate(WAIT), Some(0));
+    let stopped = engine
+        .quick_worker(&[])
+        .stop_once(WAIT, "the follow-up to be sent", at(SENT, 1.0))
+        .await;
     assert_eq!(
         follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
         3
     );
-    assert_eq!(retried, 2.0, "two messages found no wait yet");
-    assert_eq!((already, given_up), (0.0, 0.0));
+    assert_eq!(
+        stopped.value(RETRIED),
+        2.0,
+        "two messages found no wait yet"
+    );
+    assert_eq!(
+        (stopped.value(ALREADY), stopped.sum(GIVEN_UP, &[])),
+        (0.0, 0.0)
+    );
     assert_eq!(
         marker_reads(&engine, "pi-t1").len(),
         1,
@@ -442,35 +379,22 @@ async fn a_message_that_comes_before_the_wait_is_retried_until_it_matches() {
 /// message, so on its own execution) that Cockpit shows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_with_an_error() {
-    let engine = engine_with_one_task("order-7").await;
+    let engine = MockEngine::one_task("order-7").await;
     engine.marker("pi-t1", vec![Some(OWED)]).await;
     engine.message_waits("pi-t1", &[]).await;
     engine.takes_incidents().await;
     engine.on("message", no_match()).await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &[
-            "--correlation-delay",
-            "0s",
-            "--correlation-timeout",
-            "1s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    eventually(
-        WAIT,
-        "the incident after the correlation timeout",
-        || async { (!engine.requests_to("/create-incident").is_empty()).then_some(()) },
-    )
-    .await;
-    let timeouts = worker
-        .metric("camunda_worker_follow_ups_given_up_total{reason=\"timeout\"}")
+    let stopped = engine
+        .quick_worker(&["--correlation-timeout", "1s"])
+        .stop_once(WAIT, "the incident after the correlation timeout", |_| {
+            !engine.requests_to("/create-incident").is_empty()
+        })
         .await;
-    let log = worker.stderr();
-    assert_eq!(worker.terminate(WAIT), Some(0));
-    assert_eq!(timeouts, 1.0);
+    assert_eq!(
+        stopped.value("camunda_worker_follow_ups_given_up_total{reason=\"timeout\"}"),
+        1.0
+    );
+    let log = stopped.log;
     assert_eq!(lines_with(&log, " ERROR "), 1, "one ERROR: {log}");
     let line = log
         .lines()
@@ -532,32 +456,28 @@ async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_reply_was_lost_counts_as_delivered_once_the_marker_shows_it() {
     for marker in [Some("delivered:t1"), None] {
-        let engine = engine_with_one_task("k1").await;
+        let engine = MockEngine::one_task("k1").await;
         engine.marker("pi-t1", vec![marker]).await;
         engine
             .on_sequence("message", vec![bad_gateway(), no_match()])
             .await;
-        let mut worker = quick_worker(&engine);
-        eventually(WAIT, "the follow-up to count as delivered", || async {
-            (worker.metric(SENT).await == 1.0).then_some(())
-        })
-        .await;
-        let already = worker.metric(ALREADY).await;
-        let given_up = given_up(&worker).await;
-        assert_eq!(worker.terminate(WAIT), Some(0));
-        assert_eq!((already, given_up), (1.0, 0.0), "marker {marker:?}");
+        let stopped = engine
+            .quick_worker(&[])
+            .stop_once(WAIT, "the follow-up to count as delivered", at(SENT, 1.0))
+            .await;
+        assert_eq!(
+            (stopped.value(ALREADY), stopped.sum(GIVEN_UP, &[])),
+            (1.0, 0.0),
+            "marker {marker:?}"
+        );
         assert_eq!(
             follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
             2,
             "the repeat names the same owed marker"
         );
         assert_eq!(marker_reads(&engine, "pi-t1").len(), 1);
-        assert_eq!(
-            lines_with(&worker.stderr(), " ERROR "),
-            0,
-            "{}",
-            worker.stderr()
-        );
+        let log = stopped.worker.stderr();
+        assert_eq!(lines_with(&log, " ERROR "), 0, "{log}");
     }
 }
 
@@ -567,27 +487,21 @@ async fn a_message_whose_reply_was_lost_counts_as_delivered_once_the_marker_show
 /// that ours arrived: counted as delivered, not retried as missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_is_not_mistaken_for_a_missing_message_when_the_process_loops_back() {
-    let engine = engine_with_one_task("k1").await;
+    let engine = MockEngine::one_task("k1").await;
     let next_round = "owed:messageSending:1796236000000:t2";
     engine.marker("pi-t1", vec![Some(next_round)]).await;
     engine
         .on_sequence("message", vec![bad_gateway(), no_match()])
         .await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
-    eventually(WAIT, "the follow-up to count as delivered", || async {
-        (worker.metric(ALREADY).await == 1.0).then_some(())
-    })
-    .await;
-    let given_up = crate::support::metric_sum(
-        &crate::support::scrape(worker.metrics_port).await,
-        "camunda_worker_follow_ups_given_up_total",
-        &[],
-    );
-    worker.shutdown().await;
-    assert_eq!(given_up, 0.0);
+    let stopped = engine
+        .quick_worker(&[])
+        .stop_once(
+            WAIT,
+            "the follow-up to count as delivered",
+            at(ALREADY, 1.0),
+        )
+        .await;
+    assert_eq!(stopped.sum(GIVEN_UP, &[]), 0.0);
     let messages = follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1"));
     assert_eq!(messages.len(), 2);
     assert!(
@@ -603,7 +517,7 @@ async fn a_lost_reply_is_not_mistaken_for_a_missing_message_when_the_process_loo
 /// flag, no marker read, and an incident on the execution that waits for the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_retried() {
-    let engine = engine_with_one_task("shared").await;
+    let engine = MockEngine::one_task("shared").await;
     engine
         .message_waits("pi-t1", &[("sample_response", "ex-wait-1")])
         .await;
@@ -619,29 +533,20 @@ async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_ret
             )),
         )
         .await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &[
-            "--correlate-by",
-            "business-key",
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    eventually(WAIT, "the incident about the shared key", || async {
-        (!engine.requests_to("/create-incident").is_empty()).then_some(())
-    })
-    .await;
-    let ambiguous = worker
-        .metric("camunda_worker_follow_ups_given_up_total{reason=\"ambiguous\"}")
+    let stopped = engine
+        .quick_worker(&["--correlate-by", "business-key"])
+        .stop_once(WAIT, "the incident about the shared key", |_| {
+            !engine.requests_to("/create-incident").is_empty()
+        })
         .await;
-    let retried = worker.metric(RETRIED).await;
-    let log = worker.stderr();
-    assert_eq!(worker.terminate(WAIT), Some(0));
-    assert_eq!((ambiguous, retried), (1.0, 0.0));
+    assert_eq!(
+        (
+            stopped.value("camunda_worker_follow_ups_given_up_total{reason=\"ambiguous\"}"),
+            stopped.value(RETRIED)
+        ),
+        (1.0, 0.0)
+    );
+    let log = stopped.log;
     assert_eq!(
         follow_ups_of_t1(&engine, Some("shared"), None).len(),
         1,
@@ -671,24 +576,15 @@ async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_ret
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlating_by_process_instance_sends_the_instance_id() {
-    let engine = engine_with_one_task("shared").await;
+    let engine = MockEngine::one_task("shared").await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--correlation-delay",
-            "0s",
-            "--correlate-by",
-            "both",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    let message = eventually(WAIT, "the follow-up", || async {
-        engine.requests_to("/message").first().cloned()
-    })
-    .await;
-    worker.shutdown().await;
+    let message = engine
+        .first_request(
+            engine.quick_worker(&["--correlate-by", "both"]),
+            "/message",
+            WAIT,
+        )
+        .await;
     let owed = owed_by_complete(&engine, "t1");
     assert_eq!(
         message.body,
@@ -706,7 +602,7 @@ async fn correlating_by_process_instance_sends_the_instance_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_refused_with_5xx_is_retried() {
-    let engine = engine_with_one_task("k1").await;
+    let engine = MockEngine::one_task("k1").await;
     engine
         .on_sequence(
             "message",
@@ -720,15 +616,12 @@ async fn a_message_refused_with_5xx_is_retried() {
             ],
         )
         .await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
-    eventually(WAIT, "the retried follow-up", || async {
-        (engine.requests_to("/message").len() == 2).then_some(())
-    })
-    .await;
-    worker.shutdown().await;
+    engine
+        .quick_worker(&[])
+        .stop_once(WAIT, "the retried follow-up", |_| {
+            engine.requests_to("/message").len() == 2
+        })
+        .await;
     assert_eq!(
         follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
         2
@@ -741,7 +634,7 @@ async fn a_message_refused_with_5xx_is_retried() {
 /// `delivered:t1`, one correlation, counted as delivered, no ERROR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_loses_an_optimistic_locking_race_is_delivered_once_without_an_error() {
-    let engine = engine_with_one_task("k1").await;
+    let engine = MockEngine::one_task("k1").await;
     engine
         .marker("pi-t1", vec![Some(OWED), Some("delivered:t1")])
         .await;
@@ -759,26 +652,23 @@ async fn a_message_that_loses_an_optimistic_locking_race_is_delivered_once_witho
             ],
         )
         .await;
-    let mut worker = quick_worker(&engine);
-    eventually(WAIT, "the follow-up to count as delivered", || async {
-        (worker.metric(ALREADY).await == 1.0).then_some(())
-    })
-    .await;
-    let given_up = given_up(&worker).await;
-    assert_eq!(worker.terminate(WAIT), Some(0));
-    assert_eq!(given_up, 0.0);
+    let stopped = engine
+        .quick_worker(&[])
+        .stop_once(
+            WAIT,
+            "the follow-up to count as delivered",
+            at(ALREADY, 1.0),
+        )
+        .await;
+    assert_eq!(stopped.sum(GIVEN_UP, &[]), 0.0);
     assert_eq!(
         follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
         3,
         "decided at the mismatch right after the race"
     );
     assert_eq!(marker_reads(&engine, "pi-t1").len(), 2);
-    assert_eq!(
-        lines_with(&worker.stderr(), " ERROR "),
-        0,
-        "{}",
-        worker.stderr()
-    );
+    let log = stopped.worker.stderr();
+    assert_eq!(lines_with(&log, " ERROR "), 0, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -790,12 +680,9 @@ async fn a_task_without_business_key_becomes_an_incident_instead_of_a_lost_messa
     engine
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
-    let worker = TestWorker::spawn(&engine.url(), &["--reconcile-interval", "0"]);
-    let failure = eventually(WAIT, "the failure report", || async {
-        engine.requests_to("/t1/failure").first().cloned()
-    })
-    .await;
-    worker.shutdown().await;
+    let failure = engine
+        .first_request(engine.worker(&[]), "/t1/failure", WAIT)
+        .await;
     assert!(
         engine.requests_to("/t1/complete").is_empty(),
         "not completed"
@@ -831,19 +718,11 @@ impl Handler for Picky {
     }
 }
 
-fn spawn_picky(
-    engine: &MockEngine,
-    flags: &[&str],
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let config = config_for(&engine.url(), flags);
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let handle = tokio::spawn(async move {
-        camunda_worker::daemon::run_with_handler(&config, Picky, token)
-            .await
-            .unwrap();
-    });
-    (stop, handle)
+/// The daemon in this process against `engine`, serving with [`Picky`], reconciler off.
+fn spawn_picky(engine: &MockEngine, flags: &[&str]) -> TestWorker {
+    let mut all = vec!["--reconcile-interval", "0"];
+    all.extend(flags);
+    TestWorker::spawn(&engine.url(), &all, Picky)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,7 +738,7 @@ async fn a_handler_error_is_reported_with_message_details_and_decreasing_retries
             ResponseTemplate::new(204),
         )
         .await;
-    let (stop, handle) = spawn_picky(
+    let worker = spawn_picky(
         &engine,
         &[
             "--retries",
@@ -868,16 +747,13 @@ async fn a_handler_error_is_reported_with_message_details_and_decreasing_retries
             "45s",
             "--worker-id",
             "w-1",
-            "--reconcile-interval",
-            "0",
         ],
     );
     eventually(WAIT, "two failure reports", || async {
         (engine.requests_to("/failure").len() == 2).then_some(())
     })
     .await;
-    stop.cancel();
-    handle.await.unwrap();
+    worker.shutdown().await;
     let fresh = &engine.requests_to("/fresh/failure")[0].body;
     assert_eq!(
         fresh,
@@ -908,15 +784,14 @@ async fn a_panicking_handler_is_contained_and_reported() {
             ResponseTemplate::new(204),
         )
         .await;
-    let (stop, handle) = spawn_picky(&engine, &["--reconcile-interval", "0"]);
+    let worker = spawn_picky(&engine, &[]);
     eventually(
         WAIT,
         "both tasks reported (the loop survived the panic)",
         || async { (engine.requests_to("/failure").len() == 2).then_some(()) },
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap();
+    worker.shutdown().await;
     let boom = &engine.requests_to("/boom/failure")[0].body;
     assert_eq!(boom["errorMessage"], json!("the handler panicked"));
 }
@@ -930,23 +805,12 @@ async fn a_handler_running_past_half_its_lock_gets_the_lock_extended() {
     engine
         .on("external-task/slow/complete", ResponseTemplate::new(204))
         .await;
-    let (stop, handle) = spawn_picky(
-        &engine,
-        &[
-            "--lock-duration",
-            "1s",
-            "--worker-id",
-            "w-1",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
+    let worker = spawn_picky(&engine, &["--lock-duration", "1s", "--worker-id", "w-1"]);
     eventually(WAIT, "the completion", || async {
         (!engine.requests_to("/slow/complete").is_empty()).then_some(())
     })
     .await;
-    stop.cancel();
-    handle.await.unwrap();
+    worker.shutdown().await;
     let extensions = engine.requests_to("/slow/extendLock");
     // 1.7 s of work with a 1 s lock: extended at ~0.5 s, ~1.0 s and ~1.5 s.
     assert!(extensions.len() >= 2, "{} extensions", extensions.len());
@@ -960,18 +824,7 @@ async fn a_handler_running_past_half_its_lock_gets_the_lock_extended() {
 async fn refused_credentials_give_one_clear_error_and_backoff_without_leaking_the_password() {
     let engine = MockEngine::start(vec![]).await;
     engine.fetch_first(1000, ResponseTemplate::new(401)).await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &[
-            "--username",
-            "alice",
-            "--password",
-            "hunter2-secret",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
+    let mut worker = engine.worker(&["--username", "alice", "--password", "hunter2-secret"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(worker.is_running());
     let log = worker.stderr();
@@ -1002,13 +855,13 @@ async fn a_reply_that_is_not_json_is_logged_with_an_excerpt_and_treated_as_trans
                 .set_body_string("<html><body>502 from the ingress</body></html>"),
         )
         .await;
-    let mut worker = WorkerProcess::spawn("worker", &engine.url(), &["--reconcile-interval", "0"]);
-    eventually(WAIT, "polling to go on", || async {
-        (engine.requests_to("/fetchAndLock").len() >= 3).then_some(())
-    })
-    .await;
-    let log = worker.stderr();
-    assert_eq!(worker.terminate(WAIT), Some(0));
+    let log = engine
+        .worker(&[])
+        .stop_once(WAIT, "polling to go on", |_| {
+            engine.requests_to("/fetchAndLock").len() >= 3
+        })
+        .await
+        .log;
     let line = log
         .lines()
         .find(|l| l.contains("unexpected body"))
@@ -1020,11 +873,10 @@ async fn a_reply_that_is_not_json_is_logged_with_an_excerpt_and_treated_as_trans
     assert!(!log.contains("panicked"));
 }
 
-/// An engine that cannot cancel a parked long poll (no `fetch-and-lock-unique-worker-request`)
-/// keeps it parked: the worker asks, waits a moment, sweeps — and still exits 0 within its grace,
-/// far sooner than the 30 s long poll.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_never_waits_past_the_grace_for_a_long_poll_the_engine_keeps_parked() {
+/// A mock that cannot cancel a parked long poll (as an engine without
+/// `fetch-and-lock-unique-worker-request`): every fetch is held 30 s, and the shutdown sweep
+/// (`GET /external-task`) finds `locked` still locked for the worker.
+async fn engine_keeping_polls_parked(locked: serde_json::Value) -> MockEngine {
     let engine = MockEngine::start(vec![]).await;
     engine
         .fetch_first(
@@ -1037,21 +889,19 @@ async fn sigterm_never_waits_past_the_grace_for_a_long_poll_the_engine_keeps_par
     engine
         .on_get(
             "external-task",
-            ResponseTemplate::new(200).set_body_json(json!([])),
+            ResponseTemplate::new(200).set_body_json(locked),
         )
         .await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &[
-            "--long-poll",
-            "30s",
-            "--shutdown-grace",
-            "3s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
+    engine
+}
+
+/// An engine that cannot cancel a parked long poll (no `fetch-and-lock-unique-worker-request`)
+/// keeps it parked: the worker asks, waits a moment, sweeps — and still exits 0 within its grace,
+/// far sooner than the 30 s long poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_never_waits_past_the_grace_for_a_long_poll_the_engine_keeps_parked() {
+    let engine = engine_keeping_polls_parked(json!([])).await;
+    let mut worker = engine.worker(&["--long-poll", "30s", "--shutdown-grace", "3s"]);
     eventually(WAIT, "the long poll to be open", || async {
         (!engine.requests_to("/fetchAndLock").is_empty()).then_some(())
     })
@@ -1099,24 +949,11 @@ async fn sigterm_sends_pending_follow_ups_now_instead_of_after_the_delay() {
         .on("external-task/t[12]/complete", ResponseTemplate::new(204))
         .await;
     engine.marker("pi-t2", vec![Some(OWED)]).await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .and(wiremock::matchers::path("/engine-rest/message"))
-        .and(wiremock::matchers::body_partial_json(
-            json!({"processInstanceId": "pi-t2"}),
-        ))
-        .respond_with(crate::support::mock::Recording {
-            seen: Arc::clone(&engine.seen),
-            reply: no_match(),
-        })
-        .with_priority(1)
-        .mount(&engine.server)
+    engine
+        .on_message_with(json!({"processInstanceId": "pi-t2"}), no_match())
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &["--correlation-delay", "10m", "--reconcile-interval", "0"],
-    );
+    let mut worker = engine.worker(&["--correlation-delay", "10m"]);
     eventually(WAIT, "both completions", || async {
         (engine.requests_to("/complete").len() == 2).then_some(())
     })
@@ -1146,7 +983,7 @@ async fn sigterm_sends_pending_follow_ups_now_instead_of_after_the_delay() {
         .find(|l| l.contains("not delivered before shutdown"))
         .unwrap();
     assert!(
-        line.contains(" WARN ") && line.contains("1 follow-ups"),
+        line.contains(" WARN ") && line.contains("1 follow-up not"),
         "{line}"
     );
     assert_eq!(lines_with(&log, " ERROR "), 0, "{log}");
@@ -1179,20 +1016,7 @@ async fn a_second_signal_exits_at_once_and_an_expired_grace_exits_non_zero() {
         engine.on("message", no_match()).await;
         engine.marker("pi-t1", vec![Some(OWED)]).await;
         engine.message_waits("pi-t1", &[]).await;
-        let mut worker = WorkerProcess::spawn(
-            "worker",
-            &engine.url(),
-            &[
-                "--correlation-delay",
-                "0s",
-                "--lock-duration",
-                "5m",
-                "--shutdown-grace",
-                grace,
-                "--reconcile-interval",
-                "0",
-            ],
-        );
+        let mut worker = engine.quick_worker(&["--lock-duration", "5m", "--shutdown-grace", grace]);
         eventually(
             WAIT,
             "a retried follow-up and a retried complete",
@@ -1227,7 +1051,7 @@ async fn a_second_signal_exits_at_once_and_an_expired_grace_exits_non_zero() {
                 "{log}"
             );
             assert_eq!(
-                lines_with(&log, "1 follow-ups not delivered before shutdown"),
+                lines_with(&log, "1 follow-up not delivered before shutdown"),
                 1,
                 "{log}"
             );
@@ -1258,18 +1082,15 @@ async fn the_reconciler_delivers_owed_markers_past_due_by_compare_and_set() {
         )
         .await;
     // The first recovery of a pass fails (the engine errs): the pass goes on with the next.
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .and(wiremock::matchers::path("/engine-rest/message"))
-        .and(wiremock::matchers::body_partial_json(
+    engine
+        .on_message_with(
             json!({"processInstanceId": "lost-0"}),
-        ))
-        .respond_with(ResponseTemplate::new(500).set_body_json(error_body(
-            "ProcessEngineException",
-            "database gone",
-            Some(0),
-        )))
-        .with_priority(1)
-        .mount(&engine.server)
+            ResponseTemplate::new(500).set_body_json(error_body(
+                "ProcessEngineException",
+                "database gone",
+                Some(0),
+            )),
+        )
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
     engine
@@ -1360,16 +1181,12 @@ async fn complete_is_retried_until_the_extended_lock_runs_out() {
         )
         .await;
     // The handler ends at 1.7 s; the first lock (1 s) ran out long before, the extended one did not.
-    let (stop, handle) = spawn_picky(
-        &engine,
-        &["--lock-duration", "1s", "--reconcile-interval", "0"],
-    );
+    let worker = spawn_picky(&engine, &["--lock-duration", "1s"]);
     eventually(WAIT, "the second complete", || async {
         (engine.requests_to("/slow/complete").len() == 2).then_some(())
     })
     .await;
-    stop.cancel();
-    handle.await.unwrap();
+    worker.shutdown().await;
 }
 
 /// A server (or proxy) that closed an idle keep-alive connection in the instant the worker reuses
@@ -1386,7 +1203,7 @@ async fn a_call_on_a_connection_the_server_closed_is_sent_again_at_once() {
     engine.on("message", ResponseTemplate::new(204)).await;
     let proxy = FaultProxy::start(&engine.server.uri()).await;
     proxy.close_idle_after(Some(Duration::from_millis(500)));
-    let mut worker = WorkerProcess::spawn(
+    let stopped = WorkerProcess::spawn(
         "worker",
         &format!("{}/engine-rest", proxy.url()),
         &[
@@ -1397,35 +1214,27 @@ async fn a_call_on_a_connection_the_server_closed_is_sent_again_at_once() {
             "--shutdown-grace",
             "2s",
         ],
-    );
-    eventually(WAIT, "the follow-up", || async {
-        (worker.metric(SENT).await == 1.0).then_some(())
-    })
+    )
+    .stop_once(WAIT, "the follow-up", at(SENT, 1.0))
     .await;
-    let metrics = worker.scrape().await;
-    // Read before shutdown: stopping against this mock (which cannot cancel a parked poll) warns.
-    let log = worker.stderr();
-    assert_eq!(worker.terminate(WAIT), Some(0));
     assert!(
         proxy.applied_count(FaultKind::StaleClose) >= 1,
         "the race was provoked"
     );
     assert!(
-        crate::support::metric_sum(
-            &metrics,
-            "camunda_worker_engine_stale_connection_retries_total",
-            &[]
-        ) >= 1.0,
-        "{metrics}"
+        stopped.sum("camunda_worker_engine_stale_connection_retries_total", &[]) >= 1.0,
+        "{}",
+        stopped.metrics
     );
     assert_eq!(
-        crate::support::metric_sum(
-            &metrics,
+        stopped.sum(
             "camunda_worker_fetch_requests_total",
             &["outcome=\"error\""]
         ),
         0.0
     );
+    // The log before SIGTERM: stopping against this mock (which cannot cancel a parked poll) warns.
+    let log = stopped.log;
     assert_eq!(lines_with(&log, " WARN "), 0, "{log}");
     assert_eq!(lines_with(&log, "engine unavailable"), 0, "{log}");
 }
@@ -1434,36 +1243,11 @@ async fn a_call_on_a_connection_the_server_closed_is_sent_again_at_once() {
 /// stopping worker's id; the shutdown sweep gives them back until that poll has timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_unlocks_tasks_the_abandoned_long_poll_locked_for_this_worker() {
-    let engine = MockEngine::start(vec![]).await;
-    engine
-        .fetch_first(
-            100,
-            ResponseTemplate::new(200)
-                .set_body_json(json!([]))
-                .set_delay(Duration::from_secs(30)),
-        )
-        .await;
-    engine
-        .on_get(
-            "external-task",
-            ResponseTemplate::new(200).set_body_json(json!([task("late", Some("k"))])),
-        )
-        .await;
+    let engine = engine_keeping_polls_parked(json!([task("late", Some("k"))])).await;
     engine
         .on("external-task/late/unlock", ResponseTemplate::new(204))
         .await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
-        &engine.url(),
-        &[
-            "--long-poll",
-            "2s",
-            "--worker-id",
-            "stopping-1",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
+    let mut worker = engine.worker(&["--long-poll", "2s", "--worker-id", "stopping-1"]);
     eventually(WAIT, "the long poll to be open", || async {
         (!engine.requests_to("/fetchAndLock").is_empty()).then_some(())
     })
@@ -1496,26 +1280,18 @@ async fn a_200_instead_of_204_to_complete_and_to_the_message_counts_as_success()
             ResponseTemplate::new(200).set_body_json(json!([{"resultType": "Execution"}])),
         )
         .await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &["--correlation-delay", "0s", "--reconcile-interval", "0"],
-    );
-    eventually(WAIT, "the follow-up", || async {
-        (worker.metric(SENT).await == 1.0).then_some(())
-    })
-    .await;
-    let metrics = crate::support::scrape(worker.metrics_port).await;
-    worker.shutdown().await;
-    let count = |series: &str| crate::support::metric_value(&metrics, series);
+    let stopped = engine
+        .quick_worker(&[])
+        .stop_once(WAIT, "the follow-up", at(SENT, 1.0))
+        .await;
+    let count = |series: &str| stopped.value(series);
     assert_eq!(
         (count(COMPLETED), count(ALREADY), count(RETRIED)),
         (1.0, 0.0, 0.0),
-        "{metrics}"
+        "{}",
+        stopped.metrics
     );
-    assert_eq!(
-        crate::support::metric_sum(&metrics, "camunda_worker_tasks_dropped_total", &[]),
-        0.0
-    );
+    assert_eq!(stopped.sum("camunda_worker_tasks_dropped_total", &[]), 0.0);
     assert_eq!(engine.requests_to("/t1/complete").len(), 1);
     assert_eq!(
         follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),
@@ -1545,33 +1321,23 @@ async fn a_complete_refused_for_a_bad_variable_becomes_a_failure_without_retries
         .on("external-task/t1/failure", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--worker-id",
-            "w-1",
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-        ],
+    let dropped = at("camunda_worker_tasks_dropped_total{reason=\"failed\"}", 1.0);
+    let stopped = engine
+        .quick_worker(&["--worker-id", "w-1"])
+        .stop_once(
+            WAIT,
+            "the failure report, and the task counted failed",
+            |m| !engine.requests_to("/t1/failure").is_empty() && dropped(m),
+        )
+        .await;
+    let failure = engine.requests_to("/t1/failure").remove(0);
+    assert_eq!(
+        (
+            stopped.value(COMPLETED),
+            stopped.value("camunda_worker_tasks_failed_total")
+        ),
+        (0.0, 1.0)
     );
-    let failure = eventually(WAIT, "the failure report", || async {
-        engine.requests_to("/t1/failure").first().cloned()
-    })
-    .await;
-    eventually(WAIT, "the task to count as failed", || async {
-        (worker
-            .metric("camunda_worker_tasks_dropped_total{reason=\"failed\"}")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
-    let completed = worker.metric(COMPLETED).await;
-    let failed = worker.metric("camunda_worker_tasks_failed_total").await;
-    worker.shutdown().await;
-    assert_eq!((completed, failed), (0.0, 1.0));
     assert_eq!(engine.requests_to("/t1/complete").len(), 1, "not retried");
     assert_eq!(engine.requests_to("/t1/failure").len(), 1);
     assert_eq!(failure.body["workerId"], json!("w-1"));
@@ -1604,18 +1370,16 @@ async fn an_html_404_page_to_complete_is_an_outage_that_is_retried_not_a_task_go
         )
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let mut worker = quick_worker(&engine);
-    eventually(WAIT, "the follow-up", || async {
-        (worker.metric(SENT).await == 1.0).then_some(())
-    })
-    .await;
-    let completed = worker.metric(COMPLETED).await;
-    let gone = worker
-        .metric("camunda_worker_tasks_dropped_total{reason=\"task_gone\"}")
+    let stopped = engine
+        .quick_worker(&[])
+        .stop_once(WAIT, "the follow-up", at(SENT, 1.0))
         .await;
-    let log = worker.stderr();
-    assert_eq!(worker.terminate(WAIT), Some(0));
-    assert_eq!((completed, gone), (1.0, 0.0), "completed, not dropped");
+    assert_eq!(
+        (stopped.value(COMPLETED), stopped.value(TASK_GONE)),
+        (1.0, 0.0),
+        "completed, not dropped"
+    );
+    let log = stopped.log;
     assert_eq!(engine.requests_to("/t1/complete").len(), 2, "retried");
     assert_eq!(
         follow_ups_of_t1(&engine, Some("k1"), Some("pi-t1")).len(),

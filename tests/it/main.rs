@@ -1,11 +1,13 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-//! The integration suite: contract tests against a mock engine, CLI tests against the binary,
-//! and the real-engine suite against the engine built from `engine/`.
+//! The integration suite: contract tests against a mock engine, CLI tests against the binary (and
+//! the sample config against its defaults), and the real-engine suite against the engine built
+//! from `engine/`.
 
 mod auth;
 mod cli;
 mod cluster;
+mod config_file;
 mod contract;
 mod delivery;
 mod faults;

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::support::engine::{shared_engine, Rest};
-use crate::support::{binary, metric_sum, metric_value, WorkerProcess};
+use crate::support::{binary, deploy_with_binary, metric_sum, metric_value, WorkerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_engine() {
@@ -15,20 +15,7 @@ async fn the_worker_binary_completes_and_correlates_200_instances_on_the_real_en
     // (Duplicate filtering compares with the last deployment of the same name: a name of our own
     // keeps other tests' deployments of the same process out of the picture.)
     let name = format!("suite-{}", std::process::id());
-    let deploy = binary()
-        .args(["--engine-url", &engine.url, "deploy", "--name", &name])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&deploy.stdout);
-    assert!(
-        deploy.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&deploy.stderr)
-    );
-    assert!(
-        out.contains("deployed message_correlation version"),
-        "{out}"
-    );
+    deploy_with_binary(&["--engine-url", &engine.url, "deploy", "--name", &name]);
     let again = binary()
         .args(["--engine-url", &engine.url, "deploy", "--name", &name])
         .output()

@@ -11,7 +11,9 @@ use serde_json::json;
 use tempfile::NamedTempFile;
 
 use crate::support::engine::{shared_engine, EngineOptions, RealEngine, Rest};
-use crate::support::{binary, eventually, metric_sum, metric_value, settled_total, WorkerProcess};
+use crate::support::{
+    binary, deploy_with_binary, eventually, metric_sum, metric_value, settled_total, WorkerProcess,
+};
 
 const TASKS_COMPLETED: &str = "camunda_worker_tasks_completed_total";
 const FOLLOW_UPS_SENT: &str = "camunda_worker_follow_ups_sent_total";
@@ -372,21 +374,15 @@ async fn with_basic_auth_right_credentials_complete_instances_and_wrong_ones_are
         refused_err.contains("engine rejected the credentials"),
         "{refused_err}"
     );
-    let deploy = binary()
-        .args(["--engine-url", &engine.url])
-        .args(["--username", "demo", "--password", "demo", "deploy"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&deploy.stdout);
-    assert!(
-        deploy.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&deploy.stderr)
-    );
-    assert!(
-        out.contains("deployed message_correlation version"),
-        "{out}"
-    );
+    deploy_with_binary(&[
+        "--engine-url",
+        &engine.url,
+        "--username",
+        "demo",
+        "--password",
+        "demo",
+        "deploy",
+    ]);
 
     // (a) The right credentials, given as a flag (for the bundled process the binary deployed),
     // then in a file (for a variant of its own: a stopped worker's last long poll stays parked in

@@ -3,19 +3,16 @@
 //! by itself when this test process ends (the script's parent-pid watchdogs).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
+
+use super::engine::{free_port, script};
 
 /// A running cluster: the load balancer's and each node's engine-rest URL.
 pub struct RealCluster {
     pub base_port: u16,
     pub balancer: String,
     pub nodes: Vec<String>,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("engine/engine.sh")
 }
 
 /// A base port P with P (load balancer), P+1, P+2 (nodes) and P+50 (PostgreSQL) free right now.
@@ -35,8 +32,7 @@ fn free_base_port() -> u16 {
 
 fn fastrand_u16() -> u16 {
     // The low bits of a fresh ephemeral port are random enough to spread clusters apart.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    free_port()
 }
 
 impl RealCluster {

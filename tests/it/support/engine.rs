@@ -4,10 +4,11 @@
 //! Every engine is told this test process's pid: it exits by itself when the tests end, even if a
 //! test panicked before it could stop it. `ENGINE_FLAVOR` picks the engine of the matrix.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -34,7 +35,8 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn script() -> PathBuf {
+/// `engine/engine.sh`, which builds and starts the engine and the cluster.
+pub fn script() -> PathBuf {
     repo_root().join("engine/engine.sh")
 }
 
@@ -111,6 +113,26 @@ impl Drop for RealEngine {
 pub fn shared_engine() -> &'static RealEngine {
     static SHARED: OnceLock<RealEngine> = OnceLock::new();
     SHARED.get_or_init(|| RealEngine::start(EngineOptions::default()))
+}
+
+/// An engine started with these Spring Boot arguments, once per test process for each set of
+/// them, stopped by its watchdog when the process ends: for the tests that need what the shared
+/// engine is not (another history level, no unique worker requests). Like the shared engine, it is
+/// shared, and tests on it isolate themselves by deploying their own process key and topic.
+pub fn engine_with(args: &[&str]) -> &'static RealEngine {
+    static ENGINES: OnceLock<Mutex<HashMap<Vec<String>, &'static RealEngine>>> = OnceLock::new();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let mut engines = ENGINES
+        .get_or_init(Mutex::default)
+        .lock()
+        // A test that panicked while holding the lock left the map as it was.
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    engines.entry(args.clone()).or_insert_with(|| {
+        Box::leak(Box::new(RealEngine::start(EngineOptions {
+            args,
+            ..Default::default()
+        })))
+    })
 }
 
 /// A thin REST helper for assertions against the real engine (deliberately independent of the

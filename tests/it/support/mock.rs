@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path, path_regex, query_param};
+use wiremock::matchers::{body_partial_json, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use super::WorkerProcess;
 
 /// The follow-up marker variable (`--marker-variable`'s default).
 pub const MARKER: &str = "camundaWorkerFollowUp";
@@ -343,6 +345,45 @@ impl MockEngine {
         }
     }
 
+    /// The worker binary against this mock with `flags`, reconciler off: the mock answers no range
+    /// query, and nothing but the handling under test may deliver a follow-up.
+    pub fn worker(&self, flags: &[&str]) -> WorkerProcess {
+        let mut all = vec!["--reconcile-interval", "0"];
+        all.extend(flags);
+        WorkerProcess::spawn("worker", &self.url(), &all)
+    }
+
+    /// [`MockEngine::worker`] sending each follow-up as soon as its task is completed.
+    pub fn quick_worker(&self, flags: &[&str]) -> WorkerProcess {
+        let mut all = vec!["--correlation-delay", "0s"];
+        all.extend(flags);
+        self.worker(&all)
+    }
+
+    /// Runs `worker` until this mock has seen a request to a path ending with `suffix` (within
+    /// `limit`), stops it (exit code 0 required), and returns the first such request.
+    pub async fn first_request(
+        &self,
+        worker: WorkerProcess,
+        suffix: &str,
+        limit: Duration,
+    ) -> Seen {
+        let what = format!("a request to {suffix}");
+        worker
+            .stop_once(limit, &what, |_| !self.requests_to(suffix).is_empty())
+            .await;
+        self.requests_to(suffix).remove(0)
+    }
+
+    /// A mock that hands out task t1 (business key `key`, instance pi-t1) and completes it.
+    pub async fn one_task(key: &str) -> MockEngine {
+        let engine = MockEngine::start(vec![json!([task("t1", Some(key))])]).await;
+        engine
+            .on("external-task/t1/complete", ResponseTemplate::new(204))
+            .await;
+        engine
+    }
+
     /// The REST root of the mock.
     pub fn url(&self) -> String {
         format!("{}/engine-rest", self.server.uri())
@@ -353,26 +394,45 @@ impl MockEngine {
         self.batches.lock().unwrap().push_back(batch);
     }
 
-    /// Answers POSTs to paths matching `regex` (below /engine-rest) with `reply`, recording them.
-    pub async fn on(&self, regex: &str, reply: ResponseTemplate) {
-        Mock::given(method("POST"))
+    /// Answers `verb` requests to paths matching `regex` (below /engine-rest) with `responder`.
+    async fn mount(&self, verb: &str, regex: &str, responder: impl Respond + 'static) {
+        Mock::given(method(verb))
             .and(path_regex(format!("^/engine-rest/{regex}$")))
-            .respond_with(Recording {
-                seen: Arc::clone(&self.seen),
-                reply,
-            })
+            .respond_with(responder)
             .mount(&self.server)
             .await;
     }
 
+    /// A responder that records the request, then answers `reply`.
+    fn recording(&self, reply: ResponseTemplate) -> Recording {
+        Recording {
+            seen: Arc::clone(&self.seen),
+            reply,
+        }
+    }
+
+    /// Answers POSTs to paths matching `regex` (below /engine-rest) with `reply`, recording them.
+    pub async fn on(&self, regex: &str, reply: ResponseTemplate) {
+        self.mount("POST", regex, self.recording(reply)).await;
+    }
+
     /// Answers POSTs to paths matching `regex` with `replies` in order (the last repeats).
     pub async fn on_sequence(&self, regex: &str, replies: Vec<ResponseTemplate>) {
+        let responder = Sequence {
+            seen: Arc::clone(&self.seen),
+            replies: Mutex::new(VecDeque::from(replies)),
+        };
+        self.mount("POST", regex, responder).await;
+    }
+
+    /// Answers POSTs to the message endpoint whose body contains `partial` with `reply`, ahead of
+    /// [`MockEngine::on`]'s answer to every other message.
+    pub async fn on_message_with(&self, partial: Value, reply: ResponseTemplate) {
         Mock::given(method("POST"))
-            .and(path_regex(format!("^/engine-rest/{regex}$")))
-            .respond_with(Sequence {
-                seen: Arc::clone(&self.seen),
-                replies: Mutex::new(VecDeque::from(replies)),
-            })
+            .and(path("/engine-rest/message"))
+            .and(body_partial_json(partial))
+            .respond_with(self.recording(reply))
+            .with_priority(1)
             .mount(&self.server)
             .await;
     }
@@ -381,10 +441,7 @@ impl MockEngine {
     pub async fn fetch_first(&self, times: u64, reply: ResponseTemplate) {
         Mock::given(method("POST"))
             .and(path("/engine-rest/external-task/fetchAndLock"))
-            .respond_with(Recording {
-                seen: Arc::clone(&self.seen),
-                reply,
-            })
+            .respond_with(self.recording(reply))
             .up_to_n_times(times)
             .with_priority(1)
             .mount(&self.server)
@@ -408,14 +465,7 @@ impl MockEngine {
 
     /// Answers GETs to paths matching `regex` with `reply`, recording them.
     pub async fn on_get(&self, regex: &str, reply: ResponseTemplate) {
-        Mock::given(method("GET"))
-            .and(path_regex(format!("^/engine-rest/{regex}$")))
-            .respond_with(Recording {
-                seen: Arc::clone(&self.seen),
-                reply,
-            })
-            .mount(&self.server)
-            .await;
+        self.mount("GET", regex, self.recording(reply)).await;
     }
 
     /// The follow-up marker of `instance`, read after read (`GET /variable-instance` for that
@@ -457,10 +507,7 @@ impl MockEngine {
         Mock::given(method("GET"))
             .and(path("/engine-rest/event-subscription"))
             .and(query_param("processInstanceId", instance))
-            .respond_with(Recording {
-                seen: Arc::clone(&self.seen),
-                reply: ResponseTemplate::new(200).set_body_json(subscriptions),
-            })
+            .respond_with(self.recording(ResponseTemplate::new(200).set_body_json(subscriptions)))
             .mount(&self.server)
             .await;
     }
@@ -488,9 +535,8 @@ impl MockEngine {
         Mock::given(method("GET"))
             .and(path("/engine-rest/history/external-task-log"))
             .and(query_param("externalTaskId", task_id))
-            .respond_with(Recording {
-                seen: Arc::clone(&self.seen),
-                reply: ResponseTemplate::new(200).set_body_json(json!([{
+            .respond_with(
+                self.recording(ResponseTemplate::new(200).set_body_json(json!([{
                     "id": format!("log-{task_id}"),
                     "timestamp": "2026-11-22T10:00:00.000+0000",
                     "externalTaskId": task_id,
@@ -498,8 +544,8 @@ impl MockEngine {
                     "workerId": worker,
                     "processInstanceId": format!("pi-{task_id}"),
                     "successLog": true
-                }])),
-            })
+                }]))),
+            )
             .mount(&self.server)
             .await;
     }

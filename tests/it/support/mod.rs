@@ -1,5 +1,6 @@
-//! Shared helpers: an in-process worker against any engine URL, a scripted mock engine, a
-//! fault-injecting proxy, and the real engine built from `engine/`.
+//! Shared helpers: the worker binary against any engine URL (and, for library handlers, the daemon
+//! in this test process), a scripted mock engine, a fault-injecting proxy, and the real engine
+//! built from `engine/`.
 
 #![allow(dead_code)] // Helpers serve many test modules; not each uses every one.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use camunda_worker::config::{self, Config};
 use camunda_worker::daemon::{self, RunSummary};
+use camunda_worker::handler::Handler;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,35 +22,23 @@ use tokio_util::sync::CancellationToken;
 /// worker may use it to release what an abandoned long poll locks) plus a margin.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(40);
 
-/// A daemon running in this test process (for library handlers and paused-free unit timing),
-/// with its metrics on a port of its own.
+/// The daemon with a library handler, running in this test process: the one way to test what a
+/// handler of the library's users makes the worker do. Everything the binary's own handler does
+/// is tested on the binary ([`WorkerProcess`]), as an operator runs it.
 pub struct TestWorker {
-    pub stop: CancellationToken,
-    pub handle: JoinHandle<anyhow::Result<RunSummary>>,
-    pub metrics_port: u16,
+    stop: CancellationToken,
+    handle: JoinHandle<anyhow::Result<RunSummary>>,
 }
 
 impl TestWorker {
-    /// Starts the daemon with these flags (plus `--metrics-addr 127.0.0.1:<free port>`).
-    pub fn spawn(engine_url: &str, flags: &[&str]) -> TestWorker {
-        let metrics_port = engine::free_port();
-        let addr = format!("127.0.0.1:{metrics_port}");
-        let mut all = vec!["--metrics-addr", &addr];
-        all.extend(flags);
-        let config = config_for(engine_url, &all);
+    /// Starts the daemon against `engine_url` with `flags`, serving tasks with `handler`.
+    pub fn spawn(engine_url: &str, flags: &[&str], handler: impl Handler) -> TestWorker {
+        let config = config_for(engine_url, flags);
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let handle = tokio::spawn(async move { daemon::run(&config, token).await });
-        TestWorker {
-            stop,
-            handle,
-            metrics_port,
-        }
-    }
-
-    /// The value of one series on the worker's `/metrics` (absent counts as 0).
-    pub async fn metric(&self, series: &str) -> f64 {
-        metric_value(&scrape(self.metrics_port).await, series)
+        let handle =
+            tokio::spawn(async move { daemon::run_with_handler(&config, handler, token).await });
+        TestWorker { stop, handle }
     }
 
     /// Cancels and waits for the shutdown sequence to finish.
@@ -103,6 +93,23 @@ pub fn binary() -> std::process::Command {
     }
     command.env("RUST_LOG", "info");
     command
+}
+
+/// Runs the worker binary with `args` (a `deploy` command and its engine flags) and requires that
+/// it deployed the bundled process as a new version; its stdout.
+pub fn deploy_with_binary(args: &[&str]) -> String {
+    let deploy = binary().args(args).output().unwrap();
+    let out = String::from_utf8_lossy(&deploy.stdout).into_owned();
+    assert!(
+        deploy.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    assert!(
+        out.contains("deployed message_correlation version"),
+        "{out}"
+    );
+    out
 }
 
 /// The worker binary running in the background as an operator runs it: against an engine URL,
@@ -254,6 +261,35 @@ impl WorkerProcess {
         }
     }
 
+    /// Waits (up to `limit`) until `done` holds for the worker's metrics (or for anything else the
+    /// closure looks at, such as a mock's requests), then stops the worker with SIGTERM and
+    /// requires exit code 0: what the worker showed at that moment, for the test to judge.
+    pub async fn stop_once(
+        mut self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> Stopped {
+        let metrics = eventually(limit, what, || async {
+            let metrics = self.scrape().await;
+            done(&metrics).then_some(metrics)
+        })
+        .await;
+        let log = self.stderr();
+        assert_eq!(
+            self.terminate(SHUTDOWN_LIMIT),
+            Some(0),
+            "worker {} after SIGTERM; its log:\n{}",
+            self.name,
+            self.stderr()
+        );
+        Stopped {
+            metrics,
+            log,
+            worker: self,
+        }
+    }
+
     /// The status `/healthz` or `/readyz` answers.
     pub async fn probe(&self, path: &str) -> u16 {
         eventually(
@@ -282,6 +318,28 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// A worker binary stopped by [`WorkerProcess::stop_once`], and what it showed just before.
+pub struct Stopped {
+    /// The exposition of `/metrics` in which the awaited state was seen.
+    pub metrics: String,
+    /// The log up to that moment (before SIGTERM: without the shutdown's own lines).
+    pub log: String,
+    /// The exited process: its [`WorkerProcess::stderr`] is the whole log, shutdown included.
+    pub worker: WorkerProcess,
+}
+
+impl Stopped {
+    /// The value of one series in [`Stopped::metrics`] (see [`metric_value`]).
+    pub fn value(&self, series: &str) -> f64 {
+        metric_value(&self.metrics, series)
+    }
+
+    /// The sum of a metric's series in [`Stopped::metrics`] (see [`metric_sum`]).
+    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        metric_sum(&self.metrics, name, labels)
+    }
+}
+
 /// How long a worker may take to count a call whose effect the engine already shows.
 pub const COUNT_SETTLE: Duration = Duration::from_secs(15);
 
@@ -307,21 +365,6 @@ pub async fn settled_total(workers: &[&WorkerProcess], series: &[&str], expected
 /// Log lines containing `needle`.
 pub fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
-}
-
-/// GETs a worker's /metrics, waiting (up to 10 s) for a worker that is still binding its listener.
-pub async fn scrape(port: u16) -> String {
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match reqwest::get(&url).await {
-            Ok(reply) => return reply.text().await.unwrap(),
-            Err(e) if e.is_connect() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("cannot scrape {url}: {e}"),
-        }
-    }
 }
 
 /// The value of one series (`name` or `name{labels}`, exactly as exposed) in a Prometheus text
