@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use wiremock::ResponseTemplate;
 
 use crate::support::mock::{owed_marker, task, MockEngine, MARKER};
-use crate::support::{eventually, TestWorker};
+use crate::support::{eventually, SHUTDOWN_LIMIT};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -41,26 +41,21 @@ async fn the_command_reads_the_task_and_its_fetched_variables_and_its_output_goe
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--follow-up-command",
-            command.to_str().unwrap(),
-            "--fetch-var",
-            "orderId",
-            "--message-var",
-            "note=\"from the flag\"",
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
+    let mut worker = engine.worker(&[
+        "--follow-up-command",
+        command.to_str().unwrap(),
+        "--fetch-var",
+        "orderId",
+        "--message-var",
+        "note=\"from the flag\"",
+        "--correlation-delay",
+        "0s",
+    ]);
     let message = eventually(WAIT, "the follow-up message", || async {
         engine.requests_to("/message").first().cloned()
     })
     .await;
-    worker.shutdown().await;
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
 
     let fetch = &engine.requests_to("/fetchAndLock")[0];
     assert_eq!(fetch.body["topics"][0]["variables"], json!(["orderId"]));
@@ -123,19 +118,14 @@ async fn a_command_that_keeps_failing_is_run_again_then_raises_an_incident_with_
         .message_waits("pi-t1", &[("sample_response", "ex-t1")])
         .await;
     engine.takes_incidents().await;
-    let worker = TestWorker::spawn(
-        &engine.url(),
-        &[
-            "--follow-up-command",
-            command.to_str().unwrap(),
-            "--follow-up-retries",
-            "1",
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
+    let mut worker = engine.worker(&[
+        "--follow-up-command",
+        command.to_str().unwrap(),
+        "--follow-up-retries",
+        "1",
+        "--correlation-delay",
+        "0s",
+    ]);
     let marked = eventually(WAIT, "the marker set to failed", || async {
         engine
             .requests_to("/process-instance/pi-t1/variables")
@@ -152,7 +142,7 @@ async fn a_command_that_keeps_failing_is_run_again_then_raises_an_incident_with_
     let given_up = worker
         .metric("camunda_worker_follow_ups_given_up_total{reason=\"work_failed\"}")
         .await;
-    worker.shutdown().await;
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
 
     assert_eq!(
         marked.body,
@@ -205,22 +195,17 @@ async fn output_over_the_bound_or_not_a_json_object_is_a_failure_reported_at_onc
             .message_waits("pi-t1", &[("sample_response", "ex-t1")])
             .await;
         engine.takes_incidents().await;
-        let worker = TestWorker::spawn(
-            &engine.url(),
-            &[
-                "--follow-up-command",
-                command.to_str().unwrap(),
-                "--follow-up-retries",
-                "0",
-                // Reported at once, not when the command would have been killed.
-                "--follow-up-timeout",
-                "10m",
-                "--correlation-delay",
-                "0s",
-                "--reconcile-interval",
-                "0",
-            ],
-        );
+        let mut worker = engine.worker(&[
+            "--follow-up-command",
+            command.to_str().unwrap(),
+            "--follow-up-retries",
+            "0",
+            // Reported at once, not when the command would have been killed.
+            "--follow-up-timeout",
+            "10m",
+            "--correlation-delay",
+            "0s",
+        ]);
         let incident = eventually(WAIT, "the incident", || async {
             engine
                 .requests_to("/execution/ex-t1/create-incident")
@@ -228,7 +213,7 @@ async fn output_over_the_bound_or_not_a_json_object_is_a_failure_reported_at_onc
                 .cloned()
         })
         .await;
-        worker.shutdown().await;
+        assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
         let text = incident.body["message"].as_str().unwrap();
         assert!(text.contains(expected), "{name}: {text}");
         assert!(engine.requests_to("/message").is_empty(), "{name}");
