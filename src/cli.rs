@@ -372,7 +372,7 @@ pub struct DaemonArgs {
           value_parser = parse_capacity)]
     pub follow_up_concurrency: usize,
 
-    /// How long a running work's claim lasts unrenewed (renewed every third of it): after a
+    /// How long a running work's claim lasts unrenewed (renewed every quarter of it): after a
     /// crash, another worker runs the work again once it has run out.
     #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_LEASE", value_name = "DURATION",
           default_value = "1m", value_parser = parse_lease)]
@@ -428,11 +428,11 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// A lease is renewed every third of its length; below 3 s that is a write a second.
+/// A lease is renewed every quarter of its length; below 3 s that is more than a write a second.
 fn parse_lease(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration < Duration::from_secs(3) {
-        return Err("must be at least 3s (the lease is renewed every third of it)".to_owned());
+        return Err("must be at least 3s (the lease is renewed every quarter of it)".to_owned());
     }
     Ok(duration)
 }

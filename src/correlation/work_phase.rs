@@ -206,7 +206,8 @@ impl FollowUps {
         }
     }
 
-    /// Renews the lease every third of its length, for as long as the follow-up runs. Returns
+    /// Renews the lease every quarter of its length, for as long as the follow-up runs (a slow
+    /// engine may take a while to answer the read and the write: three quarters are headroom). Returns
     /// once the lease is lost: the marker changed (another worker took over, or the instance
     /// moved on), or no renewal went through for a whole lease — after which this worker must
     /// not write the marker any more, since another may own it.
@@ -218,7 +219,7 @@ impl FollowUps {
         let client = &self.inner.client;
         let mut held_until = Instant::now() + settings.lease;
         loop {
-            tokio::time::sleep(settings.lease / 3).await;
+            tokio::time::sleep(settings.lease / 4).await;
             let mut state = marker.lock().await;
             if Instant::now() >= held_until {
                 warn!("the follow-up's lease ran out before it could be renewed; another worker may run its work too (its message still goes once)");

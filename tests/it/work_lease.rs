@@ -1,5 +1,5 @@
 //! A follow-up's work holds a lease on its marker for as long as it runs: two workers serve one
-//! topic with works that run three times longer than the lease, each worker's reconciler passing
+//! topic with works that run more than twice as long as the lease, each worker's reconciler passing
 //! every second over the other's markers — and no work runs twice.
 
 use std::time::Duration;
@@ -30,7 +30,7 @@ async fn a_work_longer_than_its_lease_is_renewed_and_never_run_twice_by_racing_r
     let (key, topic, message) = rest.deploy_variant("lease_race").await;
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let script = slow_work(dir.path(), &runs, 9);
+    let script = slow_work(dir.path(), &runs, 20);
     let script = script.to_str().unwrap();
     let flags = [
         "--topic",
@@ -42,7 +42,7 @@ async fn a_work_longer_than_its_lease_is_renewed_and_never_run_twice_by_racing_r
         "--follow-up-command",
         script,
         "--follow-up-lease",
-        "3s",
+        "8s",
         "--reconcile-interval",
         "1s",
     ];
