@@ -43,14 +43,7 @@ pub struct RunSummary {
 /// Runs the message-correlation daemon described by `config` until `shutdown` is cancelled: its
 /// follow-ups do the configured work (`--follow-up-command`), or none.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
-    let work = configured_work(config);
-    run_with(
-        config,
-        correlation_handler(config, work.as_ref()),
-        work,
-        shutdown,
-    )
-    .await
+    run_correlating(config, configured_work(config), shutdown).await
 }
 
 /// Runs the daemon with your own follow-up work (library use): tasks are completed at once as
@@ -60,14 +53,21 @@ pub async fn run_with_work<W: FollowUpWork>(
     work: W,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
-    let work: Arc<dyn DynWork> = Arc::new(work);
-    run_with(
-        config,
-        correlation_handler(config, work.as_ref()),
-        work,
-        shutdown,
-    )
-    .await
+    run_correlating(config, Arc::new(work), shutdown).await
+}
+
+/// The daemon's handler, fetching what `work` reads, with `work` after each completion.
+async fn run_correlating(
+    config: &Config,
+    work: Arc<dyn DynWork>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    let handler = MessageCorrelationHandler {
+        variables: config.variables.clone(),
+        correlate_by: config.correlate_by,
+        fetch_variables: work.variables_to_fetch(),
+    };
+    run_with(config, handler, work, shutdown).await
 }
 
 /// Runs a worker with a custom handler (library use) until `shutdown` is cancelled.
@@ -84,15 +84,6 @@ fn configured_work(config: &Config) -> Arc<dyn DynWork> {
     match &config.follow_up_command {
         Some(command) => Arc::new(command.clone()),
         None => Arc::new(Delay),
-    }
-}
-
-/// The daemon's handler, fetching what `work` reads.
-fn correlation_handler(config: &Config, work: &dyn DynWork) -> MessageCorrelationHandler {
-    MessageCorrelationHandler {
-        variables: config.variables.clone(),
-        correlate_by: config.correlate_by,
-        fetch_variables: work.variables_to_fetch(),
     }
 }
 

@@ -46,14 +46,8 @@ impl EngineClient {
         max_results: u64,
     ) -> Result<Vec<VariableInstance>, EngineError> {
         let call = Call::new(Endpoint::VariableInstanceQuery, "");
-        let body = serde_json::json!({
-            "variableName": name,
-            "variableValues": [
-                {"name": name, "operator": "gteq", "value": from},
-                {"name": name, "operator": "lt", "value": to},
-            ],
-            "sorting": [{"sortBy": "variableName", "sortOrder": "asc"}],
-        });
+        let mut body = range_query(name, from, to);
+        body["sorting"] = serde_json::json!([{"sortBy": "variableName", "sortOrder": "asc"}]);
         let reply = self
             .send_any(&call, |request| {
                 request
@@ -140,13 +134,7 @@ impl EngineClient {
         to: &str,
     ) -> Result<u64, EngineError> {
         let call = Call::new(Endpoint::VariableInstanceCount, "");
-        let body = serde_json::json!({
-            "variableName": name,
-            "variableValues": [
-                {"name": name, "operator": "gteq", "value": from},
-                {"name": name, "operator": "lt", "value": to},
-            ],
-        });
+        let body = range_query(name, from, to);
         let reply = self.send_any(&call, json_body(Some(&body))).await?;
         let count: Count = read_json(&call, reply).await?;
         Ok(count.count)
@@ -236,4 +224,15 @@ impl EngineClient {
             .filter_map(|i| i["configuration"].as_str().map(str::to_owned))
             .collect())
     }
+}
+
+/// The variable-instance query of variables `name` whose String value lies in `[from, to)`.
+fn range_query(name: &str, from: &str, to: &str) -> serde_json::Value {
+    serde_json::json!({
+        "variableName": name,
+        "variableValues": [
+            {"name": name, "operator": "gteq", "value": from},
+            {"name": name, "operator": "lt", "value": to},
+        ],
+    })
 }

@@ -21,6 +21,27 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A mock that hands out task t1 and takes what failed work does: the marker set to failed, and
+/// an incident on the execution that waits for the message (a message would be recorded too).
+async fn engine_for_failing_work() -> MockEngine {
+    let engine = MockEngine::start(vec![json!([task("t1", Some("order-1"))])]).await;
+    engine
+        .on("external-task/t1/complete", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    engine
+        .on(
+            "process-instance/pi-t1/variables",
+            ResponseTemplate::new(204),
+        )
+        .await;
+    engine
+        .message_waits("pi-t1", &[("sample_response", "ex-t1")])
+        .await;
+    engine.takes_incidents().await;
+    engine
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_reads_the_task_and_its_fetched_variables_and_its_output_goes_with_the_message()
 {
@@ -103,21 +124,7 @@ async fn a_command_that_keeps_failing_is_run_again_then_raises_an_incident_with_
             runs.display()
         ),
     );
-    let engine = MockEngine::start(vec![json!([task("t1", Some("order-1"))])]).await;
-    engine
-        .on("external-task/t1/complete", ResponseTemplate::new(204))
-        .await;
-    engine.on("message", ResponseTemplate::new(204)).await;
-    engine
-        .on(
-            "process-instance/pi-t1/variables",
-            ResponseTemplate::new(204),
-        )
-        .await;
-    engine
-        .message_waits("pi-t1", &[("sample_response", "ex-t1")])
-        .await;
-    engine.takes_incidents().await;
+    let engine = engine_for_failing_work().await;
     let mut worker = engine.worker(&[
         "--follow-up-command",
         command.to_str().unwrap(),
@@ -181,20 +188,7 @@ async fn output_over_the_bound_or_not_a_json_object_is_a_failure_reported_at_onc
         ),
     ] {
         let command = script(dir.path(), name, body);
-        let engine = MockEngine::start(vec![json!([task("t1", Some("order-1"))])]).await;
-        engine
-            .on("external-task/t1/complete", ResponseTemplate::new(204))
-            .await;
-        engine
-            .on(
-                "process-instance/pi-t1/variables",
-                ResponseTemplate::new(204),
-            )
-            .await;
-        engine
-            .message_waits("pi-t1", &[("sample_response", "ex-t1")])
-            .await;
-        engine.takes_incidents().await;
+        let engine = engine_for_failing_work().await;
         let mut worker = engine.worker(&[
             "--follow-up-command",
             command.to_str().unwrap(),
