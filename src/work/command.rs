@@ -5,7 +5,9 @@
 //!
 //! A non-zero exit, a timeout, stdout that is not a JSON object, or stdout over
 //! [`MAX_OUTPUT_BYTES`] is a failure, retried by the follow-up. At shutdown the program gets
-//! SIGTERM when the grace begins, and is killed when the follow-up is abandoned at its end.
+//! SIGTERM when the grace begins, and is killed when the follow-up is abandoned at its end. The
+//! program runs in a process group of its own, and both signals go to the whole group: a shell
+//! script's children end with it instead of outliving the worker and holding its pipes.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -109,6 +111,7 @@ impl FollowUpWork for CommandWork {
             .stderr(Stdio::piped())
             // Dropped when the shutdown grace is over: the program must not outlive the worker.
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| WorkError::transient(format!("{name}: cannot start: {e}")))?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
@@ -143,6 +146,9 @@ impl FollowUpWork for CommandWork {
             last
         };
         let pid = child.id();
+        // Should this run be dropped before the program ended (timeout, end of the grace), its
+        // whole group is killed, not only the program itself.
+        let mut group = Group { pid, armed: true };
         let work = async {
             let ((), output, last_stderr) = tokio::join!(feed, read_stdout, read_stderr);
             (output, last_stderr, child.wait().await)
@@ -164,11 +170,12 @@ impl FollowUpWork for CommandWork {
                 () = shutdown.cancelled(), if !terminated => {
                     terminated = true;
                     if let Some(pid) = pid {
-                        terminate(pid);
+                        signal_group(pid, Signal::Terminate);
                     }
                 }
             }
         };
+        group.armed = false;
         let status = status.map_err(|e| WorkError::transient(format!("{name}: {e}")))?;
         let because = |what: String| {
             if last_stderr.is_empty() {
@@ -214,18 +221,43 @@ fn parse_output(output: &[u8]) -> Result<Variables, String> {
     }
 }
 
-/// Asks the program to stop (SIGTERM), as the shutdown grace begins.
-fn terminate(pid: u32) {
+/// The signals a program's group gets.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    /// Stop soon: the shutdown grace begins.
+    Terminate,
+    /// Stop now: the run was abandoned.
+    Kill,
+}
+
+/// Signals the process group the program leads (it was started with `process_group(0)`).
+fn signal_group(pid: u32, signal: Signal) {
     #[cfg(unix)]
     if let Ok(pid) = i32::try_from(pid) {
-        // The child is not reaped before `wait` returns, so the pid is still ours.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        use nix::sys::signal::{killpg, Signal as Sig};
+        let sig = match signal {
+            Signal::Terminate => Sig::SIGTERM,
+            Signal::Kill => Sig::SIGKILL,
+        };
+        // The group is gone once all its processes have ended: nothing to do then.
+        let _ = killpg(nix::unistd::Pid::from_raw(pid), sig);
     }
     #[cfg(not(unix))]
-    let _ = pid;
+    let _ = (pid, signal);
+}
+
+/// Kills the program's whole group when a run is abandoned before the program ended.
+struct Group {
+    pid: Option<u32>,
+    armed: bool,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let (true, Some(pid)) = (self.armed, self.pid) {
+            signal_group(pid, Signal::Kill);
+        }
+    }
 }
 
 #[cfg(test)]
