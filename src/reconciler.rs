@@ -185,6 +185,9 @@ impl Reconciler {
         let mut found = Vec::new();
         let mut first_result = 0;
         loop {
+            // Every page is a query the engine answers: within the retry budget, like the rest
+            // of what an undeliverable backlog costs it.
+            self.follow_ups.spend_budget().await;
             let page = self
                 .client
                 .variables_in_range(name, from, to, first_result, PAGE_SIZE)

@@ -58,6 +58,15 @@ impl FollowUps {
         let mut retried_at_once = false;
         loop {
             let attempt = {
+                // A retry waits for the budget before it takes a send slot: slots held while
+                // waiting would hold back the first attempts of other follow-ups, which the
+                // budget exempts (measured: 56 s late on average behind 4096 retrying ones).
+                if progress.attempts > 0 {
+                    tokio::select! {
+                        () = self.spend_budget() => {}
+                        _ = self.inner.abort.cancelled() => return self.leave_owed(follow_up),
+                    }
+                }
                 // The semaphore is never closed, so acquiring only fails if it were.
                 let _permit = self.inner.sends.acquire().await.ok();
                 if progress.attempts == 0 {
@@ -192,7 +201,8 @@ impl FollowUps {
         }
     }
 
-    /// One attempt: the message, and, when it matches nothing, maybe a read of the marker.
+    /// One attempt: the message, and, when it matches nothing, maybe a read of the marker. A retry
+    /// has spent its budget before (see [`FollowUps::deliver_due`]).
     async fn attempt(
         &self,
         follow_up: &FollowUp,
@@ -200,9 +210,6 @@ impl FollowUps {
         variables: &Variables,
         progress: &mut Progress,
     ) -> Attempt {
-        if progress.attempts > 0 {
-            self.spend_budget().await;
-        }
         progress.attempts += 1;
         // Held across the call: a lease renewal must not change the marker under the message.
         let mut state = marker.lock().await;
