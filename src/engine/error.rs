@@ -178,11 +178,9 @@ impl EngineError {
     /// it answering for it), as opposed to the engine answering and refusing one call.
     pub fn engine_gone(&self) -> bool {
         match self {
-            // A connection that closed again on a fresh connection is not a stale keep-alive:
-            // whatever is there closes every connection.
-            EngineError::Resent(inner) => {
-                matches!(**inner, EngineError::ConnectionClosed { .. }) || inner.engine_gone()
-            }
+            // A close on the resend's fresh connection comes back as `Unreachable` (the transport
+            // resends only after a reused connection), which is an outage by the rule below.
+            EngineError::Resent(inner) => inner.engine_gone(),
             EngineError::Unreachable { .. } | EngineError::NoNode(_) => true,
             // A page that is not the engine's (a proxy's HTML 404 or 502) speaks for an engine
             // that is not there.
@@ -380,6 +378,42 @@ mod tests {
             .to_string()
             .starts_with("engine rejected the credentials for user alice"));
         assert!(e.is_unauthorized() && !e.is_transient());
+    }
+
+    /// A server that closes every connection: the client sends the call again at once (the first
+    /// close looks like a stale kept-alive connection), the resend's fresh connection closes too,
+    /// and what comes back must read as an outage — the engine is not there.
+    #[tokio::test]
+    async fn a_call_resent_on_a_fresh_connection_that_closes_as_well_is_an_outage() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind on loopback");
+        let address = listener.local_addr().expect("the listener's address");
+        tokio::spawn(async move {
+            while let Ok((connection, _)) = listener.accept().await {
+                drop(connection);
+            }
+        });
+        let url = format!("http://{address}/engine-rest")
+            .parse()
+            .expect("a URL");
+        let client = crate::engine::EngineClient::new(crate::engine::EngineSettings::new(url))
+            .expect("a client");
+
+        let error = client
+            .instance_variable("pi-1", "camundaWorkerFollowUp")
+            .await
+            .expect_err("the server closes every connection");
+
+        let EngineError::Resent(inner) = &error else {
+            panic!("sent again after the first close: {error:?}");
+        };
+        assert!(
+            matches!(**inner, EngineError::Unreachable { .. }),
+            "{inner:?}"
+        );
+        assert!(error.engine_gone(), "{error:?}");
+        assert!(error.is_transient() && error.outcome_unknown());
     }
 
     #[test]

@@ -89,8 +89,15 @@ impl<H: Handler> NodePoll<H> {
         let ctx = &self.ctx;
         let node = &self.node;
         ctx.metrics.preset_fetches::<FetchOutcome>(node.name());
-        // Readiness must not wait for the first long poll to return: ask the node once now.
-        if let Err(e) = ctx.client.ping(node).await {
+        // Readiness must not wait for the first long poll to return: ask the node once now —
+        // racing shutdown, since the call may hang (a name lookup, an engine that does not answer)
+        // for up to its timeout, longer than the grace.
+        let pinged = tokio::select! {
+            pinged = ctx.client.ping(node) => pinged,
+            _ = ctx.stop.shutdown.cancelled() => return,
+            _ = retire.cancelled() => return,
+        };
+        if let Err(e) = pinged {
             debug!(node = %node.name(), "the engine does not answer yet: {e}");
         }
         let mut backoff = Backoff::new(ctx.settings.max_backoff);

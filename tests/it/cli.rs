@@ -317,3 +317,45 @@ fn dns_discovery_takes_exactly_one_engine_url() {
         &["--engine-discovery", "mdns"],
     );
 }
+
+/// A retry budget of 0 cannot be honoured — a follow-up that must retry would wait forever, and
+/// the budget itself quietly takes 1 instead — so it is refused at start, whether it comes from the
+/// flag, the environment or the file.
+#[test]
+fn a_retry_budget_of_zero_is_rejected_naming_the_flag() {
+    rejects(
+        worker().args(["--retry-budget", "0"]),
+        &["--retry-budget", "0"],
+    );
+    rejects(
+        worker().env("CAMUNDA_WORKER_RETRY_BUDGET", "0"),
+        &["--retry-budget"],
+    );
+    let file = config_file("retry_budget = 0\n");
+    rejects(
+        worker().arg("--config").arg(file.path()),
+        &["retry_budget", "--retry-budget"],
+    );
+}
+
+/// The marker variable is the ledger's name in every instance: an empty name, or one with a space
+/// or a colon (the marker's own separator), is refused at start instead of failing every
+/// `complete` later.
+#[test]
+fn a_marker_variable_that_is_no_variable_name_is_rejected_naming_the_flag() {
+    for bad in ["", " ", "follow up", "camunda:followUp"] {
+        rejects(
+            worker().args(["--marker-variable", bad]),
+            &["--marker-variable", "not a variable name"],
+        );
+    }
+    rejects(
+        worker().env("CAMUNDA_WORKER_MARKER_VARIABLE", ""),
+        &["--marker-variable"],
+    );
+    let file = config_file("marker_variable = \"a b\"\n");
+    rejects(
+        worker().arg("--config").arg(file.path()),
+        &["marker_variable", "--marker-variable"],
+    );
+}

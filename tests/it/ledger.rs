@@ -1,20 +1,24 @@
 //! The engine keeps the ledger: each follow-up owed is a marker variable committed with the task's
 //! completion, and flipped by the one message that can match it. These scenarios run the worker
 //! binary against real engines at every history level and judge it by the engine's runtime state
-//! (which every history level keeps) and the worker's own metrics.
+//! (which every history level keeps) and the worker's own metrics. `ledger_faults.rs` adds the
+//! scenarios that need the fault proxy to fail messages on purpose.
 
 use std::time::{Duration, Instant};
 
-use crate::support::engine::{EngineOptions, RealEngine, Rest};
-use crate::support::{eventually, WorkerProcess};
+use crate::support::engine::{shared_engine, EngineOptions, RealEngine, Rest};
+use crate::support::proxy::{Exchange, Fault, FaultKind, FaultProxy, Rule};
+use crate::support::{eventually, lines_with, WorkerProcess};
 
-const FOLLOW_UPS_SENT: &str = "camunda_worker_follow_ups_sent_total";
-const FOLLOW_UPS_RECOVERED: &str = "camunda_worker_follow_ups_recovered_total";
-const TASKS_COMPLETED: &str = "camunda_worker_tasks_completed_total";
-const MARKER: &str = "camundaWorkerFollowUp";
+pub(crate) const FOLLOW_UPS_SENT: &str = "camunda_worker_follow_ups_sent_total";
+pub(crate) const FOLLOW_UPS_RECOVERED: &str = "camunda_worker_follow_ups_recovered_total";
+pub(crate) const TASKS_COMPLETED: &str = "camunda_worker_tasks_completed_total";
+pub(crate) const MARKER: &str = "camundaWorkerFollowUp";
+/// The message endpoint, as a proxy rule names it.
+pub(crate) const MESSAGE: &str = r"/engine-rest/message$";
 
 /// An engine at `level`, started once per level for the whole suite.
-fn engine_at(level: &'static str) -> &'static RealEngine {
+pub(crate) fn engine_at(level: &'static str) -> &'static RealEngine {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static ENGINES: OnceLock<Mutex<HashMap<&'static str, &'static RealEngine>>> = OnceLock::new();
@@ -29,13 +33,13 @@ fn engine_at(level: &'static str) -> &'static RealEngine {
 }
 
 /// Instances of `key` still running (runtime state: there at every history level).
-async fn running(rest: &Rest, key: &str) -> u64 {
+pub(crate) async fn running(rest: &Rest, key: &str) -> u64 {
     rest.count("process-instance/count", &[("processDefinitionKey", key)])
         .await
 }
 
 /// Instances waiting at the catch event for `message`.
-async fn waiting_for(rest: &Rest, message: &str) -> u64 {
+pub(crate) async fn waiting_for(rest: &Rest, message: &str) -> u64 {
     rest.count(
         "event-subscription/count",
         &[("eventType", "message"), ("eventName", message)],
@@ -44,7 +48,7 @@ async fn waiting_for(rest: &Rest, message: &str) -> u64 {
 }
 
 /// Markers with the value `like` (a `%` pattern), across instances.
-async fn markers_like(rest: &Rest, like: &str) -> u64 {
+pub(crate) async fn markers_like(rest: &Rest, like: &str) -> u64 {
     let (status, body) = rest
         .post(
             "variable-instance/count",
@@ -58,6 +62,42 @@ async fn markers_like(rest: &Rest, like: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(&body).unwrap()["count"]
         .as_u64()
         .unwrap()
+}
+
+/// The value of an instance's marker variable, `None` when it has none (or has ended).
+pub(crate) async fn marker_of(rest: &Rest, instance: &str) -> Option<String> {
+    let found = rest
+        .get(
+            "variable-instance",
+            &[("processInstanceIdIn", instance), ("variableName", MARKER)],
+        )
+        .await;
+    found.as_array().unwrap().first().map(|v| {
+        assert_eq!(v["type"], "String", "{v}");
+        v["value"].as_str().unwrap().to_owned()
+    })
+}
+
+/// An owed marker's due time (Unix ms) and task id: `owed:<topic>:<13 digits>:<task id>`.
+pub(crate) fn owed_parts(marker: &str, topic: &str) -> (u64, String) {
+    let rest = marker
+        .strip_prefix(&format!("owed:{topic}:"))
+        .unwrap_or_else(|| panic!("{marker} is not owed for topic {topic}"));
+    let (due, task) = rest.split_once(':').unwrap();
+    assert_eq!(due.len(), 13, "{marker}");
+    (due.parse().unwrap(), task.to_owned())
+}
+
+/// Messages to `instance` the engine accepted (204), as the proxy saw them.
+pub(crate) fn accepted_messages<'a>(
+    exchanges: &'a [Exchange],
+    instance: &str,
+) -> Vec<&'a Exchange> {
+    exchanges
+        .iter()
+        .filter(|e| e.path.ends_with("/message") && e.engine_status == Some(204))
+        .filter(|e| e.body["processInstanceId"] == instance)
+        .collect()
 }
 
 /// A worker is killed with 100 follow-ups owed (its message name matches nothing, so none was
@@ -222,4 +262,226 @@ async fn a_misspelled_message_name_is_named_and_its_retries_stay_within_the_budg
         "one WARN with the count: {log}"
     );
     assert_eq!(markers_like(&rest, &format!("owed:{topic}:%")).await, 300);
+}
+
+/// A process whose external task is followed by a catch event for `message`, and whose gateway
+/// after the catch loops back to the task until `rounds` rounds are done. The rounds are counted
+/// in the instance variable `round` by execution listeners (JUEL, no script engine).
+fn looping_bpmn(key: &str, topic: &str, message: &str, rounds: u32) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+    id="definitions_{key}" targetNamespace="http://bpmn.io/schema/bpmn">
+  <bpmn:process id="{key}" isExecutable="true" camunda:historyTimeToLive="P1D">
+    <bpmn:startEvent id="start">
+      <bpmn:extensionElements>
+        <camunda:executionListener event="end" expression="${{execution.setVariable('round', 0)}}" />
+      </bpmn:extensionElements>
+      <bpmn:outgoing>to_task</bpmn:outgoing>
+    </bpmn:startEvent>
+    <bpmn:serviceTask id="send_message_task" camunda:type="external" camunda:topic="{topic}">
+      <bpmn:extensionElements>
+        <camunda:executionListener event="start" expression="${{execution.setVariable('round', round + 1)}}" />
+      </bpmn:extensionElements>
+      <bpmn:incoming>to_task</bpmn:incoming>
+      <bpmn:incoming>again</bpmn:incoming>
+      <bpmn:outgoing>to_wait</bpmn:outgoing>
+    </bpmn:serviceTask>
+    <bpmn:intermediateCatchEvent id="wait_for_response">
+      <bpmn:incoming>to_wait</bpmn:incoming>
+      <bpmn:outgoing>to_gate</bpmn:outgoing>
+      <bpmn:messageEventDefinition messageRef="the_message" />
+    </bpmn:intermediateCatchEvent>
+    <bpmn:exclusiveGateway id="gate" default="done">
+      <bpmn:incoming>to_gate</bpmn:incoming>
+      <bpmn:outgoing>again</bpmn:outgoing>
+      <bpmn:outgoing>done</bpmn:outgoing>
+    </bpmn:exclusiveGateway>
+    <bpmn:endEvent id="end">
+      <bpmn:incoming>done</bpmn:incoming>
+    </bpmn:endEvent>
+    <bpmn:sequenceFlow id="to_task" sourceRef="start" targetRef="send_message_task" />
+    <bpmn:sequenceFlow id="to_wait" sourceRef="send_message_task" targetRef="wait_for_response" />
+    <bpmn:sequenceFlow id="to_gate" sourceRef="wait_for_response" targetRef="gate" />
+    <bpmn:sequenceFlow id="again" sourceRef="gate" targetRef="send_message_task">
+      <bpmn:conditionExpression xsi:type="bpmn:tFormalExpression">${{round &lt; {rounds}}}</bpmn:conditionExpression>
+    </bpmn:sequenceFlow>
+    <bpmn:sequenceFlow id="done" sourceRef="gate" targetRef="end" />
+  </bpmn:process>
+  <bpmn:message id="the_message" name="{message}" />
+</bpmn:definitions>
+"#
+    )
+}
+
+/// The `round` variable of an instance.
+async fn round_of(rest: &Rest, instance: &str) -> i64 {
+    let found = rest
+        .get(
+            "variable-instance",
+            &[("processInstanceIdIn", instance), ("variableName", "round")],
+        )
+        .await;
+    found[0]["value"].as_i64().unwrap()
+}
+
+/// A process that loops back to the catch event three times: each round's task sets a new owed
+/// marker, so each round gets exactly one message. While round 2 waits (its message held at the
+/// proxy), a stale recovery for round 1 — round 1's owed marker in `correlationKeys`, as a late
+/// reconciler would send it — matches nothing, and leaves round 2's marker as it was for round
+/// 2's own message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_process_gets_one_message_per_round_and_a_stale_recovery_matches_nothing() {
+    const ROUNDS: usize = 3;
+    const HOLD: Duration = Duration::from_secs(10);
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = (
+        "ledger_loop".to_owned(),
+        "ledgerLoop".to_owned(),
+        "ledger_loop_done".to_owned(),
+    );
+    rest.deploy_bpmn(&key, looping_bpmn(&key, &topic, &message, ROUNDS as u32))
+        .await;
+    let proxy = FaultProxy::start(&format!("http://127.0.0.1:{}", engine.port)).await;
+    // The second message is round 2 of the one instance started first: held before it is
+    // forwarded, so that round 2 waits meanwhile.
+    proxy.add_rule(
+        Rule::on("POST", MESSAGE)
+            .skip(1)
+            .times(1)
+            .then(Fault::Delay(HOLD)),
+    );
+    let stale_target = rest.start_instances(&key, "loop-stale", 1).await.remove(0);
+    let mut worker = WorkerProcess::spawn(
+        "loop",
+        &format!("{}/engine-rest", proxy.url()),
+        &[
+            "--topic",
+            &topic,
+            "--message-name",
+            &message,
+            "--correlation-delay",
+            "0s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    let held = eventually(
+        Duration::from_secs(60),
+        "round 2's message is held at the proxy",
+        || async {
+            proxy
+                .applied()
+                .into_iter()
+                .find(|a| a.kind == FaultKind::Delay(HOLD))
+        },
+    )
+    .await;
+    let held_at = held.at;
+    assert_eq!(held.body["processInstanceId"], stale_target.as_str());
+    let round_2 = held.body["correlationKeys"][MARKER]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let exchanges = proxy.exchanges();
+    let round_1_message = accepted_messages(&exchanges, &stale_target);
+    assert_eq!(round_1_message.len(), 1, "{round_1_message:?}");
+    let round_1 = round_1_message[0].body["correlationKeys"][MARKER]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(round_1, round_2, "each round owes its own marker");
+    assert_eq!(round_of(&rest, &stale_target).await, 2);
+    assert_eq!(
+        marker_of(&rest, &stale_target).await.as_deref(),
+        Some(round_2.as_str())
+    );
+    // Other instances loop meanwhile, their messages unhindered.
+    let others = rest.start_instances(&key, "loop", 4).await;
+
+    // The stale recovery, straight to the engine, in the reconciler's shape.
+    let (_, round_1_task) = owed_parts(&round_1, &topic);
+    let (status, body) = rest
+        .post(
+            "message",
+            serde_json::json!({
+                "messageName": message,
+                "processInstanceId": stale_target,
+                "correlationKeys": {
+                    MARKER: {"type": "String", "value": round_1, "valueInfo": {}}
+                },
+                "processVariables": {
+                    MARKER: {"type": "String", "value": format!("delivered:{round_1_task}"), "valueInfo": {}}
+                },
+            }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("MismatchingMessageCorrelationException")
+            && body.contains("No process definition or execution matches"),
+        "{body}"
+    );
+    assert!(
+        held_at.elapsed() < HOLD,
+        "the stale message went while round 2's own was still held"
+    );
+    assert_eq!(
+        marker_of(&rest, &stale_target).await.as_deref(),
+        Some(round_2.as_str()),
+        "the stale message changed nothing"
+    );
+    assert_eq!(round_of(&rest, &stale_target).await, 2);
+
+    let mut all = others.clone();
+    all.push(stale_target.clone());
+    rest.wait_instances_completed(&all, Duration::from_secs(120))
+        .await;
+    let exchanges = proxy.exchanges();
+    for instance in &all {
+        let accepted = accepted_messages(&exchanges, instance);
+        let markers: std::collections::HashSet<&str> = accepted
+            .iter()
+            .map(|e| e.body["correlationKeys"][MARKER]["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(accepted.len(), ROUNDS, "{instance}: {accepted:?}");
+        assert_eq!(markers.len(), ROUNDS, "one per round: {markers:?}");
+        let caught = rest
+            .count(
+                "history/activity-instance/count",
+                &[
+                    ("processInstanceId", instance),
+                    ("activityId", "wait_for_response"),
+                    ("finished", "true"),
+                ],
+            )
+            .await;
+        assert_eq!(caught, ROUNDS as u64, "{instance}: one catch per round");
+    }
+    assert!(
+        accepted_messages(&exchanges, &stale_target)
+            .iter()
+            .any(|e| e.body["correlationKeys"][MARKER]["value"] == round_2.as_str()),
+        "round 2 got its own message after the stale one"
+    );
+    assert!(
+        exchanges
+            .iter()
+            .filter(|e| e.path.ends_with("/message"))
+            .all(|e| e.engine_status == Some(204)),
+        "the worker sent no message that matched nothing"
+    );
+    let sent = worker
+        .scrape_settled(FOLLOW_UPS_SENT, (all.len() * ROUNDS) as f64)
+        .await;
+    assert_eq!(
+        crate::support::metric_value(&sent, FOLLOW_UPS_SENT),
+        (all.len() * ROUNDS) as f64
+    );
+    assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
+    let log = worker.stderr();
+    assert_eq!(lines_with(&log, " ERROR "), 0, "{log}");
 }

@@ -12,6 +12,7 @@ mod contract;
 mod delivery;
 mod faults;
 mod ledger;
+mod ledger_faults;
 mod nodes;
 mod operate;
 mod real_engine;
