@@ -151,10 +151,12 @@ def run_mismatch(engine, paths, args, workdir):
     pending follow-up capacity: it completes tasks until the capacity is full, then fetching pauses.
     Memory at that point is its worst case with the default bounds.
 
-    The window starts `mismatch_settle` s after fetching paused (by then every follow-up has had its
-    first attempt, which the retry budget exempts) and lasts `mismatch_hold` s: what the worker asks
-    of the engine from then on is retries only, `undeliverable_requests_per_s`, which the retry
-    budget (`--retry-budget`, 20/s) bounds."""
+    Then it waits until every pending follow-up has made its first attempt (the count of
+    `follow_up_delay_error_seconds`, observed at each first attempt, reaches the pending count):
+    first attempts, and the marker read that decides their mismatch, are exempt from the retry
+    budget, and they can come well after fetching paused. `mismatch_settle` s later the window
+    starts and lasts `mismatch_hold` s: what the worker asks of the engine from then on is retries
+    only, `undeliverable_requests_per_s`, which the retry budget (`--retry-budget`, 20/s) bounds."""
     n, cap = args.mismatch_instances, args.mismatch_capacity
     log(f"=== mismatch: {n} instances, every follow-up undeliverable, capacity {cap or 'default (4096)'}")
     result = {"instances": n, "capacity": cap or 4096, "capacity_is_default": cap is None, "hold_s": args.mismatch_hold,
@@ -191,8 +193,24 @@ def run_mismatch(engine, paths, args, workdir):
             result["error"] = f"camunda_worker_fetch_paused did not become 1 within {args.mismatch_wait:g} s"
             log(f"mismatch: {result['error']}")
         else:
-            log(f"mismatch: fetching paused {result['paused_after_s']:.0f} s after the start; window of "
-                f"{args.mismatch_hold:g} s from {args.mismatch_settle:g} s later")
+            t_paused = time.time()
+            first = "camunda_worker_follow_up_delay_error_seconds"
+            while True:
+                text = metrics_text(port)
+                done = metric_sum(text, f"{first}_count") or 0
+                pending = metric_sum(text, "camunda_worker_follow_ups_pending") or 0
+                if done >= pending or time.time() > t_paused + args.mismatch_wait:
+                    break
+                time.sleep(1.0)
+            result["first_attempts"] = {"count": done, "pending": pending,
+                                        "done_after_pause_s": round(time.time() - t_paused, 1) if done >= pending
+                                        else None,
+                                        "mean_lateness_s": round((metric_sum(text, f"{first}_sum") or 0) / done, 2)
+                                        if done else None}
+            log(f"mismatch: fetching paused {result['paused_after_s']:.0f} s after the start; first attempts "
+                f"{done:.0f}/{pending:.0f} {time.time() - t_paused:.0f} s later (mean "
+                f"{result['first_attempts']['mean_lateness_s']} s late); window of {args.mismatch_hold:g} s from "
+                f"{args.mismatch_settle:g} s later")
             time.sleep(args.mismatch_settle)
         m0 = scrape_metrics(port)
         b0 = metric_sum(metrics_text(port), "camunda_worker_retry_budget_spent_total")

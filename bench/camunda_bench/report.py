@@ -163,6 +163,11 @@ def mismatch_line(mm):
         text += f"fetching paused {mm['paused_after_s']:g} s after the start"
     else:
         text += f"**fetching did not pause** ({mm.get('error')})"
+    fa = mm.get("first_attempts")
+    if fa:
+        text += (f"; every pending follow-up had made its first attempt {fmt(fa['done_after_pause_s'])} s after that "
+                 f"({fmt(int(fa['count']))}/{fmt(int(fa['pending']))}; first attempts {fmt(fa['mean_lateness_s'], 2)} s "
+                 f"late on average, the delay error of `camunda_worker_follow_up_delay_error_seconds`)")
     if hold:
         when = (f"from {mm['settle_s']:g} s after that, for {mm['hold_s']:g} s" if mm.get("settle_s") is not None
                 else f"over the following {mm['hold_s']:g} s")
