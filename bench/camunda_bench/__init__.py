@@ -8,6 +8,11 @@ Phases (names for --skip), in this order:
               it runs, wait until the engine's history shows all N COMPLETED; then a paced run (R
               instances/s, M instances) on the same engine for the unsaturated latency; then a
               backlog drain (the contender paused while B instances are started); stop, restart.
+              With --history-levels full,audit: all of that for each contender at each level, the
+              engine started with --camunda.bpm.history-level=<level> (the first level's runs are
+              the main tables). Contender cw-lookup (only when named in --only) is camunda-worker
+              built from d948207, the last build with the event-subscription look-up before each
+              message; --ledger runs issue 14's comparison (see --help of --ledger).
   idle        all real workers at once on one engine, no work: settle, then a window (full run
               120 s + 300 s, quick 20 s + 60 s): requests per endpoint, CPU, RSS; camunda-worker's
               first 2 minutes after its start ("start-up") counted separately.
@@ -15,7 +20,9 @@ Phases (names for --skip), in this order:
               --correlation-delay 0s: tasks/s, CPU microseconds per task.
   mismatch    camunda-worker (defaults) on a fresh engine with a backlog larger than its pending
               follow-up capacity and every follow-up undeliverable (--message-name no_such_message
-              --correlation-timeout 1h): RSS once fetching has paused.
+              --correlation-timeout 1h): once fetching has paused and every first attempt is out
+              (10 s later, quick 5 s), a window (60 s, quick 10 s): requests/s to the engine (the
+              retry budget's bound), CPU, RSS.
   cluster     `engine.sh cluster start --nodes 2` (PostgreSQL, two nodes, HAProxy round robin),
               one contender at a time on the same cluster: pickup latency (task created -> task
               completed, from the engine's external-task log) for instances started on a random

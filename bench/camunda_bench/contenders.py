@@ -1,6 +1,7 @@
 """The contenders (camunda-worker at two settings, the Python, JS and Java clients, the ceiling
-client), as command lines on one engine and on the cluster, and `run_contender`: one contender
-through its phases (pickup, throughput, paced, backlog) with a `Probe` window around each.
+client, and on request camunda-worker as it was before the ledger), as command lines on one engine
+and on the cluster, and `run_contender`: one contender through its phases (pickup, throughput,
+paced, backlog) with a `Probe` window around each.
 
 The contender's settings live here and nowhere else, so every phase runs the same command lines."""
 
@@ -17,6 +18,8 @@ from .engines import (
     engine_time,
     finished_count,
     history,
+    history_level_args,
+    history_records,
     quiesce,
     start_instances,
     wait_finished,
@@ -26,6 +29,10 @@ from .measurements import Probe, loadavg, scrape_metrics, status_kib, wait_polli
 from .statistics import add_requests, finish_stats, pickup_stats
 
 ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
+# Run only when named in --only: camunda-worker built from LOOKUP_REV, the last build that looked up
+# the event subscription before each message (issue 14 replaced it by the marker variable).
+EXTRA = ["cw-lookup"]
+LOOKUP_REV = "d948207"
 CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
 
 
@@ -39,6 +46,10 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
         "cw-default": {"label": "camunda-worker (defaults: --max-tasks 64)",
                        "argv": [cw, "--engine-url", url, "--metrics-addr", m], "metrics": metrics_port,
                        "ua": "camunda-worker/"},
+        "cw-lookup": {"label": f"camunda-worker {LOOKUP_REV} (defaults; look-up before each message)",
+                      "argv": [paths.get("cw_lookup") or "cw-lookup-not-built", "--engine-url", url,
+                               "--metrics-addr", m],
+                      "metrics": metrics_port, "ua": "camunda-worker/"},
         "cw-10": {"label": "camunda-worker --max-tasks 10 (the former default)",
                   "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--max-tasks", "10"],
                   "metrics": metrics_port, "ua": "camunda-worker/"},
@@ -76,28 +87,32 @@ def cluster_contenders(paths, cluster, metrics_port, limit_secs):
 
 
 def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput", "paced", "backlog"),
-                  n=None, fresh=True, tag=None):
+                  n=None, fresh=True, tag=None, history_level=None):
     """One contender: start it, run `phases` in order, stop it.
 
     fresh: on a freshly started engine (deployed, warmed up), stopped again here; the requests are
     counted from its access log. Otherwise (the cluster) on the running engine after `quiesce`; the
-    caller counts the requests with `add_requests` once the engine stopped (the logs are buffered)."""
+    caller counts the requests with `add_requests` once the engine stopped (the logs are buffered).
+    history_level: the fresh engine's history level (None: engine.sh's, full)."""
     log(f"=== {key}: {spec['label']}")
     n = n or args.instances
     stall = args.cluster_stall if not fresh else args.stall_seconds
     timeout = 120 + n * 0.5
     if fresh:
-        engine.start(tag or key)
+        engine.start(tag or key, history_level_args(history_level) if history_level else ())
     url = engine.url
     result = {"key": key, "label": spec["label"], "argv": [os.path.relpath(a, REPO) if a.startswith(REPO) else a
                                                            for a in spec["argv"]],
               "loadavg_before": loadavg(), "instances": n}
+    if history_level:
+        result["history_level"] = history_level
     proc = None
     try:
         if fresh:
             deploy(paths, url)
             if args.warmup > 0:
                 warm_up(engine, paths, args, workdir)
+                result["history_records_after_warmup"] = history_records(url)
         else:
             result["quiesce"] = quiesce(engine)
         base = finished_count(url)

@@ -69,7 +69,9 @@ class Engine:
         return {**os.environ, "ENGINE_PORT": str(self.port), "ENGINE_JAVA_OPTS": JAVA_OPTS,
                 "ENGINE_PARENT_PID": str(os.getpid())}
 
-    def start(self, label):
+    def start(self, label, engine_args=()):
+        """Starts a fresh engine; `engine_args` go to Spring Boot after the access log's
+        (e.g. `--camunda.bpm.history-level=audit`)."""
         self.stop()
         logdir = os.path.join(self.workdir, "access")
         os.makedirs(logdir, exist_ok=True)
@@ -78,8 +80,8 @@ class Engine:
             os.remove(path)
         self.access_logs = [path]
         started = time.time()
-        out = subprocess.run([ENGINE_SH, "start", *access_log_args(logdir, f"access-{label}")], env=self.env(),
-                             check=False, capture_output=True, text=True, timeout=600)
+        out = subprocess.run([ENGINE_SH, "start", *access_log_args(logdir, f"access-{label}"), *engine_args],
+                             env=self.env(), check=False, capture_output=True, text=True, timeout=600)
         if out.returncode != 0:
             raise RuntimeError(f"engine.sh start failed:\n{out.stderr[-3000:]}")
         with open(os.path.join(REPO, "engine", ".run", f"engine-{self.port}.pid")) as f:
@@ -168,6 +170,18 @@ class Cluster:
 
     def requests(self, t0, t1, who):
         return count_requests(self.access_logs, t0, t1, who)
+
+
+def history_level_args(level):
+    """Spring Boot arguments for an engine at history `level` (engine.sh's default is full)."""
+    return [f"--camunda.bpm.history-level={level}"]
+
+
+def history_records(url):
+    """How much of what only some history levels write the engine holds: the external-task log
+    and the historic variable updates (both `full` only), to confirm the level a run had."""
+    return {"external_task_log": http_json(f"{url}/history/external-task-log/count")["count"],
+            "variable_updates": http_json(f"{url}/history/detail/count?variableUpdates=true")["count"]}
 
 
 def deploy(paths, url):

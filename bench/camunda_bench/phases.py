@@ -1,6 +1,7 @@
 """The phases other than the per-contender throughput runs: idle (all real workers at once, no
 work), overhead (camunda-worker against the fake engine), mismatch (every follow-up undeliverable:
-memory at the pending follow-up bound), the 2-node cluster, and one node on PostgreSQL vs H2.
+memory and the load on the engine at the pending follow-up bound), the 2-node cluster, and one node
+on PostgreSQL vs H2.
 
 Each returns the dict that goes into results.json under its name."""
 
@@ -148,11 +149,18 @@ def run_overhead(paths, args, workdir):
 def run_mismatch(engine, paths, args, workdir):
     """camunda-worker (defaults) with every follow-up undeliverable, on more waiting tasks than its
     pending follow-up capacity: it completes tasks until the capacity is full, then fetching pauses.
-    Memory at that point is its worst case with the default bounds."""
+    Memory at that point is its worst case with the default bounds.
+
+    Then it waits until every pending follow-up has made its first attempt (the count of
+    `follow_up_delay_error_seconds`, observed at each first attempt, reaches the pending count):
+    first attempts, and the marker read that decides their mismatch, are exempt from the retry
+    budget, and they can come well after fetching paused. `mismatch_settle` s later the window
+    starts and lasts `mismatch_hold` s: what the worker asks of the engine from then on is retries
+    only, `undeliverable_requests_per_s`, which the retry budget (`--retry-budget`, 20/s) bounds."""
     n, cap = args.mismatch_instances, args.mismatch_capacity
     log(f"=== mismatch: {n} instances, every follow-up undeliverable, capacity {cap or 'default (4096)'}")
     result = {"instances": n, "capacity": cap or 4096, "capacity_is_default": cap is None, "hold_s": args.mismatch_hold,
-              "loadavg_before": loadavg()}
+              "settle_s": args.mismatch_settle, "loadavg_before": loadavg()}
     engine.start("mismatch")
     port = args.metrics_port
     argv = [paths["cw"], "--engine-url", engine.url, "--metrics-addr", f"127.0.0.1:{port}",
@@ -185,9 +193,27 @@ def run_mismatch(engine, paths, args, workdir):
             result["error"] = f"camunda_worker_fetch_paused did not become 1 within {args.mismatch_wait:g} s"
             log(f"mismatch: {result['error']}")
         else:
-            log(f"mismatch: fetching paused {result['paused_after_s']:.0f} s after the start; holding "
-                f"{args.mismatch_hold:g} s")
+            t_paused = time.time()
+            first = "camunda_worker_follow_up_delay_error_seconds"
+            while True:
+                text = metrics_text(port)
+                done = metric_sum(text, f"{first}_count") or 0
+                pending = metric_sum(text, "camunda_worker_follow_ups_pending") or 0
+                if done >= pending or time.time() > t_paused + args.mismatch_wait:
+                    break
+                time.sleep(1.0)
+            result["first_attempts"] = {"count": done, "pending": pending,
+                                        "done_after_pause_s": round(time.time() - t_paused, 1) if done >= pending
+                                        else None,
+                                        "mean_lateness_s": round((metric_sum(text, f"{first}_sum") or 0) / done, 2)
+                                        if done else None}
+            log(f"mismatch: fetching paused {result['paused_after_s']:.0f} s after the start; first attempts "
+                f"{done:.0f}/{pending:.0f} {time.time() - t_paused:.0f} s later (mean "
+                f"{result['first_attempts']['mean_lateness_s']} s late); window of {args.mismatch_hold:g} s from "
+                f"{args.mismatch_settle:g} s later")
+            time.sleep(args.mismatch_settle)
         m0 = scrape_metrics(port)
+        b0 = metric_sum(metrics_text(port), "camunda_worker_retry_budget_spent_total")
         c0, e0, t0 = cpu_seconds(proc.pid), cpu_seconds(engine.pid), time.time()
         time.sleep(args.mismatch_hold)
         c1, e1, t1 = cpu_seconds(proc.pid), cpu_seconds(engine.pid), time.time()
@@ -198,10 +224,15 @@ def run_mismatch(engine, paths, args, workdir):
                              for name in ("follow_ups_pending", "follow_ups_capacity", "fetch_paused",
                                           "tasks_completed_total", "tasks_fetched_total", "tasks_in_flight",
                                           "follow_ups_retried_total", "follow_ups_sent_total",
-                                          "follow_ups_given_up_total")}
+                                          "follow_ups_given_up_total", "follow_ups_misdirected",
+                                          "retry_budget_spent_total", "retry_budget_waiting",
+                                          "retry_budget_per_second")}
+        b1 = result["metrics"]["retry_budget_spent_total"]
         result["hold"] = {"contender_cpu_s": round(c1 - c0, 3), "engine_cpu_s": round(e1 - e0, 3),
                           "core_percent": round((c1 - c0) / (t1 - t0) * 100, 2),
-                          "worker_metrics_requests": diff_counts(scrape_metrics(port), m0)}
+                          "worker_metrics_requests": diff_counts(scrape_metrics(port), m0),
+                          "retry_budget_spent_per_s": (round((b1 - b0) / (t1 - t0), 2)
+                                                       if b0 is not None and b1 is not None else None)}
         stop_process(proc, grace=5)
     finally:
         if proc is not None:
@@ -213,6 +244,10 @@ def run_mismatch(engine, paths, args, workdir):
         if got is not None:
             result["hold"]["engine_requests"] = got[0]
             result["hold"]["requests_per_s"] = round(sum(got[0].values()) / (result["window"][1] - result["window"][0]), 1)
+            # The figure: requests/s to the engine while the worker holds its undeliverable follow-ups.
+            result["undeliverable_requests_per_s"] = result["hold"]["requests_per_s"]
+            log(f"mismatch: {result['hold']['requests_per_s']} requests/s to the engine over {args.mismatch_hold:g} s "
+                f"({got[0]}); retry budget spent {result['hold']['retry_budget_spent_per_s']}/s")
     st, mt = result.get("status_kib", {}), result.get("metrics", {})
     if st:
         log(f"mismatch: VmHWM {st['VmHWM'] / 1024:.1f} MiB, VmRSS {st['VmRSS'] / 1024:.1f} MiB (anon "

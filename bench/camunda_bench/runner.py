@@ -18,13 +18,18 @@ import time
 
 from . import __doc__ as HELP_TEXT
 from .common import BENCH, JAVA_OPTS, REPO, cleanup, log
-from .contenders import ALL, CLUSTER_ALL, contenders, run_contender
+from .contenders import ALL, CLUSTER_ALL, EXTRA, contenders, run_contender
 from .engines import Engine
 from .measurements import loadavg
 from .phases import run_cluster, run_idle, run_mismatch, run_overhead, run_pg_vs_h2
-from .report import update_benchmarks_md, write_reports
+from .report import LEDGER_MARKERS, ledger_section, update_benchmarks_md, write_reports
 
 PHASES = ["throughput", "idle", "overhead", "mismatch", "cluster", "pg-h2"]
+HISTORY_LEVELS = ["full", "audit", "activity", "none"]
+# --ledger: issue 14's comparison, the marker against the look-up build, at history full and audit
+# (each option given on the command line wins).
+LEDGER = {"only": "cw-default,cw-lookup,js,ceiling", "history_levels": "full,audit",
+          "skip": "idle,overhead,cluster,pg-h2"}
 
 
 # Sizes of a quick and of a full run: (quick, full). An option given on the command line wins.
@@ -35,7 +40,8 @@ SIZES = {
     "mismatch_instances": (600, 4500),
     "mismatch_capacity": (512, None),  # full run: the worker's own default (4096)
     "mismatch_wait": (120, 300),
-    "mismatch_hold": (10, 20),
+    "mismatch_settle": (5, 10),  # after fetching paused, before the window: the last first attempts go out
+    "mismatch_hold": (10, 60),
     "cluster_instances": (200, 1000),
     "pickup_count": (50, 300),
     "sparse_count": (6, 20),
@@ -54,7 +60,7 @@ def cmd_version(argv):
         return None
 
 
-def machine_facts(paths):
+def machine_facts(paths, levels):
     model = None
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -73,8 +79,8 @@ def machine_facts(paths):
         "python": platform.python_version(), "node": cmd_version(["node", "--version"]),
         "rust": cmd_version(["rustc", "--version"]),
         "camunda_worker": cmd_version([paths["cw"], "--version"]),
-        "engine": "Camunda 7.21.0 on Spring Boot 3.2 (engine/engine.sh), in-memory H2, history level full, "
-                  "JVM " + JAVA_OPTS,
+        "engine": f"Camunda 7.21.0 on Spring Boot 3.2 (engine/engine.sh), in-memory H2, history level "
+                  f"{' and '.join(levels)}, JVM " + JAVA_OPTS,
         "postgres": short_version(cmd_version([postgres[-1], "--version"]) if postgres else None, "PostgreSQL"),
         "haproxy": short_version(cmd_version([haproxy, "-v"]) if haproxy else None, "HAProxy"),
     }
@@ -93,8 +99,17 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: every phase with small numbers (200 instances, short idle/overhead/mismatch, "
                          "cluster with 200 instances and 50 pickups)")
-    ap.add_argument("--only", default=",".join(ALL), help=f"contenders, comma-separated (of {','.join(ALL)})")
-    ap.add_argument("--skip", default="", help=f"phases to skip, comma-separated (of {','.join(PHASES)})")
+    ap.add_argument("--only", default=None, help=f"contenders, comma-separated (of {','.join(ALL + EXTRA)}; "
+                                                 f"default {','.join(ALL)})")
+    ap.add_argument("--skip", default=None, help=f"phases to skip, comma-separated (of {','.join(PHASES)})")
+    ap.add_argument("--history-levels", default=None,
+                    help=f"the throughput phase at each of these engine history levels, in turn (of "
+                         f"{','.join(HISTORY_LEVELS)}; default full); the first is the one of the main tables")
+    ap.add_argument("--ledger", action="store_true",
+                    help=f"issue 14's comparison: --only {LEDGER['only']} --history-levels {LEDGER['history_levels']} "
+                         f"--skip {LEDGER['skip']} (each unless given), results in bench/results/ledger/ "
+                         f"(quick: bench/results/quick/ledger/); a full run rewrites the ledger section of "
+                         f"BENCHMARKS.md")
     ap.add_argument("--engine-port", type=int, default=18200)
     ap.add_argument("--fake-port", type=int, default=18201)
     ap.add_argument("--metrics-port", type=int, default=18202)
@@ -109,6 +124,10 @@ def main():
     ap.add_argument("--backlog", type=int, default=None,
                     help="instances started while the contender is paused, then drained (default = --instances)")
     ap.add_argument("--mismatch-instances", type=int, default=None, help="default 4500, quick 600")
+    ap.add_argument("--mismatch-settle", type=float, default=None,
+                    help="seconds from fetching paused to the mismatch window (default 10, quick 5)")
+    ap.add_argument("--mismatch-hold", type=float, default=None,
+                    help="the mismatch window: requests/s to the engine, CPU (default 60, quick 10)")
     ap.add_argument("--mismatch-capacity", type=int, default=None,
                     help="--max-pending-follow-ups for the mismatch phase (default: the worker's default, 4096; "
                          "quick 512)")
@@ -128,6 +147,7 @@ def main():
                     help="only regenerate summary.md, chart.png, cluster.png (beside the JSON) and, for a full run, "
                          "the results section of BENCHMARKS.md")
     ap.add_argument("--cw-bin")
+    ap.add_argument("--cw-lookup-bin", help="camunda-worker built from the look-up commit (contender cw-lookup)")
     ap.add_argument("--ceiling-bin")
     ap.add_argument("--fake-bin")
     ap.add_argument("--java-jar")
@@ -139,6 +159,8 @@ def main():
         summary = write_reports(res, out_dir)
         if not res.get("quick") and out_dir == os.path.join(BENCH, "results"):
             update_benchmarks_md(summary)
+        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "ledger"):
+            update_benchmarks_md(ledger_section(res), LEDGER_MARKERS)
         print(summary)
         return
     missing = [f"--{a.replace('_', '-')}" for a in ("cw_bin", "ceiling_bin", "fake_bin", "java_jar")
@@ -146,6 +168,15 @@ def main():
     if missing:
         ap.error(f"{', '.join(missing)} required (bench/run.sh passes them)")
     q = args.quick
+    for name, value in LEDGER.items():
+        if args.ledger and getattr(args, name) is None:
+            setattr(args, name, value)
+    args.only = args.only if args.only is not None else ",".join(ALL)
+    args.skip = args.skip or ""
+    levels = [v.strip() for v in (args.history_levels or "full").split(",") if v.strip()]
+    unknown = [v for v in levels if v not in HISTORY_LEVELS]
+    if unknown or not levels or len(set(levels)) != len(levels):
+        ap.error(f"--history-levels: {args.history_levels!r} (distinct values of {','.join(HISTORY_LEVELS)})")
     if q and args.instances == 2000:
         args.instances = 200
     if q:
@@ -160,18 +191,21 @@ def main():
     # the database every 30 s): never give up on a cluster phase before that.
     args.cluster_stall = 75
     args.phase_timeout = 120 + args.instances * 0.5
-    out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "")
+    out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "", "ledger" if args.ledger else "")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     workdir = os.path.join(BENCH, ".work")
     os.makedirs(workdir, exist_ok=True)
     paths = {"cw": os.path.abspath(args.cw_bin), "ceiling": os.path.abspath(args.ceiling_bin),
              "fake": os.path.abspath(args.fake_bin), "java_jar": os.path.abspath(args.java_jar),
-             "python": os.path.join(BENCH, ".venv", "bin", "python")}
+             "python": os.path.join(BENCH, ".venv", "bin", "python"),
+             "cw_lookup": os.path.abspath(args.cw_lookup_bin) if args.cw_lookup_bin else None}
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in ALL]
+    unknown = [k for k in keys if k not in ALL + EXTRA]
     if unknown:
-        ap.error(f"unknown contenders {unknown} (of {','.join(ALL)})")
+        ap.error(f"unknown contenders {unknown} (of {','.join(ALL + EXTRA)})")
+    if "cw-lookup" in keys and not (paths["cw_lookup"] and os.access(paths["cw_lookup"], os.X_OK)):
+        ap.error("cw-lookup needs --cw-lookup-bin, an executable (bench/run.sh builds and passes it)")
     cluster_keys = [k.strip() for k in args.cluster_contenders.split(",") if k.strip()]
     unknown = [k for k in cluster_keys if k not in CLUSTER_ALL]
     if unknown:
@@ -191,7 +225,7 @@ def main():
     res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "instances": args.instances, "quick": q,
            "backlog": args.backlog, "warmup": args.warmup,
            "paced_rate": args.paced_rate, "paced_count": args.paced_count, "loadavg_start": loadavg(),
-           "machine": machine_facts(paths), "runs": {}, "idle": None, "overhead": None, "mismatch": None,
+           "machine": machine_facts(paths, levels), "history_levels": levels, "runs": {}, "idle": None, "overhead": None, "mismatch": None,
            "cluster": None, "skipped": sorted(skip), "phase_windows": {},
            "command": os.environ.get("BENCH_COMMAND", " ".join(["python -m camunda_bench"] + sys.argv[1:]))}
 
@@ -209,15 +243,27 @@ def main():
 
     try:
         if "throughput" not in skip:
+            # One level: engine.sh's own (full), runs in res["runs"] as always. Several: each
+            # contender at each level on its fresh engine; the first level's runs in res["runs"] (the
+            # main tables), the others' in res["runs_at_other_history_levels"][level].
             def throughput():
                 limit = int(args.phase_timeout * 2 + 300)
-                for key in keys:
-                    spec = contenders(paths, engine.url, engine.port, args.metrics_port, limit)[key]
-                    try:
-                        res["runs"][key] = run_contender(key, spec, engine, paths, args, workdir)
-                    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
-                        log(f"{key} failed: {e}")
-                        res["runs"][key] = {"key": key, "label": spec["label"], "error": str(e), "throughput": {}}
+                for i, level in enumerate(levels):
+                    runs = res["runs"] if i == 0 else res.setdefault("runs_at_other_history_levels", {}).setdefault(
+                        level, {})
+                    several = len(levels) > 1
+                    if several:
+                        log(f"=== history level {level}")
+                    for key in keys:
+                        spec = contenders(paths, engine.url, engine.port, args.metrics_port, limit)[key]
+                        try:
+                            runs[key] = run_contender(key, spec, engine, paths, args, workdir,
+                                                      tag=f"{key}-{level}" if several else None,
+                                                      history_level=level if several or level != "full" else None)
+                        except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
+                            log(f"{key} failed: {e}")
+                            runs[key] = {"key": key, "label": spec["label"], "error": str(e), "throughput": {},
+                                         "history_level": level}
             phase("throughput", throughput)
         if "idle" not in skip:
             idle_keys = [k for k in ["cw-default", "py-default", "js", "java"] if k in keys] or ["cw-default"]
@@ -249,8 +295,11 @@ def main():
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(res, f, indent=2)
     summary = write_reports(res, out_dir)
-    full = not q and args.out is None and set(keys) == set(ALL) and set(cluster_keys) == set(CLUSTER_ALL) and not skip
+    full = (not q and args.out is None and not args.ledger and set(keys) == set(ALL)
+            and set(cluster_keys) == set(CLUSTER_ALL) and not skip and levels == ["full"])
     if full and update_benchmarks_md(summary):
         log("BENCHMARKS.md results section updated")
+    if args.ledger and not q and args.out is None and update_benchmarks_md(ledger_section(res), LEDGER_MARKERS):
+        log("BENCHMARKS.md ledger section updated")
     print(summary)
     log(f"done in {res['total_seconds']:.0f} s; results in {os.path.relpath(out_dir, REPO)}/")
