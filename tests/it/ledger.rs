@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::engine::{shared_engine, EngineOptions, RealEngine, Rest};
+use crate::support::engine::{engine_with, shared_engine, RealEngine, Rest};
 use crate::support::proxy::{Exchange, Fault, FaultKind, FaultProxy, Rule};
 use crate::support::{eventually, lines_with, metric_value, WorkerProcess};
 
@@ -19,17 +19,7 @@ pub(crate) const MESSAGE: &str = r"/engine-rest/message$";
 
 /// An engine at `level`, started once per level for the whole suite.
 pub(crate) fn engine_at(level: &'static str) -> &'static RealEngine {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static ENGINES: OnceLock<Mutex<HashMap<&'static str, &'static RealEngine>>> = OnceLock::new();
-    let engines = ENGINES.get_or_init(Mutex::default);
-    let mut engines = engines.lock().unwrap_or_else(|p| p.into_inner());
-    engines.entry(level).or_insert_with(|| {
-        Box::leak(Box::new(RealEngine::start(EngineOptions {
-            args: vec![format!("--camunda.bpm.history-level={level}")],
-            ..Default::default()
-        })))
-    })
+    engine_with(&[&format!("--camunda.bpm.history-level={level}")])
 }
 
 /// Instances of `key` still running (runtime state: there at every history level).
