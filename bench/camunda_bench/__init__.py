@@ -12,7 +12,8 @@ Phases (names for --skip), in this order:
               engine started with --camunda.bpm.history-level=<level> (the first level's runs are
               the main tables). Contender cw-lookup (only when named in --only) is camunda-worker
               built from d948207, the last build with the event-subscription look-up before each
-              message; --ledger runs issue 14's comparison (see --help of --ledger).
+              message; --ledger runs issue 14's comparison (see --help of --ledger). Contender
+              cw-command (also only when named) adds --follow-up-command bench/trivial_work.sh.
   idle        all real workers at once on one engine, no work: settle, then a window (full run
               120 s + 300 s, quick 20 s + 60 s): requests per endpoint, CPU, RSS; camunda-worker's
               first 2 minutes after its start ("start-up") counted separately.

@@ -31,7 +31,9 @@ from .statistics import add_requests, finish_stats, pickup_stats
 ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
 # Run only when named in --only: camunda-worker built from LOOKUP_REV, the last build that looked up
 # the event subscription before each message (issue 14 replaced it by the marker variable).
-EXTRA = ["cw-lookup"]
+# cw-command: the defaults plus a trivial --follow-up-command (bench/trivial_work.sh), the cost of
+# the command form itself.
+EXTRA = ["cw-lookup", "cw-command"]
 LOOKUP_REV = "d948207"
 CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
 
@@ -50,6 +52,10 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
                       "argv": [paths.get("cw_lookup") or "cw-lookup-not-built", "--engine-url", url,
                                "--metrics-addr", m],
                       "metrics": metrics_port, "ua": "camunda-worker/"},
+        "cw-command": {"label": "camunda-worker --follow-up-command bench/trivial_work.sh",
+                       "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--follow-up-command",
+                                os.path.join(BENCH, "trivial_work.sh")],
+                       "metrics": metrics_port, "ua": "camunda-worker/"},
         "cw-10": {"label": "camunda-worker --max-tasks 10 (the former default)",
                   "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--max-tasks", "10"],
                   "metrics": metrics_port, "ua": "camunda-worker/"},
