@@ -96,6 +96,9 @@ pub struct PassSummary {
     pub failed: usize,
     /// Failed works whose incident was resolved, run again by this pass.
     pub rerun: usize,
+    /// Failed works seen (resolved or not): while there are any, passes keep to the interval, so
+    /// that resolving an incident runs its work again within it, even on an idle worker.
+    pub failed_work: usize,
 }
 
 impl Reconciler {
@@ -146,7 +149,7 @@ impl Reconciler {
                     self.metrics
                         .count(&self.metrics.reconciler_passes, PassOutcome::Ok);
                     self.report(&summary);
-                    summary.overdue > 0
+                    summary.overdue > 0 || summary.failed_work > 0
                 }
                 Err(e) => {
                     self.metrics
@@ -216,11 +219,12 @@ impl Reconciler {
 
     /// Failed works whose incident is no longer open: an operator resolved it, asking for the
     /// work to run again.
-    async fn resolved_failures(&self) -> Result<Vec<(Marker, String)>, EngineError> {
+    async fn resolved_failures(&self) -> Result<(Vec<(Marker, String)>, usize), EngineError> {
         let (from, to) = failed_range(&self.topic);
         let failed = self.markers_in(&from, &to).await?;
+        let seen = failed.len();
         if failed.is_empty() {
-            return Ok(failed);
+            return Ok((failed, seen));
         }
         self.follow_ups.spend_budget().await;
         let open: std::collections::HashSet<String> = self
@@ -229,10 +233,13 @@ impl Reconciler {
             .await?
             .into_iter()
             .collect();
-        Ok(failed
-            .into_iter()
-            .filter(|(marker, _)| !open.contains(marker.task_id()))
-            .collect())
+        Ok((
+            failed
+                .into_iter()
+                .filter(|(marker, _)| !open.contains(marker.task_id()))
+                .collect(),
+            seen,
+        ))
     }
 
     /// Claims an owed (or resolved failed) follow-up with a fresh lease and runs it whole: the
@@ -298,7 +305,9 @@ impl Reconciler {
         overdue.retain(|(marker, _)| matches!(marker, Marker::Owed { .. }));
         let has_work = self.follow_ups.work().is_work();
         if has_work {
-            for (marker, instance) in self.resolved_failures().await? {
+            let (resolved, seen) = self.resolved_failures().await?;
+            summary.failed_work = seen;
+            for (marker, instance) in resolved {
                 if self.follow_ups.is_pending(marker.task_id()) {
                     continue;
                 }
