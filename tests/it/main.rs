@@ -15,3 +15,4 @@ mod operate;
 mod real_engine;
 mod resilience;
 mod support;
+mod work;
