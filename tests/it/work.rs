@@ -188,6 +188,14 @@ fn alive(pid: u32) -> bool {
     !matches!(state, "Z" | "X" | "x")
 }
 
+/// Waits until none of `pids` runs any more.
+async fn wait_gone(pids: &[u32], what: &str) {
+    eventually(Duration::from_secs(15), what, || async {
+        pids.iter().all(|pid| !alive(*pid)).then_some(())
+    })
+    .await;
+}
+
 /// The flags of a worker for this process with `script` as its work, the message sent as soon
 /// as the work is done.
 fn worker_flags<'a>(topic: &'a str, message: &'a str, script: &'a Script) -> Vec<&'a str> {
@@ -773,6 +781,40 @@ json.dump({{"run": RUN}}, sys.stdout)
     assert_variable(&variables, "run", "Integer", json!(2));
     assert_one_message(&rest, &instance).await;
     assert_eq!(next.terminate(SHUTDOWN_LIMIT), Some(0));
+}
+
+/// A shell script's work is usually another program it starts: at shutdown that program ends with
+/// the script instead of outliving the worker (and holding the script's output pipes open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_the_programs_a_shell_command_started_end_with_it() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest.deploy_variant("work_sh_children").await;
+    let script = Script::write(&format!(
+        "#!/bin/sh\ncat >/dev/null\necho $$ >>\"$1/pids\"\n\
+             {} -c 'import time; time.sleep(60)' \"$1\" &\n\
+             echo $! >>\"$1/pids\"\nwait\necho '{{}}'\n",
+        python()
+    ));
+    let instance = start_instance(&rest, &key, "work-sh-1", json!({})).await;
+    let mut flags = worker_flags(&topic, &message, &script);
+    flags.extend(["--shutdown-grace", "3s", "--reconcile-interval", "0"]);
+    let mut worker = WorkerProcess::spawn("sh", &engine.url, &flags);
+    let pids = script.wait_pids(2).await;
+    worker.signal("TERM");
+    let code = worker.wait_exit(Duration::from_secs(10));
+    wait_gone(&pids[..1], "the shell script has ended").await;
+    wait_gone(
+        &pids[1..],
+        "the program the shell script started has ended too",
+    )
+    .await;
+    assert_eq!(
+        code,
+        Some(0),
+        "the script and its program ended within the grace"
+    );
+    delete_instance(&rest, &instance).await;
 }
 
 /// `--follow-up-timeout 1s` and a command that takes longer: each run is killed at the timeout,
