@@ -628,6 +628,50 @@ sys.exit(1)
     assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
 }
 
+/// An idle worker's reconciler passes grow apart (up to 10 min) while they find nothing to do —
+/// but a failed work waiting for its incident to be resolved is something to do: once an operator
+/// resolves the incident, the work runs again at the next `--reconcile-interval`, however long
+/// the worker has been idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_an_incident_on_an_idle_worker_runs_the_work_again_at_the_reconcile_interval() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic, message) = rest.deploy_variant("work_idle_resolve").await;
+    let script = Script::python(
+        r#"
+if not os.path.exists(path("fixed")):
+    print("boom: not yet", file=sys.stderr)
+    sys.exit(1)
+json.dump({"fixed": True}, sys.stdout)
+"#,
+    );
+    let instance = start_instance(&rest, &key, "work-idle-1", json!({})).await;
+    let mut flags = worker_flags(&topic, &message, &script);
+    flags.extend(["--follow-up-retries", "0", "--reconcile-interval", "1s"]);
+    let mut worker = WorkerProcess::spawn("idle", &engine.url, &flags);
+    let incident = eventually(WAIT, "an incident on the instance", || async {
+        open_incidents(&rest, &instance).await.into_iter().next()
+    })
+    .await;
+    // Five passes of a worker that fetches nothing more: at 1 s apart, five seconds; as the code
+    // stands, the gaps have grown to 64 s or more by then.
+    let passes = |metrics: &str| metric_sum(metrics, PASSES, &["outcome=\"ok\""]);
+    eventually(
+        Duration::from_secs(180),
+        "the reconciler made five passes",
+        || async { (passes(&worker.scrape().await) >= 5.0).then_some(()) },
+    )
+    .await;
+    std::fs::write(script.file("fixed"), "").unwrap();
+    resolve_incident(&rest, incident["id"].as_str().unwrap()).await;
+    rest.wait_instances_completed(std::slice::from_ref(&instance), Duration::from_secs(20))
+        .await;
+    let variables = history_variables(&rest, &instance).await;
+    assert_variable(&variables, "fixed", "Boolean", json!(true));
+    assert_eq!(script.lines("runs").len(), 2, "the work ran again once");
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
+}
+
 /// `kill -9` while the command runs: a second worker, whose reconciler passes come after the first
 /// lease would have run out, leaves the work alone while the first renews the lease; once the
 /// first is killed and the lease has run out, the second runs the work again, and the instance
