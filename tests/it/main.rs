@@ -18,5 +18,6 @@ mod operate;
 mod real_engine;
 mod resilience;
 mod support;
+mod work;
 mod work_contract;
 mod work_lease;
