@@ -54,6 +54,11 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
         }
         // `follow_up_command = ["prog", "arg", ...]`: the program and its arguments in one list.
         if key == "follow_up_command" {
+            if !matches!(value, toml::Value::String(_) | toml::Value::Array(_)) {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {shown}: key `follow_up_command` must be a string or a list of strings"
+                )));
+            }
             if let toml::Value::Array(items) = value {
                 let mut parts = items.into_iter().map(|item| match item {
                     toml::Value::String(s) => Ok(s),

@@ -83,8 +83,10 @@ impl FollowUps {
                 WorkEnd::Done(variables) => variables,
                 WorkEnd::Failed => return Delivery::GivenUp(GiveUpReason::WorkFailed),
                 WorkEnd::Interrupted => {
+                    // Counted first: the hand-back is a call that the end of the grace may cut.
+                    let left = self.leave_owed(follow_up);
                     self.hand_back_lease(follow_up, &marker).await;
-                    return self.leave_owed(follow_up);
+                    return left;
                 }
             };
             tokio::select! {
