@@ -422,6 +422,19 @@ async fn three_replicas_one_killed_reconcilers_racing_live_follow_ups_deliver_ea
 
     rest.wait_instances_completed(&ids, Duration::from_secs(180))
         .await;
+    // An instance shows completed once the engine commits, a moment before its reply reaches the
+    // proxy's record: wait for the record of every instance's accepted message.
+    eventually(
+        Duration::from_secs(60),
+        "the proxy recorded an accepted message for every instance",
+        || async {
+            let exchanges = proxy.exchanges();
+            ids.iter()
+                .all(|instance| !accepted_messages(&exchanges, instance).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
     let recovered =
         crate::support::settled_total(&[&survivors[0], &survivors[1]], &[FOLLOW_UPS_RECOVERED], 1)
             .await;

@@ -160,6 +160,17 @@ async fn three_replicas_complete_500_instances_each_task_exactly_once() {
         completed.push(replica.count(TASKS_COMPLETED).await);
     }
     eprintln!("tasks completed per replica: {completed:?}");
+    if completed.iter().sum::<u64>() != 500 {
+        // What the replicas say about the tasks they did not count, for the failure below.
+        for replica in &replicas {
+            let metrics = replica.scrape().await;
+            let dropped: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("camunda_worker_tasks_dropped_total"))
+                .collect();
+            eprintln!("{}: {dropped:?}\n{}", replica.name, replica.stderr());
+        }
+    }
     assert_eq!(
         completed.iter().sum::<u64>(),
         500,
