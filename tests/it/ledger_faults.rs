@@ -339,7 +339,7 @@ async fn three_replicas_one_killed_reconcilers_racing_live_follow_ups_deliver_ea
     const PER_REPLICA: u64 = 10;
     let engine = shared_engine();
     let rest = Rest::new(&engine.url);
-    let (key, topic, message) = rest.deploy_variant("replicas").await;
+    let (key, topic, message) = rest.deploy_variant("replicas_racing").await;
     let proxy = FaultProxy::start(&format!("http://127.0.0.1:{}", engine.port)).await;
     let via_proxy = format!("{}/engine-rest", proxy.url());
     proxy.add_rule(Rule::on("POST", MESSAGE).then(Fault::Status(503)));
