@@ -420,7 +420,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration like 500ms, 2s or 5m ({e})"))
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+/// Parses a duration that must be longer than zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
         return Err("must be greater than zero".to_owned());

@@ -22,11 +22,12 @@ use crate::config::Config;
 use crate::correlation::FollowUps;
 use crate::discovery::{Discovery, SystemDns, DISCOVERY_INTERVAL};
 use crate::engine::EngineClient;
-use crate::handler::{Handler, MessageCorrelationHandler};
+use crate::handler::Handler;
 use crate::health::Liveness;
 use crate::metrics::Metrics;
 use crate::reconciler::Reconciler;
-use crate::work::{Delay, DynWork, FollowUpWork};
+use crate::route::{Route, RouteHandler};
+use crate::work::{DynWork, FollowUpWork};
 use crate::worker::{Shared, StopTokens, Worker, EXPIRY_MARGIN};
 
 /// At the end of the grace period, how long abandoned work gets to log and give up before the
@@ -40,60 +41,75 @@ pub struct RunSummary {
     pub drained: bool,
 }
 
-/// Runs the message-correlation daemon described by `config` until `shutdown` is cancelled: its
-/// follow-ups do the configured work (`--follow-up-command`), or none.
+/// Runs the message-correlation daemon described by `config` until `shutdown` is cancelled: the
+/// follow-ups of each route do its configured work (`follow_up_command`), or none.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
-    run_correlating(config, configured_work(config), shutdown).await
+    run_correlating(config, configured_works(config), shutdown).await
 }
 
 /// Runs the daemon with your own follow-up work (library use): tasks are completed at once as
-/// `config` says, then `work` runs, and its result goes with the message.
+/// `config` says, then `work` runs (for every route), and its result goes with the message.
 pub async fn run_with_work<W: FollowUpWork>(
     config: &Config,
     work: W,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
-    run_correlating(config, Arc::new(work), shutdown).await
+    let work: Arc<dyn DynWork> = Arc::new(work);
+    let works = config.routes.iter().map(|_| Arc::clone(&work)).collect();
+    run_correlating(config, works, shutdown).await
 }
 
-/// The daemon's handler, fetching what `work` reads, with `work` after each completion.
+/// The daemon's handler over the routes, each fetching what its work reads, with `works[i]`
+/// after each completion of route `i`.
 async fn run_correlating(
     config: &Config,
-    work: Arc<dyn DynWork>,
+    works: Vec<Arc<dyn DynWork>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
-    let handler = MessageCorrelationHandler {
-        variables: config.variables.clone(),
-        correlate_by: config.correlate_by,
-        fetch_variables: work.variables_to_fetch(),
-    };
-    run_with(config, handler, work, shutdown).await
+    let routes: Vec<(Route, Arc<dyn DynWork>)> =
+        config.routes.iter().cloned().zip(works.clone()).collect();
+    let handler = RouteHandler::new(&routes, config.correlate_by)
+        .context("the configuration has no route")?;
+    serve(config, handler, works, shutdown).await
 }
 
-/// Runs a worker with a custom handler (library use) until `shutdown` is cancelled.
+/// Runs a worker with a custom handler (library use) until `shutdown` is cancelled; each route's
+/// follow-ups do its configured work.
 pub async fn run_with_handler<H: Handler>(
     config: &Config,
     handler: H,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
-    run_with(config, handler, configured_work(config), shutdown).await
+    serve(config, handler, configured_works(config), shutdown).await
 }
 
-/// The work `config` names: its `--follow-up-command`, or none.
-fn configured_work(config: &Config) -> Arc<dyn DynWork> {
-    match &config.follow_up_command {
-        Some(command) => Arc::new(command.clone()),
-        None => Arc::new(Delay),
-    }
+/// The work each route names: its `follow_up_command`, or none.
+fn configured_works(config: &Config) -> Vec<Arc<dyn DynWork>> {
+    config.routes.iter().map(Route::work).collect()
 }
 
-/// Runs a worker with a handler and a follow-up work until `shutdown` is cancelled.
+/// Runs a worker with a handler and a follow-up work (for every route) until `shutdown` is
+/// cancelled.
 pub async fn run_with<H: Handler>(
     config: &Config,
     handler: H,
     work: Arc<dyn DynWork>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
+    let works = config.routes.iter().map(|_| Arc::clone(&work)).collect();
+    serve(config, handler, works, shutdown).await
+}
+
+/// Everything wired: `works[i]` is the work of `config.routes[i]`.
+async fn serve<H: Handler>(
+    config: &Config,
+    handler: H,
+    works: Vec<Arc<dyn DynWork>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    let (Some(first), Some(first_work)) = (config.routes.first(), works.first()) else {
+        anyhow::bail!("the configuration has no route");
+    };
     let metrics = Arc::new(Metrics::new());
     let client = EngineClient::new(config.engine.clone())
         .context("cannot set up the engine client")?
@@ -132,22 +148,38 @@ pub async fn run_with<H: Handler>(
     let follow_ups = FollowUps::with_work(
         client.clone(),
         Arc::clone(&metrics),
-        config.correlation.clone(),
+        first.correlation(&config.correlation),
         tracker.clone(),
         stop.shutdown.clone(),
         stop.abort.clone(),
-        work,
+        Arc::clone(first_work),
     );
-    let reconciler = config.reconcile_interval.map(|interval| {
-        let reconciler = Reconciler::new(
-            client.clone(),
-            follow_ups.clone(),
-            Arc::clone(&metrics),
-            Arc::clone(&liveness),
-            &config.worker.topic,
-        );
-        tokio::spawn(reconciler.run(interval, shutdown.clone()))
-    });
+    if config.routes.len() > 1 {
+        for (route, work) in config.routes.iter().zip(&works) {
+            let settings = route.correlation(&config.correlation);
+            follow_ups.add_route(&route.topic, settings, Arc::clone(work));
+        }
+    }
+    // One reconciler per route: each reads its own topic's markers. They share the budget.
+    let reconcilers: Vec<_> = config
+        .reconcile_interval
+        .map(|interval| {
+            config
+                .routes
+                .iter()
+                .map(|route| {
+                    let reconciler = Reconciler::new(
+                        client.clone(),
+                        follow_ups.for_topic(&route.topic),
+                        Arc::clone(&metrics),
+                        Arc::clone(&liveness),
+                        &route.topic,
+                    );
+                    tokio::spawn(reconciler.run(interval, shutdown.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
 
     let discovery = match config.engine_discovery {
         EngineDiscovery::None => None,
@@ -215,7 +247,7 @@ pub async fn run_with<H: Handler>(
         .map_or_else(Instant::now, |until| until + EXPIRY_MARGIN);
     let (drained, ()) = tokio::join!(drain, worker.release_locks(sweep_until, grace_ends));
     follow_ups_report.report_left_owed();
-    if let Some(reconciler) = reconciler {
+    for reconciler in reconcilers {
         reconciler.abort();
     }
     if let Some(discovery) = discovery {

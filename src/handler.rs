@@ -86,6 +86,13 @@ pub trait Handler: Send + Sync + 'static {
         Some(Vec::new())
     }
 
+    /// Which process variables to fetch with the tasks of `topic`, when one worker serves several
+    /// topics (routes); by default [`Handler::variables_to_fetch`] for each.
+    fn variables_to_fetch_for(&self, topic: &str) -> Option<Vec<String>> {
+        let _ = topic;
+        self.variables_to_fetch()
+    }
+
     /// Decides what happens to `task`. A long-running handler is fine: the worker extends the
     /// lock while it runs. A panic is contained and reported as a failure.
     fn handle(

@@ -17,6 +17,7 @@
 //!   [`worker::Worker::poll_once`]), admission, one task's lifecycle (handler, lock extension,
 //!   complete / failure, lost replies) and, at shutdown, the hand-back of what is still locked.
 //! - [`handler`]: what to do with one task; implement [`handler::Handler`] for your own work.
+//! - [`route`]: the topic/message pairs one daemon serves (`[[route]]`), and their handler.
 //! - [`work`]: the long work after the complete ([`work::FollowUpWork`]: the daemon's delay, a
 //!   `--follow-up-command`, or your own), whose result goes with the follow-up message.
 //! - [`ledger`]: the marker variable through which the engine itself records each owed
@@ -91,6 +92,7 @@ pub mod health;
 pub mod ledger;
 pub mod metrics;
 pub mod reconciler;
+pub mod route;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

@@ -76,22 +76,22 @@ declare_metrics! {
         "fetch-and-lock requests, by engine node and outcome";
     tasks_fetched: CounterFamily = Family::default(),
         "tasks locked by this worker, by engine node";
-    tasks_completed: Counter = Counter::default(),
-        "tasks completed (the engine answered 204, or its state proved it after a lost reply)";
-    tasks_failed: Counter = Counter::default(),
-        "tasks reported to the engine as failed (/failure)";
+    tasks_completed: CounterFamily = Family::default(),
+        "tasks completed (the engine answered 204, or its state proved it after a lost reply), by topic";
+    tasks_failed: CounterFamily = Family::default(),
+        "tasks reported to the engine as failed (/failure), by topic";
     tasks_dropped: CounterFamily = Family::default(),
-        "tasks given up without a follow-up, by reason";
-    follow_ups_sent: Counter = Counter::default(),
-        "follow-up messages delivered: correlated (204), or found delivered in the instance's state after a lost reply";
+        "tasks given up without a follow-up, by reason and topic";
+    follow_ups_sent: CounterFamily = Family::default(),
+        "follow-up messages delivered, by topic: correlated (204), or found delivered in the instance's state after a lost reply";
     follow_ups_already_delivered: Counter = Counter::default(),
         "the part of follow_ups_sent decided from the instance's state (the wait it was meant for is gone)";
     follow_ups_retried: Counter = Counter::default(),
         "follow-up attempts retried (instance not at the catch event yet, engine errors)";
     follow_ups_given_up: CounterFamily = Family::default(),
-        "follow-up messages abandoned, by reason; the reconciler may still recover them";
-    follow_ups_recovered: Counter = Counter::default(),
-        "waiting instances correlated by the reconciler";
+        "follow-up messages abandoned, by reason and topic; the reconciler may still recover them";
+    follow_ups_recovered: CounterFamily = Family::default(),
+        "waiting instances correlated by the reconciler, by topic";
     reconciler_passes: CounterFamily = Family::default(),
         "reconciler passes, by outcome";
     engine_stale_connection_retries: CounterFamily = Family::default(),
@@ -109,7 +109,7 @@ declare_metrics! {
     follow_up_incidents: Counter = Counter::default(),
         "incidents raised on waiting executions for follow-ups given up";
     follow_up_work_runs: CounterFamily = Family::default(),
-        "runs of follow-up work (--follow-up-command or a library FollowUpWork), by outcome";
+        "runs of follow-up work (--follow-up-command or a library FollowUpWork), by outcome and topic";
     follow_up_work_running: Gauge = Gauge::default(),
         "follow-up works running right now (at most --follow-up-concurrency)";
     tasks_in_flight: Gauge = Gauge::default(),
@@ -162,6 +162,28 @@ impl Default for Metrics {
     }
 }
 
+/// The labels of a per-route series: the outcome's (if any), then the topic.
+fn topic_labels<O: Outcome>(outcome: O, topic: &str) -> Labels {
+    let mut labels = Vec::with_capacity(2);
+    if !O::LABEL.is_empty() {
+        labels.push(label(O::LABEL, outcome.label()));
+    }
+    labels.push(label("topic", topic));
+    labels
+}
+
+/// The outcome of a per-route counter that has none besides its topic (`tasks_completed_total`).
+#[derive(Debug, Clone, Copy)]
+pub struct NoOutcome;
+
+impl Outcome for NoOutcome {
+    const ALL: &'static [Self] = &[NoOutcome];
+    const LABEL: &'static str = "";
+    fn label(self) -> &'static str {
+        ""
+    }
+}
+
 /// One label.
 fn label(name: &'static str, value: impl Into<String>) -> (&'static str, String) {
     (name, value.into())
@@ -188,6 +210,19 @@ impl Metrics {
         counter
             .get_or_create(&vec![label(O::LABEL, outcome.label())])
             .inc();
+    }
+
+    /// Creates the series of a per-route `counter` for `topic` at zero: one for every value of
+    /// `O`, or one alone for a counter without outcomes (`O` = [`NoOutcome`]).
+    pub fn preset_topic<O: Outcome>(&self, counter: &CounterFamily, topic: &str) {
+        for outcome in O::ALL {
+            let _ = counter.get_or_create(&topic_labels(*outcome, topic));
+        }
+    }
+
+    /// Counts one `outcome` of a task or follow-up of `topic` in `counter`.
+    pub fn count_topic<O: Outcome>(&self, counter: &CounterFamily, outcome: O, topic: &str) {
+        counter.get_or_create(&topic_labels(outcome, topic)).inc();
     }
 
     fn node_map(
@@ -299,8 +334,8 @@ impl Metrics {
 
     /// Records a delivered follow-up and the task's time from fetch to correlation.
     /// `from_state` marks a delivery decided from the instance's state after a lost reply.
-    pub fn follow_up_sent(&self, since_fetch: Option<Duration>, from_state: bool) {
-        self.follow_ups_sent.inc();
+    pub fn follow_up_sent(&self, topic: &str, since_fetch: Option<Duration>, from_state: bool) {
+        self.count_topic(&self.follow_ups_sent, NoOutcome, topic);
         if from_state {
             self.follow_ups_already_delivered.inc();
         }
@@ -372,7 +407,8 @@ mod tests {
         metrics.add_node(node);
         metrics.preset_fetches::<Fetch>(node);
         metrics.fetched(node, Fetch::Tasks, 3);
-        metrics.tasks_completed.inc();
+        metrics.preset_topic::<Fetch>(&metrics.tasks_dropped, "b");
+        metrics.count_topic(&metrics.tasks_completed, NoOutcome, "a");
         metrics.observe_engine_request("complete", node, Duration::from_millis(3));
         let text = metrics.render();
         assert!(
@@ -387,7 +423,11 @@ mod tests {
         assert!(text.contains(&format!(
             "camunda_worker_tasks_fetched_total{{node=\"{node}\"}} 3"
         )));
-        assert!(text.contains("camunda_worker_tasks_completed_total 1"));
+        assert!(text.contains("camunda_worker_tasks_completed_total{topic=\"a\"} 1"));
+        assert!(
+            text.contains("camunda_worker_tasks_dropped_total{outcome=\"error\",topic=\"b\"} 0"),
+            "a per-route outcome carries its label, then the topic: {text}"
+        );
         assert!(text.contains(&format!(
             "camunda_worker_engine_request_duration_seconds_count{{endpoint=\"complete\",node=\"{node}\"}} 1"
         )));

@@ -30,7 +30,7 @@ use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
 use crate::engine::{EngineClient, EngineError, Mismatch};
 use crate::health::Liveness;
 use crate::ledger::{failed_range, owed_range, Marker, INCIDENT_TYPE};
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, NoOutcome, Outcome};
 use crate::variables::{TypedValue, Variables};
 use crate::work::{plain_values, CompletedTask};
 
@@ -338,7 +338,11 @@ impl Reconciler {
                 match self.run_again(marker, instance).await {
                     Ok(true) => {
                         summary.recovered += 1;
-                        self.metrics.follow_ups_recovered.inc();
+                        self.metrics.count_topic(
+                            &self.metrics.follow_ups_recovered,
+                            NoOutcome,
+                            &self.topic,
+                        );
                     }
                     Ok(false) => summary.skipped += 1,
                     Err(e) => {
@@ -360,7 +364,11 @@ impl Reconciler {
             match self.client.correlate_message(&request).await {
                 Ok(()) => {
                     summary.recovered += 1;
-                    self.metrics.follow_ups_recovered.inc();
+                    self.metrics.count_topic(
+                        &self.metrics.follow_ups_recovered,
+                        NoOutcome,
+                        &self.topic,
+                    );
                     self.retry.remove(task_id);
                     debug!(
                         process_instance_id = %instance,

@@ -5,13 +5,35 @@
 use crate::config::Config;
 use crate::engine::{EngineClient, EngineError, TaskFilter};
 use crate::ledger::{failed_range, owed_range, INCIDENT_TYPE};
+use crate::route::Route;
 
-/// Prints the waiting instances, open tasks, follow-ups and incidents for the configured topic and
-/// message.
+/// Prints, for each route, the waiting instances, open tasks and follow-ups of its topic and
+/// message; then the engine's incidents.
 pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineError> {
-    let topic = &config.worker.topic;
-    let message = &config.correlation.message_name;
-    let marker = &config.correlation.marker_variable;
+    println!("engine: {}", client.base_url());
+    for route in &config.routes {
+        if config.routes.len() > 1 {
+            println!("route {} → message {}:", route.topic, route.message_name);
+        }
+        route_status(client, route, &config.correlation.marker_variable).await?;
+    }
+    let incidents = client.count_incidents().await?;
+    let ours = client.count_incidents_of(INCIDENT_TYPE).await?;
+    println!("open incidents: {incidents} ({ours} of follow-ups, type {INCIDENT_TYPE})");
+    if incidents > 0 {
+        println!("  see Cockpit, or GET {}/incident", client.base_url());
+    }
+    Ok(())
+}
+
+/// What waits and what failed on one route.
+async fn route_status(
+    client: &EngineClient,
+    route: &Route,
+    marker: &str,
+) -> Result<(), EngineError> {
+    let topic = &route.topic;
+    let message = &route.message_name;
     let waiting = client.count_message_subscriptions(message).await?;
     let open = client.count_external_tasks(topic, TaskFilter::All).await?;
     let locked = client
@@ -33,9 +55,6 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
     let failed = client
         .count_variables_in_range(marker, &failed_from, &failed_to)
         .await?;
-    let incidents = client.count_incidents().await?;
-    let ours = client.count_incidents_of(INCIDENT_TYPE).await?;
-    println!("engine: {}", client.base_url());
     println!("instances waiting for message {message}: {waiting}");
     println!(
         "open tasks on topic {topic}: {open} ({locked} locked, {no_retries} without retries left)"
@@ -43,9 +62,5 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
     println!(
         "follow-ups owed on topic {topic}: {owed} ({overdue} past due, for a reconciler to deliver); work failed for good: {failed}"
     );
-    println!("open incidents: {incidents} ({ours} of follow-ups, type {INCIDENT_TYPE})");
-    if incidents > 0 {
-        println!("  see Cockpit, or GET {}/incident", client.base_url());
-    }
     Ok(())
 }

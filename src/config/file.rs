@@ -32,7 +32,27 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
     let mut keys = BTreeMap::new();
     let mut variables = None;
     let mut message_variables = None;
+    let mut routes = None;
     for (key, value) in table {
+        // `[[route]]`: read as they are; `super::routes` checks them against the defaults.
+        if key == "route" {
+            let toml::Value::Array(items) = value else {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {shown}: key `route` must be a list of tables, written [[route]]"
+                )));
+            };
+            let tables = items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::Table(table) => Ok(table),
+                    _ => Err(ConfigError::Invalid(format!(
+                        "config file {shown}: key `route` must be a list of tables, written [[route]]"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            routes = Some(tables);
+            continue;
+        }
         if key == "variables" || key == "message_variables" {
             let toml::Value::Table(entries) = value else {
                 return Err(ConfigError::Invalid(format!(
@@ -54,29 +74,25 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
         }
         // `follow_up_command = ["prog", "arg", ...]`: the program and its arguments in one list.
         if key == "follow_up_command" {
-            if !matches!(value, toml::Value::String(_) | toml::Value::Array(_)) {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {shown}: key `follow_up_command` must be a string or a list of strings"
-                )));
-            }
-            if let toml::Value::Array(items) = value {
-                let mut parts = items.into_iter().map(|item| match item {
-                    toml::Value::String(s) => Ok(s),
-                    _ => Err(ConfigError::Invalid(format!(
-                        "config file {shown}: key `follow_up_command` must be a string or a list of strings"
-                    ))),
-                });
-                let Some(program) = parts.next().transpose()? else {
+            if let toml::Value::Array(_) = value {
+                let (program, args) = command_list(value).map_err(|why| {
+                    ConfigError::Invalid(format!("config file {shown}: key `{key}` {why}"))
+                })?;
+                let Some(program) = program else {
                     return Err(ConfigError::Invalid(format!(
-                        "config file {shown}: key `follow_up_command` is an empty list; name the program first"
+                        "config file {shown}: key `{key}` is an empty list; name the program first"
                     )));
                 };
-                let args = parts.collect::<Result<Vec<String>, ConfigError>>()?;
                 keys.insert(key, vec![program]);
                 if !args.is_empty() {
                     keys.insert("follow_up_args".to_owned(), args);
                 }
                 continue;
+            }
+            if !matches!(value, toml::Value::String(_)) {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {shown}: key `{key}` {COMMAND_SHAPE}"
+                )));
             }
         }
         let known = !NOT_IN_FILE.contains(&key.as_str())
@@ -130,9 +146,32 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
             keys,
             variables,
             message_variables,
+            routes,
         },
         command,
     ))
+}
+
+/// What a `follow_up_command` value must be.
+pub(super) const COMMAND_SHAPE: &str = "must be a string or a list of strings";
+
+/// A `follow_up_command` value: the program and its arguments. `[]` is no program (a route's
+/// way to do no work where the top level names a command).
+pub(super) fn command_list(value: toml::Value) -> Result<(Option<String>, Vec<String>), String> {
+    let items = match value {
+        toml::Value::String(program) => return Ok((Some(program), Vec::new())),
+        toml::Value::Array(items) => items,
+        _ => return Err(COMMAND_SHAPE.to_owned()),
+    };
+    let mut parts = items
+        .into_iter()
+        .map(|item| match item {
+            toml::Value::String(s) => Ok(s),
+            _ => Err(COMMAND_SHAPE.to_owned()),
+        })
+        .collect::<Result<Vec<String>, String>>()?
+        .into_iter();
+    Ok((parts.next(), parts.collect()))
 }
 
 pub(super) fn blame_file_key(file: &ConfigFile, error: clap::Error) -> ConfigError {

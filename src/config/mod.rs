@@ -17,11 +17,13 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 mod file;
 mod report;
+mod routes;
 
 use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
 use crate::correlation::{CorrelateBy, CorrelationSettings};
 use crate::engine::auth::{BearerToken, OAuthClient, TokenFile};
 use crate::engine::{Credentials, EngineSettings, TlsSettings};
+use crate::route::Route;
 use crate::secret::Secret;
 use crate::variables::{default_variables, Variables};
 use crate::work::{check_program, CommandWork};
@@ -107,6 +109,8 @@ struct ConfigFile {
     keys: BTreeMap<String, Vec<String>>,
     variables: Option<Variables>,
     message_variables: Option<Variables>,
+    /// The `[[route]]` tables, unchecked; `None` when the file has none.
+    routes: Option<Vec<toml::Table>>,
 }
 
 /// Parses the command line (and `--config` file) from `args`, the program name first.
@@ -212,13 +216,28 @@ impl Layers {
                 .and_then(|f| f.message_variables.clone())
                 .unwrap_or_default()
         };
-        if message_variables.contains_key(&daemon.marker_variable) {
-            return Err(ConfigError::Invalid(format!(
-                "--message-var {}: that is the marker variable (--marker-variable), which the message sets itself",
-                daemon.marker_variable
-            )));
-        }
         let follow_up_command = self.follow_up_command()?;
+        let defaults = Route {
+            topic: daemon.topic.clone(),
+            lock_duration: daemon.lock_duration,
+            variables,
+            message_name: daemon.message_name.clone(),
+            correlation_delay: daemon.correlation_delay,
+            message_variables,
+            follow_up_command,
+        };
+        let routes = self.routes(defaults.clone(), daemon.follow_up_timeout)?;
+        for route in &routes {
+            if route
+                .message_variables
+                .contains_key(&daemon.marker_variable)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "--message-var {}: that is the marker variable (--marker-variable), which the message sets itself",
+                    daemon.marker_variable
+                )));
+            }
+        }
         if daemon.engine_discovery == EngineDiscovery::Dns && connection.engine_url.len() != 1 {
             return Err(ConfigError::Invalid(format!(
                 "--engine-discovery dns resolves the host of one --engine-url; {} were given",
@@ -243,8 +262,7 @@ impl Layers {
                     .clone()
                     .filter(|id| !id.trim().is_empty())
                     .unwrap_or_else(generated_worker_id),
-                topic: daemon.topic.clone(),
-                lock_duration: daemon.lock_duration,
+                subscriptions: routes.iter().map(Route::subscription).collect(),
                 long_poll: daemon.long_poll,
                 max_tasks: daemon.max_tasks.get(),
                 retries: daemon.retries,
@@ -259,22 +277,21 @@ impl Layers {
                 capacity: daemon.max_pending_follow_ups,
                 marker_variable: daemon.marker_variable.clone(),
                 retry_budget: daemon.retry_budget,
-                message_variables,
+                message_variables: defaults.message_variables.clone(),
                 work_retries: daemon.follow_up_retries,
                 work_concurrency: daemon.follow_up_concurrency,
                 lease: daemon.follow_up_lease,
             },
-            follow_up_command,
+            routes,
             correlate_by: daemon.correlate_by,
             engine_discovery: daemon.engine_discovery,
-            variables,
             shutdown_grace: daemon.shutdown_grace,
             reconcile_interval: Some(daemon.reconcile_interval).filter(|d| !d.is_zero()),
             metrics_addr: connection.metrics_addr,
             log_format: connection.log_format,
             report: Vec::new(),
         };
-        let report = self.report(&config, variables_source);
+        let report = self.report(&config, &defaults, variables_source);
         Ok(config.with_report(report))
     }
 }
@@ -399,10 +416,9 @@ pub struct Config {
     pub correlate_by: CorrelateBy,
     /// How the engine's nodes are found.
     pub engine_discovery: EngineDiscovery,
-    /// The variables set on completion.
-    pub variables: Variables,
-    /// The follow-up's work, when it is a program (`--follow-up-command`).
-    pub follow_up_command: Option<CommandWork>,
+    /// The topic/message pairs served (at least one): the file's `[[route]]` tables, or the
+    /// one route of the top-level keys and flags.
+    pub routes: Vec<Route>,
     /// How long shutdown may take.
     pub shutdown_grace: Duration,
     /// How often the reconciler runs; `None` = disabled.

@@ -5,10 +5,17 @@ use clap::CommandFactory;
 
 use super::{Config, Layers, Source, NOT_IN_FILE, SECRET_KEYS};
 use crate::cli::Cli;
+use crate::route::Route;
+use crate::variables::Variables;
 
 impl Layers {
     /// The effective configuration as `key = value  # source` lines, secrets masked.
-    pub(super) fn report(&self, config: &Config, variables_source: Source) -> Vec<String> {
+    pub(super) fn report(
+        &self,
+        config: &Config,
+        defaults: &Route,
+        variables_source: Source,
+    ) -> Vec<String> {
         let mut lines = Vec::new();
         if let Some(file) = &self.file {
             lines.push(format!("# config file: {}", file.path.display()));
@@ -42,9 +49,7 @@ impl Layers {
             lines.push(format!("{id} = {shown}  # {source}"));
         }
         lines.push(format!("[variables]  # {}", variables_source.label()));
-        for (name, value) in &config.variables {
-            lines.push(format!("{name} = {}  # {}", value.value, value.value_type));
-        }
+        push_variables(&mut lines, &defaults.variables);
         let message_source = if !self.cli.daemon.message_variables.is_empty() {
             self.source("message_variables")
         } else if self
@@ -57,11 +62,51 @@ impl Layers {
             Source::Default
         };
         lines.push(format!("[message_variables]  # {}", message_source.label()));
-        for (name, value) in &config.correlation.message_variables {
-            lines.push(format!("{name} = {}  # {}", value.value, value.value_type));
+        push_variables(&mut lines, &defaults.message_variables);
+        if self.file.as_ref().is_some_and(|f| f.routes.is_some()) {
+            for route in &config.routes {
+                push_route(&mut lines, route);
+            }
         }
         lines
     }
+}
+
+fn push_variables(lines: &mut Vec<String>, variables: &Variables) {
+    for (name, value) in variables {
+        lines.push(format!("{name} = {}  # {}", value.value, value.value_type));
+    }
+}
+
+/// One route as the file would set it, every key given (the defaults filled in).
+fn push_route(lines: &mut Vec<String>, route: &Route) {
+    let duration = |d| format!("{:?}", humantime::format_duration(d).to_string());
+    lines.push("[[route]]  # file".to_owned());
+    lines.push(format!("topic = {:?}", route.topic));
+    lines.push(format!("message_name = {:?}", route.message_name));
+    lines.push(format!(
+        "correlation_delay = {}",
+        duration(route.correlation_delay)
+    ));
+    lines.push(format!("lock_duration = {}", duration(route.lock_duration)));
+    match &route.follow_up_command {
+        Some(command) => {
+            let mut parts = vec![format!("{:?}", command.program.display().to_string())];
+            parts.extend(command.args.iter().map(|a| format!("{a:?}")));
+            lines.push(format!("follow_up_command = [{}]", parts.join(", ")));
+            let fetched: Vec<String> = command
+                .fetch_variables
+                .iter()
+                .map(|v| format!("{v:?}"))
+                .collect();
+            lines.push(format!("fetch_variables = [{}]", fetched.join(", ")));
+        }
+        None => lines.push("follow_up_command = []  # none: the delay alone".to_owned()),
+    }
+    lines.push("[route.variables]".to_owned());
+    push_variables(lines, &route.variables);
+    lines.push("[route.message_variables]".to_owned());
+    push_variables(lines, &route.message_variables);
 }
 
 fn toml_quote(value: &str) -> String {

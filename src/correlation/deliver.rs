@@ -50,7 +50,7 @@ impl FollowUps {
         variables: &Variables,
         due: Option<Instant>,
     ) -> Delivery {
-        let settings = &self.inner.settings;
+        let settings = &self.route.settings;
         let started = Instant::now();
         let mut backoff = Backoff::starting_at(Duration::from_millis(200), settings.max_backoff);
         let mut engine_trouble_logged = false;
@@ -88,16 +88,20 @@ impl FollowUps {
             };
             let last_error = match attempt {
                 Attempt::Delivered => {
-                    self.inner
-                        .metrics
-                        .follow_up_sent(follow_up.fetched_at.map(|t| t.elapsed()), false);
+                    self.inner.metrics.follow_up_sent(
+                        &follow_up.task.topic,
+                        follow_up.fetched_at.map(|t| t.elapsed()),
+                        false,
+                    );
                     debug!("follow-up message correlated");
                     return Delivery::Sent;
                 }
                 Attempt::DeliveredEarlier(how) => {
-                    self.inner
-                        .metrics
-                        .follow_up_sent(follow_up.fetched_at.map(|t| t.elapsed()), true);
+                    self.inner.metrics.follow_up_sent(
+                        &follow_up.task.topic,
+                        follow_up.fetched_at.map(|t| t.elapsed()),
+                        true,
+                    );
                     info!("the follow-up needs no message any more ({how}): counted as delivered");
                     return Delivery::AlreadyDelivered;
                 }
@@ -178,7 +182,11 @@ impl FollowUps {
         drop(left);
         self.inner.metrics.follow_ups_left_owed.inc();
         let metrics = &self.inner.metrics;
-        metrics.count(&metrics.follow_ups_given_up, GiveUpReason::Shutdown);
+        metrics.count_topic(
+            &metrics.follow_ups_given_up,
+            GiveUpReason::Shutdown,
+            &follow_up.task.topic,
+        );
         Delivery::GivenUp(GiveUpReason::Shutdown)
     }
 
@@ -196,7 +204,7 @@ impl FollowUps {
                 example = left.example.as_deref().unwrap_or("-"),
                 "{} {noun} not delivered before shutdown: they stay owed in the engine (marker variable {}), and the reconciler of any worker delivers them",
                 left.count,
-                self.inner.settings.marker_variable,
+                self.route.settings.marker_variable,
             );
         }
     }
@@ -263,7 +271,7 @@ impl FollowUps {
         let value = match self
             .inner
             .client
-            .instance_variable(instance, &self.inner.settings.marker_variable)
+            .instance_variable(instance, &self.route.settings.marker_variable)
             .await
         {
             Ok(value) => value,

@@ -28,13 +28,13 @@ impl FollowUps {
             "follow-up given up: {cause}; it stays owed in the engine and the reconciler tries it again later"
         );
         let metrics = &self.inner.metrics;
-        metrics.count(&metrics.follow_ups_given_up, reason);
+        metrics.count_topic(&metrics.follow_ups_given_up, reason, &follow_up.task.topic);
         lock(&self.inner.given_up)
             .insert(task_id.to_owned(), Instant::now() + RETRY_GIVEN_UP_AFTER);
         if let Some(instance) = follow_up.process_instance_id.as_deref() {
             let message = format!(
                 "camunda-worker: follow-up message {} for task {task_id} not delivered: {cause}",
-                self.inner.settings.message_name
+                self.route.settings.message_name
             );
             self.raise_incident(instance, task_id, &message).await;
         }
@@ -55,7 +55,7 @@ impl FollowUps {
         let execution = match client.instance_message_waits(instance).await {
             Ok(waits) => waits
                 .into_iter()
-                .find(|w| w.event_name.as_deref() == Some(&self.inner.settings.message_name))
+                .find(|w| w.event_name.as_deref() == Some(&self.route.settings.message_name))
                 .and_then(|w| w.execution_id),
             Err(_) => None,
         }
@@ -103,7 +103,7 @@ impl FollowUps {
         let Ok(waits) = self.inner.client.instance_message_waits(instance).await else {
             return;
         };
-        let ours = &self.inner.settings.message_name;
+        let ours = &self.route.settings.message_name;
         let Some(other) = waits
             .iter()
             .find(|w| w.event_name.as_deref().is_some_and(|n| n != ours))

@@ -48,7 +48,7 @@ pub use target::{CorrelateBy, CorrelationTarget};
 use crate::budget::RetryBudget;
 use crate::engine::{CorrelateMessageRequest, EngineClient};
 use crate::ledger::Marker;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, NoOutcome, Outcome};
 use crate::variables::{TypedValue, Variables};
 use crate::work::{CompletedTask, Delay, DynWork};
 
@@ -201,16 +201,29 @@ struct LeftOwed {
 
 /// Schedules and delivers follow-up messages. Cheap to clone; all clones share one task tracker,
 /// one capacity, one retry budget and one set of pending tasks.
+///
+/// A daemon with several routes (`[[route]]`) has one `FollowUps` whose routes differ in
+/// message name, delay, message variables and work ([`FollowUps::add_route`]); each route's
+/// view ([`FollowUps::for_topic`]) shares everything else, so the capacity, the budget and the
+/// bound on running works stay worker-wide.
 #[derive(Debug, Clone)]
 pub struct FollowUps {
     inner: Arc<Shared>,
+    route: Arc<Route>,
+}
+
+/// What differs between routes: the delivery policy (of which only the message name, the delay
+/// and the message variables may differ) and the work.
+#[derive(Debug)]
+struct Route {
+    settings: CorrelationSettings,
+    work: Arc<dyn DynWork>,
 }
 
 #[derive(Debug)]
 struct Shared {
     client: EngineClient,
     metrics: Arc<Metrics>,
-    settings: CorrelationSettings,
     tracker: TaskTracker,
     budget: RetryBudget,
     /// Cancelled when shutdown begins: stop waiting out delays, send now.
@@ -228,10 +241,11 @@ struct Shared {
     /// Whether the "instances wait for another message" diagnosis was logged.
     diagnosed: AtomicBool,
     left_owed: Mutex<LeftOwed>,
-    /// The work each follow-up does before its message.
-    work: Arc<dyn DynWork>,
     /// Bounds the works running at once (`settings.work_concurrency`).
     work_slots: Semaphore,
+    /// The routes by topic, when there are several; a topic not named here takes the route the
+    /// scheduler was made with.
+    routes: Mutex<HashMap<String, Arc<Route>>>,
 }
 
 /// Locks a mutex whose holders only insert, remove or count: a poisoned one is still consistent.
@@ -273,8 +287,6 @@ impl FollowUps {
     ) -> Self {
         let room = Arc::new(Semaphore::new(settings.capacity));
         let work_slots = Semaphore::new(settings.work_concurrency.max(1));
-        metrics.preset::<GiveUpReason>(&metrics.follow_ups_given_up);
-        metrics.preset::<work_phase::WorkOutcome>(&metrics.follow_up_work_runs);
         metrics
             .retry_budget_per_second
             .set(i64::from(settings.retry_budget));
@@ -283,7 +295,6 @@ impl FollowUps {
                 client,
                 metrics,
                 budget: RetryBudget::new(settings.retry_budget),
-                settings,
                 tracker,
                 hurry,
                 abort,
@@ -294,14 +305,47 @@ impl FollowUps {
                 diagnosed: AtomicBool::new(false),
                 left_owed: Mutex::default(),
                 work_slots,
-                work,
+                routes: Mutex::default(),
             }),
+            route: Arc::new(Route { settings, work }),
         }
+    }
+
+    /// Adds a route: the follow-ups of `topic`'s tasks use `settings`' message name, delay and
+    /// message variables, and do `work`. The worker-wide parts of `settings` (capacity, budget,
+    /// marker variable, timeouts, lease) are the scheduler's own, whatever `settings` says.
+    pub fn add_route(&self, topic: &str, settings: CorrelationSettings, work: Arc<dyn DynWork>) {
+        let own = &self.route.settings;
+        let settings = CorrelationSettings {
+            message_name: settings.message_name,
+            delay: settings.delay,
+            message_variables: settings.message_variables,
+            ..own.clone()
+        };
+        lock(&self.inner.routes).insert(topic.to_owned(), Arc::new(Route { settings, work }));
+    }
+
+    /// The follow-ups of `topic`'s tasks: its route's, or the scheduler's own.
+    pub fn for_topic(&self, topic: &str) -> FollowUps {
+        let route = lock(&self.inner.routes).get(topic).cloned();
+        FollowUps {
+            inner: Arc::clone(&self.inner),
+            route: route.unwrap_or_else(|| Arc::clone(&self.route)),
+        }
+    }
+
+    /// Creates `topic`'s per-route series at zero, so that rates and alerts work from the start.
+    pub fn preset_topic(&self, topic: &str) {
+        let metrics = &self.inner.metrics;
+        metrics.preset_topic::<GiveUpReason>(&metrics.follow_ups_given_up, topic);
+        metrics.preset_topic::<work_phase::WorkOutcome>(&metrics.follow_up_work_runs, topic);
+        metrics.preset_topic::<NoOutcome>(&metrics.follow_ups_sent, topic);
+        metrics.preset_topic::<NoOutcome>(&metrics.follow_ups_recovered, topic);
     }
 
     /// The delivery policy.
     pub fn settings(&self) -> &CorrelationSettings {
-        &self.inner.settings
+        &self.route.settings
     }
 
     /// The room for pending follow-ups. The fetch loop takes one permit per task before locking
@@ -312,7 +356,7 @@ impl FollowUps {
 
     /// The work the follow-ups do.
     pub fn work(&self) -> &dyn DynWork {
-        self.inner.work.as_ref()
+        self.route.work.as_ref()
     }
 
     /// The owed marker a task's `complete` sets, due for the reconciler after the delay and
@@ -323,8 +367,8 @@ impl FollowUps {
 
     /// How long after it is written a marker is the reconcilers' to deliver.
     fn recovery_due(&self) -> Duration {
-        let settings = &self.inner.settings;
-        if self.inner.work.is_work() {
+        let settings = &self.route.settings;
+        if self.route.work.is_work() {
             settings.lease
         } else {
             settings.delay + RECOVERY_GRACE
@@ -334,7 +378,7 @@ impl FollowUps {
     /// The marker variable as `complete` sets it.
     pub fn marker_variables(&self, marker: &Marker) -> Variables {
         Variables::from([(
-            self.inner.settings.marker_variable.clone(),
+            self.route.settings.marker_variable.clone(),
             TypedValue::string(marker.to_string()),
         )])
     }
@@ -369,12 +413,12 @@ impl FollowUps {
         lock(&self.inner.pending).insert(task_id.clone());
         self.inner.metrics.follow_ups_pending.inc();
         let this = self.clone();
-        let due = follow_up.completed_at + self.inner.settings.delay;
+        let due = follow_up.completed_at + self.route.settings.delay;
         // While it waits out its delay, a follow-up is this small task; the delivery's state (its
         // HTTP calls, its span) is only allocated when it is due. Measured: a pending follow-up
         // held inline cost about 8 KB, so a few hundred pending ones were most of the heap.
         self.inner.tracker.spawn(async move {
-            let has_work = this.inner.work.is_work();
+            let has_work = this.route.work.is_work();
             if !has_work {
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
@@ -419,15 +463,15 @@ impl FollowUps {
         process_instance_id: Option<String>,
         variables: &Variables,
     ) -> CorrelateMessageRequest {
-        let name = &self.inner.settings.marker_variable;
-        let mut process_variables = self.inner.settings.message_variables.clone();
+        let name = &self.route.settings.marker_variable;
+        let mut process_variables = self.route.settings.message_variables.clone();
         process_variables.extend(variables.clone());
         process_variables.insert(
             name.clone(),
             TypedValue::string(marker.delivered().to_string()),
         );
         CorrelateMessageRequest {
-            message_name: self.inner.settings.message_name.clone(),
+            message_name: self.route.settings.message_name.clone(),
             business_key,
             process_instance_id,
             correlation_keys: Variables::from([(

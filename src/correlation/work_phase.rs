@@ -116,7 +116,7 @@ impl FollowUps {
 
     /// Runs the work until it succeeds, fails for good, or shutdown stops it.
     async fn run_work(&self, follow_up: &FollowUp, marker: &MarkerCell) -> WorkEnd {
-        let settings = &self.inner.settings;
+        let settings = &self.route.settings;
         let metrics = &self.inner.metrics;
         let mut backoff = Backoff::starting_at(Duration::from_secs(1), settings.max_backoff);
         let mut runs = 0;
@@ -126,7 +126,7 @@ impl FollowUps {
                 // The semaphore is never closed, so acquiring only fails if it were.
                 let _slot = self.inner.work_slots.acquire().await.ok();
                 let _running = Running::start(metrics);
-                self.inner
+                self.route
                     .work
                     .run(&follow_up.task, &self.inner.hurry)
                     .await
@@ -136,17 +136,25 @@ impl FollowUps {
                 // The grace is over: the work is dropped (a command killed), owed for the next
                 // start once its lease runs out.
                 _ = self.inner.abort.cancelled() => {
-                    metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Interrupted);
+                    metrics.count_topic(&metrics.follow_up_work_runs, WorkOutcome::Interrupted, &follow_up.task.topic);
                     return WorkEnd::Interrupted;
                 }
             };
             let error = match result {
                 Ok(variables) => {
-                    metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Succeeded);
+                    metrics.count_topic(
+                        &metrics.follow_up_work_runs,
+                        WorkOutcome::Succeeded,
+                        &follow_up.task.topic,
+                    );
                     return WorkEnd::Done(variables);
                 }
                 Err(_) if self.inner.hurry.is_cancelled() => {
-                    metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Interrupted);
+                    metrics.count_topic(
+                        &metrics.follow_up_work_runs,
+                        WorkOutcome::Interrupted,
+                        &follow_up.task.topic,
+                    );
                     return WorkEnd::Interrupted;
                 }
                 Err(error) => error,
@@ -154,7 +162,11 @@ impl FollowUps {
             if !error.retry || runs > settings.work_retries {
                 break error;
             }
-            metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Retried);
+            metrics.count_topic(
+                &metrics.follow_up_work_runs,
+                WorkOutcome::Retried,
+                &follow_up.task.topic,
+            );
             let wait = backoff.next_delay();
             warn!(
                 run = runs,
@@ -166,7 +178,11 @@ impl FollowUps {
                 _ = self.inner.hurry.cancelled() => return WorkEnd::Interrupted,
             }
         };
-        metrics.count(&metrics.follow_up_work_runs, WorkOutcome::Failed);
+        metrics.count_topic(
+            &metrics.follow_up_work_runs,
+            WorkOutcome::Failed,
+            &follow_up.task.topic,
+        );
         self.work_failed(follow_up, marker, runs, &last).await;
         WorkEnd::Failed
     }
@@ -187,7 +203,11 @@ impl FollowUps {
             "follow-up work failed for good, no message sent: {last}; an incident on the waiting execution shows it, and resolving the incident runs the work again"
         );
         let metrics = &self.inner.metrics;
-        metrics.count(&metrics.follow_ups_given_up, GiveUpReason::WorkFailed);
+        metrics.count_topic(
+            &metrics.follow_ups_given_up,
+            GiveUpReason::WorkFailed,
+            &follow_up.task.topic,
+        );
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return;
         };
@@ -200,7 +220,7 @@ impl FollowUps {
         match self
             .inner
             .client
-            .set_instance_variable(instance, &self.inner.settings.marker_variable, &marker_value(&failed))
+            .set_instance_variable(instance, &self.route.settings.marker_variable, &marker_value(&failed))
             .await
         {
             Ok(()) => state.current = failed,
@@ -217,7 +237,7 @@ impl FollowUps {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return std::future::pending().await;
         };
-        let settings = &self.inner.settings;
+        let settings = &self.route.settings;
         let client = &self.inner.client;
         let mut held_until = Instant::now() + settings.lease;
         loop {
@@ -275,7 +295,7 @@ impl FollowUps {
             .client
             .set_instance_variable(
                 instance,
-                &self.inner.settings.marker_variable,
+                &self.route.settings.marker_variable,
                 &marker_value(&due_now),
             )
             .await

@@ -22,10 +22,9 @@ pub struct WorkerSettings {
     /// Who takes the locks. Must differ between replicas: the engine only compares worker ids,
     /// so two workers with one id complete each other's tasks.
     pub worker_id: String,
-    /// The topic to serve.
-    pub topic: String,
-    /// How long a fetched task stays locked; longer-running handlers get it extended.
-    pub lock_duration: Duration,
+    /// The topics to serve, each with its lock duration: one fetch asks for all of them. Never
+    /// empty (the configuration checks it; [`WorkerSettings::subscription_of`] relies on it).
+    pub subscriptions: Vec<Subscription>,
     /// How long the engine may park a fetch when no task is available (at most 30 min).
     pub long_poll: Duration,
     /// Tasks in flight at once, over all engine nodes; also the most a single fetch asks for.
@@ -42,14 +41,54 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             worker_id: generated_worker_id(),
-            topic: "messageSending".to_owned(),
-            lock_duration: Duration::from_secs(60),
+            subscriptions: vec![Subscription::new("messageSending")],
             long_poll: Duration::from_secs(45),
             max_tasks: 64,
             retries: 3,
             retry_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(30),
         }
+    }
+}
+
+/// One topic the worker serves, and how long its tasks stay locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The topic name.
+    pub topic: String,
+    /// How long a fetched task stays locked; longer-running handlers get it extended.
+    pub lock_duration: Duration,
+}
+
+impl Subscription {
+    /// `topic`, locked for the default minute.
+    pub fn new(topic: impl Into<String>) -> Self {
+        Subscription {
+            topic: topic.into(),
+            lock_duration: Duration::from_secs(60),
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The subscription a fetched task came from: by its topic, or the first one when the engine
+    /// did not say (or names a topic not asked for, which it does not do).
+    pub fn subscription_of(&self, task: &crate::engine::ExternalTask) -> &Subscription {
+        let named = task
+            .topic_name
+            .as_deref()
+            .and_then(|topic| self.subscriptions.iter().find(|s| s.topic == topic));
+        named.unwrap_or_else(|| &self.subscriptions[0])
+    }
+
+    /// The topics, comma-separated, for log lines.
+    pub fn topics(&self) -> String {
+        let names: Vec<&str> = self
+            .subscriptions
+            .iter()
+            .map(|s| s.topic.as_str())
+            .collect();
+        names.join(",")
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
-pub use context::{generated_worker_id, Shared, StopTokens, WorkerSettings};
+pub use context::{generated_worker_id, Shared, StopTokens, Subscription, WorkerSettings};
 pub use handback::EXPIRY_MARGIN;
 pub use poll::{FetchOutcome, PollOutcome};
 pub use task::DropReason;
@@ -36,6 +36,7 @@ pub use task::DropReason;
 use crate::correlation::FollowUps;
 use crate::engine::{EngineClient, EngineError, Node};
 use crate::handler::Handler;
+use crate::metrics::NoOutcome;
 use context::WorkerContext;
 use poll::NodePoll;
 
@@ -60,7 +61,13 @@ impl<H: Handler> Worker<H> {
             settings.long_poll,
             follow_ups.settings().capacity,
         );
-        metrics.preset::<task::DropReason>(&metrics.tasks_dropped);
+        for subscription in &settings.subscriptions {
+            let topic = &subscription.topic;
+            metrics.preset_topic::<task::DropReason>(&metrics.tasks_dropped, topic);
+            metrics.preset_topic::<NoOutcome>(&metrics.tasks_completed, topic);
+            metrics.preset_topic::<NoOutcome>(&metrics.tasks_failed, topic);
+            follow_ups.preset_topic(topic);
+        }
         Worker {
             ctx: Arc::new(WorkerContext::new(
                 client, handler, settings, shared, follow_ups,
@@ -79,7 +86,7 @@ impl<H: Handler> Worker<H> {
         let mut retired = Vec::new();
         info!(
             worker_id = %ctx.settings.worker_id,
-            topic = %ctx.settings.topic,
+            topics = %ctx.settings.topics(),
             engine = %names(&nodes.borrow()),
             "polling for tasks"
         );

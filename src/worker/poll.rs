@@ -178,11 +178,17 @@ impl<H: Handler> NodePoll<H> {
             max_tasks: u32::try_from(permits.len()).unwrap_or(u32::MAX),
             use_priority: true,
             async_response_timeout: millis(settings.long_poll),
-            topics: vec![TopicRequest {
-                topic_name: settings.topic.clone(),
-                lock_duration: millis(settings.lock_duration),
-                variables: ctx.handler.variables_to_fetch(),
-            }],
+            // One fetch for every route: the engine takes several topics, each with its own
+            // lock duration and variables.
+            topics: settings
+                .subscriptions
+                .iter()
+                .map(|subscription| TopicRequest {
+                    topic_name: subscription.topic.clone(),
+                    lock_duration: millis(subscription.lock_duration),
+                    variables: ctx.handler.variables_to_fetch_for(&subscription.topic),
+                })
+                .collect(),
         };
         let parked_until = Instant::now() + settings.long_poll;
         let fetch = ctx.client.fetch_and_lock(node, &request);

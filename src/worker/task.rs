@@ -9,12 +9,13 @@
 //! history's record of the completion, or the instance now waiting for our message).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::metrics::Outcome;
+use crate::metrics::{NoOutcome, Outcome};
 
 use super::admission::Permits;
 use super::context::WorkerContext;
@@ -93,6 +94,10 @@ struct TaskRun<H> {
     lock_until: Instant,
     /// The unit of follow-up capacity this task was fetched with.
     room: Option<OwnedSemaphorePermit>,
+    /// The task's topic: which route it belongs to.
+    topic: String,
+    /// How long a lock on this task's topic lasts (each extension asks for as long again).
+    lock: Duration,
 }
 
 impl<H: Handler> TaskRun<H> {
@@ -102,13 +107,17 @@ impl<H: Handler> TaskRun<H> {
         fetched_at: Instant,
         room: Option<OwnedSemaphorePermit>,
     ) -> Self {
-        let lock_until = fetched_at + ctx.settings.lock_duration;
+        let subscription = ctx.settings.subscription_of(&task);
+        let topic = subscription.topic.clone();
+        let lock = subscription.lock_duration;
         TaskRun {
             ctx,
             task,
             fetched_at,
-            lock_until,
+            lock_until: fetched_at + lock,
             room,
+            topic,
+            lock,
         }
     }
 
@@ -155,15 +164,10 @@ impl<H: Handler> TaskRun<H> {
     ) -> TaskOutcome {
         // The follow-up's record in the engine, committed with the completion (see
         // `crate::ledger`).
-        let follow_ups = &self.ctx.follow_ups;
-        let marker = target.as_ref().map(|_| {
-            let topic = self
-                .task
-                .topic_name
-                .as_deref()
-                .unwrap_or(&self.ctx.settings.topic);
-            follow_ups.owed_marker(topic, &self.task.id)
-        });
+        let follow_ups = self.ctx.follow_ups.for_topic(&self.topic);
+        let marker = target
+            .as_ref()
+            .map(|_| follow_ups.owed_marker(&self.topic, &self.task.id));
         if let Some(marker) = &marker {
             variables.extend(follow_ups.marker_variables(marker));
         }
@@ -185,17 +189,18 @@ impl<H: Handler> TaskRun<H> {
                 if accepted == Accepted::ReplyLost {
                     info!("complete: the reply was lost, but the engine shows the task completed by this worker");
                 }
-                self.ctx.metrics.tasks_completed.inc();
+                let metrics = &self.ctx.metrics;
+                metrics.count_topic(&metrics.tasks_completed, NoOutcome, &self.topic);
                 debug!("task completed");
                 let (Some(target), Some(marker)) = (target, marker) else {
                     return TaskOutcome::Completed { follow_up: false };
                 };
-                self.ctx.follow_ups.schedule(
+                follow_ups.schedule(
                     FollowUp {
                         target,
                         process_instance_id: self.task.process_instance_id.clone(),
                         marker,
-                        task: CompletedTask::from_task(&self.task, &self.ctx.settings.topic),
+                        task: CompletedTask::from_task(&self.task, &self.topic),
                         fetched_at: Some(self.fetched_at),
                         completed_at: Instant::now(),
                         recovered: false,
@@ -282,8 +287,8 @@ impl<H: Handler> TaskRun<H> {
         {
             Ok(_) => {
                 let metrics = &self.ctx.metrics;
-                metrics.tasks_failed.inc();
-                metrics.count(&metrics.tasks_dropped, DropReason::Failed);
+                metrics.count_topic(&metrics.tasks_failed, NoOutcome, &self.topic);
+                metrics.count_topic(&metrics.tasks_dropped, DropReason::Failed, &self.topic);
                 TaskOutcome::Failed
             }
             Err(unsettled) => self.dropped("failure", unsettled),
@@ -295,17 +300,17 @@ impl<H: Handler> TaskRun<H> {
         let metrics = &self.ctx.metrics;
         match unsettled {
             Unsettled::Gone(error) => {
-                metrics.count(&metrics.tasks_dropped, DropReason::TaskGone);
+                metrics.count_topic(&metrics.tasks_dropped, DropReason::TaskGone, &self.topic);
                 info!("{what}: the task no longer exists (cancelled, or done by another worker); dropped: {error}");
                 TaskOutcome::Dropped(DropReason::TaskGone)
             }
             Unsettled::Refused(error) => {
-                metrics.count(&metrics.tasks_dropped, DropReason::LockLost);
+                metrics.count_topic(&metrics.tasks_dropped, DropReason::LockLost, &self.topic);
                 warn!("{what} refused; task dropped without a follow-up: {error}");
                 TaskOutcome::Dropped(DropReason::LockLost)
             }
             Unsettled::LockExpired(error) => {
-                metrics.count(&metrics.tasks_dropped, DropReason::LockLost);
+                metrics.count_topic(&metrics.tasks_dropped, DropReason::LockLost, &self.topic);
                 warn!("{what} failed until the lock ran out; the engine will hand the task out again: {error}");
                 TaskOutcome::Dropped(DropReason::LockLost)
             }
@@ -379,7 +384,7 @@ impl<H: Handler> TaskRun<H> {
         let owned = self.task.clone();
         let mut handle =
             tokio::spawn(async move { ctx.handler.handle(&owned).await }.in_current_span());
-        let lock = self.ctx.settings.lock_duration;
+        let lock = self.lock;
         let mut extend_at = Instant::now() + lock / 2;
         loop {
             tokio::select! {
@@ -442,7 +447,7 @@ pub(crate) fn spawn_tasks<H: Handler>(
             task_id = %task.id,
             process_instance_id = task.process_instance_id.as_deref().unwrap_or(""),
             business_key = task.business_key.as_deref().unwrap_or(""),
-            topic = %ctx.settings.topic,
+            topic = task.topic_name.as_deref().unwrap_or_default(),
         );
         ctx.started(&task.id);
         ctx.metrics.tasks_in_flight.inc();

@@ -10,7 +10,7 @@ fn worker() -> Command {
 }
 
 /// Runs with `args`, expects exit 2 and a single stderr line containing every `needle`.
-fn rejects(command: &mut Command, needles: &[&str]) {
+pub(crate) fn rejects(command: &mut Command, needles: &[&str]) {
     let output = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
@@ -26,7 +26,7 @@ fn rejects(command: &mut Command, needles: &[&str]) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-fn config_file(text: &str) -> tempfile::NamedTempFile {
+pub(crate) fn config_file(text: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(text.as_bytes()).unwrap();
     file

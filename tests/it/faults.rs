@@ -1158,9 +1158,15 @@ async fn the_reconciler_delivers_owed_markers_past_due_by_compare_and_set() {
         .requests_to("/message")
         .iter()
         .all(|r| r.body["processInstanceId"] != json!("other-1")));
-    assert!(metrics
-        .render()
-        .contains("camunda_worker_follow_ups_recovered_total 2"));
+    let exposition = metrics.render();
+    assert_eq!(
+        crate::support::metric_value(
+            &exposition,
+            "camunda_worker_follow_ups_recovered_total{topic=\"messageSending\"}"
+        ),
+        2.0,
+        "{exposition}"
+    );
 }
 
 /// A handler that runs past its first lock gets the lock extended; `complete` is then retried

@@ -17,6 +17,7 @@ mod nodes;
 mod operate;
 mod real_engine;
 mod resilience;
+mod routes;
 mod support;
 mod work;
 mod work_contract;

@@ -66,6 +66,10 @@ SCHEMA_VERSIONS = range(39, 42)  # Grafana 10.4 .. 11.x; newer Grafanas migrate 
 RAW_COUNTER_PANELS = {
     18: "the accounting check compares the counters of one process with its pending follow-ups",
 }
+# Panels that read per-route counters over every topic on purpose (exempt from the topic rule).
+ALL_TOPICS_PANELS = {
+    18: "the accounting check compares all of a process's counters with its pending follow-ups",
+}
 DROPPED_QUERY_VAR_ALL_VALUE = (
     "no allValue: All expands to the values seen, so that `up` (every target of a shared scrape "
     "job has one) stays limited to worker targets"
@@ -155,7 +159,7 @@ def dashboard_problems(d):
         err("templating.datasource", "current value set: it would pin one Grafana's data source")
     if [v for v in variables.values() if v.get("type") == "datasource"] != [ds]:
         err("templating", "exactly one datasource variable expected")
-    for name in ("job", "instance"):
+    for name in ("job", "instance", "topic"):
         if name not in variables:
             err("templating", f"template-{name}-rule: no `{name}` variable")
     for name, v in variables.items():
@@ -292,8 +296,11 @@ def target_problems(p, t, variables):
             name = selector_name(n)
             s = series(name or "")
             have = {(m.name, str(m.op), m.value) for m in n.matchers.matchers}
-            # target-job-rule, target-instance-rule; and node for every per-node metric.
+            # target-job-rule, target-instance-rule; node for every per-node metric, topic for
+            # every per-route one.
             wanted = ["job", "instance"] + (["node"] if s and "node" in s[1] else [])
+            if s and "topic" in s[1] and p.get("id") not in ALL_TOPICS_PANELS:
+                wanted.append("topic")
             for label in wanted:
                 if (label, str(pp.MatchOp.Re), f"${label}") not in have:
                     out.append(f'target-{label}-rule: {name} needs {label}=~"${label}"')

@@ -23,26 +23,28 @@ ENDPOINTS = {
     "start",
 }
 NODE = {"node": None}
+# The per-route counters: one series per topic (`[[route]]`).
+TOPIC = {"topic": None}
 METRICS = {
     "camunda_worker_fetch_requests_total": (
         "counter",
         {**NODE, "outcome": {"tasks", "empty", "error"}},
     ),
     "camunda_worker_tasks_fetched_total": ("counter", dict(NODE)),
-    "camunda_worker_tasks_completed_total": ("counter", {}),
-    "camunda_worker_tasks_failed_total": ("counter", {}),
+    "camunda_worker_tasks_completed_total": ("counter", dict(TOPIC)),
+    "camunda_worker_tasks_failed_total": ("counter", dict(TOPIC)),
     "camunda_worker_tasks_dropped_total": (
         "counter",
-        {"reason": {"task_gone", "lock_lost", "failed"}},
+        {**TOPIC, "reason": {"task_gone", "lock_lost", "failed"}},
     ),
-    "camunda_worker_follow_ups_sent_total": ("counter", {}),
+    "camunda_worker_follow_ups_sent_total": ("counter", dict(TOPIC)),
     "camunda_worker_follow_ups_already_delivered_total": ("counter", {}),
     "camunda_worker_follow_ups_retried_total": ("counter", {}),
     "camunda_worker_follow_ups_given_up_total": (
         "counter",
-        {"reason": {"timeout", "ambiguous", "refused", "shutdown"}},
+        {**TOPIC, "reason": {"timeout", "ambiguous", "refused", "shutdown", "work_failed"}},
     ),
-    "camunda_worker_follow_ups_recovered_total": ("counter", {}),
+    "camunda_worker_follow_ups_recovered_total": ("counter", dict(TOPIC)),
     "camunda_worker_reconciler_passes_total": ("counter", {"outcome": {"ok", "error"}}),
     "camunda_worker_engine_stale_connection_retries_total": ("counter", dict(NODE)),
     "camunda_worker_tasks_in_flight": ("gauge", {}),

@@ -369,16 +369,17 @@ pub fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
-/// The value of one series (`name` or `name{labels}`, exactly as exposed) in a Prometheus text
-/// exposition; 0 when absent.
+/// The value of `name` or `name{labels}` in a Prometheus text exposition: the sum of every
+/// series with those labels (whatever others it has); 0 when absent.
 pub fn metric_value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| {
-            let value = l.strip_prefix(series)?.strip_prefix(' ')?;
-            value.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or(0.0)
+    // `name{a="x"}` → every series of `name` with that label, summed over the rest (the
+    // per-route counters carry a `topic` label that single-route tests do not name).
+    let (name, labels) = match series.split_once('{') {
+        Some((name, labels)) => (name, labels.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let labels: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+    metric_sum(metrics, name, &labels)
 }
 
 /// The sum of every series of `name` whose labels contain all of `labels` (`key="value"` pairs),

@@ -1,0 +1,198 @@
+//! The `[[route]]` tables of the config file, checked key by key and filled from the defaults.
+//!
+//! Each route must name its `topic`; every other key it leaves out takes the top-level value
+//! (flag > environment > file > default), and a key it sets wins over that, because a route is
+//! the more specific place. `--topic` cannot be combined with `[[route]]`: the routes name the
+//! topics, and a top-level one would be served by nobody.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::file::command_list;
+use super::{ConfigError, Layers, Source};
+use crate::cli::{parse_duration, parse_positive_duration};
+use crate::route::Route;
+use crate::variables::{TypedValue, Variables};
+use crate::work::{check_program, CommandWork};
+
+/// The keys a `[[route]]` table may set.
+pub(super) const ROUTE_KEYS: [&str; 8] = [
+    "topic",
+    "message_name",
+    "correlation_delay",
+    "lock_duration",
+    "variables",
+    "message_variables",
+    "follow_up_command",
+    "fetch_variables",
+];
+
+impl Layers {
+    /// The routes: the file's `[[route]]` tables over `defaults` (the top-level route), or the
+    /// top-level route alone when the file has none.
+    /// `command_timeout` is `--follow-up-timeout`, for a route's own command.
+    pub(super) fn routes(
+        &self,
+        defaults: Route,
+        command_timeout: Duration,
+    ) -> Result<Vec<Route>, ConfigError> {
+        let Some(file) = &self.file else {
+            return Ok(vec![defaults]);
+        };
+        let Some(tables) = &file.routes else {
+            return Ok(vec![defaults]);
+        };
+        let shown = file.path.display();
+        if tables.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "config file {shown}: `route` is an empty list; add a [[route]] table with a topic, or remove the key"
+            )));
+        }
+        match self.source("topic") {
+            Source::Default => {}
+            source => {
+                let given = match source {
+                    Source::Flag => "--topic on the command line",
+                    Source::Env => "CAMUNDA_WORKER_TOPIC",
+                    _ => "the top-level key `topic`",
+                };
+                return Err(ConfigError::Invalid(format!(
+                    "config file {shown}: [[route]] tables name the topics, so {given} cannot be used with them"
+                )));
+            }
+        }
+        let mut routes: Vec<Route> = Vec::with_capacity(tables.len());
+        let mut seen = BTreeMap::new();
+        for (index, table) in tables.iter().enumerate() {
+            let number = index + 1;
+            let route = route_from(table, &defaults, command_timeout).map_err(|why| {
+                let topic = table
+                    .get("topic")
+                    .and_then(|t| t.as_str())
+                    .map(|t| format!(" (topic {t:?})"))
+                    .unwrap_or_default();
+                ConfigError::Invalid(format!(
+                    "config file {shown}: [[route]] #{number}{topic}: {why}"
+                ))
+            })?;
+            if let Some(first) = seen.insert(route.topic.clone(), number) {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {shown}: [[route]] #{number} repeats topic {:?} of [[route]] #{first}; each topic may have one route",
+                    route.topic
+                )));
+            }
+            routes.push(route);
+        }
+        Ok(routes)
+    }
+}
+
+/// One `[[route]]` table over `defaults`; the error is the key and what is wrong with it.
+fn route_from(
+    table: &toml::Table,
+    defaults: &Route,
+    command_timeout: Duration,
+) -> Result<Route, String> {
+    if let Some(unknown) = table.keys().find(|k| !ROUTE_KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown key `{unknown}` (a route may set {})",
+            ROUTE_KEYS.join(", ")
+        ));
+    }
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(format!("key `{key}` must be a non-empty string")),
+        }
+    };
+    let duration = |key: &str, parse: fn(&str) -> Result<Duration, String>| {
+        text(key)?
+            .map(|value| parse(&value).map_err(|why| format!("key `{key}`: {why}")))
+            .transpose()
+    };
+    let variables = |key: &str| -> Result<Option<Variables>, String> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Table(entries)) => Ok(Some(
+                entries
+                    .iter()
+                    .map(|(name, value)| (name.clone(), TypedValue::from_toml(value.clone())))
+                    .collect(),
+            )),
+            Some(_) => Err(format!(
+                "key `{key}` must be a table, like {key} = {{ name = 1 }}"
+            )),
+        }
+    };
+    let topic = text("topic")?.ok_or("no `topic`: every route names the topic it serves")?;
+    let follow_up_command = follow_up_command(table, defaults, command_timeout)?;
+    let message_variables =
+        variables("message_variables")?.unwrap_or_else(|| defaults.message_variables.clone());
+    Ok(Route {
+        topic,
+        lock_duration: duration("lock_duration", parse_positive_duration)?
+            .unwrap_or(defaults.lock_duration),
+        variables: variables("variables")?.unwrap_or_else(|| defaults.variables.clone()),
+        message_name: text("message_name")?.unwrap_or_else(|| defaults.message_name.clone()),
+        correlation_delay: duration("correlation_delay", parse_duration)?
+            .unwrap_or(defaults.correlation_delay),
+        message_variables,
+        follow_up_command,
+    })
+}
+
+/// A route's work: its own `follow_up_command` (`[]` for none), or the top level's; its
+/// `fetch_variables`, or the top level's.
+fn follow_up_command(
+    table: &toml::Table,
+    defaults: &Route,
+    timeout: Duration,
+) -> Result<Option<CommandWork>, String> {
+    let inherited = defaults.follow_up_command.clone();
+    let command = match table.get("follow_up_command") {
+        None => inherited,
+        Some(value) => {
+            let (program, args) = command_list(value.clone())
+                .map_err(|why| format!("key `follow_up_command` {why}"))?;
+            match program {
+                None => None,
+                Some(program) => {
+                    let program = std::path::PathBuf::from(program);
+                    check_program(&program)
+                        .map_err(|why| format!("key `follow_up_command`: {why}"))?;
+                    Some(CommandWork {
+                        program,
+                        args,
+                        timeout,
+                        fetch_variables: inherited
+                            .as_ref()
+                            .map(|c| c.fetch_variables.clone())
+                            .unwrap_or_default(),
+                    })
+                }
+            }
+        }
+    };
+    let Some(fetch) = table.get("fetch_variables") else {
+        return Ok(command);
+    };
+    let names = match fetch {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>(),
+        _ => None,
+    }
+    .ok_or("key `fetch_variables` must be a list of strings")?;
+    match command {
+        Some(command) => Ok(Some(CommandWork {
+            fetch_variables: names,
+            ..command
+        })),
+        None => Err(
+            "key `fetch_variables` is for a follow_up_command, which this route does not have"
+                .to_owned(),
+        ),
+    }
+}

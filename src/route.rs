@@ -1,0 +1,174 @@
+//! Routes: the topic/message pairs one daemon serves (`[[route]]` in the config file).
+//!
+//! A route is one topic and what follows its tasks: the variables they are completed with, the
+//! message that tells the process, its delay and variables, and the work done before it. Without
+//! `[[route]]` the daemon has one route, built from the top-level keys and flags; with it, those
+//! are the defaults of every route. Whatever is worker-wide stays so: one fetch asks for every
+//! topic, and `--max-tasks`, `--max-pending-follow-ups`, `--follow-up-concurrency` and the retry
+//! budget are shared by all routes, so a second route cannot double the load on the engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::correlation::{CorrelateBy, CorrelationSettings};
+use crate::engine::ExternalTask;
+use crate::handler::{Handler, HandlerError, MessageCorrelationHandler, TaskResult};
+use crate::variables::Variables;
+use crate::work::{CommandWork, Delay, DynWork};
+use crate::worker::Subscription;
+
+/// One topic/message pair, with everything that may differ between routes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The external-task topic.
+    pub topic: String,
+    /// How long its tasks stay locked.
+    pub lock_duration: Duration,
+    /// The variables its tasks are completed with.
+    pub variables: Variables,
+    /// The follow-up message's name.
+    pub message_name: String,
+    /// How long after the completion the message goes, at the earliest.
+    pub correlation_delay: Duration,
+    /// Variables every message of this route carries, besides the work's result.
+    pub message_variables: Variables,
+    /// The work before the message, when it is a program; `None`: only the delay.
+    pub follow_up_command: Option<CommandWork>,
+}
+
+impl Route {
+    /// What the fetch asks for on this route's behalf.
+    pub fn subscription(&self) -> Subscription {
+        Subscription {
+            topic: self.topic.clone(),
+            lock_duration: self.lock_duration,
+        }
+    }
+
+    /// The delivery policy of this route: the worker-wide `defaults` with its own message name,
+    /// delay and message variables.
+    pub fn correlation(&self, defaults: &CorrelationSettings) -> CorrelationSettings {
+        CorrelationSettings {
+            message_name: self.message_name.clone(),
+            delay: self.correlation_delay,
+            message_variables: self.message_variables.clone(),
+            ..defaults.clone()
+        }
+    }
+
+    /// The work this route's follow-ups do: its command, or the delay alone.
+    pub fn work(&self) -> Arc<dyn DynWork> {
+        match &self.follow_up_command {
+            Some(command) => Arc::new(command.clone()),
+            None => Arc::new(Delay),
+        }
+    }
+}
+
+/// The daemon's handler over several routes: each task is completed with its own route's
+/// variables, and fetched with the variables its route's work reads.
+#[derive(Debug, Clone)]
+pub struct RouteHandler {
+    by_topic: HashMap<String, MessageCorrelationHandler>,
+    /// For a task whose topic the engine did not name (it always does): the first route's.
+    first: MessageCorrelationHandler,
+}
+
+impl RouteHandler {
+    /// The handler of `routes` (at least one), each doing `works[i]` (for the variables it
+    /// fetches), correlating by `correlate_by`.
+    pub fn new(routes: &[(Route, Arc<dyn DynWork>)], correlate_by: CorrelateBy) -> Option<Self> {
+        let handlers: Vec<(String, MessageCorrelationHandler)> = routes
+            .iter()
+            .map(|(route, work)| {
+                let handler = MessageCorrelationHandler {
+                    variables: route.variables.clone(),
+                    correlate_by,
+                    fetch_variables: work.variables_to_fetch(),
+                };
+                (route.topic.clone(), handler)
+            })
+            .collect();
+        let first = handlers.first()?.1.clone();
+        Some(RouteHandler {
+            by_topic: handlers.into_iter().collect(),
+            first,
+        })
+    }
+
+    fn for_topic(&self, topic: Option<&str>) -> &MessageCorrelationHandler {
+        topic
+            .and_then(|topic| self.by_topic.get(topic))
+            .unwrap_or(&self.first)
+    }
+}
+
+impl Handler for RouteHandler {
+    fn variables_to_fetch(&self) -> Option<Vec<String>> {
+        self.first.variables_to_fetch()
+    }
+
+    fn variables_to_fetch_for(&self, topic: &str) -> Option<Vec<String>> {
+        self.for_topic(Some(topic)).variables_to_fetch()
+    }
+
+    async fn handle(&self, task: &ExternalTask) -> Result<TaskResult, HandlerError> {
+        self.for_topic(task.topic_name.as_deref())
+            .handle(task)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::variables::TypedValue;
+
+    fn route(topic: &str, var: i32) -> Route {
+        Route {
+            topic: topic.to_owned(),
+            lock_duration: Duration::from_secs(60),
+            variables: Variables::from([("v".to_owned(), TypedValue::integer(var))]),
+            message_name: format!("{topic}_done"),
+            correlation_delay: Duration::ZERO,
+            message_variables: Variables::new(),
+            follow_up_command: None,
+        }
+    }
+
+    fn task(topic: &str) -> ExternalTask {
+        serde_json::from_value(serde_json::json!({
+            "id": "t1",
+            "topicName": topic,
+            "businessKey": "k",
+            "processInstanceId": "p1",
+        }))
+        .expect("valid task")
+    }
+
+    #[tokio::test]
+    async fn each_task_is_completed_with_its_own_routes_variables() {
+        let routes: Vec<(Route, Arc<dyn DynWork>)> = vec![
+            (route("a", 1), Arc::new(Delay)),
+            (route("b", 2), Arc::new(Delay)),
+        ];
+        let handler = RouteHandler::new(&routes, CorrelateBy::BusinessKey).expect("two routes");
+        for (topic, expected) in [("a", 1), ("b", 2)] {
+            let Ok(TaskResult::Complete { variables, .. }) = handler.handle(&task(topic)).await
+            else {
+                panic!("route {topic} must complete its task");
+            };
+            assert_eq!(
+                variables["v"],
+                TypedValue::integer(expected),
+                "route {topic}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_routes_make_no_handler() {
+        assert!(RouteHandler::new(&[], CorrelateBy::BusinessKey).is_none());
+    }
+}
