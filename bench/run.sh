@@ -2,7 +2,7 @@
 # camunda-worker benchmark: one command, installs what it needs, idempotent.
 #
 #   bench/run.sh [--instances N] [--quick] [--only cw-default,cw-10,...] [--skip idle,overhead,...]
-#                [--history-levels full,audit] [--ledger]
+#                [--history-levels full,audit] [--rounds R] [--ledger | --structure]
 #                [--cluster-contenders cw-nodes,cw-lb,py,js,java,ceiling] [--cluster-instances N]
 #
 # Phases (--skip): throughput, idle, overhead, mismatch, cluster, pg-h2 (see the driver's --help).
@@ -12,17 +12,21 @@
 # Builds/installs (each only when missing or stale):
 #   target/release/camunda-worker     cargo build --release --locked (repo root)
 #   bench/.lookup-build/<rev>/target/release/camunda-worker
-#                                     the last build with the event-subscription look-up before
-#                                     each message (contender cw-lookup): `git archive <rev>` into
+#                                     camunda-worker at an older commit, for each <rev> of
+#                                     LOOKUP_REV=d948207 (contender cw-lookup: the last build with the
+#                                     event-subscription look-up before each message) and
+#                                     STRUCTURE_REV=e38ba4e (contender cw-structure: its child, the
+#                                     structure refactor, same behaviour): `git archive <rev>` into
 #                                     bench/.lookup-build/<rev>/src, cargo build --release --locked
-#                                     there; only when that binary is missing (the commit cannot change)
+#                                     there; only when that binary is missing (a commit cannot change)
 #   bench/ceiling (ceiling, fake-engine)  cargo build --release --locked
 #   bench/.venv                       python3 -m venv + pip install -r bench/requirements.txt
 #   bench/js/node_modules             npm ci
 #   bench/java/target/*.jar           mvn package
 #   engine/target/*.jar               engine/engine.sh build
 # then runs the driver, the package bench/camunda_bench (python -m camunda_bench; see its --help).
-# Results: bench/results/ (quick runs: bench/results/quick/; --ledger: bench/results/ledger/).
+# Results: bench/results/ (quick runs: bench/results/quick/; --ledger: bench/results/ledger/;
+# --structure: bench/results/structure/).
 # CAMUNDA_WORKER_BIN=path skips building camunda-worker and benchmarks that binary instead.
 set -euo pipefail
 
@@ -43,22 +47,32 @@ else
   CW_BIN=$REPO/target/release/camunda-worker
 fi
 
-# camunda-worker as it was before the ledger (issue 14): the contender cw-lookup
-LOOKUP_REV=d948207
-LOOKUP_DIR=$BENCH/.lookup-build/$LOOKUP_REV
-CW_LOOKUP_BIN=$LOOKUP_DIR/target/release/camunda-worker
-if [[ ! -x "$CW_LOOKUP_BIN" ]]; then
-  if [[ ! -f "$LOOKUP_DIR/src/Cargo.lock" ]]; then
-    git -C "$REPO" cat-file -e "$LOOKUP_REV^{commit}" 2>/dev/null \
-      || { log "error: commit $LOOKUP_REV not in this clone (a shallow clone? git fetch --unshallow)"; exit 1; }
-    log "git archive $LOOKUP_REV -> ${LOOKUP_DIR#"$REPO"/}/src"
-    rm -rf "$LOOKUP_DIR/src"
-    mkdir -p "$LOOKUP_DIR/src"
-    git -C "$REPO" archive "$LOOKUP_REV" | tar -x -C "$LOOKUP_DIR/src"
+# camunda-worker as it was at an older commit, for the contenders that compare builds: `git archive
+# REV` into bench/.lookup-build/REV/src, cargo build --release --locked there (its own target dir);
+# only when that binary is missing (a commit cannot change).
+rev_bin() { printf '%s\n' "$BENCH/.lookup-build/$1/target/release/camunda-worker"; }
+build_rev() {
+  local rev=$1 what=$2 dir=$BENCH/.lookup-build/$1
+  [[ -x "$(rev_bin "$rev")" ]] && return 0
+  if [[ ! -f "$dir/src/Cargo.lock" ]]; then
+    git -C "$REPO" cat-file -e "$rev^{commit}" 2>/dev/null \
+      || { log "error: commit $rev not in this clone (a shallow clone? git fetch --unshallow)"; exit 1; }
+    log "git archive $rev -> ${dir#"$REPO"/}/src"
+    rm -rf "$dir/src"
+    mkdir -p "$dir/src"
+    git -C "$REPO" archive "$rev" | tar -x -C "$dir/src"
   fi
-  log "cargo build --release --locked (camunda-worker at $LOOKUP_REV, the look-up build)"
-  (cd "$LOOKUP_DIR/src" && cargo build --release --locked --quiet --target-dir "$LOOKUP_DIR/target")
-fi
+  log "cargo build --release --locked (camunda-worker at $rev, $what)"
+  (cd "$dir/src" && cargo build --release --locked --quiet --target-dir "$dir/target")
+}
+# cw-lookup: as it was before the ledger (issue 14), the look-up before each message
+LOOKUP_REV=d948207
+# cw-structure: the structure refactor (src/worker/, api/transport/node), LOOKUP_REV's child, same behaviour
+STRUCTURE_REV=e38ba4e
+build_rev "$LOOKUP_REV" "the look-up build"
+build_rev "$STRUCTURE_REV" "the restructured build"
+CW_LOOKUP_BIN=$(rev_bin "$LOOKUP_REV")
+CW_STRUCTURE_BIN=$(rev_bin "$STRUCTURE_REV")
 
 # ceiling client and fake engine
 log "cargo build --release --locked (bench/ceiling)"
@@ -97,6 +111,7 @@ export BENCH_COMMAND="bench/run.sh${*:+ $*}"
 PYTHONPATH="$BENCH${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -m camunda_bench \
   --cw-bin "$CW_BIN" \
   --cw-lookup-bin "$CW_LOOKUP_BIN" \
+  --cw-structure-bin "$CW_STRUCTURE_BIN" \
   --ceiling-bin "$BENCH/ceiling/target/release/ceiling" \
   --fake-bin "$BENCH/ceiling/target/release/fake-engine" \
   --java-jar "$JAR" \

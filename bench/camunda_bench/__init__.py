@@ -13,6 +13,9 @@ Phases (names for --skip), in this order:
               the main tables). Contender cw-lookup (only when named in --only) is camunda-worker
               built from d948207, the last build with the event-subscription look-up before each
               message; --ledger runs issue 14's comparison (see --help of --ledger). Contender
+              cw-structure (only when named) is camunda-worker built from e38ba4e, d948207's child,
+              the structure refactor that changed no behaviour; --structure runs it against
+              cw-lookup, --rounds 3 (each round's order reversed from the last). Contender
               cw-command (also only when named) adds --follow-up-command bench/trivial_work.sh.
   idle        all real workers at once on one engine, no work: settle, then a window (full run
               120 s + 300 s, quick 20 s + 60 s): requests per endpoint, CPU, RSS; camunda-worker's
@@ -46,5 +49,6 @@ contender); the contender is told apart from the starter and this driver by path
 #   contenders    the contenders' command lines and run_contender
 #   phases        idle, overhead, mismatch, cluster, PostgreSQL vs H2
 #   charts        chart.png, cluster.png
+#   comparisons   two builds side by side: the ledger's and the structure's sections of BENCHMARKS.md
 #   report        summary.md and the results section of BENCHMARKS.md
 #   runner        the command line and main

@@ -1,5 +1,5 @@
 """The contenders (camunda-worker at two settings, the Python, JS and Java clients, the ceiling
-client, and on request camunda-worker as it was before the ledger), as command lines on one engine
+client, and on request camunda-worker as it was before the ledger and after the structure refactor), as command lines on one engine
 and on the cluster, and `run_contender`: one contender through its phases (pickup, throughput,
 paced, backlog) with a `Probe` window around each.
 
@@ -33,8 +33,11 @@ ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
 # the event subscription before each message (issue 14 replaced it by the marker variable).
 # cw-command: the defaults plus a trivial --follow-up-command (bench/trivial_work.sh), the cost of
 # the command form itself.
-EXTRA = ["cw-lookup", "cw-command"]
+# cw-structure: camunda-worker built from STRUCTURE_REV, LOOKUP_REV's child, the structure refactor
+# that changed no behaviour: against cw-lookup, the price of the restructured src/.
+EXTRA = ["cw-lookup", "cw-structure", "cw-command"]
 LOOKUP_REV = "d948207"
+STRUCTURE_REV = "e38ba4e"
 CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
 
 
@@ -52,6 +55,11 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
                       "argv": [paths.get("cw_lookup") or "cw-lookup-not-built", "--engine-url", url,
                                "--metrics-addr", m],
                       "metrics": metrics_port, "ua": "camunda-worker/"},
+        "cw-structure": {"label": f"camunda-worker {STRUCTURE_REV} (defaults; the restructured src/, same "
+                                  f"behaviour as {LOOKUP_REV})",
+                         "argv": [paths.get("cw_structure") or "cw-structure-not-built", "--engine-url", url,
+                                  "--metrics-addr", m],
+                         "metrics": metrics_port, "ua": "camunda-worker/"},
         "cw-command": {"label": "camunda-worker --follow-up-command bench/trivial_work.sh",
                        "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--follow-up-command",
                                 os.path.join(BENCH, "trivial_work.sh")],

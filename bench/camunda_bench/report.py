@@ -1,6 +1,7 @@
 """The report written from results.json: summary.md (results tables, the marker against the look-up
-build by history level, idle, overhead, mismatch, cluster, machine, targets met or missed), the
-results and ledger sections of BENCHMARKS.md, and the charts.
+build by history level, the structure's price, idle, overhead, mismatch, cluster, machine, targets
+met or missed), the results section of BENCHMARKS.md (any section, with its markers), and the
+charts; the comparisons of two builds are in `comparisons`.
 
 It reads only the results dict, never the machine, so `--report-only` rewrites the same report
 from a stored results.json."""
@@ -9,17 +10,9 @@ import os
 
 from .charts import chart, cluster_chart
 from .common import REPO
+from .comparisons import fmt, ledger_section, mismatch_line, structure_section
 
 RESULTS_MARKERS = ("<!-- results:begin -->", "<!-- results:end -->")
-LEDGER_MARKERS = ("<!-- ledger:begin -->", "<!-- ledger:end -->")
-
-
-def fmt(v, nd=1):
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
 
 
 def per_min(counts, minutes):
@@ -120,11 +113,16 @@ def summarize(res):
             lines.append(f"| {o['max_tasks']} | {fmt(o['tasks_per_s'], 0)} | {fmt(o['worker_cores'], 2)} "
                          f"| {fmt(o['tasks_per_cpu_s'], 0)} | {fmt(o['cpu_us_per_task'])} "
                          f"| {fmt(o['requests_per_task'], 2)} | {fmt(o['peak_rss_kib'] / 1024)} |")
-    if "cw-lookup" in runs or len(res.get("history_levels") or []) > 1:
+    if ("cw-lookup" in runs and "cw-default" in runs) or len(res.get("history_levels") or []) > 1:
         lines.append("")
         lines.append("### The marker against the look-up build, by history level")
         lines.append("")
         lines.append(ledger_section(res, with_mismatch=False).rstrip("\n"))
+    if "cw-lookup" in runs and "cw-structure" in runs:
+        lines.append("")
+        lines.append("### The structure's price")
+        lines.append("")
+        lines.append(structure_section(res).rstrip("\n"))
     mm = res.get("mismatch")
     if mm:
         lines.append("")
@@ -144,131 +142,6 @@ def summarize(res):
     for name, ok, detail in targets(res):
         mark = "met" if ok else "missed"
         lines.append(f"- **{mark}**: {name}: {detail}")
-    return "\n".join(lines) + "\n"
-
-
-def mismatch_line(mm):
-    what = (f"Every follow-up undeliverable (`--message-name no_such_message --correlation-timeout 1h`, "
-            f"{mm['instances']} instances waiting, pending follow-ups capacity {mm['capacity']}"
-            f"{' (the default)' if mm.get('capacity_is_default') else ' (quick run; the default is 4096)'}): ")
-    if "status_kib" not in mm:
-        return what + f"failed: {mm.get('error', 'no measurement')}."
-    st, mt, hold = mm["status_kib"], mm.get("metrics", {}), mm.get("hold", {})
-    pending = mt.get("follow_ups_pending")
-    text = (f"peak RSS {st['VmHWM'] / 1024:.1f} MiB with {fmt(int(pending) if pending is not None else None)} "
-            f"follow-ups pending (VmRSS {st['VmRSS'] / 1024:.1f} MiB: anonymous {st['RssAnon'] / 1024:.1f}, "
-            f"file {st['RssFile'] / 1024:.1f}); {fmt(int(mt['tasks_completed_total']) if mt.get('tasks_completed_total') is not None else None)} "
-            f"tasks completed; ")
-    if mm.get("fetch_paused"):
-        text += f"fetching paused {mm['paused_after_s']:g} s after the start"
-    else:
-        text += f"**fetching did not pause** ({mm.get('error')})"
-    fa = mm.get("first_attempts")
-    if fa:
-        text += (f"; every pending follow-up had made its first attempt {fmt(fa['done_after_pause_s'])} s after that "
-                 f"({fmt(int(fa['count']))}/{fmt(int(fa['pending']))}; first attempts {fmt(fa['mean_lateness_s'], 2)} s "
-                 f"late on average, the delay error of `camunda_worker_follow_up_delay_error_seconds`)")
-    if hold:
-        when = (f"from {mm['settle_s']:g} s after that, for {mm['hold_s']:g} s" if mm.get("settle_s") is not None
-                else f"over the following {mm['hold_s']:g} s")
-        text += (f"; {when}{',' if mm.get('settle_s') is not None else ''} it used {hold.get('core_percent')} % of a core and sent "
-                 f"{fmt(hold.get('requests_per_s'))} requests/s to the engine "
-                 f"({', '.join(f'{k} {v}' for k, v in (hold.get('engine_requests') or {}).items()) or 'none'})")
-        budget = mt.get("retry_budget_per_second")
-        if hold.get("retry_budget_spent_per_s") is not None:
-            text += (f"; retry budget spent {fmt(hold['retry_budget_spent_per_s'], 2)}/s of "
-                     f"{fmt(int(budget) if budget is not None else None)}/s")
-    return what + text + "."
-
-
-def runs_by_history_level(res):
-    """{level: {key: run}}: the first level's runs are res["runs"], the others' in
-    res["runs_at_other_history_levels"] (a results.json without levels: {"full": res["runs"]})."""
-    levels = res.get("history_levels") or ["full"]
-    out = {levels[0]: res.get("runs") or {}}
-    out.update(res.get("runs_at_other_history_levels") or {})
-    return out
-
-
-def ledger_section(res, with_mismatch=True):
-    """Markdown for "The ledger's price": per history level, each contender's throughput,
-    requests and engine CPU per instance; the marker (cw-default) against the look-up build
-    (cw-lookup) side by side; the request rate with every follow-up undeliverable."""
-    by_level = runs_by_history_level(res)
-    windows = res.get("phase_windows") or {}
-    th = windows.get("throughput", {})
-    lines = [f"Run of {res['started']} (`{res.get('command', '')}`): at each history level, each contender on a "
-             f"fresh engine warmed with {res.get('warmup', 0)} instances; N = {res['instances']} instances started "
-             f"while it runs (phase 1), then {res['paced_count']} paced, then a backlog of {res['backlog']} drained "
-             f"(phase 3). Whole run {res.get('total_seconds', 0) / 60:.1f} min; load average (1, 5, 15 min) "
-             f"{res['loadavg_start']} at the start"
-             + (f", {th['loadavg_before']} → {th['loadavg_after']} over the throughput runs" if th else "")
-             + ". The machine was shared with other work: read the ratios."]
-    lines.append("")
-    lines.append("| history level | contender | instances/s | × ceiling | requests/instance | engine CPU ms/instance "
-                 "| drain instances/s | drain engine CPU ms/instance | requests by endpoint (phase 1) "
-                 "| load average before |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
-    for level, runs in by_level.items():
-        ceiling = runs.get("ceiling", {}).get("throughput", {}).get("instances_per_s")
-        for r in runs.values():
-            t, b = r.get("throughput", {}), r.get("backlog", {})
-            ips = t.get("instances_per_s")
-            note = ""
-            if r.get("error"):
-                note = f" (failed: {r['error'][:80]})"
-            elif not t.get("all_finished"):
-                note = f" (only {t.get('finished')}/{res['instances']} finished)"
-            elif b and not b.get("all_finished"):
-                note = f" (backlog: only {b.get('finished')}/{res['backlog']} finished)"
-            reqs = ", ".join(f"{k} {v}" for k, v in (t.get("engine_requests") or {}).items())
-            lines.append(f"| {level} | {r['label']}{note} | {fmt(ips)} "
-                         f"| {fmt(ips / ceiling if ips and ceiling else None, 2)} "
-                         f"| {fmt(t.get('requests_per_instance'), 2)} | {fmt(t.get('engine_cpu_ms_per_instance'), 1)} "
-                         f"| {fmt(b.get('drain_instances_per_s'))} | {fmt(b.get('engine_cpu_ms_per_instance'), 1)} "
-                         f"| {reqs} | {r.get('loadavg_before') or '–'} |")
-    price = []
-    for level, runs in by_level.items():
-        m, k = runs.get("cw-default", {}), runs.get("cw-lookup", {})
-        if m.get("error") or k.get("error") or not m or not k:
-            continue
-
-        def pair(phase, field, r1=m, r2=k):
-            return r1.get(phase, {}).get(field), r2.get(phase, {}).get(field)
-
-        row = [level]
-        for phase in ("throughput", "backlog"):
-            a, b = pair(phase, "engine_cpu_ms_per_instance")
-            row += [f"{fmt(a, 1)} vs {fmt(b, 1)}",
-                    f"{a - b:+.1f} ms ({(a / b - 1) * 100:+.0f} %)" if a is not None and b else "–"]
-        a, b = pair("throughput", "requests_per_instance")
-        row.append(f"{fmt(a, 2)} vs {fmt(b, 2)}")
-        for phase, field in (("throughput", "instances_per_s"), ("backlog", "drain_instances_per_s")):
-            a, b = pair(phase, field)
-            row.append(f"{a / b:.2f} ×" if a and b else "–")
-        price.append("| " + " | ".join(row) + " |")
-    if price:
-        lines.append("")
-        lines.append("The marker (cw-default, this build) against the look-up build (cw-lookup), same engine, same run:")
-        lines.append("")
-        lines.append("| history level | engine CPU ms/instance, marker vs look-up | difference "
-                     "| drain engine CPU ms/instance | difference | requests/instance | instances/s, marker ÷ look-up "
-                     "| drain instances/s, marker ÷ look-up |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-        lines.extend(price)
-    seen = []
-    for level, runs in by_level.items():
-        recs = [r["history_records_after_warmup"] for r in runs.values() if r.get("history_records_after_warmup")]
-        if recs:
-            seen.append(f"{level}: external-task log {sorted({x['external_task_log'] for x in recs})}, variable "
-                        f"updates {sorted({x['variable_updates'] for x in recs})}")
-    if seen:
-        lines.append("")
-        lines.append("History the engines held after their warm-up (what confirms each level): " + "; ".join(seen) + ".")
-    mm = res.get("mismatch")
-    if mm and with_mismatch:
-        lines.append("")
-        lines.append(mismatch_line(mm))
     return "\n".join(lines) + "\n"
 
 
@@ -401,7 +274,7 @@ def targets(res):
 
 
 def update_benchmarks_md(summary, markers=RESULTS_MARKERS):
-    """Replaces what BENCHMARKS.md holds between `markers` (the results section, or the ledger's)."""
+    """Replaces what BENCHMARKS.md holds between `markers` (the results section, the ledger's, the structure's)."""
     path = os.path.join(REPO, "BENCHMARKS.md")
     if not os.path.exists(path):
         return False

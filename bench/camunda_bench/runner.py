@@ -18,11 +18,12 @@ import time
 
 from . import __doc__ as HELP_TEXT
 from .common import BENCH, JAVA_OPTS, REPO, cleanup, log
+from .comparisons import LEDGER_MARKERS, STRUCTURE_MARKERS, ledger_section, structure_section
 from .contenders import ALL, CLUSTER_ALL, EXTRA, contenders, run_contender
 from .engines import Engine
 from .measurements import loadavg
 from .phases import run_cluster, run_idle, run_mismatch, run_overhead, run_pg_vs_h2
-from .report import LEDGER_MARKERS, ledger_section, update_benchmarks_md, write_reports
+from .report import update_benchmarks_md, write_reports
 
 PHASES = ["throughput", "idle", "overhead", "mismatch", "cluster", "pg-h2"]
 HISTORY_LEVELS = ["full", "audit", "activity", "none"]
@@ -30,6 +31,10 @@ HISTORY_LEVELS = ["full", "audit", "activity", "none"]
 # (each option given on the command line wins).
 LEDGER = {"only": "cw-default,cw-lookup,js,ceiling", "history_levels": "full,audit",
           "skip": "idle,overhead,cluster,pg-h2"}
+# --structure: the structure refactor's price, its build against its parent's (the look-up build),
+# same behaviour; three rounds in alternating order for the spread between runs of the same build.
+STRUCTURE = {"only": "cw-lookup,cw-structure", "history_levels": "full",
+             "skip": "idle,overhead,mismatch,cluster,pg-h2", "rounds": 3}
 
 
 # Sizes of a quick and of a full run: (quick, full). An option given on the command line wins.
@@ -110,6 +115,14 @@ def main():
                          f"--skip {LEDGER['skip']} (each unless given), results in bench/results/ledger/ "
                          f"(quick: bench/results/quick/ledger/); a full run rewrites the ledger section of "
                          f"BENCHMARKS.md")
+    ap.add_argument("--structure", action="store_true",
+                    help=f"the structure refactor's price: --only {STRUCTURE['only']} --history-levels "
+                         f"{STRUCTURE['history_levels']} --skip {STRUCTURE['skip']} --rounds {STRUCTURE['rounds']} "
+                         f"(each unless given), results in bench/results/structure/ (quick: "
+                         f"bench/results/quick/structure/); a full run rewrites the structure section of BENCHMARKS.md")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="the throughput phase's contenders this many times at each history level, in alternating "
+                         "order (default 1); the first round's runs are the main tables'")
     ap.add_argument("--engine-port", type=int, default=18200)
     ap.add_argument("--fake-port", type=int, default=18201)
     ap.add_argument("--metrics-port", type=int, default=18202)
@@ -148,6 +161,8 @@ def main():
                          "the results section of BENCHMARKS.md")
     ap.add_argument("--cw-bin")
     ap.add_argument("--cw-lookup-bin", help="camunda-worker built from the look-up commit (contender cw-lookup)")
+    ap.add_argument("--cw-structure-bin", help="camunda-worker built from the structure commit (contender "
+                                               "cw-structure)")
     ap.add_argument("--ceiling-bin")
     ap.add_argument("--fake-bin")
     ap.add_argument("--java-jar")
@@ -161,6 +176,8 @@ def main():
             update_benchmarks_md(summary)
         if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "ledger"):
             update_benchmarks_md(ledger_section(res), LEDGER_MARKERS)
+        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "structure"):
+            update_benchmarks_md(structure_section(res), STRUCTURE_MARKERS)
         print(summary)
         return
     missing = [f"--{a.replace('_', '-')}" for a in ("cw_bin", "ceiling_bin", "fake_bin", "java_jar")
@@ -168,9 +185,15 @@ def main():
     if missing:
         ap.error(f"{', '.join(missing)} required (bench/run.sh passes them)")
     q = args.quick
-    for name, value in LEDGER.items():
-        if args.ledger and getattr(args, name) is None:
+    if args.ledger and args.structure:
+        ap.error("--ledger and --structure are two runs")
+    preset = LEDGER if args.ledger else STRUCTURE if args.structure else {}
+    for name, value in preset.items():
+        if getattr(args, name) is None:
             setattr(args, name, value)
+    args.rounds = args.rounds or 1
+    if args.rounds < 1:
+        ap.error("--rounds: at least 1")
     args.only = args.only if args.only is not None else ",".join(ALL)
     args.skip = args.skip or ""
     levels = [v.strip() for v in (args.history_levels or "full").split(",") if v.strip()]
@@ -191,7 +214,8 @@ def main():
     # the database every 30 s): never give up on a cluster phase before that.
     args.cluster_stall = 75
     args.phase_timeout = 120 + args.instances * 0.5
-    out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "", "ledger" if args.ledger else "")
+    out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "",
+                                       "ledger" if args.ledger else "structure" if args.structure else "")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     workdir = os.path.join(BENCH, ".work")
@@ -199,13 +223,16 @@ def main():
     paths = {"cw": os.path.abspath(args.cw_bin), "ceiling": os.path.abspath(args.ceiling_bin),
              "fake": os.path.abspath(args.fake_bin), "java_jar": os.path.abspath(args.java_jar),
              "python": os.path.join(BENCH, ".venv", "bin", "python"),
-             "cw_lookup": os.path.abspath(args.cw_lookup_bin) if args.cw_lookup_bin else None}
+             "cw_lookup": os.path.abspath(args.cw_lookup_bin) if args.cw_lookup_bin else None,
+             "cw_structure": os.path.abspath(args.cw_structure_bin) if args.cw_structure_bin else None}
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
     unknown = [k for k in keys if k not in ALL + EXTRA]
     if unknown:
         ap.error(f"unknown contenders {unknown} (of {','.join(ALL + EXTRA)})")
     if "cw-lookup" in keys and not (paths["cw_lookup"] and os.access(paths["cw_lookup"], os.X_OK)):
         ap.error("cw-lookup needs --cw-lookup-bin, an executable (bench/run.sh builds and passes it)")
+    if "cw-structure" in keys and not (paths["cw_structure"] and os.access(paths["cw_structure"], os.X_OK)):
+        ap.error("cw-structure needs --cw-structure-bin, an executable (bench/run.sh builds and passes it)")
     cluster_keys = [k.strip() for k in args.cluster_contenders.split(",") if k.strip()]
     unknown = [k for k in cluster_keys if k not in CLUSTER_ALL]
     if unknown:
@@ -225,7 +252,7 @@ def main():
     res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "instances": args.instances, "quick": q,
            "backlog": args.backlog, "warmup": args.warmup,
            "paced_rate": args.paced_rate, "paced_count": args.paced_count, "loadavg_start": loadavg(),
-           "machine": machine_facts(paths, levels), "history_levels": levels, "runs": {}, "idle": None, "overhead": None, "mismatch": None,
+           "machine": machine_facts(paths, levels), "history_levels": levels, "rounds": args.rounds, "runs": {}, "idle": None, "overhead": None, "mismatch": None,
            "cluster": None, "skipped": sorted(skip), "phase_windows": {},
            "command": os.environ.get("BENCH_COMMAND", " ".join(["python -m camunda_bench"] + sys.argv[1:]))}
 
@@ -245,25 +272,35 @@ def main():
         if "throughput" not in skip:
             # One level: engine.sh's own (full), runs in res["runs"] as always. Several: each
             # contender at each level on its fresh engine; the first level's runs in res["runs"] (the
-            # main tables), the others' in res["runs_at_other_history_levels"][level].
+            # main tables), the others' in res["runs_at_other_history_levels"][level]. Rounds after
+            # the first (--rounds), in reversed order every other round: res["runs_more_rounds"][level].
             def throughput():
                 limit = int(args.phase_timeout * 2 + 300)
+                several = len(levels) > 1
                 for i, level in enumerate(levels):
-                    runs = res["runs"] if i == 0 else res.setdefault("runs_at_other_history_levels", {}).setdefault(
-                        level, {})
-                    several = len(levels) > 1
                     if several:
                         log(f"=== history level {level}")
-                    for key in keys:
-                        spec = contenders(paths, engine.url, engine.port, args.metrics_port, limit)[key]
-                        try:
-                            runs[key] = run_contender(key, spec, engine, paths, args, workdir,
-                                                      tag=f"{key}-{level}" if several else None,
-                                                      history_level=level if several or level != "full" else None)
-                        except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
-                            log(f"{key} failed: {e}")
-                            runs[key] = {"key": key, "label": spec["label"], "error": str(e), "throughput": {},
-                                         "history_level": level}
+                    for rnd in range(args.rounds):
+                        if rnd == 0:
+                            runs = res["runs"] if i == 0 else res.setdefault(
+                                "runs_at_other_history_levels", {}).setdefault(level, {})
+                        else:
+                            runs = {}
+                            res.setdefault("runs_more_rounds", {}).setdefault(level, []).append(runs)
+                        if args.rounds > 1:
+                            log(f"=== round {rnd + 1}/{args.rounds}")
+                        for key in (keys if rnd % 2 == 0 else keys[::-1]):
+                            spec = contenders(paths, engine.url, engine.port, args.metrics_port, limit)[key]
+                            tag = "-".join([key] + ([level] if several else [])
+                                           + ([f"r{rnd + 1}"] if args.rounds > 1 else []))
+                            try:
+                                runs[key] = run_contender(key, spec, engine, paths, args, workdir,
+                                                          tag=tag if tag != key else None,
+                                                          history_level=level if several or level != "full" else None)
+                            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
+                                log(f"{key} failed: {e}")
+                                runs[key] = {"key": key, "label": spec["label"], "error": str(e), "throughput": {},
+                                             "history_level": level}
             phase("throughput", throughput)
         if "idle" not in skip:
             idle_keys = [k for k in ["cw-default", "py-default", "js", "java"] if k in keys] or ["cw-default"]
@@ -301,5 +338,8 @@ def main():
         log("BENCHMARKS.md results section updated")
     if args.ledger and not q and args.out is None and update_benchmarks_md(ledger_section(res), LEDGER_MARKERS):
         log("BENCHMARKS.md ledger section updated")
+    if (args.structure and not q and args.out is None
+            and update_benchmarks_md(structure_section(res), STRUCTURE_MARKERS)):
+        log("BENCHMARKS.md structure section updated")
     print(summary)
     log(f"done in {res['total_seconds']:.0f} s; results in {os.path.relpath(out_dir, REPO)}/")
