@@ -24,6 +24,30 @@ fn client_for(url: &str, flags: &[&str]) -> EngineClient {
     EngineClient::new(config_for(url, flags).engine).expect("client builds")
 }
 
+/// A client that takes OAuth2 client credentials from `server`'s `/oauth/token`: the OAuth tests
+/// differ only in the credentials and scope they send.
+fn oauth_client_for(
+    server: &MockServer,
+    client_id: &str,
+    client_secret: &str,
+    scope: Option<&str>,
+) -> EngineClient {
+    let url = format!("{}/engine-rest", server.uri());
+    let token_url = format!("{}/oauth/token", server.uri());
+    let mut flags = vec![
+        "--oauth-token-url",
+        &token_url,
+        "--oauth-client-id",
+        client_id,
+        "--oauth-client-secret",
+        client_secret,
+    ];
+    if let Some(scope) = scope {
+        flags.extend(["--oauth-scope", scope]);
+    }
+    client_for(&url, &flags)
+}
+
 fn fetch_request() -> FetchAndLockRequest {
     FetchAndLockRequest {
         worker_id: "w".into(),
@@ -163,21 +187,7 @@ async fn an_oauth_token_is_cached_and_fetched_again_once_after_a_401() {
         .mount(&server)
         .await;
     mock_fetch_requiring(&server, "Bearer token-2").await;
-    let url = format!("{}/engine-rest", server.uri());
-    let token_url = format!("{}/oauth/token", server.uri());
-    let client = client_for(
-        &url,
-        &[
-            "--oauth-token-url",
-            &token_url,
-            "--oauth-client-id",
-            "worker",
-            "--oauth-client-secret",
-            "s3cret",
-            "--oauth-scope",
-            "engine",
-        ],
-    );
+    let client = oauth_client_for(&server, "worker", "s3cret", Some("engine"));
     client.fetch_first_node().await.unwrap();
     client.fetch_first_node().await.unwrap();
     assert_eq!(tokens.load(Ordering::SeqCst), 1, "cached between calls");
@@ -212,19 +222,7 @@ async fn an_oauth_token_is_refreshed_before_it_expires() {
         .mount(&server)
         .await;
     mock_fetch_requiring(&server, "Bearer short").await;
-    let url = format!("{}/engine-rest", server.uri());
-    let token_url = format!("{}/oauth/token", server.uri());
-    let client = client_for(
-        &url,
-        &[
-            "--oauth-token-url",
-            &token_url,
-            "--oauth-client-id",
-            "w",
-            "--oauth-client-secret",
-            "s",
-        ],
-    );
+    let client = oauth_client_for(&server, "w", "s", None);
     client.fetch_first_node().await.unwrap();
     client.fetch_first_node().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -240,22 +238,10 @@ async fn a_failing_token_endpoint_is_a_credentials_error_without_the_secret() {
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_client"})))
         .mount(&server)
         .await;
-    let url = format!("{}/engine-rest", server.uri());
-    let token_url = format!("{}/oauth/token", server.uri());
-    let error = client_for(
-        &url,
-        &[
-            "--oauth-token-url",
-            &token_url,
-            "--oauth-client-id",
-            "w",
-            "--oauth-client-secret",
-            "very-secret",
-        ],
-    )
-    .fetch_first_node()
-    .await
-    .expect_err("no token, no call");
+    let error = oauth_client_for(&server, "w", "very-secret", None)
+        .fetch_first_node()
+        .await
+        .expect_err("no token, no call");
     assert!(matches!(error, EngineError::Credentials(_)), "{error:?}");
     assert!(error.to_string().contains("invalid_client"), "{error}");
     assert!(!error.to_string().contains("very-secret"));

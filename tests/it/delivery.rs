@@ -202,6 +202,17 @@ fn lost_deliveries(exchanges: &[Exchange]) -> usize {
         .count()
 }
 
+/// Each `(path, every, times, fault)`: `fault` on every `every`-th POST to `path`, `times` times.
+/// The lost-reply scenarios differ only in these.
+fn fault_posts<'a>(
+    proxy: &FaultProxy,
+    faults: impl IntoIterator<Item = (&'a str, u32, u32, Fault)>,
+) {
+    for (path, every, times, fault) in faults {
+        proxy.add_rule(Rule::on("POST", path).every(every).times(times).then(fault));
+    }
+}
+
 fn lose_replies(proxy: &FaultProxy, path: &str) {
     proxy.add_rule(
         Rule::on("POST", path)
@@ -422,17 +433,12 @@ async fn lost_message_replies_in_a_process_that_loops_back_to_the_catch_event() 
         )
     })
     .await;
-    scenario.proxy.add_rule(
-        Rule::on("POST", r"/engine-rest/message$")
-            .every(5)
-            .times(20)
-            .then(Fault::ReplyLost504),
-    );
-    scenario.proxy.add_rule(
-        Rule::on("POST", r"/engine-rest/message$")
-            .every(11)
-            .times(8)
-            .then(Fault::ReplyLostReset),
+    fault_posts(
+        &scenario.proxy,
+        [
+            (r"/engine-rest/message$", 5, 20, Fault::ReplyLost504),
+            (r"/engine-rest/message$", 11, 8, Fault::ReplyLostReset),
+        ],
     );
     let ids = scenario
         .rest
@@ -837,17 +843,17 @@ async fn a_worker_restarted_under_traffic_strands_no_task_on_an_engine_that_cann
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_history_lost_replies_still_give_one_follow_up_each() {
     let scenario = Scenario::on(plain_engine(), "no_history").await;
-    scenario.proxy.add_rule(
-        Rule::on("POST", r"/external-task/[^/]+/complete$")
-            .every(6)
-            .times(10)
-            .then(Fault::ReplyLost504),
-    );
-    scenario.proxy.add_rule(
-        Rule::on("POST", r"/engine-rest/message$")
-            .every(6)
-            .times(10)
-            .then(Fault::ReplyLost504),
+    fault_posts(
+        &scenario.proxy,
+        [
+            (
+                r"/external-task/[^/]+/complete$",
+                6,
+                10,
+                Fault::ReplyLost504,
+            ),
+            (r"/engine-rest/message$", 6, 10, Fault::ReplyLost504),
+        ],
     );
     let ids = scenario
         .rest

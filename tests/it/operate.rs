@@ -9,6 +9,7 @@ use wiremock::ResponseTemplate;
 
 use crate::support::engine::{free_port, shared_engine, Rest};
 use crate::support::mock::{task, MockEngine};
+use crate::support::run::metrics_of_a_run_to_completion;
 use crate::support::{binary, eventually, WorkerProcess};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -312,25 +313,15 @@ async fn the_metrics_count_every_instance_processed_on_the_real_engine() {
     let rest = Rest::new(&engine.url);
     let (key, topic, message) = rest.deploy_variant("metrics").await;
     let ids = rest.start_instances(&key, "metrics", 60).await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
+    let metrics = metrics_of_a_run_to_completion(
+        &rest,
         &engine.url,
-        &[
-            "--topic",
-            &topic,
-            "--message-name",
-            &message,
-            "--correlation-delay",
-            "300ms",
-        ],
-    );
-    rest.wait_instances_completed(&ids, Duration::from_secs(120))
-        .await;
-    // Scraped while the worker runs, as Prometheus would.
-    let metrics = worker
-        .scrape_settled("camunda_worker_follow_ups_sent_total", 60.0)
-        .await;
-    assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
+        &topic,
+        &message,
+        &ids,
+        &["--correlation-delay", "300ms"],
+    )
+    .await;
     let value = |name: &str| crate::support::metric_value(&metrics, name);
     let node = |series: &str| series.replace("NODE", &engine.url);
     assert_eq!(

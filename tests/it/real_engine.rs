@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::support::engine::{shared_engine, Rest};
+use crate::support::run::metrics_of_a_run_to_completion;
 use crate::support::{binary, deploy_with_binary, metric_sum, metric_value, WorkerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,26 +133,15 @@ async fn a_message_that_arrives_before_the_instance_waits_is_retried_on_the_real
         })
         .await;
     let ids = rest.start_instances(&key, "early", 10).await;
-    let mut worker = WorkerProcess::spawn(
-        "worker",
+    let metrics = metrics_of_a_run_to_completion(
+        &rest,
         &engine.url,
-        &[
-            "--topic",
-            &topic,
-            "--message-name",
-            &message,
-            "--correlation-delay",
-            "0s",
-            "--correlation-timeout",
-            "2m",
-        ],
-    );
-    rest.wait_instances_completed(&ids, Duration::from_secs(120))
-        .await;
-    let metrics = worker
-        .scrape_settled("camunda_worker_follow_ups_sent_total", 10.0)
-        .await;
-    assert_eq!(worker.terminate(crate::support::SHUTDOWN_LIMIT), Some(0));
+        &topic,
+        &message,
+        &ids,
+        &["--correlation-delay", "0s", "--correlation-timeout", "2m"],
+    )
+    .await;
     let value = |name: &str| metric_value(&metrics, name);
     assert_eq!(
         value("camunda_worker_follow_ups_sent_total"),

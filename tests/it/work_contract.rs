@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use wiremock::ResponseTemplate;
 
-use crate::support::mock::{owed_marker, task, MockEngine, MARKER};
-use crate::support::{eventually, SHUTDOWN_LIMIT};
+use crate::support::mock::{owed_marker, task, MockEngine, Seen, MARKER};
+use crate::support::{eventually, WorkerProcess, SHUTDOWN_LIMIT};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -42,6 +42,25 @@ async fn engine_for_failing_work() -> MockEngine {
     engine
 }
 
+/// A worker sending follow-ups at once with `command` as their work (and `flags`), and the first
+/// request the mock sees to `path`: each work test waits for one request, then judges the run.
+async fn work_until_the_first(
+    engine: &MockEngine,
+    command: &Path,
+    flags: &[&str],
+    path: &str,
+    waiting_for: &str,
+) -> (WorkerProcess, Seen) {
+    let mut all = vec!["--follow-up-command", command.to_str().unwrap()];
+    all.extend(flags);
+    let worker = engine.quick_worker(&all);
+    let first = eventually(WAIT, waiting_for, || async {
+        engine.requests_to(path).first().cloned()
+    })
+    .await;
+    (worker, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_reads_the_task_and_its_fetched_variables_and_its_output_goes_with_the_message()
 {
@@ -62,19 +81,18 @@ async fn the_command_reads_the_task_and_its_fetched_variables_and_its_output_goe
         .on("external-task/t1/complete", ResponseTemplate::new(204))
         .await;
     engine.on("message", ResponseTemplate::new(204)).await;
-    let mut worker = engine.worker(&[
-        "--follow-up-command",
-        command.to_str().unwrap(),
-        "--fetch-var",
-        "orderId",
-        "--message-var",
-        "note=\"from the flag\"",
-        "--correlation-delay",
-        "0s",
-    ]);
-    let message = eventually(WAIT, "the follow-up message", || async {
-        engine.requests_to("/message").first().cloned()
-    })
+    let (mut worker, message) = work_until_the_first(
+        &engine,
+        &command,
+        &[
+            "--fetch-var",
+            "orderId",
+            "--message-var",
+            "note=\"from the flag\"",
+        ],
+        "/message",
+        "the follow-up message",
+    )
     .await;
     assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
 
@@ -125,20 +143,13 @@ async fn a_command_that_keeps_failing_is_run_again_then_raises_an_incident_with_
         ),
     );
     let engine = engine_for_failing_work().await;
-    let mut worker = engine.worker(&[
-        "--follow-up-command",
-        command.to_str().unwrap(),
-        "--follow-up-retries",
-        "1",
-        "--correlation-delay",
-        "0s",
-    ]);
-    let marked = eventually(WAIT, "the marker set to failed", || async {
-        engine
-            .requests_to("/process-instance/pi-t1/variables")
-            .first()
-            .cloned()
-    })
+    let (mut worker, marked) = work_until_the_first(
+        &engine,
+        &command,
+        &["--follow-up-retries", "1"],
+        "/process-instance/pi-t1/variables",
+        "the marker set to failed",
+    )
     .await;
     let failed_runs = worker
         .metric("camunda_worker_follow_up_work_runs_total{outcome=\"failed\"}")
@@ -189,23 +200,19 @@ async fn output_over_the_bound_or_not_a_json_object_is_a_failure_reported_at_onc
     ] {
         let command = script(dir.path(), name, body);
         let engine = engine_for_failing_work().await;
-        let mut worker = engine.worker(&[
-            "--follow-up-command",
-            command.to_str().unwrap(),
-            "--follow-up-retries",
-            "0",
-            // Reported at once, not when the command would have been killed.
-            "--follow-up-timeout",
-            "10m",
-            "--correlation-delay",
-            "0s",
-        ]);
-        let incident = eventually(WAIT, "the incident", || async {
-            engine
-                .requests_to("/execution/ex-t1/create-incident")
-                .first()
-                .cloned()
-        })
+        let (mut worker, incident) = work_until_the_first(
+            &engine,
+            &command,
+            &[
+                "--follow-up-retries",
+                "0",
+                // Reported at once, not when the command would have been killed.
+                "--follow-up-timeout",
+                "10m",
+            ],
+            "/execution/ex-t1/create-incident",
+            "the incident",
+        )
         .await;
         assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
         let text = incident.body["message"].as_str().unwrap();

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod engine;
 pub mod mock;
 pub mod proxy;
+pub mod run;
 
 use std::future::Future;
 use std::time::Duration;
