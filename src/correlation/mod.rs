@@ -383,6 +383,18 @@ impl FollowUps {
         )])
     }
 
+    /// Marks the follow-up of this task as in this worker's hands while its `complete` is being
+    /// settled, so that the reconciler leaves its marker alone; [`FollowUps::schedule`] takes it
+    /// over, or [`FollowUps::release`] gives it up when the task was not completed.
+    pub fn hold(&self, task_id: &str) {
+        lock(&self.inner.pending).insert(task_id.to_owned());
+    }
+
+    /// Ends a [`FollowUps::hold`] whose task was not completed.
+    pub fn release(&self, task_id: &str) {
+        lock(&self.inner.pending).remove(task_id);
+    }
+
     /// Whether a follow-up for this task is in memory, or was given up here so recently that the
     /// reconciler should not try it yet.
     pub fn is_pending(&self, task_id: &str) -> bool {

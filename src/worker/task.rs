@@ -170,6 +170,9 @@ impl<H: Handler> TaskRun<H> {
             .map(|_| follow_ups.owed_marker(&self.topic, &self.task.id));
         if let Some(marker) = &marker {
             variables.extend(follow_ups.marker_variables(marker));
+            // From now on the follow-up is this worker's: after a lost reply the marker may be
+            // past due before the complete is settled, and no reconciler here may deliver it.
+            follow_ups.hold(&self.task.id);
         }
         let request = CompleteRequest {
             worker_id: self.ctx.settings.worker_id.clone(),
@@ -184,6 +187,9 @@ impl<H: Handler> TaskRun<H> {
                 || self.completed_despite_lost_reply(marker.as_ref()),
             )
             .await;
+        if marker.is_some() && settled.is_err() {
+            follow_ups.release(&task_id);
+        }
         match settled {
             Ok(accepted) => {
                 if accepted == Accepted::ReplyLost {
@@ -329,16 +335,18 @@ impl<H: Handler> TaskRun<H> {
         let client = &self.ctx.client;
         if let (Some(marker), Some(instance)) = (marker, self.task.process_instance_id.as_deref()) {
             let name = &self.ctx.follow_ups.settings().marker_variable;
-            return match client.instance_variable(instance, name).await {
+            match client.instance_variable(instance, name).await {
                 Ok(Some(value)) => {
-                    value == marker.to_string() || value == marker.delivered().to_string()
+                    return value == marker.to_string() || value == marker.delivered().to_string()
                 }
-                Ok(None) => false,
+                // No marker: the instance has ended (another replica's reconciler delivered the
+                // message our complete owed, say). The history's record decides, below.
+                Ok(None) => {}
                 Err(e) => {
                     debug!("cannot read the follow-up marker: {e}");
-                    false
+                    return false;
                 }
-            };
+            }
         }
         let worker_id = &self.ctx.settings.worker_id;
         match client.task_completions(&self.task.id).await {
