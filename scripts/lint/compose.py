@@ -4,7 +4,9 @@ dclint validates the file against the Compose Specification; this checks what th
 on: the camunda, deploy and worker services exist; deploy runs once camunda is healthy and the
 worker starts after deploy completed; the environment is a map of strings (the Rust test that reads
 the file expects that form) naming real options of config/worker.toml; the metrics port is
-published; and the stop grace period is longer than the worker's shutdown grace.
+published; the stop grace period is longer than the worker's shutdown grace; and no service that
+runs the worker's image is handed a secret in its environment (a password, token or client secret
+goes in as a file: Compose `secrets:` mounted under /run/secrets, named by the *_FILE option).
 
 Usage: compose.py DOCKER_COMPOSE_YML WORKER_TOML  (run by scripts/lint-deploy.sh)
 """
@@ -16,6 +18,25 @@ import yaml
 from common import Problems, option_names, read_worker_toml, seconds
 
 ENV_PREFIX = "CAMUNDA_WORKER_"
+
+# Options whose value is a secret: never an environment variable, always their *_FILE form.
+SECRET_OPTIONS = ("PASSWORD", "BEARER_TOKEN", "OAUTH_CLIENT_SECRET")
+
+
+def secret_problems(services, problems):
+    """Services built from this repository (the worker's image) get secrets as files only."""
+    for name, svc in services.items():
+        if svc.get("build") is None:
+            continue
+        env = svc.get("environment") or {}
+        for option in SECRET_OPTIONS:
+            problems.need(
+                ENV_PREFIX + option not in env,
+                f"{name}: {ENV_PREFIX}{option} in the environment; mount a secret and use "
+                f"{ENV_PREFIX}{option}_FILE",
+            )
+        url = str(env.get("CAMUNDA_WORKER_ENGINE_URL", ""))
+        problems.need("@" not in url, f"{name}: credentials in CAMUNDA_WORKER_ENGINE_URL")
 
 
 def wiring_problems(services, problems):
@@ -110,6 +131,7 @@ def main():
     wiring_problems(services, problems)
     toml_text, toml = read_worker_toml(toml_path)
     environment_problems(services, toml_text, toml, problems)
+    secret_problems(services, problems)
     problems.finish("ok: camunda, deploy, worker wired as expected")
 
 

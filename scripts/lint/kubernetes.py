@@ -9,9 +9,13 @@ cannot: that the pieces fit together and match how the worker behaves. It reads 
     one worker id per replica (from metadata.name), the metrics port 9464, /healthz and /readyz
     probes, a locked-down securityContext, resource requests and limits;
   - every CAMUNDA_WORKER_* variable names a real option of config/worker.toml;
-  - Secret and ConfigMap references resolve, and CAMUNDA_WORKER_CONFIG points at the mounted
-    worker.toml;
-  - the PodDisruptionBudget selects the Deployment's pods.
+  - no Secret is committed (not even with placeholder values: it is created out of band), and
+    every secret value reaches the worker as a mounted file: no CAMUNDA_WORKER_PASSWORD,
+    _BEARER_TOKEN or _OAUTH_CLIENT_SECRET variable, and each *_FILE variable names a file that a
+    mounted Secret volume provides;
+  - the ConfigMap reference resolves, and CAMUNDA_WORKER_CONFIG points at the mounted worker.toml;
+  - the PodDisruptionBudget selects the Deployment's pods;
+  - a NetworkPolicy selects the Deployment's pods and admits ingress on the metrics port only.
 
 Usage: kubernetes.py K8S_DIR KUSTOMIZE_BUILD_OUTPUT WORKER_TOML  (run by scripts/lint-deploy.sh)
 """
@@ -24,6 +28,9 @@ import yaml
 from common import Problems, option_names, read_worker_toml, seconds
 
 ENV_PREFIX = "CAMUNDA_WORKER_"
+
+# Options whose value is a secret: never an environment variable, always their *_FILE form.
+SECRET_OPTIONS = ("PASSWORD", "BEARER_TOKEN", "OAUTH_CLIENT_SECRET")
 
 
 def load_docs(rendered):
@@ -109,21 +116,44 @@ def container_problems(dep, toml_text, toml, problems):
     return pod, c, env
 
 
-def reference_problems(docs, pod, c, env, problems):
-    """Secret name/keys, ConfigMap name/key, and the config path inside the mount resolve."""
+def secret_problems(docs, pod, c, env, problems):
+    """No committed Secret; secrets only as files of a mounted Secret volume."""
     need = problems.need
-    secret = docs["Secret"][0][1]
-    for name, e in env.items():
-        ref = e.get("valueFrom", {}).get("secretKeyRef")
-        if ref:
+    need(
+        not docs.get("Secret"),
+        "a Secret is committed: create it out of band (kubectl create secret generic ...)",
+    )
+    for option in SECRET_OPTIONS:
+        need(
+            ENV_PREFIX + option not in env,
+            f"{ENV_PREFIX}{option}: a secret in the environment; use {ENV_PREFIX}{option}_FILE",
+        )
+    secret_volumes = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+    mounted_files = set()
+    for m in c.get("volumeMounts", []):
+        vol = secret_volumes.get(m["name"])
+        if vol is None:
+            continue
+        need(m.get("readOnly") is True, f"volume {m['name']}: mount it readOnly")
+        paths = [item["path"] for item in vol.get("items", [])]
+        need(paths, f"volume {m['name']}: list the Secret's keys it mounts (items)")
+        mounted_files |= {os.path.join(m["mountPath"], p) for p in paths}
+    for option in SECRET_OPTIONS:
+        name = f"{ENV_PREFIX}{option}_FILE"
+        if name in env:
             need(
-                ref["name"] == secret["metadata"]["name"],
-                f"{name}: Secret {ref['name']} not defined",
+                env[name].get("value") in mounted_files,
+                f"{name}: {env[name].get('value')!r} is no file of a mounted Secret volume",
             )
-            need(
-                ref["key"] in secret.get("stringData", {}),
-                f"{name}: key {ref['key']} not in the Secret",
-            )
+    need(
+        f"{ENV_PREFIX}PASSWORD_FILE" in env,
+        f"{ENV_PREFIX}PASSWORD_FILE missing: the Deployment shows how credentials are mounted",
+    )
+
+
+def config_map_problems(docs, pod, c, env, problems):
+    """The ConfigMap name/key and the config path inside the mount resolve."""
+    need = problems.need
     cm = docs["ConfigMap"][0][1]
     vols = {v["name"]: v for v in pod.get("volumes", [])}
     mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
@@ -138,6 +168,32 @@ def reference_problems(docs, pod, c, env, problems):
     need(found, "CAMUNDA_WORKER_CONFIG must point at worker.toml of the mounted ConfigMap")
 
 
+def network_policy_problems(docs, dep, c, problems):
+    """One NetworkPolicy for the worker's pods: ingress on the metrics port only."""
+    need = problems.need
+    policies = docs.get("NetworkPolicy", [])
+    need(len(policies) == 1, f"one NetworkPolicy expected, found {len(policies)}")
+    if len(policies) != 1:
+        return
+    name, policy = policies[0]
+    spec = policy["spec"]
+    need(
+        spec.get("podSelector", {}).get("matchLabels") == dep["spec"]["selector"]["matchLabels"],
+        f"{name}: podSelector differs from the Deployment's selector",
+    )
+    need("Ingress" in spec.get("policyTypes", []), f"{name}: policyTypes must include Ingress")
+    metrics_port = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}.get("metrics")
+    ports = [p for rule in spec.get("ingress", []) for p in rule.get("ports") or [None]]
+    need(ports, f"{name}: no ingress rule (the metrics port must stay reachable)")
+    for p in ports:
+        need(
+            p is not None
+            and p.get("port") in ("metrics", metrics_port)
+            and p.get("protocol", "TCP") == "TCP",
+            f"{name}: ingress must name the metrics port only, found {p}",
+        )
+
+
 def main():
     k8s_dir, rendered, toml_path = sys.argv[1], sys.argv[2], sys.argv[3]
     docs = load_docs(rendered)
@@ -147,7 +203,9 @@ def main():
     dep = docs["Deployment"][0][1]
     toml_text, toml = read_worker_toml(toml_path)
     pod, c, env = container_problems(dep, toml_text, toml, problems)
-    reference_problems(docs, pod, c, env, problems)
+    secret_problems(docs, pod, c, env, problems)
+    config_map_problems(docs, pod, c, env, problems)
+    network_policy_problems(docs, dep, c, problems)
 
     sel = dep["spec"]["selector"]["matchLabels"]
     for kind in ("PodDisruptionBudget",):
