@@ -18,6 +18,7 @@ mod operate;
 mod real_engine;
 mod resilience;
 mod routes;
+mod secrets;
 mod support;
 mod work;
 mod work_contract;

@@ -1,0 +1,612 @@
+//! Secrets stay secret: credentials in an engine or token URL become credentials and appear
+//! nowhere else (logs, errors, `/metrics`, `--print-config`, `--help`, `status`); token replies
+//! are never repeated, their `expires_in` is read leniently and capped, and the token endpoint's
+//! redirects are not followed; password and client secret files; and the follow-up command's
+//! environment, which holds none of the worker's settings and credentials.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use camunda_worker::engine::{EngineClient, EngineError, FetchAndLockRequest, TopicRequest};
+use serde_json::json;
+use wiremock::matchers::{body_string_contains, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::engine::free_port;
+use crate::support::mock::MockEngine;
+use crate::support::{binary, config_for, eventually, WorkerProcess, SHUTDOWN_LIMIT};
+
+/// The password every test hides; no output may contain it.
+const SECRET: &str = "S3CRET-pw-7q";
+/// `Basic` of `demo:S3CRET-pw-7q`.
+const BASIC: &str = "Basic ZGVtbzpTM0NSRVQtcHctN3E=";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `url` (`http://127.0.0.1:port/engine-rest`) with `demo:SECRET@` in it.
+fn with_userinfo(url: &str) -> String {
+    url.replacen("http://", &format!("http://demo:{SECRET}@"), 1)
+}
+
+fn assert_hidden(what: &str, text: &str) {
+    assert!(!text.contains(SECRET), "{what} shows the password:\n{text}");
+}
+
+/// The binary's stdout and stderr, and its exit code.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let output = binary()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A configuration error: exit 2, one line on stderr that contains `names`.
+fn assert_refused(args: &[&str], env: &[(&str, &str)], names: &[&str]) -> String {
+    let (code, _, stderr) = run(args, env);
+    assert_eq!(code, Some(2), "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: one line: {stderr}"
+    );
+    for name in names {
+        assert!(stderr.contains(name), "{args:?}: names {name}: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn secret_file(content: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(content.as_bytes()).unwrap();
+    file
+}
+
+/// A run with the password in the engine URL: the engine gets it as HTTP Basic, and neither the
+/// log, nor `/metrics` (whose `node` label is the URL without it), nor `status` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_engine_url_is_sent_as_basic_auth_and_shown_nowhere() {
+    let engine = MockEngine::one_task("k1").await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let url = engine.url();
+    let worker = WorkerProcess::spawn(
+        "userinfo",
+        &with_userinfo(&url),
+        &["--reconcile-interval", "0", "--correlation-delay", "0s"],
+    );
+    let stopped = worker
+        .stop_once(WAIT, "the follow-up to be sent", |_| {
+            !engine.requests_to("/message").is_empty()
+        })
+        .await;
+    let node = format!("node=\"{url}\"");
+    assert!(
+        stopped.metrics.contains(&node),
+        "{node}:\n{}",
+        stopped.metrics
+    );
+    assert_hidden("/metrics", &stopped.metrics);
+    assert_hidden("the log", &stopped.worker.stderr());
+    let requests = engine.server.received_requests().await.unwrap();
+    let fetches: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path().ends_with("fetchAndLock"))
+        .collect();
+    assert!(!fetches.is_empty());
+    for fetch in fetches {
+        assert_eq!(
+            fetch
+                .headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap()),
+            Some(BASIC),
+            "the URL's credentials are the engine's HTTP Basic"
+        );
+    }
+
+    let (_, stdout, stderr) = run(&["--engine-url", &with_userinfo(&url), "status"], &[]);
+    assert!(
+        stdout.contains(&format!("engine: {url}")),
+        "{stdout}{stderr}"
+    );
+    assert_hidden("status", &format!("{stdout}{stderr}"));
+}
+
+/// The engine unreachable: the HTTP client's errors carry the request URL, which must not carry
+/// the password — in the daemon's log and in a subcommand's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_about_an_unreachable_engine_do_not_show_the_password() {
+    let url = format!("http://127.0.0.1:{}/engine-rest", free_port());
+    let mut worker = WorkerProcess::spawn("unreachable", &with_userinfo(&url), &[]);
+    eventually(WAIT, "the worker to log the unreachable engine", || async {
+        let log = worker.stderr();
+        log.contains("error sending request for url").then_some(())
+    })
+    .await;
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
+    let log = worker.stderr();
+    assert!(log.contains(&url), "names the engine: {log}");
+    assert_hidden("the log", &log);
+
+    let (code, stdout, stderr) = run(&["--engine-url", &with_userinfo(&url), "deploy"], &[]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+    assert_hidden("deploy's error", &format!("{stdout}{stderr}"));
+}
+
+/// `--print-config` and `--help` (with the URLs in the environment) mask credentials; a URL that
+/// clap refuses is repeated in its error without the password.
+#[test]
+fn print_config_help_and_refused_urls_do_not_show_the_password() {
+    let url = with_userinfo("http://127.0.0.1:1/engine-rest");
+    let token_url = format!("https://client:{SECRET}@idp.example/token");
+    let (code, stdout, stderr) = run(&["--engine-url", &url, "--print-config"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("engine_url = \"http://demo:********@127.0.0.1:1/engine-rest\""),
+        "{stdout}"
+    );
+    assert_hidden("--print-config", &stdout);
+    let (code, stdout, stderr) = run(&["--print-config"], &[("CAMUNDA_WORKER_ENGINE_URL", &url)]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_hidden("--print-config from the environment", &stdout);
+    let (code, stdout, stderr) = run(&["--oauth-token-url", &token_url, "--print-config"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_hidden("--print-config of a token URL", &stdout);
+
+    let (code, help, _) = run(
+        &["--help"],
+        &[
+            ("CAMUNDA_WORKER_ENGINE_URL", &url),
+            ("CAMUNDA_WORKER_OAUTH_TOKEN_URL", &token_url),
+            ("CAMUNDA_WORKER_PASSWORD", SECRET),
+            ("CAMUNDA_WORKER_OAUTH_CLIENT_SECRET", SECRET),
+            ("CAMUNDA_WORKER_BEARER_TOKEN", SECRET),
+            ("CAMUNDA_WORKER_FOLLOW_UP_ARG", SECRET),
+        ],
+    );
+    assert_eq!(code, Some(0));
+    assert!(help.contains("CAMUNDA_WORKER_ENGINE_URL"), "{help}");
+    assert_hidden("--help", &help);
+
+    let refused = assert_refused(
+        &[
+            "--engine-url",
+            &format!("http://demo:{SECRET}@127.0.0.1:notaport/"),
+        ],
+        &[],
+        &["--engine-url"],
+    );
+    assert_hidden("a refused URL's error", &refused);
+}
+
+/// A credential given twice — in the URL and by a flag, or differently in two URLs — is refused
+/// with one line: the worker does not guess which one is meant.
+#[test]
+fn credentials_given_twice_are_refused() {
+    let url = with_userinfo("http://127.0.0.1:1/engine-rest");
+    let other = "http://demo:other@127.0.0.2:1/engine-rest";
+    let file = secret_file("pw\n");
+    let file = file.path().to_str().unwrap();
+    for (args, names) in [
+        (
+            vec!["--engine-url", &url, "--password", "x"],
+            vec!["--engine-url", "--password"],
+        ),
+        (
+            vec!["--engine-url", &url, "--password-file", file],
+            vec!["--password"],
+        ),
+        (
+            vec!["--engine-url", &url, "--username", "bob"],
+            vec!["--username"],
+        ),
+        (
+            vec!["--engine-url", &url, "--bearer-token", "t"],
+            vec!["--bearer-token"],
+        ),
+        (
+            vec!["--engine-url", &format!("{url},{other}")],
+            vec!["--engine-url", "different"],
+        ),
+        (
+            vec![
+                "--oauth-token-url",
+                &format!("http://client:{SECRET}@127.0.0.1:1/token"),
+                "--oauth-client-secret",
+                "s",
+            ],
+            vec!["--oauth-token-url", "--oauth-client-secret"],
+        ),
+        (
+            vec!["--engine-url", "http://demo@127.0.0.1:1/engine-rest"],
+            vec!["demo", "password"],
+        ),
+    ] {
+        let mut all = args.clone();
+        all.push("--print-config");
+        let line = assert_refused(&all, &[], &names);
+        assert_hidden("the refusal", &line);
+    }
+}
+
+fn fetch_request() -> FetchAndLockRequest {
+    FetchAndLockRequest {
+        worker_id: "w".into(),
+        max_tasks: 1,
+        use_priority: false,
+        async_response_timeout: 0,
+        topics: vec![TopicRequest {
+            topic_name: "messageSending".into(),
+            lock_duration: 1000,
+            variables: Some(vec![]),
+        }],
+    }
+}
+
+async fn fetch(client: &EngineClient) -> Result<(), EngineError> {
+    let node = std::sync::Arc::clone(&client.nodes()[0]);
+    client
+        .fetch_and_lock(&node, &fetch_request())
+        .await
+        .map(drop)
+}
+
+/// A wiremock engine whose fetchAndLock wants `authorization`.
+async fn engine_requiring(authorization: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/engine-rest/external-task/fetchAndLock"))
+        .and(header("authorization", authorization))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/engine-rest/external-task/fetchAndLock"))
+        .respond_with(ResponseTemplate::new(401))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// An OAuth client of `server`'s `/oauth/token`, its secret in a file.
+fn oauth_client(server: &MockServer, secret: &Path) -> EngineClient {
+    let url = format!("{}/engine-rest", server.uri());
+    let token_url = format!("{}/oauth/token", server.uri());
+    let config = config_for(
+        &url,
+        &[
+            "--oauth-token-url",
+            &token_url,
+            "--oauth-client-id",
+            "worker",
+            "--oauth-client-secret-file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    EngineClient::new(config.engine).unwrap()
+}
+
+async fn token_endpoint_answers(server: &MockServer, reply: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .and(body_string_contains("client_secret=from-file"))
+        .respond_with(reply)
+        .mount(server)
+        .await;
+}
+
+fn token_calls(requests: &[wiremock::Request]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.url.path() == "/oauth/token")
+        .count()
+}
+
+/// `"expires_in": "300"` (a string, as some identity providers send it) is a lifetime: the token
+/// is used and cached. The client secret comes from its file, without the trailing newline.
+#[tokio::test]
+async fn a_token_whose_expires_in_is_a_string_is_used_and_cached() {
+    let server = engine_requiring("Bearer AT-string").await;
+    token_endpoint_answers(
+        &server,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"access_token": "AT-string", "expires_in": "300"})),
+    )
+    .await;
+    let secret = secret_file("from-file\n");
+    let client = oauth_client(&server, secret.path());
+    fetch(&client).await.expect("the token is accepted");
+    fetch(&client).await.expect("and cached");
+    assert_eq!(token_calls(&server.received_requests().await.unwrap()), 1);
+}
+
+/// An error reply shows its status and RFC 6749 error fields only; a success reply without a
+/// token shows nothing of itself: tokens in either never reach an error (and so a log line).
+#[tokio::test]
+async fn token_replies_are_never_repeated_in_errors() {
+    let server = MockServer::start().await;
+    let leaky = json!({
+        "error": "invalid_client",
+        "error_description": "client authentication failed",
+        "access_token": "AT-LEAK",
+        "refresh_token": "RT-LEAK"
+    });
+    token_endpoint_answers(&server, ResponseTemplate::new(401).set_body_json(leaky)).await;
+    let secret = secret_file("from-file");
+    let error = fetch(&oauth_client(&server, secret.path()))
+        .await
+        .expect_err("no token");
+    let text = error.to_string();
+    assert!(text.contains("401"), "{text}");
+    assert!(
+        text.contains("invalid_client") && text.contains("client authentication failed"),
+        "{text}"
+    );
+    assert!(!text.contains("LEAK"), "{text}");
+
+    let server = MockServer::start().await;
+    token_endpoint_answers(
+        &server,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"token": "AT-LEAK", "refresh_token": "RT-LEAK"})),
+    )
+    .await;
+    let error = fetch(&oauth_client(&server, secret.path()))
+        .await
+        .expect_err("no access_token");
+    let text = error.to_string();
+    assert!(text.contains("access_token"), "{text}");
+    assert!(!text.contains("LEAK"), "{text}");
+}
+
+/// A redirect from the token endpoint is not followed — the client secret would go with it — and
+/// the error names where it pointed; a reply over the bound is a failed call naming the bound.
+#[tokio::test]
+async fn the_token_endpoint_s_redirects_are_not_followed_and_its_reply_is_bounded() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "AT"})))
+        .mount(&elsewhere)
+        .await;
+    let server = MockServer::start().await;
+    let location = format!("{}/oauth/token", elsewhere.uri());
+    token_endpoint_answers(
+        &server,
+        ResponseTemplate::new(307).insert_header("Location", location.as_str()),
+    )
+    .await;
+    let secret = secret_file("from-file");
+    let error = fetch(&oauth_client(&server, secret.path()))
+        .await
+        .expect_err("not followed");
+    let text = error.to_string();
+    assert!(text.contains("307") && text.contains(&location), "{text}");
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the second server saw nothing"
+    );
+
+    let server = MockServer::start().await;
+    let huge = format!(r#"{{"access_token": "{}"}}"#, "x".repeat(200 * 1024));
+    token_endpoint_answers(&server, ResponseTemplate::new(200).set_body_string(huge)).await;
+    let error = fetch(&oauth_client(&server, secret.path()))
+        .await
+        .expect_err("too big");
+    let text = error.to_string();
+    assert!(
+        text.contains("/oauth/token") && text.contains("65536"),
+        "{text}"
+    );
+}
+
+/// A huge `expires_in` panicked the poll loop (a `Duration` overflow) and polling stopped: now it
+/// is capped at a day, and the worker goes on polling with its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_expires_in_is_capped_and_the_worker_goes_on_polling() {
+    let engine = MockEngine::start(vec![]).await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "AT-huge", "expires_in": 18_446_744_073_709_551_615_u64}),
+        ))
+        .mount(&engine.server)
+        .await;
+    let secret = secret_file("from-file\n");
+    let token_url = format!("{}/oauth/token", engine.server.uri());
+    let mut worker = engine.worker(&[
+        "--oauth-token-url",
+        &token_url,
+        "--oauth-client-id",
+        "worker",
+        "--oauth-client-secret-file",
+        secret.path().to_str().unwrap(),
+    ]);
+    eventually(WAIT, "five fetches with the token", || async {
+        (engine.requests_to("fetchAndLock").len() >= 5).then_some(())
+    })
+    .await;
+    worker.assert_running("after a huge expires_in");
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
+    let log = worker.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("AT-huge"), "{log}");
+    let requests = engine.server.received_requests().await.unwrap();
+    assert_eq!(token_calls(&requests), 1, "the token was cached");
+}
+
+/// `--password-file` and `--oauth-client-secret-file` (and their environment variables): read at
+/// start without the trailing newline; unreadable or empty is exit 2 naming the flag; given with
+/// the direct flag, exit 2.
+#[tokio::test]
+async fn password_and_client_secret_files_are_read_at_start() {
+    let server = engine_requiring(BASIC).await;
+    let file = secret_file(&format!("{SECRET}\n"));
+    let path = file.path().to_str().unwrap();
+    let url = format!("{}/engine-rest", server.uri());
+    let config = config_for(&url, &["--username", "demo", "--password-file", path]);
+    fetch(&EngineClient::new(config.engine).unwrap())
+        .await
+        .expect("the file's password, without its newline");
+
+    let (code, stdout, stderr) = run(
+        &["--print-config"],
+        &[
+            ("CAMUNDA_WORKER_USERNAME", "demo"),
+            ("CAMUNDA_WORKER_PASSWORD_FILE", path),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("password_file = "), "{stdout}");
+    assert_hidden("--print-config", &stdout);
+
+    let empty = secret_file("\n");
+    let empty = empty.path().to_str().unwrap();
+    let missing = "/nonexistent/secret";
+    let user = ["--username", "demo"];
+    let oauth = [
+        "--oauth-token-url",
+        "http://127.0.0.1:1/token",
+        "--oauth-client-id",
+        "w",
+    ];
+    for (args, flag) in [
+        (
+            [&user[..], &["--password-file", missing]].concat(),
+            "--password-file",
+        ),
+        (
+            [&user[..], &["--password-file", empty]].concat(),
+            "--password-file",
+        ),
+        (
+            [&user[..], &["--password-file", path, "--password", "x"]].concat(),
+            "--password",
+        ),
+        (
+            [&oauth[..], &["--oauth-client-secret-file", missing]].concat(),
+            "--oauth-client-secret-file",
+        ),
+        (
+            [&oauth[..], &["--oauth-client-secret-file", empty]].concat(),
+            "--oauth-client-secret-file",
+        ),
+        (
+            [
+                &oauth[..],
+                &[
+                    "--oauth-client-secret-file",
+                    path,
+                    "--oauth-client-secret",
+                    "x",
+                ],
+            ]
+            .concat(),
+            "--oauth-client-secret",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.push("--print-config");
+        assert_refused(&all, &[], &[flag]);
+    }
+    assert_refused(
+        &["--print-config"],
+        &[
+            ("CAMUNDA_WORKER_USERNAME", "demo"),
+            ("CAMUNDA_WORKER_PASSWORD_FILE", empty),
+        ],
+        &["--password-file", "empty"],
+    );
+}
+
+/// A follow-up command that writes its environment into a file.
+fn env_dumping_command(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let program = dir.join("work.sh");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\nenv > {}\necho '{{}}'\n",
+            dir.join("env").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    program
+}
+
+/// The follow-up command gets the worker's environment without the worker's settings
+/// (`CAMUNDA_WORKER_*`), exporter headers and variables that hold the worker's password — except
+/// what `--pass-env` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_gets_no_setting_or_credential_of_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = env_dumping_command(dir.path());
+    let engine = MockEngine::one_task("k1").await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    engine
+        .on(
+            "process-instance/pi-t1/variables",
+            ResponseTemplate::new(204),
+        )
+        .await;
+    let worker = WorkerProcess::spawn_with_env(
+        "environment",
+        &engine.url(),
+        &[
+            "--reconcile-interval",
+            "0",
+            "--correlation-delay",
+            "0s",
+            "--follow-up-command",
+            program.to_str().unwrap(),
+            "--pass-env",
+            "CAMUNDA_WORKER_PASSED_ON",
+        ],
+        &[
+            ("CAMUNDA_WORKER_USERNAME", "demo"),
+            ("CAMUNDA_WORKER_PASSWORD", SECRET),
+            ("CAMUNDA_WORKER_PASSED_ON", "yes"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer collector",
+            ),
+            ("DB_DSN", &format!("postgres://app:{SECRET}@db/app")),
+            ("KEPT", "kept"),
+        ],
+    );
+    worker
+        .stop_once(WAIT, "the follow-up to be sent", |_| {
+            !engine.requests_to("/message").is_empty()
+        })
+        .await;
+    let environment = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    let names: Vec<&str> = environment
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .collect();
+    assert_hidden("the command's environment", &environment);
+    for withheld in [
+        "CAMUNDA_WORKER_USERNAME",
+        "CAMUNDA_WORKER_PASSWORD",
+        "CAMUNDA_WORKER_ENGINE_URL",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "DB_DSN",
+    ] {
+        assert!(
+            !names.contains(&withheld),
+            "{withheld} reached the command: {names:?}"
+        );
+    }
+    for kept in ["KEPT", "PATH", "CAMUNDA_WORKER_PASSED_ON"] {
+        assert!(names.contains(&kept), "{kept} is passed on: {names:?}");
+    }
+}
