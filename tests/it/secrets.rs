@@ -610,3 +610,80 @@ async fn the_command_gets_no_setting_or_credential_of_the_worker() {
         assert!(names.contains(&kept), "{kept} is passed on: {names:?}");
     }
 }
+
+/// A token endpoint that refuses the client with tokens in its error body: the worker's log has
+/// one ERROR with the status and the error fields, and none of the tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_token_endpoint_is_logged_without_its_reply() {
+    let engine = MockEngine::start(vec![]).await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_client",
+            "error_description": "unknown client",
+            "access_token": "AT-LEAK",
+            "refresh_token": "RT-LEAK"
+        })))
+        .mount(&engine.server)
+        .await;
+    let token_url = format!("{}/oauth/token", engine.server.uri());
+    let mut worker = engine.worker(&[
+        "--oauth-token-url",
+        &token_url,
+        "--oauth-client-id",
+        "worker",
+        "--oauth-client-secret",
+        SECRET,
+    ]);
+    eventually(WAIT, "the refusal in the log", || async {
+        worker.stderr().contains("invalid_client").then_some(())
+    })
+    .await;
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
+    let log = worker.stderr();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert_eq!(errors.len(), 1, "one ERROR: {log}");
+    assert!(
+        errors[0].contains("400") && errors[0].contains("unknown client"),
+        "{}",
+        errors[0]
+    );
+    assert!(!log.contains("LEAK"), "{log}");
+    assert_hidden("the log", &log);
+    assert!(
+        engine.requests_to("fetchAndLock").is_empty(),
+        "no engine call without a token"
+    );
+}
+
+/// No configuration or connection value prints a secret with `{:?}`: the validated config, the
+/// client built from it, and the parsed flags.
+#[test]
+fn no_configuration_value_prints_a_secret() {
+    let engine_url = with_userinfo("http://127.0.0.1:1/engine-rest");
+    let token_url = format!("http://client:{SECRET}@127.0.0.1:1/token");
+    for (url, flags) in [
+        (engine_url.as_str(), vec![]),
+        (
+            "http://127.0.0.1:1/engine-rest",
+            vec!["--oauth-token-url", &token_url],
+        ),
+        (
+            "http://127.0.0.1:1/engine-rest",
+            vec!["--bearer-token", SECRET],
+        ),
+        (
+            "http://127.0.0.1:1/engine-rest",
+            vec!["--username", "demo", "--password", SECRET],
+        ),
+    ] {
+        let config = config_for(url, &flags);
+        assert_hidden("Config's Debug", &format!("{config:?}"));
+        let client = EngineClient::new(config.engine.clone()).unwrap();
+        assert_hidden("EngineClient's Debug", &format!("{client:?}"));
+        let mut args = vec!["camunda-worker", "--engine-url", url];
+        args.extend(&flags);
+        let layers = camunda_worker::config::parse_layers(args).unwrap();
+        assert_hidden("the flags' Debug", &format!("{layers:?}"));
+    }
+}
