@@ -456,6 +456,11 @@ async fn password_and_client_secret_files_are_read_at_start() {
     fetch(&EngineClient::new(config.engine).unwrap())
         .await
         .expect("the file's password, without its newline");
+    let user_in_url = url.replacen("http://", "http://demo@", 1);
+    let config = config_for(&user_in_url, &["--password-file", path]);
+    fetch(&EngineClient::new(config.engine).unwrap())
+        .await
+        .expect("the URL's user with the file's password");
 
     let (code, stdout, stderr) = run(
         &["--print-config"],
