@@ -19,6 +19,7 @@ mod real_engine;
 mod resilience;
 mod routes;
 mod secrets;
+mod secrets_oauth;
 mod support;
 mod work;
 mod work_contract;

@@ -1,8 +1,7 @@
 //! Secrets stay secret: credentials in an engine or token URL become credentials and appear
-//! nowhere else (logs, errors, `/metrics`, `--print-config`, `--help`, `status`); token replies
-//! are never repeated, their `expires_in` is read leniently and capped, and the token endpoint's
-//! redirects are not followed; password and client secret files; and the follow-up command's
-//! environment, which holds none of the worker's settings and credentials.
+//! nowhere else (logs, errors, `/metrics`, `--print-config`, `--help`, `status`, `Debug`);
+//! password and client secret files; and the follow-up command's environment, which holds none
+//! of the worker's settings and credentials. The token endpoint's side is in `secrets_oauth.rs`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +9,7 @@ use std::time::Duration;
 
 use camunda_worker::engine::{EngineClient, EngineError, FetchAndLockRequest, TopicRequest};
 use serde_json::json;
-use wiremock::matchers::{body_string_contains, header, method, path};
+use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::engine::free_port;
@@ -18,17 +17,17 @@ use crate::support::mock::MockEngine;
 use crate::support::{binary, config_for, eventually, WorkerProcess, SHUTDOWN_LIMIT};
 
 /// The password every test hides; no output may contain it.
-const SECRET: &str = "S3CRET-pw-7q";
+pub(crate) const SECRET: &str = "S3CRET-pw-7q";
 /// `Basic` of `demo:S3CRET-pw-7q`.
 const BASIC: &str = "Basic ZGVtbzpTM0NSRVQtcHctN3E=";
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// `url` (`http://127.0.0.1:port/engine-rest`) with `demo:SECRET@` in it.
 fn with_userinfo(url: &str) -> String {
     url.replacen("http://", &format!("http://demo:{SECRET}@"), 1)
 }
 
-fn assert_hidden(what: &str, text: &str) {
+pub(crate) fn assert_hidden(what: &str, text: &str) {
     assert!(!text.contains(SECRET), "{what} shows the password:\n{text}");
 }
 
@@ -62,7 +61,7 @@ fn assert_refused(args: &[&str], env: &[(&str, &str)], names: &[&str]) -> String
     stderr
 }
 
-fn secret_file(content: &str) -> tempfile::NamedTempFile {
+pub(crate) fn secret_file(content: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(content.as_bytes()).unwrap();
     file
@@ -250,7 +249,7 @@ fn fetch_request() -> FetchAndLockRequest {
     }
 }
 
-async fn fetch(client: &EngineClient) -> Result<(), EngineError> {
+pub(crate) async fn fetch(client: &EngineClient) -> Result<(), EngineError> {
     let node = std::sync::Arc::clone(&client.nodes()[0]);
     client
         .fetch_and_lock(&node, &fetch_request())
@@ -259,7 +258,7 @@ async fn fetch(client: &EngineClient) -> Result<(), EngineError> {
 }
 
 /// A wiremock engine whose fetchAndLock wants `authorization`.
-async fn engine_requiring(authorization: &str) -> MockServer {
+pub(crate) async fn engine_requiring(authorization: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/engine-rest/external-task/fetchAndLock"))
@@ -275,172 +274,6 @@ async fn engine_requiring(authorization: &str) -> MockServer {
         .mount(&server)
         .await;
     server
-}
-
-/// An OAuth client of `server`'s `/oauth/token`, its secret in a file.
-fn oauth_client(server: &MockServer, secret: &Path) -> EngineClient {
-    let url = format!("{}/engine-rest", server.uri());
-    let token_url = format!("{}/oauth/token", server.uri());
-    let config = config_for(
-        &url,
-        &[
-            "--oauth-token-url",
-            &token_url,
-            "--oauth-client-id",
-            "worker",
-            "--oauth-client-secret-file",
-            secret.to_str().unwrap(),
-        ],
-    );
-    EngineClient::new(config.engine).unwrap()
-}
-
-async fn token_endpoint_answers(server: &MockServer, reply: ResponseTemplate) {
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .and(body_string_contains("client_secret=from-file"))
-        .respond_with(reply)
-        .mount(server)
-        .await;
-}
-
-fn token_calls(requests: &[wiremock::Request]) -> usize {
-    requests
-        .iter()
-        .filter(|r| r.url.path() == "/oauth/token")
-        .count()
-}
-
-/// `"expires_in": "300"` (a string, as some identity providers send it) is a lifetime: the token
-/// is used and cached. The client secret comes from its file, without the trailing newline.
-#[tokio::test]
-async fn a_token_whose_expires_in_is_a_string_is_used_and_cached() {
-    let server = engine_requiring("Bearer AT-string").await;
-    token_endpoint_answers(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"access_token": "AT-string", "expires_in": "300"})),
-    )
-    .await;
-    let secret = secret_file("from-file\n");
-    let client = oauth_client(&server, secret.path());
-    fetch(&client).await.expect("the token is accepted");
-    fetch(&client).await.expect("and cached");
-    assert_eq!(token_calls(&server.received_requests().await.unwrap()), 1);
-}
-
-/// An error reply shows its status and RFC 6749 error fields only; a success reply without a
-/// token shows nothing of itself: tokens in either never reach an error (and so a log line).
-#[tokio::test]
-async fn token_replies_are_never_repeated_in_errors() {
-    let server = MockServer::start().await;
-    let leaky = json!({
-        "error": "invalid_client",
-        "error_description": "client authentication failed",
-        "access_token": "AT-LEAK",
-        "refresh_token": "RT-LEAK"
-    });
-    token_endpoint_answers(&server, ResponseTemplate::new(401).set_body_json(leaky)).await;
-    let secret = secret_file("from-file");
-    let error = fetch(&oauth_client(&server, secret.path()))
-        .await
-        .expect_err("no token");
-    let text = error.to_string();
-    assert!(text.contains("401"), "{text}");
-    assert!(
-        text.contains("invalid_client") && text.contains("client authentication failed"),
-        "{text}"
-    );
-    assert!(!text.contains("LEAK"), "{text}");
-
-    let server = MockServer::start().await;
-    token_endpoint_answers(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"token": "AT-LEAK", "refresh_token": "RT-LEAK"})),
-    )
-    .await;
-    let error = fetch(&oauth_client(&server, secret.path()))
-        .await
-        .expect_err("no access_token");
-    let text = error.to_string();
-    assert!(text.contains("access_token"), "{text}");
-    assert!(!text.contains("LEAK"), "{text}");
-}
-
-/// A redirect from the token endpoint is not followed — the client secret would go with it — and
-/// the error names where it pointed; a reply over the bound is a failed call naming the bound.
-#[tokio::test]
-async fn the_token_endpoint_s_redirects_are_not_followed_and_its_reply_is_bounded() {
-    let elsewhere = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "AT"})))
-        .mount(&elsewhere)
-        .await;
-    let server = MockServer::start().await;
-    let location = format!("{}/oauth/token", elsewhere.uri());
-    token_endpoint_answers(
-        &server,
-        ResponseTemplate::new(307).insert_header("Location", location.as_str()),
-    )
-    .await;
-    let secret = secret_file("from-file");
-    let error = fetch(&oauth_client(&server, secret.path()))
-        .await
-        .expect_err("not followed");
-    let text = error.to_string();
-    assert!(text.contains("307") && text.contains(&location), "{text}");
-    assert!(
-        elsewhere.received_requests().await.unwrap().is_empty(),
-        "the second server saw nothing"
-    );
-
-    let server = MockServer::start().await;
-    let huge = format!(r#"{{"access_token": "{}"}}"#, "x".repeat(200 * 1024));
-    token_endpoint_answers(&server, ResponseTemplate::new(200).set_body_string(huge)).await;
-    let error = fetch(&oauth_client(&server, secret.path()))
-        .await
-        .expect_err("too big");
-    let text = error.to_string();
-    assert!(
-        text.contains("/oauth/token") && text.contains("65536"),
-        "{text}"
-    );
-}
-
-/// A huge `expires_in` panicked the poll loop (a `Duration` overflow) and polling stopped: now it
-/// is capped at a day, and the worker goes on polling with its token.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_huge_expires_in_is_capped_and_the_worker_goes_on_polling() {
-    let engine = MockEngine::start(vec![]).await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"access_token": "AT-huge", "expires_in": 18_446_744_073_709_551_615_u64}),
-        ))
-        .mount(&engine.server)
-        .await;
-    let secret = secret_file("from-file\n");
-    let token_url = format!("{}/oauth/token", engine.server.uri());
-    let mut worker = engine.worker(&[
-        "--oauth-token-url",
-        &token_url,
-        "--oauth-client-id",
-        "worker",
-        "--oauth-client-secret-file",
-        secret.path().to_str().unwrap(),
-    ]);
-    eventually(WAIT, "five fetches with the token", || async {
-        (engine.requests_to("fetchAndLock").len() >= 5).then_some(())
-    })
-    .await;
-    worker.assert_running("after a huge expires_in");
-    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
-    let log = worker.stderr();
-    assert!(!log.contains("panicked"), "{log}");
-    assert!(!log.contains("AT-huge"), "{log}");
-    let requests = engine.server.received_requests().await.unwrap();
-    assert_eq!(token_calls(&requests), 1, "the token was cached");
 }
 
 /// `--password-file` and `--oauth-client-secret-file` (and their environment variables): read at
@@ -614,51 +447,6 @@ async fn the_command_gets_no_setting_or_credential_of_the_worker() {
     for kept in ["KEPT", "PATH", "CAMUNDA_WORKER_PASSED_ON"] {
         assert!(names.contains(&kept), "{kept} is passed on: {names:?}");
     }
-}
-
-/// A token endpoint that refuses the client with tokens in its error body: the worker's log has
-/// one ERROR with the status and the error fields, and none of the tokens.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusing_token_endpoint_is_logged_without_its_reply() {
-    let engine = MockEngine::start(vec![]).await;
-    Mock::given(method("POST"))
-        .and(path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
-            "error": "invalid_client",
-            "error_description": "unknown client",
-            "access_token": "AT-LEAK",
-            "refresh_token": "RT-LEAK"
-        })))
-        .mount(&engine.server)
-        .await;
-    let token_url = format!("{}/oauth/token", engine.server.uri());
-    let mut worker = engine.worker(&[
-        "--oauth-token-url",
-        &token_url,
-        "--oauth-client-id",
-        "worker",
-        "--oauth-client-secret",
-        SECRET,
-    ]);
-    eventually(WAIT, "the refusal in the log", || async {
-        worker.stderr().contains("invalid_client").then_some(())
-    })
-    .await;
-    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
-    let log = worker.stderr();
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
-    assert_eq!(errors.len(), 1, "one ERROR: {log}");
-    assert!(
-        errors[0].contains("400") && errors[0].contains("unknown client"),
-        "{}",
-        errors[0]
-    );
-    assert!(!log.contains("LEAK"), "{log}");
-    assert_hidden("the log", &log);
-    assert!(
-        engine.requests_to("fetchAndLock").is_empty(),
-        "no engine call without a token"
-    );
 }
 
 /// No configuration or connection value prints a secret with `{:?}`: the validated config, the
