@@ -106,8 +106,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Options every subcommand shares.
-#[derive(Debug, Args)]
+/// Options every subcommand shares. `Debug` masks what may be a secret (see the impl).
+#[derive(Args)]
 pub struct ConnectionArgs {
     /// TOML config file; its keys are the long flag names with `_` for `-`.
     #[arg(
@@ -120,9 +120,10 @@ pub struct ConnectionArgs {
 
     /// The engine's REST root. For a cluster, every node's (repeat the flag, or separate the URLs
     /// with commas): the worker keeps one long poll per node.
+    /// Credentials in the URL (`http://user:password@host/...`) become --username/--password.
     #[arg(long, global = true, env = "CAMUNDA_WORKER_ENGINE_URL", value_name = "URL",
           default_value = "http://localhost:8080/engine-rest", value_parser = parse_engine_url,
-          action = ArgAction::Append, value_delimiter = ',')]
+          action = ArgAction::Append, value_delimiter = ',', hide_env_values = true)]
     pub engine_url: Vec<Url>,
 
     /// Log format; levels come from RUST_LOG (default info).
@@ -174,12 +175,14 @@ pub struct ConnectionArgs {
     )]
     pub bearer_token_file: Option<PathBuf>,
 
-    /// OAuth2 token endpoint (client-credentials grant).
+    /// OAuth2 token endpoint (client-credentials grant); credentials in the URL
+    /// (`https://client-id:secret@host/...`) become --oauth-client-id/--oauth-client-secret.
     #[arg(
         long,
         global = true,
         env = "CAMUNDA_WORKER_OAUTH_TOKEN_URL",
-        value_name = "URL"
+        value_name = "URL",
+        hide_env_values = true
     )]
     pub oauth_token_url: Option<Url>,
     /// OAuth2 client id.
@@ -248,6 +251,44 @@ pub struct ConnectionArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub metrics_addr: SocketAddr,
+}
+
+/// Secrets masked, URLs without their userinfo: a `{:?}` of the flags must not print a credential.
+impl std::fmt::Debug for ConnectionArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |secret: &Option<String>| secret.as_ref().map(|_| "********");
+        let engine_urls: Vec<String> = self
+            .engine_url
+            .iter()
+            .map(|url| crate::secret::without_userinfo(url).to_string())
+            .collect();
+        f.debug_struct("ConnectionArgs")
+            .field("config", &self.config)
+            .field("engine_url", &engine_urls)
+            .field("log_format", &self.log_format)
+            .field("username", &self.username)
+            .field("password", &masked(&self.password))
+            .field("password_file", &self.password_file)
+            .field("bearer_token", &masked(&self.bearer_token))
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field(
+                "oauth_token_url",
+                &self
+                    .oauth_token_url
+                    .as_ref()
+                    .map(|url| crate::secret::without_userinfo(url).to_string()),
+            )
+            .field("oauth_client_id", &self.oauth_client_id)
+            .field("oauth_client_secret", &masked(&self.oauth_client_secret))
+            .field("oauth_client_secret_file", &self.oauth_client_secret_file)
+            .field("oauth_scope", &self.oauth_scope)
+            .field("ca_cert", &self.ca_cert)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("request_timeout", &self.request_timeout)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish()
+    }
 }
 
 /// Options of the daemon.
@@ -342,7 +383,8 @@ pub struct DaemonArgs {
         long = "follow-up-arg",
         env = "CAMUNDA_WORKER_FOLLOW_UP_ARG",
         value_name = "ARG",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        hide_env_values = true
     )]
     pub follow_up_args: Vec<String>,
 
@@ -350,6 +392,12 @@ pub struct DaemonArgs {
     #[arg(long = "fetch-var", env = "CAMUNDA_WORKER_FETCH_VAR", value_name = "NAME",
           value_parser = parse_variable_name)]
     pub fetch_variables: Vec<String>,
+
+    /// Environment variable --follow-up-command gets although the worker withholds it (its own
+    /// CAMUNDA_WORKER_* settings and the credentials it holds); repeatable or comma-separated.
+    #[arg(long = "pass-env", env = "CAMUNDA_WORKER_PASS_ENV", value_name = "NAME",
+          value_delimiter = ',', value_parser = parse_variable_name)]
+    pub pass_env: Vec<String>,
 
     /// How long one run of --follow-up-command may take before it is killed (and retried).
     #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_TIMEOUT", value_name = "DURATION",

@@ -9,24 +9,23 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
+mod credentials;
 mod file;
 mod report;
 mod routes;
 
 use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
 use crate::correlation::{CorrelateBy, CorrelationSettings};
-use crate::engine::auth::{BearerToken, OAuthClient, TokenFile};
-use crate::engine::{Credentials, EngineSettings, TlsSettings};
+use crate::engine::{EngineSettings, TlsSettings};
 use crate::route::Route;
-use crate::secret::Secret;
+use crate::secret::{mask_userinfo, Secret};
 use crate::variables::{default_variables, Variables};
-use crate::work::{check_program, CommandWork};
+use crate::work::{check_program, holding_secrets, CommandWork};
 use crate::worker::{generated_worker_id, WorkerSettings};
 use file::{blame_file_key, read_config_file};
 
@@ -58,11 +57,12 @@ impl ConfigError {
                     .lines()
                     .find(|l| !l.trim().is_empty())
                     .unwrap_or("error: invalid command line");
-                eprintln!("{line}");
+                // clap repeats a refused value, which may be a URL with a password in it.
+                eprintln!("{}", mask_userinfo(line));
                 std::process::exit(2)
             }
             ConfigError::Invalid(text) => {
-                eprintln!("error: {text}");
+                eprintln!("error: {}", mask_userinfo(&text));
                 std::process::exit(2)
             }
         }
@@ -94,7 +94,6 @@ impl Source {
 }
 
 /// The command line merged with environment and config file, not yet validated as a whole.
-#[derive(Debug)]
 pub struct Layers {
     /// The typed flags, after merging.
     pub cli: Cli,
@@ -102,7 +101,6 @@ pub struct Layers {
     file: Option<ConfigFile>,
 }
 
-#[derive(Debug)]
 struct ConfigFile {
     path: PathBuf,
     /// The keys the file sets, with their values (several for a list, like `engine_url`).
@@ -144,6 +142,17 @@ where
     })
 }
 
+/// The flags (their own `Debug` masks secrets) and the file's path; never the raw values clap and
+/// the file hold, which may be secrets.
+impl std::fmt::Debug for Layers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layers")
+            .field("cli", &self.cli)
+            .field("file", &self.file.as_ref().map(|file| &file.path))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Layers {
     /// Where the value of `key` came from.
     pub fn source(&self, key: &str) -> Source {
@@ -177,7 +186,6 @@ impl Layers {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let connection = &self.cli.connection;
         let daemon = &self.cli.daemon;
-        let credentials = credentials(connection)?;
         let tls = TlsSettings {
             ca_cert_pem: connection
                 .ca_cert
@@ -194,6 +202,7 @@ impl Layers {
                 _ => None,
             },
         };
+        let (nodes, credentials) = credentials::connection(connection, &tls)?;
         let variables = if !daemon.variables.is_empty() {
             daemon.variables.iter().cloned().collect()
         } else if let Some(variables) = self.file.as_ref().and_then(|f| f.variables.clone()) {
@@ -226,7 +235,19 @@ impl Layers {
             message_variables,
             follow_up_command,
         };
-        let routes = self.routes(defaults.clone(), daemon.follow_up_timeout)?;
+        let mut routes = self.routes(defaults.clone(), daemon.follow_up_timeout)?;
+        let secrets: Vec<&str> = credentials
+            .secrets()
+            .into_iter()
+            .map(Secret::expose)
+            .collect();
+        let withheld = holding_secrets(std::env::vars_os(), &secrets);
+        for command in routes
+            .iter_mut()
+            .filter_map(|r| r.follow_up_command.as_mut())
+        {
+            command.withheld_env.clone_from(&withheld);
+        }
         for route in &routes {
             if route
                 .message_variables
@@ -244,13 +265,13 @@ impl Layers {
                 connection.engine_url.len()
             )));
         }
-        let Some(first_url) = connection.engine_url.first() else {
+        let Some(first_url) = nodes.first() else {
             return Err(ConfigError::Invalid(
                 "--engine-url: no URL given".to_owned(),
             ));
         };
         let mut engine = EngineSettings::new(first_url.clone());
-        engine.nodes.clone_from(&connection.engine_url);
+        engine.nodes = nodes;
         engine.credentials = credentials;
         engine.tls = tls;
         engine.request_timeout = connection.request_timeout;
@@ -305,6 +326,7 @@ impl Layers {
             for (given, flag) in [
                 (!daemon.follow_up_args.is_empty(), "--follow-up-arg"),
                 (!daemon.fetch_variables.is_empty(), "--fetch-var"),
+                (!daemon.pass_env.is_empty(), "--pass-env"),
             ] {
                 if given {
                     return Err(ConfigError::Invalid(format!(
@@ -321,6 +343,9 @@ impl Layers {
             args: daemon.follow_up_args.clone(),
             timeout: daemon.follow_up_timeout,
             fetch_variables: daemon.fetch_variables.clone(),
+            pass_env: daemon.pass_env.clone(),
+            // Filled in with the credentials, for every route's command (see `into_config`).
+            withheld_env: Vec::new(),
         }))
     }
 }
@@ -329,78 +354,6 @@ fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|e| {
         ConfigError::Invalid(format!("{flag} {}: cannot read it: {e}", path.display()))
     })
-}
-
-fn read_secret(flag: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let bytes = read_file(flag, path)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ConfigError::Invalid(format!("{flag} {}: not UTF-8 text", path.display())))?;
-    Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
-}
-
-fn credentials(args: &crate::cli::ConnectionArgs) -> Result<Credentials, ConfigError> {
-    let basic = args.username.is_some();
-    let bearer = args.bearer_token.is_some() || args.bearer_token_file.is_some();
-    let oauth = args.oauth_token_url.is_some();
-    if [basic, bearer, oauth].iter().filter(|on| **on).count() > 1 {
-        return Err(ConfigError::Invalid(
-            "choose one kind of credentials: --username, --bearer-token(-file) or --oauth-token-url"
-                .to_owned(),
-        ));
-    }
-    if let Some(username) = &args.username {
-        let password = match (&args.password, &args.password_file) {
-            (Some(p), _) => Secret::new(p.clone()),
-            (None, Some(file)) => read_secret("--password-file", file)?,
-            (None, None) => {
-                return Err(ConfigError::Invalid(
-                    "--username needs --password or --password-file".to_owned(),
-                ))
-            }
-        };
-        return Ok(Credentials::Basic {
-            username: username.clone(),
-            password,
-        });
-    }
-    if args.password.is_some() || args.password_file.is_some() {
-        return Err(ConfigError::Invalid(
-            "--password/--password-file need --username".to_owned(),
-        ));
-    }
-    if let Some(token) = &args.bearer_token {
-        return Ok(Credentials::Bearer(BearerToken::Fixed(Secret::new(
-            token.clone(),
-        ))));
-    }
-    if let Some(file) = &args.bearer_token_file {
-        // Read once now so a wrong path fails at start; later reads pick up rotations.
-        read_secret("--bearer-token-file", file)?;
-        return Ok(Credentials::Bearer(BearerToken::File(Arc::new(
-            TokenFile::new(file.clone()),
-        ))));
-    }
-    if let Some(token_url) = &args.oauth_token_url {
-        let client_id = args.oauth_client_id.clone().ok_or_else(|| {
-            ConfigError::Invalid("--oauth-token-url needs --oauth-client-id".to_owned())
-        })?;
-        let secret =
-            match (&args.oauth_client_secret, &args.oauth_client_secret_file) {
-                (Some(s), _) => Secret::new(s.clone()),
-                (None, Some(file)) => read_secret("--oauth-client-secret-file", file)?,
-                (None, None) => return Err(ConfigError::Invalid(
-                    "--oauth-token-url needs --oauth-client-secret or --oauth-client-secret-file"
-                        .to_owned(),
-                )),
-            };
-        return Ok(Credentials::OAuth(Arc::new(OAuthClient::new(
-            token_url.clone(),
-            client_id,
-            secret,
-            args.oauth_scope.clone(),
-        ))));
-    }
-    Ok(Credentials::Anonymous)
 }
 
 /// The validated configuration of the daemon and the subcommands.

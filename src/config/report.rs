@@ -6,6 +6,7 @@ use clap::CommandFactory;
 use super::{Config, Layers, Source, NOT_IN_FILE, SECRET_KEYS};
 use crate::cli::Cli;
 use crate::route::Route;
+use crate::secret::mask_userinfo;
 use crate::variables::Variables;
 
 impl Layers {
@@ -30,7 +31,8 @@ impl Layers {
                 .into_iter()
                 .find_map(|m| m.try_get_raw(id).ok().flatten());
             let values: Vec<String> = match raw {
-                Some(raw) => raw.map(|v| v.to_string_lossy().into_owned()).collect(),
+                // A URL's userinfo is a credential: shown masked.
+                Some(raw) => raw.map(|v| mask_userinfo(&v.to_string_lossy())).collect(),
                 None if id == "worker_id" => vec![config.worker.worker_id.clone()],
                 None => continue,
             };
@@ -100,6 +102,8 @@ fn push_route(lines: &mut Vec<String>, route: &Route) {
                 .map(|v| format!("{v:?}"))
                 .collect();
             lines.push(format!("fetch_variables = [{}]", fetched.join(", ")));
+            let passed: Vec<String> = command.pass_env.iter().map(|v| format!("{v:?}")).collect();
+            lines.push(format!("pass_env = [{}]", passed.join(", ")));
         }
         None => lines.push("follow_up_command = []  # none: the delay alone".to_owned()),
     }

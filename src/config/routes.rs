@@ -16,7 +16,7 @@ use crate::variables::{TypedValue, Variables};
 use crate::work::{check_program, CommandWork};
 
 /// The keys a `[[route]]` table may set.
-pub(super) const ROUTE_KEYS: [&str; 8] = [
+pub(super) const ROUTE_KEYS: [&str; 9] = [
     "topic",
     "message_name",
     "correlation_delay",
@@ -25,6 +25,7 @@ pub(super) const ROUTE_KEYS: [&str; 8] = [
     "message_variables",
     "follow_up_command",
     "fetch_variables",
+    "pass_env",
 ];
 
 impl Layers {
@@ -169,30 +170,39 @@ fn follow_up_command(
                             .as_ref()
                             .map(|c| c.fetch_variables.clone())
                             .unwrap_or_default(),
+                        pass_env: inherited
+                            .as_ref()
+                            .map(|c| c.pass_env.clone())
+                            .unwrap_or_default(),
+                        withheld_env: Vec::new(),
                     })
                 }
             }
         }
     };
-    let Some(fetch) = table.get("fetch_variables") else {
-        return Ok(command);
-    };
-    let names = match fetch {
-        toml::Value::Array(items) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned))
-            .collect::<Option<Vec<String>>>(),
-        _ => None,
+    let mut command = command;
+    for key in ["fetch_variables", "pass_env"] {
+        let Some(value) = table.get(key) else {
+            continue;
+        };
+        let names = match value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>(),
+            _ => None,
+        }
+        .ok_or(format!("key `{key}` must be a list of strings"))?;
+        let Some(command) = command.as_mut() else {
+            return Err(format!(
+                "key `{key}` is for a follow_up_command, which this route does not have"
+            ));
+        };
+        if key == "fetch_variables" {
+            command.fetch_variables = names;
+        } else {
+            command.pass_env = names;
+        }
     }
-    .ok_or("key `fetch_variables` must be a list of strings")?;
-    match command {
-        Some(command) => Ok(Some(CommandWork {
-            fetch_variables: names,
-            ..command
-        })),
-        None => Err(
-            "key `fetch_variables` is for a follow_up_command, which this route does not have"
-                .to_owned(),
-        ),
-    }
+    Ok(command)
 }

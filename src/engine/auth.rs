@@ -3,22 +3,25 @@
 //! that is fetched, cached and refreshed before it expires.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use reqwest::RequestBuilder;
-use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::error::{error_chain, excerpt, EngineError};
-use crate::secret::Secret;
+use super::error::{error_chain, EngineError};
+use super::token_reply::{
+    error_fields, parse_token, read_bounded, redirect_text, token_http_client,
+};
+use super::TlsSettings;
+use crate::secret::{without_userinfo, Secret};
 
 /// Refresh an OAuth token this long before the engine would start refusing it.
 const OAUTH_REFRESH_MARGIN: Duration = Duration::from_secs(30);
 
-/// How long a token endpoint may take to answer: a hung identity provider must not hang every
-/// engine call (nor a shutdown) behind it.
+/// How long a token endpoint may take to answer, its reply included: a hung identity provider
+/// must not hang every engine call (nor a shutdown) behind it.
 const OAUTH_TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The credentials the client attaches to every engine call.
@@ -91,7 +94,7 @@ impl TokenFile {
 /// An OAuth2 client-credentials client with a cached token.
 #[derive(Debug)]
 pub struct OAuthClient {
-    /// The token endpoint.
+    /// The token endpoint, without userinfo (see [`crate::secret::without_userinfo`]).
     pub token_url: url::Url,
     /// The client id.
     pub client_id: String,
@@ -99,14 +102,13 @@ pub struct OAuthClient {
     pub client_secret: Secret,
     /// The scope to ask for, if any.
     pub scope: Option<String>,
+    /// The TLS settings of the engine calls, which the token endpoint's client shares (a private
+    /// CA usually signs both).
+    tls: TlsSettings,
+    /// The token endpoint's own HTTP client, built at the first fetch: unlike the engine's, it
+    /// follows no redirect (a redirect would carry the client secret to wherever it points).
+    http: OnceLock<reqwest::Client>,
     cached: Mutex<Option<(Instant, Secret)>>,
-}
-
-#[derive(Deserialize)]
-struct TokenReply {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
 }
 
 impl OAuthClient {
@@ -116,12 +118,15 @@ impl OAuthClient {
         client_id: String,
         client_secret: Secret,
         scope: Option<String>,
+        tls: TlsSettings,
     ) -> Self {
         OAuthClient {
-            token_url,
+            token_url: without_userinfo(&token_url),
             client_id,
             client_secret,
             scope,
+            tls,
+            http: OnceLock::new(),
             cached: Mutex::new(None),
         }
     }
@@ -131,7 +136,15 @@ impl OAuthClient {
         *self.cached.lock().await = None;
     }
 
-    async fn token(&self, http: &reqwest::Client) -> Result<Secret, EngineError> {
+    fn http(&self) -> Result<&reqwest::Client, EngineError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let http = token_http_client(&self.tls)?;
+        Ok(self.http.get_or_init(|| http))
+    }
+
+    async fn token(&self) -> Result<Secret, EngineError> {
         let mut cached = self.cached.lock().await;
         if let Some((refresh_at, token)) = cached.as_ref() {
             if Instant::now() < *refresh_at {
@@ -149,7 +162,8 @@ impl OAuthClient {
         let failed = |what: String| {
             EngineError::Credentials(format!("OAuth token endpoint {}: {what}", self.token_url))
         };
-        let reply = http
+        let reply = self
+            .http()?
             .post(self.token_url.clone())
             .timeout(OAUTH_TOKEN_TIMEOUT)
             .form(&form)
@@ -157,21 +171,35 @@ impl OAuthClient {
             .await
             .map_err(|e| failed(error_chain(&e)))?;
         let status = reply.status();
-        let body = reply.text().await.map_err(|e| failed(error_chain(&e)))?;
-        if !status.is_success() {
-            return Err(failed(format!("{status}: {}", excerpt(&body))));
+        if status.is_redirection() {
+            return Err(failed(redirect_text(&reply)));
         }
-        let parsed: TokenReply = serde_json::from_str(&body)
-            .map_err(|_| failed(format!("reply is not a token: {}", excerpt(&body))))?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(300));
-        let refresh_at = Instant::now() + lifetime.saturating_sub(OAUTH_REFRESH_MARGIN);
-        let token = Secret::new(parsed.access_token);
-        *cached = Some((refresh_at, token.clone()));
-        Ok(token)
+        let body = read_bounded(reply).await.map_err(failed)?;
+        if !status.is_success() {
+            // The reply may echo what was sent, or carry tokens: only the fields RFC 6749 §5.2
+            // defines for an error are shown.
+            return Err(failed(format!("{status}{}", error_fields(&body))));
+        }
+        let token = parse_token(&body).map_err(failed)?;
+        // At most a day, so the sum cannot overflow (a huge `expires_in` panicked here once).
+        let refresh_at = Instant::now() + token.lifetime.saturating_sub(OAUTH_REFRESH_MARGIN);
+        *cached = Some((refresh_at, token.access_token.clone()));
+        Ok(token.access_token)
     }
 }
 
 impl Credentials {
+    /// The secrets these credentials hold, to find where else they appear (the follow-up
+    /// command's environment withholds variables that hold one); never for output.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        match self {
+            Credentials::Basic { password, .. } => vec![password],
+            Credentials::Bearer(BearerToken::Fixed(token)) => vec![token],
+            Credentials::OAuth(client) => vec![&client.client_secret],
+            Credentials::Anonymous | Credentials::Bearer(BearerToken::File(_)) => Vec::new(),
+        }
+    }
+
     /// The user name to mention when the engine refuses the credentials.
     pub fn user(&self) -> Option<String> {
         match self {
@@ -182,10 +210,12 @@ impl Credentials {
         }
     }
 
-    /// Adds the `Authorization` header to a request.
+    /// Adds the `Authorization` header to a request. `_engine_http` is the node's client the
+    /// request was built with; an OAuth token is fetched with the token endpoint's own client,
+    /// which follows no redirect.
     pub(crate) async fn apply(
         &self,
-        http: &reqwest::Client,
+        _engine_http: &reqwest::Client,
         request: RequestBuilder,
     ) -> Result<RequestBuilder, EngineError> {
         Ok(match self {
@@ -197,7 +227,7 @@ impl Credentials {
             Credentials::Bearer(BearerToken::File(file)) => {
                 request.bearer_auth(file.token().await?.expose())
             }
-            Credentials::OAuth(client) => request.bearer_auth(client.token(http).await?.expose()),
+            Credentials::OAuth(client) => request.bearer_auth(client.token().await?.expose()),
         })
     }
 

@@ -20,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod instance_api;
 pub mod node;
+mod token_reply;
 mod transport;
 
 use std::sync::atomic::AtomicUsize;
@@ -52,12 +53,25 @@ pub fn long_poll_margin(long_poll: Duration) -> Duration {
 }
 
 /// TLS settings beyond the system's trusted roots.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct TlsSettings {
     /// PEM of an extra trusted root (a private CA).
     pub ca_cert_pem: Option<Vec<u8>>,
     /// PEM of a client certificate followed by its private key, for mutual TLS.
     pub client_identity_pem: Option<Vec<u8>>,
+}
+
+/// Says which material is set, never its bytes: the identity holds a private key.
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|_| "(set)"))
+            .field(
+                "client_identity_pem",
+                &self.client_identity_pem.as_ref().map(|_| "********"),
+            )
+            .finish()
+    }
 }
 
 /// Everything needed to build an [`EngineClient`].

@@ -15,6 +15,7 @@ use url::Url;
 use super::error::{error_chain, EngineError};
 use super::health::{NodeHealth, Reach};
 use super::TlsSettings;
+use crate::secret::without_userinfo;
 
 /// Idle pooled connections are probed this often, so a silently dropped peer is noticed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -46,10 +47,11 @@ pub struct NodeTarget {
 }
 
 impl NodeTarget {
-    /// How the node is named in logs and metrics: its URL, with the address in place of the host
-    /// name when it was discovered (each pod of a headless Service has its own).
+    /// How the node is named in logs and metrics: its URL without userinfo (credentials never
+    /// become a label), with the address in place of the host name when it was discovered (each
+    /// pod of a headless Service has its own).
     pub fn name(&self) -> String {
-        let mut url = self.url.clone();
+        let mut url = without_userinfo(&self.url);
         if let Some(address) = self.address {
             // Setting an IP host and a port on an http(s) URL cannot fail.
             let _ = url.set_ip_host(address.ip());
@@ -86,8 +88,12 @@ impl Node {
     pub(super) fn new(target: &NodeTarget, tls: &TlsSettings) -> Result<Node, EngineError> {
         let name = target.name();
         let https = target.url.scheme() == "https";
+        // Never with userinfo: the HTTP client puts the request URL into its errors.
         let base = if https {
-            target.url.as_str().trim_end_matches('/').to_owned()
+            without_userinfo(&target.url)
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned()
         } else {
             name.clone()
         };

@@ -19,6 +19,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::environment::command_environment;
 use super::{CompletedTask, FollowUpWork, WorkError};
 use crate::variables::{TypedValue, Variables};
 
@@ -39,6 +40,12 @@ pub struct CommandWork {
     pub timeout: Duration,
     /// The variables it reads (`--fetch-var`).
     pub fetch_variables: Vec<String>,
+    /// Variables of the worker's environment it gets although they are withheld (`--pass-env`,
+    /// see [`super::environment`]).
+    pub pass_env: Vec<String>,
+    /// Variables of the worker's environment that hold one of the worker's secrets, withheld
+    /// (found at start, see [`super::environment::holding_secrets`]).
+    pub withheld_env: Vec<String>,
 }
 
 /// Checks at start that `program` can be run: a path must name an executable file, a bare name
@@ -104,8 +111,12 @@ impl FollowUpWork for CommandWork {
     ) -> Result<Variables, WorkError> {
         let name = self.name();
         let input = serde_json::to_vec(task).unwrap_or_default();
+        let environment =
+            command_environment(std::env::vars_os(), &self.pass_env, &self.withheld_env);
         let mut child = Command::new(&self.program)
             .args(&self.args)
+            .env_clear()
+            .envs(environment)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

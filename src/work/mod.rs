@@ -25,8 +25,10 @@ use crate::engine::ExternalTask;
 use crate::variables::{TypedValue, Variables};
 
 mod command;
+mod environment;
 
 pub use command::{check_program, CommandWork, MAX_OUTPUT_BYTES};
+pub use environment::holding_secrets;
 
 /// What the work knows of its task. Serialized as is, it is the JSON a follow-up command reads on
 /// stdin.

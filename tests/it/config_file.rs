@@ -9,7 +9,7 @@ use toml::Table;
 use crate::support::binary;
 
 /// The options without a default: in the sample, commented out, with an example value.
-const COMMENTED: [&str; 17] = [
+const COMMENTED: [&str; 18] = [
     "worker_id",
     "username",
     "password",
@@ -27,6 +27,7 @@ const COMMENTED: [&str; 17] = [
     "follow_up_command",
     "follow_up_args",
     "fetch_variables",
+    "pass_env",
 ];
 
 fn sample_path() -> PathBuf {

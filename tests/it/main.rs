@@ -18,6 +18,8 @@ mod operate;
 mod real_engine;
 mod resilience;
 mod routes;
+mod secrets;
+mod secrets_oauth;
 mod support;
 mod work;
 mod work_contract;

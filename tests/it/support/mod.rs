@@ -127,6 +127,16 @@ impl WorkerProcess {
     /// Starts the daemon against `engine_url` with `flags` (plus `--metrics-addr
     /// 127.0.0.1:<free port>` unless the flags name one), logging at info.
     pub fn spawn(name: &str, engine_url: &str, flags: &[&str]) -> WorkerProcess {
+        Self::spawn_with_env(name, engine_url, flags, &[])
+    }
+
+    /// [`WorkerProcess::spawn`] with these environment variables set as well.
+    pub fn spawn_with_env(
+        name: &str,
+        engine_url: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let metrics_addr = match flags.iter().position(|f| *f == "--metrics-addr") {
             Some(i) => flags[i + 1].to_owned(),
             None => format!("127.0.0.1:{}", engine::free_port()),
@@ -139,6 +149,7 @@ impl WorkerProcess {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = binary()
             .args(&args)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log.reopen().unwrap())
