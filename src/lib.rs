@@ -29,7 +29,8 @@
 //!   engine.
 //! - [`daemon`]: everything wired, plus the shutdown sequence.
 //! - [`metrics`] and [`health`]: Prometheus metrics, `/healthz`, `/readyz`.
-//! - [`backoff`], [`variables`], [`secret`], [`shutdown`], [`telemetry`]: small shared pieces.
+//! - [`backoff`], [`variables`], [`secret`], [`shutdown`], [`telemetry`], [`log_writer`]: small
+//!   shared pieces.
 //! - [`commands`]: the `deploy`, `start`, `status` and `healthcheck` subcommands.
 //!
 //! # Library use
@@ -90,6 +91,7 @@ pub mod engine;
 pub mod handler;
 pub mod health;
 pub mod ledger;
+pub mod log_writer;
 pub mod metrics;
 pub mod reconciler;
 pub mod route;

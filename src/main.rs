@@ -17,21 +17,22 @@ fn main() -> ExitCode {
         print!("{}", config.describe());
         return ExitCode::SUCCESS;
     }
-    telemetry::init(config.log_format);
+    // Declared before the runtime, so dropped after it: the runtime's last lines are written.
+    let _log = telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            telemetry::print_line(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let code = match runtime.block_on(dispatch(command, &config)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            telemetry::print_line(&format!("error: {error:#}"));
             ExitCode::FAILURE
         }
     };

@@ -18,6 +18,7 @@ mod operate;
 mod real_engine;
 mod resilience;
 mod routes;
+mod shutdown;
 mod support;
 mod work;
 mod work_contract;

@@ -1,0 +1,138 @@
+//! Shutdown cannot be held: a closed stderr, a client that sends half a request to the metrics
+//! port, or a metrics listener turned off do not keep SIGTERM from ending the worker within its
+//! grace with exit 0; the follow-up command's stderr is relayed in bounded lines.
+//!
+//! Every bound on a wait here is the grace plus a generous margin for a loaded machine: a
+//! timeout, not a speed claim.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use wiremock::ResponseTemplate;
+
+use crate::support::engine::free_port;
+use crate::support::mock::MockEngine;
+use crate::support::{binary, eventually, metric_value};
+
+/// The grace these workers get on SIGTERM.
+const GRACE: &str = "3s";
+
+/// Grace plus a margin for a loaded 2-core machine.
+const EXIT_LIMIT: Duration = Duration::from_secs(20);
+
+/// A worker binary against `engine` whose stderr is whatever `stderr` is.
+struct Worker {
+    child: Child,
+    metrics_addr: String,
+}
+
+impl Worker {
+    fn spawn(engine: &MockEngine, flags: &[&str], stderr: Stdio) -> Worker {
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "--engine-url".to_owned(),
+            engine.url(),
+            "--reconcile-interval".to_owned(),
+            "0".to_owned(),
+            "--shutdown-grace".to_owned(),
+            GRACE.to_owned(),
+        ];
+        if !flags.contains(&"--metrics-addr") {
+            args.extend(["--metrics-addr".to_owned(), metrics_addr.clone()]);
+        }
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        let child = binary()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Worker {
+            child,
+            metrics_addr,
+        }
+    }
+
+    async fn scrape(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        eventually(
+            Duration::from_secs(30),
+            "the worker serves /metrics",
+            || {
+                let url = url.clone();
+                async move {
+                    let reply = reqwest::Client::new()
+                        .get(url)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                        .ok()?;
+                    reply.text().await.ok()
+                }
+            },
+        )
+        .await
+    }
+
+    /// SIGTERM, then the exit code within [`EXIT_LIMIT`] (the test fails past it).
+    fn terminate(&mut self) -> Option<i32> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + EXIT_LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the worker did not exit within {EXIT_LIMIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_worker_whose_stderr_is_a_closed_pipe_counts_dropped_lines_and_exits_0_on_sigterm() {
+    let engine = MockEngine::start(vec![]).await;
+    // Every fetch fails: the worker logs a WARN for each, so it keeps writing to its stderr.
+    engine
+        .fetch_first(1_000_000, ResponseTemplate::new(500))
+        .await;
+    let mut worker = Worker::spawn(&engine, &[], Stdio::piped());
+    // The read end closed: every write to stderr now fails with EPIPE.
+    drop(worker.child.stderr.take());
+    // It serves, and it counts what it could not log (at least its start-up lines).
+    let dropped = eventually(
+        Duration::from_secs(30),
+        "dropped log lines counted",
+        || async {
+            let value = metric_value(
+                &worker.scrape().await,
+                "camunda_worker_log_lines_dropped_total",
+            );
+            (value > 0.0).then_some(value)
+        },
+    )
+    .await;
+    assert!(dropped >= 1.0);
+    assert_eq!(worker.terminate(), Some(0));
+}
