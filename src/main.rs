@@ -53,7 +53,7 @@ async fn dispatch(command: Option<Command>, config: &config::Config) -> anyhow::
             let stop = CancellationToken::new();
             shutdown::listen_for_signals(stop.clone());
             let summary = daemon::run(config, stop).await?;
-            Ok(if summary.drained {
+            Ok(if summary.succeeded() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -147,6 +147,8 @@ declare_metrics! {
         "how late a follow-up's delivery began, against the time it was due";
     log_lines_dropped: Counter = log_lines_dropped().clone(),
         "log lines dropped because stderr was closed or full (the log never blocks nor stops the worker)";
+    background_tasks_died: CounterFamily = Family::default(),
+        "background tasks (fetch loop, reconciler, discovery, listener) that ended before shutdown, by task; the worker then fails /healthz and exits non-zero";
 }
 
 /// The process-wide count of dropped log lines: the log writer is installed once per process,
@@ -194,7 +196,7 @@ impl Outcome for NoOutcome {
 }
 
 /// One label.
-fn label(name: &'static str, value: impl Into<String>) -> (&'static str, String) {
+pub(crate) fn label(name: &'static str, value: impl Into<String>) -> (&'static str, String) {
     (name, value.into())
 }
 

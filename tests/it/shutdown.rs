@@ -8,6 +8,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::ResponseTemplate;
 
 use crate::support::engine::free_port;
@@ -135,4 +136,81 @@ async fn a_worker_whose_stderr_is_a_closed_pipe_counts_dropped_lines_and_exits_0
     .await;
     assert!(dropped >= 1.0);
     assert_eq!(worker.terminate(), Some(0));
+}
+
+#[tokio::test]
+async fn a_half_request_on_the_metrics_port_is_closed_and_does_not_hold_sigterm() {
+    let engine = MockEngine::start(vec![]).await;
+    let mut worker = Worker::spawn(&engine, &[], Stdio::null());
+    worker.scrape().await;
+    // Headers begun, never finished: the worker closes such a connection (end of stream, or a
+    // reset) without an answer, while it runs.
+    let half = b"GET /metrics HTTP/1.1\r\nHost: worker\r\nX-Slow: ";
+    let mut timed_out = tokio::net::TcpStream::connect(&worker.metrics_addr)
+        .await
+        .unwrap();
+    timed_out.write_all(half).await.unwrap();
+    let mut reply = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(60), timed_out.read_to_end(&mut reply))
+        .await
+        .expect("the worker closes a connection whose headers never end");
+    assert!(
+        closed.is_err() || !String::from_utf8_lossy(&reply).contains("200 OK"),
+        "no answer to half a request: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    // The listener still serves everyone else.
+    assert!(worker.scrape().await.contains("camunda_worker_"));
+    // Half a request sent just before SIGTERM: the connection the old listener waited for at
+    // shutdown, past the grace.
+    let mut held = tokio::net::TcpStream::connect(&worker.metrics_addr)
+        .await
+        .unwrap();
+    held.write_all(half).await.unwrap();
+    assert_eq!(worker.terminate(), Some(0));
+    drop(held);
+}
+
+#[tokio::test]
+async fn with_metrics_addr_off_the_worker_serves_no_listener_and_still_works() {
+    let engine = MockEngine::one_task("bk-off").await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut worker = Worker::spawn(
+        &engine,
+        &["--metrics-addr", "off", "--correlation-delay", "0s"],
+        Stdio::from(log.reopen().unwrap()),
+    );
+    eventually(Duration::from_secs(60), "the task completed", || async {
+        (!engine.requests_to("external-task/t1/complete").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(worker.terminate(), Some(0));
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(text.contains("--metrics-addr off"), "{text}");
+    assert!(!text.contains("metrics on /metrics"), "{text}");
+    // Nothing listens where the worker would have: the port it was handed stays free.
+    assert!(std::net::TcpListener::bind(&worker.metrics_addr).is_ok());
+}
+
+#[test]
+fn healthcheck_with_metrics_addr_off_says_there_is_nothing_to_probe() {
+    let out = binary()
+        .args(["healthcheck", "--metrics-addr", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--metrics-addr is off"), "{stderr}");
+}
+
+#[test]
+fn a_metrics_addr_that_is_neither_an_address_nor_off_is_exit_2_naming_the_flag() {
+    let out = binary()
+        .args(["--metrics-addr", "of", "--print-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--metrics-addr"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
