@@ -25,6 +25,7 @@ use crate::engine::ExternalTask;
 use crate::variables::{TypedValue, Variables};
 
 mod command;
+pub mod relay;
 
 pub use command::{check_program, CommandWork, MAX_OUTPUT_BYTES};
 

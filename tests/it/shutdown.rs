@@ -214,3 +214,76 @@ fn a_metrics_addr_that_is_neither_an_address_nor_off_is_exit_2_naming_the_flag()
     assert!(stderr.contains("--metrics-addr"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The worker's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+#[tokio::test]
+async fn a_command_flooding_stderr_without_a_newline_keeps_the_worker_small_and_its_later_lines_relayed(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let command = dir.path().join("flood.sh");
+    // 50 MB in one line, then a line with a byte that is not UTF-8, then a plain line.
+    std::fs::write(
+        &command,
+        "#!/bin/sh\ncat > /dev/null\nhead -c 50000000 /dev/zero | tr '\\0' 'a' >&2\nprintf '\\nbad \\377 byte\\nafter-the-flood\\n' >&2\necho '{}'\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&command, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let engine = MockEngine::one_task("bk-flood").await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut worker = Worker::spawn(
+        &engine,
+        &[
+            "--correlation-delay",
+            "0s",
+            "--follow-up-command",
+            command.to_str().unwrap(),
+        ],
+        Stdio::from(log.reopen().unwrap()),
+    );
+    eventually(
+        Duration::from_secs(120),
+        "the follow-up message after the command",
+        || async { (!engine.requests_to("/message").is_empty()).then_some(()) },
+    )
+    .await;
+    let peak = peak_rss_kib(worker.child.id());
+    eprintln!("worker peak RSS while the command flooded stderr: {peak} KiB");
+    assert_eq!(worker.terminate(), Some(0));
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    // Reading 50 MB as one line took at least that much memory; a 4 KiB line bound leaves the
+    // worker at its usual size (a debug build: about 20 MiB).
+    assert!(
+        peak < 40 * 1024,
+        "peak RSS {peak} KiB while the command flooded stderr"
+    );
+    assert!(
+        text.contains(&format!("… [cut {} bytes]", 50_000_000 - 4096)),
+        "the long line is logged cut, with a marker"
+    );
+    assert!(
+        text.contains("bad \u{fffd} byte"),
+        "invalid UTF-8 is replaced"
+    );
+    assert!(
+        text.contains("follow-up command: after-the-flood"),
+        "the relay goes on after the bad byte: {}",
+        text.lines()
+            .filter(|l| l.len() < 300)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
