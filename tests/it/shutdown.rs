@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::ResponseTemplate;
 
 use crate::support::engine::free_port;
-use crate::support::mock::MockEngine;
+use crate::support::mock::{task, MockEngine};
 use crate::support::{binary, eventually, metric_value};
 
 /// The grace these workers get on SIGTERM.
@@ -29,6 +29,11 @@ struct Worker {
 
 impl Worker {
     fn spawn(engine: &MockEngine, flags: &[&str], stderr: Stdio) -> Worker {
+        Self::spawn_logging(engine, flags, stderr, "info")
+    }
+
+    /// [`Worker::spawn`] logging at `level` (`RUST_LOG`).
+    fn spawn_logging(engine: &MockEngine, flags: &[&str], stderr: Stdio, level: &str) -> Worker {
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let mut args = vec![
             "--engine-url".to_owned(),
@@ -43,6 +48,7 @@ impl Worker {
         }
         args.extend(flags.iter().map(|f| (*f).to_owned()));
         let child = binary()
+            .env("RUST_LOG", level)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -133,6 +139,45 @@ async fn a_worker_whose_stderr_is_a_closed_pipe_counts_dropped_lines_and_exits_0
         metric_value(&metrics, "camunda_worker_log_lines_dropped_total") >= 1.0,
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_worker_whose_stderr_nobody_reads_keeps_working_and_exits_0_on_sigterm() {
+    // Logging at trace, every task and call writes dozens of lines: the pipe (64 KiB) fills
+    // within moments, and the worker's lines then wait for a reader that never comes.
+    let tasks = (0..2000)
+        .map(|i| task(&format!("t{i}"), Some(&format!("bk-{i}"))))
+        .collect();
+    let engine = MockEngine::with_tasks(tasks).await;
+    engine
+        .on("external-task/[^/]+/complete", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    let mut worker = Worker::spawn_logging(
+        &engine,
+        &["--correlation-delay", "0s"],
+        Stdio::piped(),
+        "trace",
+    );
+    let _unread = worker.child.stderr.take();
+    let metrics = eventually(
+        Duration::from_secs(120),
+        "log lines dropped at a full stderr",
+        || async {
+            let metrics = worker.scrape().await;
+            (metric_value(&metrics, "camunda_worker_log_lines_dropped_total") >= 1.0)
+                .then_some(metrics)
+        },
+    )
+    .await;
+    // It still polls with its stderr full.
+    let polls = engine.requests_to("/fetchAndLock").len();
+    eventually(Duration::from_secs(60), "another poll", || async {
+        (engine.requests_to("/fetchAndLock").len() > polls).then_some(())
+    })
+    .await;
+    assert!(metrics.contains("camunda_worker_log_lines_dropped_total"));
+    assert_eq!(worker.terminate(), Some(0));
 }
 
 #[tokio::test]
