@@ -135,9 +135,6 @@ impl<H: Handler> Daemon<H> {
         works: Vec<Arc<dyn DynWork>>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let (Some(first), Some(first_work)) = (config.routes.first(), works.first()) else {
-            anyhow::bail!("the configuration has no route");
-        };
         let metrics = Arc::new(Metrics::new());
         let client = EngineClient::new(config.engine.clone())
             .context("cannot set up the engine client")?
@@ -150,67 +147,32 @@ impl<H: Handler> Daemon<H> {
         );
 
         let listener_stop = CancellationToken::new();
-        match config.metrics_addr {
-            Some(addr) => {
-                let (bound, listener) = crate::health::serve(
-                    addr,
-                    Arc::clone(&metrics),
-                    Arc::clone(&liveness),
-                    client.clone(),
-                    config.worker.long_poll,
-                    listener_stop.clone(),
-                )
-                .await
-                .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
-                info!(address = %bound, "metrics on /metrics, health on /healthz and /readyz");
-                background.spawn(
-                    "listener",
-                    "the metrics listener".to_owned(),
-                    listener_stop.clone(),
-                    listener,
-                );
-            }
-            None => info!("--metrics-addr off: no /metrics, /healthz nor /readyz"),
-        }
+        start_listener(
+            config,
+            Probed {
+                metrics: &metrics,
+                liveness: &liveness,
+                client: &client,
+            },
+            &mut background,
+            &listener_stop,
+        )
+        .await?;
 
         let tracker = TaskTracker::new();
         let stop = StopTokens {
             shutdown: shutdown.clone(),
             abort: CancellationToken::new(),
         };
-        let follow_ups = FollowUps::with_work(
-            client.clone(),
-            Arc::clone(&metrics),
-            first.correlation(&config.correlation),
-            tracker.clone(),
-            stop.shutdown.clone(),
-            stop.abort.clone(),
-            Arc::clone(first_work),
+        let follow_ups = follow_ups_for(config, &client, &metrics, &tracker, &stop, &works)?;
+        start_reconcilers(
+            config,
+            &client,
+            &follow_ups,
+            &metrics,
+            &liveness,
+            &mut background,
         );
-        if config.routes.len() > 1 {
-            for (route, work) in config.routes.iter().zip(&works) {
-                let settings = route.correlation(&config.correlation);
-                follow_ups.add_route(&route.topic, settings, Arc::clone(work));
-            }
-        }
-        // One reconciler per route: each reads its own topic's markers. They share the budget.
-        if let Some(interval) = config.reconcile_interval {
-            for route in &config.routes {
-                let reconciler = Reconciler::new(
-                    client.clone(),
-                    follow_ups.for_topic(&route.topic),
-                    Arc::clone(&metrics),
-                    Arc::clone(&liveness),
-                    &route.topic,
-                );
-                background.spawn(
-                    "reconciler",
-                    format!("the reconciler of topic {}", route.topic),
-                    shutdown.clone(),
-                    reconciler.run(interval, shutdown.clone()),
-                );
-            }
-        }
         if config.engine_discovery == EngineDiscovery::Dns {
             let discovery = start_discovery(config, &client).await?;
             background.spawn(
@@ -255,7 +217,15 @@ impl<H: Handler> Daemon<H> {
         let mut fetched = false;
         while !(fetched && grace_ends.is_some()) {
             tokio::select! {
-                () = &mut fetching, if !fetched => fetched = true,
+                () = &mut fetching, if !fetched => {
+                    fetched = true;
+                    // It returns once the shutdown has begun; before, it would leave a worker
+                    // that fetches nothing.
+                    if !shutdown.is_cancelled() {
+                        self.background
+                            .record_death("fetch_loop", "the fetch loop ended before shutdown");
+                    }
+                }
                 () = shutdown.cancelled(), if grace_ends.is_none() => {
                     grace_ends = Some(Instant::now() + self.grace);
                 }
@@ -311,6 +281,106 @@ impl<H: Handler> Daemon<H> {
             drained,
             died: self.liveness.dead_task().map(str::to_owned),
         }
+    }
+}
+
+/// What the probes judge by, borrowed for [`start_listener`].
+struct Probed<'a> {
+    metrics: &'a Arc<Metrics>,
+    liveness: &'a Arc<Liveness>,
+    client: &'a EngineClient,
+}
+
+/// Binds `--metrics-addr` now (a taken port fails at start) and serves it on `background` until
+/// `stop`; nothing with `--metrics-addr off`.
+async fn start_listener(
+    config: &Config,
+    probed: Probed<'_>,
+    background: &mut Supervisor,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(addr) = config.metrics_addr else {
+        info!("--metrics-addr off: no /metrics, /healthz nor /readyz");
+        return Ok(());
+    };
+    let (bound, listener) = crate::health::serve(
+        addr,
+        Arc::clone(probed.metrics),
+        Arc::clone(probed.liveness),
+        probed.client.clone(),
+        config.worker.long_poll,
+        stop.clone(),
+    )
+    .await
+    .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
+    info!(address = %bound, "metrics on /metrics, health on /healthz and /readyz");
+    background.spawn(
+        "listener",
+        "the metrics listener".to_owned(),
+        stop.clone(),
+        listener,
+    );
+    Ok(())
+}
+
+/// The follow-ups of every route: `works[i]` is the work of `config.routes[i]`.
+fn follow_ups_for(
+    config: &Config,
+    client: &EngineClient,
+    metrics: &Arc<Metrics>,
+    tracker: &TaskTracker,
+    stop: &StopTokens,
+    works: &[Arc<dyn DynWork>],
+) -> anyhow::Result<FollowUps> {
+    let (Some(first), Some(first_work)) = (config.routes.first(), works.first()) else {
+        anyhow::bail!("the configuration has no route");
+    };
+    let follow_ups = FollowUps::with_work(
+        client.clone(),
+        Arc::clone(metrics),
+        first.correlation(&config.correlation),
+        tracker.clone(),
+        stop.shutdown.clone(),
+        stop.abort.clone(),
+        Arc::clone(first_work),
+    );
+    if config.routes.len() > 1 {
+        for (route, work) in config.routes.iter().zip(works) {
+            let settings = route.correlation(&config.correlation);
+            follow_ups.add_route(&route.topic, settings, Arc::clone(work));
+        }
+    }
+    Ok(follow_ups)
+}
+
+/// One reconciler per route, on `background`: each reads its own topic's markers. They share
+/// the budget. None when `--reconcile-interval` is 0.
+fn start_reconcilers(
+    config: &Config,
+    client: &EngineClient,
+    follow_ups: &FollowUps,
+    metrics: &Arc<Metrics>,
+    liveness: &Arc<Liveness>,
+    background: &mut Supervisor,
+) {
+    let Some(interval) = config.reconcile_interval else {
+        return;
+    };
+    let shutdown = background.shutdown().clone();
+    for route in &config.routes {
+        let reconciler = Reconciler::new(
+            client.clone(),
+            follow_ups.for_topic(&route.topic),
+            Arc::clone(metrics),
+            Arc::clone(liveness),
+            &route.topic,
+        );
+        background.spawn(
+            "reconciler",
+            format!("the reconciler of topic {}", route.topic),
+            shutdown.clone(),
+            reconciler.run(interval, shutdown.clone()),
+        );
     }
 }
 

@@ -76,6 +76,11 @@ impl Supervisor {
             .insert(handle.id(), Tracked { kind, name, stop });
     }
 
+    /// The shutdown token a death cancels (and tasks stop on).
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
     /// Whether no task is tracked any more.
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
@@ -118,17 +123,23 @@ impl Supervisor {
             return Ended::AsTold;
         }
         let what = format!("{} {how} before shutdown", tracked.name);
+        self.record_death(tracked.kind, &what);
+        Ended::Died(what)
+    }
+
+    /// Records a death seen elsewhere (`what`: which task, and how it ended) as one of its own:
+    /// one ERROR, the metric, `/healthz` failed, the shutdown begun.
+    pub fn record_death(&self, kind: &'static str, what: &str) {
         error!(
-            task = tracked.kind,
+            task = kind,
             "{what}: the worker no longer does all its work, so it fails /healthz and shuts down (exit code 1)"
         );
         self.metrics
             .background_tasks_died
-            .get_or_create(&vec![label("task", tracked.kind)])
+            .get_or_create(&vec![label("task", kind)])
             .inc();
-        self.liveness.task_died(what.clone());
+        self.liveness.task_died(what.to_owned());
         self.shutdown.cancel();
-        Ended::Died(what)
     }
 }
 
