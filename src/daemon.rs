@@ -405,3 +405,65 @@ async fn start_discovery(
     }
     Ok(discovery)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::Handler;
+
+    /// A handler never called: the engine URL names a closed port, so no task is fetched.
+    struct Unused;
+
+    impl Handler for Unused {
+        async fn handle(
+            &self,
+            _: &crate::engine::ExternalTask,
+        ) -> Result<crate::handler::TaskResult, crate::handler::HandlerError> {
+            unreachable!("no engine answers")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_background_task_that_ends_early_stops_the_daemon_and_fails_its_run() {
+        let (_, _, config) = crate::config::load([
+            "camunda-worker",
+            "--engine-url",
+            "http://127.0.0.1:9/engine-rest",
+            "--metrics-addr",
+            "off",
+            "--shutdown-grace",
+            "2s",
+        ])
+        .expect("a valid configuration");
+        let shutdown = CancellationToken::new();
+        let works = configured_works(&config);
+        let mut daemon = Daemon::build(&config, Unused, works, shutdown.clone())
+            .await
+            .expect("the daemon builds");
+        // A reconciler that returns at once, as one that met a bug would.
+        daemon.background.spawn(
+            "reconciler",
+            "the reconciler of topic t".to_owned(),
+            CancellationToken::new(),
+            async {},
+        );
+        let run = async {
+            let grace_ends = daemon.run_until_stopped().await;
+            assert!(shutdown.is_cancelled(), "the death began the shutdown");
+            assert_eq!(
+                daemon.liveness.dead_task(),
+                Some("the reconciler of topic t ended before shutdown")
+            );
+            daemon.drain(grace_ends).await
+        };
+        // Bounded for a loaded machine; nobody cancels the token but the death.
+        let summary = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the daemon stops by itself");
+        assert!(!summary.succeeded());
+        assert_eq!(
+            summary.died.as_deref(),
+            Some("the reconciler of topic t ended before shutdown")
+        );
+    }
+}
