@@ -242,15 +242,34 @@ pub struct ConnectionArgs {
           default_value = "30s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
 
-    /// Address of the metrics and health endpoints (/metrics, /healthz, /readyz).
+    /// Address of the metrics and health endpoints (/metrics, /healthz, /readyz); `off` serves
+    /// none of them.
     #[arg(
         long,
         global = true,
         env = "CAMUNDA_WORKER_METRICS_ADDR",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:9464"
+        value_name = "ADDR|off",
+        default_value = "127.0.0.1:9464",
+        value_parser = parse_metrics_addr
     )]
-    pub metrics_addr: SocketAddr,
+    pub metrics_addr: MetricsAddr,
+}
+
+/// Where the metrics and health listener listens, if anywhere (`--metrics-addr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+/// `off`, or an address with its port (`127.0.0.1:9464`, `[::]:9464`).
+fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr(None));
+    }
+    text.trim()
+        .parse()
+        .map(|addr| MetricsAddr(Some(addr)))
+        .map_err(|_| {
+            format!("`{text}` is not an address with a port (like 127.0.0.1:9464), nor `off`")
+        })
 }
 
 /// Secrets masked, URLs without their userinfo: a `{:?}` of the flags must not print a credential.

@@ -27,6 +27,7 @@ use crate::health::Liveness;
 use crate::metrics::Metrics;
 use crate::reconciler::Reconciler;
 use crate::route::{Route, RouteHandler};
+use crate::supervisor::Supervisor;
 use crate::work::{DynWork, FollowUpWork};
 use crate::worker::{Shared, StopTokens, Worker, EXPIRY_MARGIN};
 
@@ -35,10 +36,19 @@ use crate::worker::{Shared, StopTokens, Worker, EXPIRY_MARGIN};
 const ABORT_WAIT: Duration = Duration::from_millis(500);
 
 /// How a daemon run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSummary {
     /// Whether everything finished within the shutdown grace.
     pub drained: bool,
+    /// The background task that ended before shutdown, if one did (the run then failed).
+    pub died: Option<String>,
+}
+
+impl RunSummary {
+    /// Whether the run ended as asked: drained, and no task died.
+    pub fn succeeded(&self) -> bool {
+        self.drained && self.died.is_none()
+    }
 }
 
 /// Runs the message-correlation daemon described by `config` until `shutdown` is cancelled: the
@@ -88,66 +98,246 @@ fn configured_works(config: &Config) -> Vec<Arc<dyn DynWork>> {
     config.routes.iter().map(Route::work).collect()
 }
 
-/// Runs a worker with a handler and a follow-up work (for every route) until `shutdown` is
-/// cancelled.
-pub async fn run_with<H: Handler>(
-    config: &Config,
-    handler: H,
-    work: Arc<dyn DynWork>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<RunSummary> {
-    let works = config.routes.iter().map(|_| Arc::clone(&work)).collect();
-    serve(config, handler, works, shutdown).await
-}
-
-/// Everything wired: `works[i]` is the work of `config.routes[i]`.
+/// Everything wired (`works[i]` is the work of `config.routes[i]`): built, run until stopped,
+/// drained.
 async fn serve<H: Handler>(
     config: &Config,
     handler: H,
     works: Vec<Arc<dyn DynWork>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
+    let mut daemon = Daemon::build(config, handler, works, shutdown).await?;
+    let grace_ends = daemon.run_until_stopped().await;
+    Ok(daemon.drain(grace_ends).await)
+}
+
+/// The daemon's parts, between build and drain.
+struct Daemon<H> {
+    worker: Worker<H>,
+    follow_ups: FollowUps,
+    liveness: Arc<Liveness>,
+    /// Tasks and follow-ups: the drain waits for them.
+    tracker: TaskTracker,
+    stop: StopTokens,
+    grace: Duration,
+    /// The reconcilers, discovery and the listener: a death among them ends the worker.
+    background: Supervisor,
+    /// Stops the listener, last of all.
+    listener_stop: CancellationToken,
+}
+
+impl<H: Handler> Daemon<H> {
+    /// Builds every part and starts the background tasks: the listener (bound now, so a taken
+    /// port fails at start), one reconciler per route, discovery.
+    async fn build(
+        config: &Config,
+        handler: H,
+        works: Vec<Arc<dyn DynWork>>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let client = EngineClient::new(config.engine.clone())
+            .context("cannot set up the engine client")?
+            .with_metrics(Arc::clone(&metrics));
+        let liveness = Arc::new(Liveness::default());
+        let mut background = Supervisor::new(
+            Arc::clone(&liveness),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+
+        let listener_stop = CancellationToken::new();
+        start_listener(
+            config,
+            Probed {
+                metrics: &metrics,
+                liveness: &liveness,
+                client: &client,
+            },
+            &mut background,
+            &listener_stop,
+        )
+        .await?;
+
+        let tracker = TaskTracker::new();
+        let stop = StopTokens {
+            shutdown: shutdown.clone(),
+            abort: CancellationToken::new(),
+        };
+        let follow_ups = follow_ups_for(config, &client, &metrics, &tracker, &stop, &works)?;
+        start_reconcilers(
+            config,
+            &client,
+            &follow_ups,
+            &metrics,
+            &liveness,
+            &mut background,
+        );
+        if config.engine_discovery == EngineDiscovery::Dns {
+            let discovery = start_discovery(config, &client).await?;
+            background.spawn(
+                "discovery",
+                "engine discovery".to_owned(),
+                shutdown.clone(),
+                discovery.run(DISCOVERY_INTERVAL, shutdown.clone()),
+            );
+        }
+
+        let worker = Worker::new(
+            client,
+            handler,
+            config.worker.clone(),
+            Shared {
+                metrics: Arc::clone(&metrics),
+                liveness: Arc::clone(&liveness),
+                tracker: tracker.clone(),
+                stop: stop.clone(),
+            },
+            follow_ups.clone(),
+        );
+        Ok(Daemon {
+            worker,
+            follow_ups,
+            liveness,
+            tracker,
+            stop,
+            grace: config.shutdown_grace,
+            background,
+            listener_stop,
+        })
+    }
+
+    /// Fetches until the shutdown begins (asked for, or a background task died) and every poll
+    /// has ended; returns when the grace ends, counted from the moment shutdown was asked for.
+    async fn run_until_stopped(&mut self) -> Instant {
+        let shutdown = self.stop.shutdown.clone();
+        let fetching = self.worker.run();
+        tokio::pin!(fetching);
+        let mut grace_ends = None;
+        let mut fetched = false;
+        while !(fetched && grace_ends.is_some()) {
+            tokio::select! {
+                () = &mut fetching, if !fetched => {
+                    fetched = true;
+                    // It returns once the shutdown has begun; before, it would leave a worker
+                    // that fetches nothing.
+                    if !shutdown.is_cancelled() {
+                        self.background
+                            .record_death("fetch_loop", "the fetch loop ended before shutdown");
+                    }
+                }
+                () = shutdown.cancelled(), if grace_ends.is_none() => {
+                    grace_ends = Some(Instant::now() + self.grace);
+                }
+                // A death begins the shutdown (see `Supervisor`); one that ended as told waits
+                // for the others.
+                Some(_) = self.background.join_next(), if !self.background.is_empty() => {}
+            }
+        }
+        grace_ends.unwrap_or_else(|| Instant::now() + self.grace)
+    }
+
+    /// Drains until `grace_ends`: tasks and follow-ups finish (what still runs then is
+    /// abandoned), what the engine still locks for this worker is given back, the background
+    /// tasks are joined, the listener last.
+    async fn drain(mut self, grace_ends: Instant) -> RunSummary {
+        let grace = self.grace;
+        let tracker = self.tracker.clone();
+        let abort = self.stop.abort.clone();
+        tracker.close();
+        let drain = async {
+            let drain_until = grace_ends
+                .checked_sub(ABORT_WAIT)
+                .unwrap_or(grace_ends)
+                .max(Instant::now());
+            if tokio::time::timeout_at(drain_until, tracker.wait())
+                .await
+                .is_ok()
+            {
+                info!("shutdown complete: every task and follow-up finished");
+                return true;
+            }
+            warn!(
+                "shutdown grace of {} is over: abandoning what still runs",
+                humantime::format_duration(grace)
+            );
+            abort.cancel();
+            let _ = tokio::time::timeout_at(grace_ends, tracker.wait()).await;
+            false
+        };
+        // Meanwhile, give back whatever the engine still locks for this worker id.
+        let sweep_until = self
+            .worker
+            .abandoned_poll_until()
+            .map_or_else(Instant::now, |until| until + EXPIRY_MARGIN);
+        let (drained, ()) = tokio::join!(drain, self.worker.release_locks(sweep_until, grace_ends));
+        self.follow_ups.report_left_owed();
+        // The reconcilers and discovery stopped at the shutdown, but a pass in flight is not
+        // waited for past a moment; the listener served the probes until now.
+        let background_until = grace_ends.min(Instant::now() + ABORT_WAIT);
+        self.listener_stop.cancel();
+        self.background.join_all(background_until).await;
+        RunSummary {
+            drained,
+            died: self.liveness.dead_task().map(str::to_owned),
+        }
+    }
+}
+
+/// What the probes judge by, borrowed for [`start_listener`].
+struct Probed<'a> {
+    metrics: &'a Arc<Metrics>,
+    liveness: &'a Arc<Liveness>,
+    client: &'a EngineClient,
+}
+
+/// Binds `--metrics-addr` now (a taken port fails at start) and serves it on `background` until
+/// `stop`; nothing with `--metrics-addr off`.
+async fn start_listener(
+    config: &Config,
+    probed: Probed<'_>,
+    background: &mut Supervisor,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(addr) = config.metrics_addr else {
+        info!("--metrics-addr off: no /metrics, /healthz nor /readyz");
+        return Ok(());
+    };
+    let (bound, listener) = crate::health::serve(
+        addr,
+        Arc::clone(probed.metrics),
+        Arc::clone(probed.liveness),
+        probed.client.clone(),
+        config.worker.long_poll,
+        stop.clone(),
+    )
+    .await
+    .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?;
+    info!(address = %bound, "metrics on /metrics, health on /healthz and /readyz");
+    background.spawn(
+        "listener",
+        "the metrics listener".to_owned(),
+        stop.clone(),
+        listener,
+    );
+    Ok(())
+}
+
+/// The follow-ups of every route: `works[i]` is the work of `config.routes[i]`.
+fn follow_ups_for(
+    config: &Config,
+    client: &EngineClient,
+    metrics: &Arc<Metrics>,
+    tracker: &TaskTracker,
+    stop: &StopTokens,
+    works: &[Arc<dyn DynWork>],
+) -> anyhow::Result<FollowUps> {
     let (Some(first), Some(first_work)) = (config.routes.first(), works.first()) else {
         anyhow::bail!("the configuration has no route");
     };
-    let metrics = Arc::new(Metrics::new());
-    let client = EngineClient::new(config.engine.clone())
-        .context("cannot set up the engine client")?
-        .with_metrics(Arc::clone(&metrics));
-
-    let liveness = Arc::new(Liveness::default());
-
-    let listener_stop = CancellationToken::new();
-    let (bound, listener) = crate::health::serve(
-        config.metrics_addr,
-        Arc::clone(&metrics),
-        Arc::clone(&liveness),
-        client.clone(),
-        config.worker.long_poll,
-        listener_stop.clone(),
-    )
-    .await
-    .with_context(|| format!("--metrics-addr {}: cannot listen", config.metrics_addr))?;
-    info!(address = %bound, "metrics on /metrics, health on /healthz and /readyz");
-
-    // The grace counts from the moment shutdown is asked for.
-    let grace = config.shutdown_grace;
-    let grace_ends = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            Instant::now() + grace
-        })
-    };
-
-    let tracker = TaskTracker::new();
-    let stop = StopTokens {
-        shutdown: shutdown.clone(),
-        abort: CancellationToken::new(),
-    };
     let follow_ups = FollowUps::with_work(
         client.clone(),
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
         first.correlation(&config.correlation),
         tracker.clone(),
         stop.shutdown.clone(),
@@ -155,105 +345,125 @@ async fn serve<H: Handler>(
         Arc::clone(first_work),
     );
     if config.routes.len() > 1 {
-        for (route, work) in config.routes.iter().zip(&works) {
+        for (route, work) in config.routes.iter().zip(works) {
             let settings = route.correlation(&config.correlation);
             follow_ups.add_route(&route.topic, settings, Arc::clone(work));
         }
     }
-    // One reconciler per route: each reads its own topic's markers. They share the budget.
-    let reconcilers: Vec<_> = config
-        .reconcile_interval
-        .map(|interval| {
-            config
-                .routes
-                .iter()
-                .map(|route| {
-                    let reconciler = Reconciler::new(
-                        client.clone(),
-                        follow_ups.for_topic(&route.topic),
-                        Arc::clone(&metrics),
-                        Arc::clone(&liveness),
-                        &route.topic,
-                    );
-                    tokio::spawn(reconciler.run(interval, shutdown.clone()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    Ok(follow_ups)
+}
 
-    let discovery = match config.engine_discovery {
-        EngineDiscovery::None => None,
-        EngineDiscovery::Dns => {
-            let seed = config
-                .engine
-                .nodes
-                .first()
-                .cloned()
-                .context("no --engine-url")?;
-            let mut discovery = Discovery::new(client.clone(), seed, SystemDns);
-            // The first answer before the first poll, so that every node is polled from the start.
-            if tokio::time::timeout(Duration::from_secs(5), discovery.refresh())
-                .await
-                .is_err()
-            {
-                warn!("engine discovery: the first lookup did not answer within 5 s; polling the URL as given meanwhile");
-            }
-            Some(tokio::spawn(
-                discovery.run(DISCOVERY_INTERVAL, shutdown.clone()),
-            ))
-        }
+/// One reconciler per route, on `background`: each reads its own topic's markers. They share
+/// the budget. None when `--reconcile-interval` is 0.
+fn start_reconcilers(
+    config: &Config,
+    client: &EngineClient,
+    follow_ups: &FollowUps,
+    metrics: &Arc<Metrics>,
+    liveness: &Arc<Liveness>,
+    background: &mut Supervisor,
+) {
+    let Some(interval) = config.reconcile_interval else {
+        return;
     };
-
-    let follow_ups_report = follow_ups.clone();
-    let worker = Worker::new(
-        client,
-        handler,
-        config.worker.clone(),
-        Shared {
-            metrics: Arc::clone(&metrics),
-            liveness,
-            tracker: tracker.clone(),
-            stop: stop.clone(),
-        },
-        follow_ups,
-    );
-    worker.run().await;
-    let grace_ends = grace_ends.await.unwrap_or_else(|_| Instant::now() + grace);
-
-    tracker.close();
-    let drain = async {
-        let drain_until = grace_ends
-            .checked_sub(ABORT_WAIT)
-            .unwrap_or(grace_ends)
-            .max(Instant::now());
-        if tokio::time::timeout_at(drain_until, tracker.wait())
-            .await
-            .is_ok()
-        {
-            info!("shutdown complete: every task and follow-up finished");
-            return true;
-        }
-        warn!(
-            "shutdown grace of {} is over: abandoning what still runs",
-            humantime::format_duration(grace)
+    let shutdown = background.shutdown().clone();
+    for route in &config.routes {
+        let reconciler = Reconciler::new(
+            client.clone(),
+            follow_ups.for_topic(&route.topic),
+            Arc::clone(metrics),
+            Arc::clone(liveness),
+            &route.topic,
         );
-        stop.abort.cancel();
-        let _ = tokio::time::timeout_at(grace_ends, tracker.wait()).await;
-        false
-    };
-    // Meanwhile, give back whatever the engine still locks for this worker id.
-    let sweep_until = worker
-        .abandoned_poll_until()
-        .map_or_else(Instant::now, |until| until + EXPIRY_MARGIN);
-    let (drained, ()) = tokio::join!(drain, worker.release_locks(sweep_until, grace_ends));
-    follow_ups_report.report_left_owed();
-    for reconciler in reconcilers {
-        reconciler.abort();
+        background.spawn(
+            "reconciler",
+            format!("the reconciler of topic {}", route.topic),
+            shutdown.clone(),
+            reconciler.run(interval, shutdown.clone()),
+        );
     }
-    if let Some(discovery) = discovery {
-        discovery.abort();
+}
+
+/// Discovery of the engine's nodes, with its first answer in before the first poll, so that
+/// every node is polled from the start.
+async fn start_discovery(
+    config: &Config,
+    client: &EngineClient,
+) -> anyhow::Result<Discovery<SystemDns>> {
+    let seed = config
+        .engine
+        .nodes
+        .first()
+        .cloned()
+        .context("no --engine-url")?;
+    let mut discovery = Discovery::new(client.clone(), seed, SystemDns);
+    if tokio::time::timeout(Duration::from_secs(5), discovery.refresh())
+        .await
+        .is_err()
+    {
+        warn!("engine discovery: the first lookup did not answer within 5 s; polling the URL as given meanwhile");
     }
-    listener_stop.cancel();
-    let _ = listener.await;
-    Ok(RunSummary { drained })
+    Ok(discovery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::Handler;
+
+    /// A handler never called: the engine URL names a closed port, so no task is fetched.
+    struct Unused;
+
+    impl Handler for Unused {
+        async fn handle(
+            &self,
+            _: &crate::engine::ExternalTask,
+        ) -> Result<crate::handler::TaskResult, crate::handler::HandlerError> {
+            unreachable!("no engine answers")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_background_task_that_ends_early_stops_the_daemon_and_fails_its_run() {
+        let (_, _, config) = crate::config::load([
+            "camunda-worker",
+            "--engine-url",
+            "http://127.0.0.1:9/engine-rest",
+            "--metrics-addr",
+            "off",
+            "--shutdown-grace",
+            "2s",
+        ])
+        .expect("a valid configuration");
+        let shutdown = CancellationToken::new();
+        let works = configured_works(&config);
+        let mut daemon = Daemon::build(&config, Unused, works, shutdown.clone())
+            .await
+            .expect("the daemon builds");
+        // A reconciler that returns at once, as one that met a bug would.
+        daemon.background.spawn(
+            "reconciler",
+            "the reconciler of topic t".to_owned(),
+            CancellationToken::new(),
+            async {},
+        );
+        let run = async {
+            let grace_ends = daemon.run_until_stopped().await;
+            assert!(shutdown.is_cancelled(), "the death began the shutdown");
+            assert_eq!(
+                daemon.liveness.dead_task(),
+                Some("the reconciler of topic t ended before shutdown")
+            );
+            daemon.drain(grace_ends).await
+        };
+        // Bounded for a loaded machine; nobody cancels the token but the death.
+        let summary = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the daemon stops by itself");
+        assert!(!summary.succeeded());
+        assert_eq!(
+            summary.died.as_deref(),
+            Some("the reconciler of topic t ended before shutdown")
+        );
+    }
 }

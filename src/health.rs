@@ -4,11 +4,14 @@
 //!
 //! [`Liveness`] holds the facts the fetch loop reports for these probes and for the reconciler
 //! (when the loop last finished a poll, how many tasks it has fetched); readiness comes from the
-//! engine client, which judges every call it makes.
+//! engine client, which judges every call it makes. A background task that ended before
+//! shutdown ([`Liveness::task_died`]) fails `/healthz` at once and for good: the worker no longer
+//! does all its work, and must not look healthy while it exits.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -30,6 +33,8 @@ pub struct Liveness {
     last_poll_ms: AtomicU64,
     /// Tasks fetched since start, over all nodes (the reconciler's sign of activity).
     fetched: AtomicU64,
+    /// The first background task that ended before shutdown, and how.
+    died: OnceLock<String>,
 }
 
 impl Default for Liveness {
@@ -38,6 +43,7 @@ impl Default for Liveness {
             started: Instant::now(),
             last_poll_ms: AtomicU64::new(0),
             fetched: AtomicU64::new(0),
+            died: OnceLock::new(),
         }
     }
 }
@@ -74,6 +80,17 @@ impl Liveness {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Records that a background task ended before shutdown (`what`: which, and how); from now
+    /// on `/healthz` fails. The first death is the one reported.
+    pub fn task_died(&self, what: String) {
+        let _ = self.died.set(what);
+    }
+
+    /// The background task that ended before shutdown, if one did.
+    pub fn dead_task(&self) -> Option<&str> {
+        self.died.get().map(String::as_str)
+    }
 }
 
 /// What the endpoints judge by.
@@ -86,7 +103,8 @@ struct Probe {
     stale_after: Duration,
 }
 
-/// Binds the listener now (so a taken port fails at start) and serves until `stop`.
+/// Binds the listener now (so a taken port fails at start); the future serves until `stop`,
+/// through [`crate::listener`]: no client can hold the shutdown. The caller spawns it, tracked.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -94,7 +112,7 @@ pub async fn serve(
     client: EngineClient,
     long_poll: Duration,
     stop: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let probe = Probe {
@@ -110,12 +128,7 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(probe);
-    let handle = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-    });
-    Ok((bound, handle))
+    Ok((bound, crate::listener::serve(listener, app, stop)))
 }
 
 async fn metrics_text(State(probe): State<Probe>) -> impl IntoResponse {
@@ -130,6 +143,12 @@ async fn metrics_text(State(probe): State<Probe>) -> impl IntoResponse {
 
 async fn healthz(State(probe): State<Probe>) -> impl IntoResponse {
     let liveness = &probe.liveness;
+    if let Some(task) = liveness.dead_task() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{task}: the worker is exiting\n"),
+        );
+    }
     let since = liveness
         .since_last_poll()
         .unwrap_or_else(|| liveness.uptime());
@@ -151,5 +170,44 @@ async fn readyz(State(probe): State<Probe>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "the engine did not answer the last call, or refused the credentials\n",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe() -> Probe {
+        let url = "http://127.0.0.1:9/engine-rest".parse().expect("a URL");
+        let settings = crate::engine::EngineSettings::new(url);
+        Probe {
+            metrics: Arc::new(Metrics::new()),
+            liveness: Arc::new(Liveness::default()),
+            client: EngineClient::new(settings).expect("a client"),
+            stale_after: Duration::from_secs(3600),
+        }
+    }
+
+    async fn status(probe: &Probe) -> (StatusCode, String) {
+        let response = healthz(State(probe.clone())).await.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("a short body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_dead_background_task_fails_healthz_at_once_even_right_after_a_poll() {
+        let probe = probe();
+        probe.liveness.polled(0);
+        assert_eq!(status(&probe).await.0, StatusCode::OK);
+        probe
+            .liveness
+            .task_died("the reconciler of topic t ended before shutdown".into());
+        probe.liveness.polled(1);
+        let (code, body) = status(&probe).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("the reconciler of topic t ended"), "{body}");
     }
 }

@@ -27,9 +27,12 @@
 //!   replica, at any history level).
 //! - [`budget`]: the worker-wide rate limit on retries, which keeps a worker from flooding its
 //!   engine.
-//! - [`daemon`]: everything wired, plus the shutdown sequence.
-//! - [`metrics`] and [`health`]: Prometheus metrics, `/healthz`, `/readyz`.
-//! - [`backoff`], [`variables`], [`secret`], [`shutdown`], [`telemetry`]: small shared pieces.
+//! - [`daemon`]: everything wired, plus the shutdown sequence; [`supervisor`] tracks its
+//!   long-lived tasks, and one that dies fails `/healthz` and ends the worker.
+//! - [`metrics`] and [`health`]: Prometheus metrics, `/healthz`, `/readyz`, served by
+//!   [`listener`], which no client can hold.
+//! - [`backoff`], [`variables`], [`secret`], [`shutdown`], [`telemetry`], [`log_writer`]: small
+//!   shared pieces.
 //! - [`commands`]: the `deploy`, `start`, `status` and `healthcheck` subcommands.
 //!
 //! # Library use
@@ -90,11 +93,14 @@ pub mod engine;
 pub mod handler;
 pub mod health;
 pub mod ledger;
+pub mod listener;
+pub mod log_writer;
 pub mod metrics;
 pub mod reconciler;
 pub mod route;
 pub mod secret;
 pub mod shutdown;
+pub mod supervisor;
 pub mod telemetry;
 pub mod variables;
 pub mod work;

@@ -17,21 +17,22 @@ fn main() -> ExitCode {
         print!("{}", config.describe());
         return ExitCode::SUCCESS;
     }
-    telemetry::init(config.log_format);
+    // Declared before the runtime, so dropped after it: the runtime's last lines are written.
+    let _log = telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            telemetry::print_line(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let code = match runtime.block_on(dispatch(command, &config)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            telemetry::print_line(&format!("error: {error:#}"));
             ExitCode::FAILURE
         }
     };
@@ -52,7 +53,7 @@ async fn dispatch(command: Option<Command>, config: &config::Config) -> anyhow::
             let stop = CancellationToken::new();
             shutdown::listen_for_signals(stop.clone());
             let summary = daemon::run(config, stop).await?;
-            Ok(if summary.drained {
+            Ok(if summary.succeeded() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

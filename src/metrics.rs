@@ -145,6 +145,17 @@ declare_metrics! {
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ]),
         "how late a follow-up's delivery began, against the time it was due";
+    log_lines_dropped: Counter = log_lines_dropped().clone(),
+        "log lines dropped because stderr was closed or full (the log never blocks nor stops the worker)";
+    background_tasks_died: CounterFamily = Family::default(),
+        "background tasks (fetch loop, reconciler, discovery, listener) that ended before shutdown, by task; the worker then fails /healthz and exits non-zero";
+}
+
+/// The process-wide count of dropped log lines: the log writer is installed once per process,
+/// before any [`Metrics`] exists, and every registry shows the same count.
+pub fn log_lines_dropped() -> &'static Counter {
+    static DROPPED: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+    DROPPED.get_or_init(Counter::default)
 }
 
 /// Engine calls on a nearby engine take milliseconds; a long poll takes up to its timeout (45 s
@@ -185,11 +196,16 @@ impl Outcome for NoOutcome {
 }
 
 /// One label.
-fn label(name: &'static str, value: impl Into<String>) -> (&'static str, String) {
+pub(crate) fn label(name: &'static str, value: impl Into<String>) -> (&'static str, String) {
     (name, value.into())
 }
 
 impl Metrics {
+    /// Log lines dropped so far (stderr closed or full), as `/metrics` shows them.
+    pub fn log_lines_dropped_so_far(&self) -> u64 {
+        self.log_lines_dropped.get()
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();

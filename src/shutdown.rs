@@ -14,8 +14,10 @@ pub fn listen_for_signals(token: CancellationToken) {
             warn!("cannot listen for signals; stop the worker with SIGKILL");
             return;
         }
-        info!("shutdown requested: finishing running tasks and pending messages (signal again to exit at once)");
+        // Cancel before logging: nothing that happens to the log may keep the shutdown from
+        // beginning.
         token.cancel();
+        info!("shutdown requested: finishing running tasks and pending messages (signal again to exit at once)");
         if wait_for_signal().await.is_ok() {
             warn!("second signal: exiting now");
             std::process::exit(FORCED_EXIT_CODE);

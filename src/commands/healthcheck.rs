@@ -7,10 +7,13 @@ use std::time::Duration;
 use crate::cli::HealthcheckArgs;
 
 /// Probes `/healthz` and returns whether it answered 200.
-pub async fn run(metrics_addr: SocketAddr, args: &HealthcheckArgs) -> anyhow::Result<bool> {
-    let url = match &args.url {
-        Some(url) => url.to_string(),
-        None => format!("http://{}/healthz", probe_address(metrics_addr)),
+pub async fn run(metrics_addr: Option<SocketAddr>, args: &HealthcheckArgs) -> anyhow::Result<bool> {
+    let url = match (&args.url, metrics_addr) {
+        (Some(url), _) => url.to_string(),
+        (None, Some(addr)) => format!("http://{}/healthz", probe_address(addr)),
+        (None, None) => anyhow::bail!(
+            "--metrics-addr is off: the worker serves no /healthz to probe (give --url)"
+        ),
     };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

@@ -308,7 +308,7 @@ impl Layers {
             engine_discovery: daemon.engine_discovery,
             shutdown_grace: daemon.shutdown_grace,
             reconcile_interval: Some(daemon.reconcile_interval).filter(|d| !d.is_zero()),
-            metrics_addr: connection.metrics_addr,
+            metrics_addr: connection.metrics_addr.0,
             log_format: connection.log_format,
             report: Vec::new(),
         };
@@ -376,8 +376,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How often the reconciler runs; `None` = disabled.
     pub reconcile_interval: Option<Duration>,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    pub metrics_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` (`--metrics-addr off`):
+    /// nowhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
     report: Vec<String>,

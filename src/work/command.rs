@@ -1,7 +1,8 @@
 //! The work as a program (`--follow-up-command`): run without a shell, fed the completed task as
 //! one JSON object on stdin, printing the follow-up message's variables as one JSON object on
-//! stdout (typed like `--var`). Each stderr line goes to the log, in the follow-up's span; the last
-//! one is what an incident shows when the program keeps failing.
+//! stdout (typed like `--var`). Each stderr line goes to the log, in the follow-up's span, bounded
+//! and rate-limited ([`super::relay`]); the last one is what an incident shows when the program
+//! keeps failing.
 //!
 //! A non-zero exit, a timeout, stdout that is not a JSON object, or stdout over
 //! [`MAX_OUTPUT_BYTES`] is a failure, retried by the follow-up. At shutdown the program gets
@@ -14,10 +15,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 use super::environment::command_environment;
 use super::{CompletedTask, FollowUpWork, WorkError};
@@ -25,9 +25,6 @@ use crate::variables::{TypedValue, Variables};
 
 /// The most a command may print on stdout: the message's variables, not a data transfer.
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
-
-/// The longest stderr line kept for an incident's message.
-const MAX_LINE_CHARS: usize = 500;
 
 /// A program as the follow-up's work.
 #[derive(Debug, Clone)]
@@ -145,17 +142,8 @@ impl FollowUpWork for CommandWork {
             tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await?;
             Ok::<_, std::io::Error>(output)
         };
-        let read_stderr = async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut last = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                info!(stream = "stderr", "follow-up command: {line}");
-                if !line.trim().is_empty() {
-                    last = line.trim().chars().take(MAX_LINE_CHARS).collect();
-                }
-            }
-            last
-        };
+        // Bounded lines, invalid UTF-8 replaced, rate-limited: see `relay`.
+        let read_stderr = super::relay::relay_stderr(BufReader::new(stderr));
         let pid = child.id();
         // Should this run be dropped before the program ended (timeout, end of the grace), its
         // whole group is killed, not only the program itself.

@@ -26,6 +26,7 @@ use crate::variables::{TypedValue, Variables};
 
 mod command;
 mod environment;
+pub mod relay;
 
 pub use command::{check_program, CommandWork, MAX_OUTPUT_BYTES};
 pub use environment::holding_secrets;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
 pub use context::{generated_worker_id, Shared, StopTokens, Subscription, WorkerSettings};
 pub use handback::EXPIRY_MARGIN;
@@ -37,6 +37,7 @@ use crate::correlation::FollowUps;
 use crate::engine::{EngineClient, EngineError, Node};
 use crate::handler::Handler;
 use crate::metrics::NoOutcome;
+use crate::supervisor::Supervisor;
 use context::WorkerContext;
 use poll::NodePoll;
 
@@ -77,13 +78,18 @@ impl<H: Handler> Worker<H> {
 
     /// Polls every engine node until shutdown, backing off while a node is unavailable. Follows
     /// the client's node list. Returns when shutdown has begun and every poll has ended; the
-    /// tasks it started keep running on the tracker.
+    /// tasks it started keep running on the tracker. A node's fetch loop that ends (or panics)
+    /// while its node is still listed is a death ([`crate::supervisor`]): it fails `/healthz`
+    /// and begins the shutdown, rather than leave a worker that no longer polls that node.
     pub async fn run(&self) {
         let ctx = &self.ctx;
         let mut nodes = ctx.client.subscribe();
-        let mut loops: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
-            HashMap::new();
-        let mut retired = Vec::new();
+        let mut polls = Supervisor::new(
+            Arc::clone(&ctx.liveness),
+            Arc::clone(&ctx.metrics),
+            ctx.stop.shutdown.clone(),
+        );
+        let mut retire_tokens: HashMap<String, CancellationToken> = HashMap::new();
         info!(
             worker_id = %ctx.settings.worker_id,
             topics = %ctx.settings.topics(),
@@ -93,28 +99,29 @@ impl<H: Handler> Worker<H> {
         loop {
             let current = Arc::clone(&nodes.borrow_and_update());
             for node in current.iter() {
-                match loops.get(node.name()) {
-                    Some((retire, _)) if !retire.is_cancelled() => continue,
-                    // A node that left and came back: its old loop ends by itself.
-                    Some(_) => {
-                        if let Some(old) = loops.remove(node.name()) {
-                            retired.push(old.1);
-                        }
-                    }
-                    None => {}
+                // A node that left and came back: its old loop ends by itself (its token is
+                // cancelled, so that end is no death); a new one starts.
+                if retire_tokens
+                    .get(node.name())
+                    .is_some_and(|retire| !retire.is_cancelled())
+                {
+                    continue;
                 }
                 let retire = CancellationToken::new();
                 let poll = NodePoll {
                     ctx: Arc::clone(ctx),
                     node: Arc::clone(node),
                 };
-                let handle = {
-                    let retire = retire.clone();
-                    tokio::spawn(async move { poll.run(&retire).await })
-                };
-                loops.insert(node.name().to_owned(), (retire, handle));
+                let stop = retire.clone();
+                polls.spawn(
+                    "fetch_loop",
+                    format!("the fetch loop of engine node {}", node.name()),
+                    retire.clone(),
+                    async move { poll.run(&stop).await },
+                );
+                retire_tokens.insert(node.name().to_owned(), retire);
             }
-            for (name, (retire, _)) in &loops {
+            for (name, retire) in &retire_tokens {
                 if !current.iter().any(|n| n.name() == name) && !retire.is_cancelled() {
                     info!(node = %name, "engine node left: its fetch loop ends after its current poll");
                     retire.cancel();
@@ -123,14 +130,13 @@ impl<H: Handler> Worker<H> {
             tokio::select! {
                 changed = nodes.changed() => if changed.is_err() { break },
                 _ = ctx.stop.shutdown.cancelled() => break,
+                // A death begins the shutdown: the next turn ends the loop.
+                Some(_) = polls.join_next(), if !polls.is_empty() => {}
             }
         }
-        let handles = loops.into_values().map(|(_, handle)| handle);
-        for handle in handles.chain(retired) {
-            if let Err(e) = handle.await {
-                error!("a fetch loop ended abnormally: {e}");
-            }
-        }
+        // Each poll ends by itself once shutdown has begun (a parked one is cancelled on the
+        // engine, or times out): wait for all of them.
+        while polls.join_next().await.is_some() {}
         debug!("fetching stopped");
     }
 

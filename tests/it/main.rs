@@ -20,6 +20,7 @@ mod resilience;
 mod routes;
 mod secrets;
 mod secrets_oauth;
+mod shutdown;
 mod support;
 mod work;
 mod work_contract;

@@ -47,6 +47,11 @@ METRICS = {
     "camunda_worker_follow_ups_recovered_total": ("counter", dict(TOPIC)),
     "camunda_worker_reconciler_passes_total": ("counter", {"outcome": {"ok", "error"}}),
     "camunda_worker_engine_stale_connection_retries_total": ("counter", dict(NODE)),
+    "camunda_worker_log_lines_dropped_total": ("counter", {}),
+    "camunda_worker_background_tasks_died_total": (
+        "counter",
+        {"task": {"fetch_loop", "reconciler", "discovery", "listener"}},
+    ),
     "camunda_worker_tasks_in_flight": ("gauge", {}),
     "camunda_worker_max_tasks": ("gauge", {}),
     "camunda_worker_follow_ups_pending": ("gauge", {}),
