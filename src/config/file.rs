@@ -124,9 +124,12 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
                         "config file {shown}: key `{key}` must be a list of strings"
                     ))
                 })?,
-            // A list key given as one string takes commas, like its environment variable.
+            // A list key given as one string takes commas, like its environment variable; only
+            // spaces around an item are dropped (a newline in it is refused by its parser).
             toml::Value::String(s) if takes_list => {
-                s.split(',').map(|part| part.trim().to_owned()).collect()
+                s.split(',')
+                    .map(|part| part.trim_matches(' ').to_owned())
+                    .collect()
             }
             value => vec![scalar(value).ok_or_else(|| {
                 ConfigError::Invalid(format!(
@@ -186,12 +189,8 @@ pub(super) fn blame_file_key(file: &ConfigFile, error: clap::Error) -> ConfigErr
         .next()
         .unwrap_or_default()
         .replace('-', "_");
-    let rendered = error.render().to_string();
-    let detail = rendered
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ");
+    let line = super::first_line(&super::escaped(error));
+    let detail = line.trim_start_matches("error: ");
     ConfigError::Invalid(format!(
         "config file {}: key `{key}`: {detail}",
         file.path.display()

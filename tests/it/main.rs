@@ -19,6 +19,7 @@ mod real_engine;
 mod resilience;
 mod routes;
 mod support;
+mod values;
 mod work;
 mod work_contract;
 mod work_lease;
