@@ -13,8 +13,9 @@ use crate::variables::TypedValue;
 
 pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command), ConfigError> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Invalid(format!("config file {shown}: cannot read it: {e}")))?;
+    let bytes = super::files::read_bounded("config file", path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigError::Invalid(format!("config file {shown}: not UTF-8 text")))?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let position = e
             .span()

@@ -16,6 +16,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 mod file;
+mod files;
 mod report;
 mod routes;
 
@@ -230,17 +231,23 @@ impl Layers {
         let connection = &self.cli.connection;
         let daemon = &self.cli.daemon;
         let credentials = credentials(connection)?;
+        let ca_cert_pem = match &connection.ca_cert {
+            Some(path) => {
+                let pem = read_file("--ca-cert", path)?;
+                files::check_ca_cert(path, &pem)?;
+                Some(pem)
+            }
+            None => None,
+        };
         let tls = TlsSettings {
-            ca_cert_pem: connection
-                .ca_cert
-                .as_deref()
-                .map(|p| read_file("--ca-cert", p))
-                .transpose()?,
+            ca_cert_pem,
             client_identity_pem: match (&connection.client_cert, &connection.client_key) {
                 (Some(cert), Some(key)) => {
                     let mut pem = read_file("--client-cert", cert)?;
+                    let key_pem = read_file("--client-key", key)?;
+                    files::check_client_identity((cert, &pem), (key, &key_pem))?;
                     pem.push(b'\n');
-                    pem.extend(read_file("--client-key", key)?);
+                    pem.extend(key_pem);
                     Some(pem)
                 }
                 _ => None,
@@ -379,9 +386,7 @@ impl Layers {
 }
 
 fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| {
-        ConfigError::Invalid(format!("{flag} {}: cannot read it: {e}", path.display()))
-    })
+    files::read_bounded(flag, path)
 }
 
 fn read_secret(flag: &str, path: &Path) -> Result<Secret, ConfigError> {
