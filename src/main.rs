@@ -14,8 +14,7 @@ fn main() -> ExitCode {
         Err(error) => error.exit(),
     };
     if print_config {
-        print!("{}", config.describe());
-        return ExitCode::SUCCESS;
+        return config.print_description();
     }
     telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -415,3 +415,23 @@ fn a_config_or_secret_file_that_is_no_regular_file_or_too_large_exits_2_without_
         }
     }
 }
+
+/// `camunda-worker --print-config | head -1` style: the reader closed the pipe before the worker
+/// wrote. Exit 0 and nothing on stderr (it panicked with "failed printing to stdout", exit 101).
+#[test]
+fn print_config_into_a_closed_pipe_exits_0_quietly() {
+    for _ in 0..3 {
+        let mut child = binary()
+            .arg("--print-config")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed at once, long before the worker has parsed its configuration.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+        assert!(stderr.is_empty(), "stderr: {stderr}");
+    }
+}
