@@ -20,6 +20,7 @@ mod resilience;
 mod routes;
 mod support;
 mod values;
+mod values_props;
 mod work;
 mod work_contract;
 mod work_lease;
