@@ -448,7 +448,9 @@ fn parse_engine_url(text: &str) -> Result<Url, String> {
 }
 
 fn parse_variable(text: &str) -> Result<(String, crate::variables::TypedValue), String> {
-    crate::variables::parse_assignment(text)
+    let (name, value) = crate::variables::parse_assignment(text)?;
+    values::assigned_variable_name(&name)?;
+    Ok((name, value))
 }
 
 fn parse_correlate_by(text: &str) -> Result<CorrelateBy, String> {

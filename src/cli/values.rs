@@ -258,6 +258,21 @@ pub fn name(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// The name of a variable a task or message carries (`--var`, `[variables]`): not empty, no
+/// control characters. Spaces are the engine's business; it takes them.
+pub fn assigned_variable_name(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("a variable name must not be empty".to_owned());
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "variable name `{}` holds a control character",
+            text.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 /// An http:// or https:// URL with a host. Spaces around it are dropped (a comma-separated list
 /// reads `a, b`); whitespace or a control character inside it is refused, before parsing, since
 /// the URL parser would silently drop a tab or a newline.

@@ -8,6 +8,7 @@ use std::path::Path;
 use clap::CommandFactory;
 
 use super::{ConfigError, ConfigFile, NOT_IN_FILE};
+use crate::cli::values::assigned_variable_name;
 use crate::cli::Cli;
 use crate::variables::TypedValue;
 
@@ -60,6 +61,11 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
                     "config file {shown}: key `{key}` must be a table, like [{key}] var1 = 1"
                 )));
             };
+            for name in entries.keys() {
+                assigned_variable_name(name).map_err(|why| {
+                    ConfigError::Invalid(format!("config file {shown}: key `{key}`: {why}"))
+                })?;
+            }
             let table = Some(
                 entries
                     .into_iter()

@@ -114,12 +114,18 @@ fn route_from(
     let variables = |key: &str| -> Result<Option<Variables>, String> {
         match table.get(key) {
             None => Ok(None),
-            Some(toml::Value::Table(entries)) => Ok(Some(
-                entries
-                    .iter()
-                    .map(|(name, value)| (name.clone(), TypedValue::from_toml(value.clone())))
-                    .collect(),
-            )),
+            Some(toml::Value::Table(entries)) => {
+                for name in entries.keys() {
+                    values::assigned_variable_name(name)
+                        .map_err(|why| format!("key `{key}`: {why}"))?;
+                }
+                Ok(Some(
+                    entries
+                        .iter()
+                        .map(|(name, value)| (name.clone(), TypedValue::from_toml(value.clone())))
+                        .collect(),
+                ))
+            }
             Some(_) => Err(format!(
                 "key `{key}` must be a table, like {key} = {{ name = 1 }}"
             )),

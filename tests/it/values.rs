@@ -152,6 +152,11 @@ fn route_keys_are_held_to_the_same_ranges_and_names() {
         ("message_name = \"a\\nb\"", "key `message_name`"),
         ("message_name = \" m\"", "key `message_name`"),
         ("fetch_variables = [\"\"]", "key `fetch_variables`"),
+        ("variables = { \"\" = 1 }", "key `variables`"),
+        (
+            "message_variables = { \"a\\nb\" = 1 }",
+            "key `message_variables`",
+        ),
     ] {
         let file = config_file(&format!("{route}{line}\n"));
         let path = file.path().to_str().unwrap();
@@ -166,6 +171,26 @@ fn route_keys_are_held_to_the_same_ranges_and_names() {
         rejects(
             binary().args(["--config", path, "--print-config"]),
             &["[[route]] #1", "`topic`"],
+        );
+    }
+}
+
+#[test]
+fn variable_names_must_not_be_empty_or_hold_control_characters() {
+    for flag in ["--var", "--message-var"] {
+        for assignment in ["=1", " =1", "a\nb=1", "\u{7}=true"] {
+            rejects(binary().args([flag, assignment, "--print-config"]), &[flag]);
+        }
+    }
+    for table in [
+        "[variables]\n\"\" = 1\n",
+        "[message_variables]\n\"a\\tb\" = 1\n",
+    ] {
+        let file = config_file(table);
+        let path = file.path().to_str().unwrap();
+        rejects(
+            binary().args(["--config", path, "--print-config"]),
+            &[path, "variable name"],
         );
     }
 }
