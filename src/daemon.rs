@@ -123,7 +123,9 @@ async fn serve<H: Handler>(
         Arc::clone(&metrics),
         Arc::clone(&liveness),
         client.clone(),
-        config.worker.long_poll,
+        // A poll cycle lasts the long poll (plus its margin), or the minimum poll pause when
+        // that is longer: /healthz must not call a paced loop stuck.
+        config.worker.long_poll.max(config.worker.min_poll_interval),
         listener_stop.clone(),
     )
     .await

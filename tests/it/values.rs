@@ -460,3 +460,38 @@ fn print_config_into_a_closed_pipe_exits_0_quietly() {
         assert!(stderr.is_empty(), "stderr: {stderr}");
     }
 }
+
+/// A loop paced by a minimum poll pause longer than its long poll is not stuck: `/healthz` stays
+/// 200 past twice the long poll and its margin (2 s for `--long-poll 0s`), while the next poll
+/// waits for the 5-minute pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_waiting_out_the_minimum_poll_pause_stays_healthy() {
+    let engine = MockEngine::start(Vec::new()).await;
+    Mock::given(method("POST"))
+        .and(path("/engine-rest/external-task/fetchAndLock"))
+        .respond_with(ImmediateEmpty {
+            seen: Arc::clone(&engine.seen),
+        })
+        .with_priority(1)
+        .mount(&engine.server)
+        .await;
+    let mut worker = engine.worker(&["--long-poll", "0s", "--min-poll-interval", "5m"]);
+    eventually(Duration::from_secs(30), "the first fetch", || async {
+        (fetches(&engine) >= 1).then_some(())
+    })
+    .await;
+    let polled = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(fetches(&engine), 1, "the second fetch waits for the pause");
+    assert!(
+        polled.elapsed() < Duration::from_secs(300),
+        "still within the pause"
+    );
+    assert_eq!(worker.probe("/healthz").await, 200, "{}", worker.stderr());
+    assert_eq!(
+        worker.terminate(SHUTDOWN_LIMIT),
+        Some(0),
+        "{}",
+        worker.stderr()
+    );
+}
