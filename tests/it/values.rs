@@ -495,3 +495,31 @@ async fn a_loop_waiting_out_the_minimum_poll_pause_stays_healthy() {
         worker.stderr()
     );
 }
+
+/// Every flag that takes a number or a duration has a row in [`TABLE`] (so a range, refused
+/// outside it, and in the README), and its bounds are not the type's.
+#[test]
+fn every_number_and_duration_flag_is_in_the_range_table() {
+    use clap::CommandFactory;
+    let command = camunda_worker::cli::Cli::command();
+    let (mut missing, mut checked) = (Vec::new(), 0);
+    for arg in command.get_arguments() {
+        let takes_number = arg
+            .get_value_names()
+            .is_some_and(|names| names.iter().any(|n| *n == "N" || *n == "DURATION"));
+        let Some(long) = arg.get_long() else { continue };
+        checked += usize::from(takes_number);
+        if takes_number
+            && !TABLE
+                .iter()
+                .any(|(flag, bad, _)| *flag == long && !bad.is_empty())
+        {
+            missing.push(long.to_owned());
+        }
+    }
+    assert!(missing.is_empty(), "no range test for: {missing:?}");
+    assert!(
+        checked >= 17,
+        "only {checked} number and duration flags found"
+    );
+}
