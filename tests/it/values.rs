@@ -13,7 +13,7 @@ use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::cli::{config_file, rejects};
 use crate::support::mock::{task, MockEngine, Seen};
-use crate::support::{binary, eventually, SHUTDOWN_LIMIT};
+use crate::support::{binary, eventually, WorkerProcess, SHUTDOWN_LIMIT};
 
 /// Each flag with a range or a name: values outside it, and the bounds, which are accepted.
 const TABLE: &[(&str, &[&str], &[&str])] = &[
@@ -522,4 +522,47 @@ fn every_number_and_duration_flag_is_in_the_range_table() {
         checked >= 17,
         "only {checked} number and duration flags found"
     );
+}
+
+/// The bounds are not only accepted but work: a worker with every number and duration at its
+/// lowest, and one with every one at its highest, polls, is healthy and ends with exit 0 on
+/// SIGTERM — no overflow, no panic at either end of a range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_with_every_value_at_either_end_of_its_range() {
+    for (end, index) in [("lowest", 0), ("highest", 1)] {
+        let engine = MockEngine::start(Vec::new()).await;
+        let mut flags = Vec::new();
+        for (flag, _, good) in TABLE {
+            let takes_range = good.len() >= 2 && !flag.ends_with("-url");
+            if takes_range {
+                let value = if index == 0 {
+                    good[0]
+                } else {
+                    good[good.len() - 1]
+                };
+                flags.push(format!("--{flag}={value}"));
+            }
+        }
+        eprintln!("{end}: {flags:?}");
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut worker = WorkerProcess::spawn(end, &engine.url(), &flags);
+        eventually(Duration::from_secs(30), "a fetch", || async {
+            (fetches(&engine) >= 1).then_some(())
+        })
+        .await;
+        assert_eq!(
+            worker.probe("/healthz").await,
+            200,
+            "{end}: {}",
+            worker.stderr()
+        );
+        worker.assert_running(end);
+        assert_eq!(
+            worker.terminate(SHUTDOWN_LIMIT),
+            Some(0),
+            "{end}: {flags:?}\n{}",
+            worker.stderr()
+        );
+        assert!(!worker.stderr().contains("panicked"), "{}", worker.stderr());
+    }
 }
