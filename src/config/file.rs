@@ -196,7 +196,7 @@ pub(super) fn blame_file_key(file: &ConfigFile, error: clap::Error) -> ConfigErr
         .next()
         .unwrap_or_default()
         .replace('-', "_");
-    let line = super::first_line(&super::escaped(error));
+    let line = super::error::first_line(&super::error::escaped(error));
     let detail = line.trim_start_matches("error: ");
     ConfigError::Invalid(format!(
         "config file {}: key `{key}`: {detail}",

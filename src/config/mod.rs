@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
+mod error;
 mod file;
 mod files;
 mod report;
@@ -29,6 +30,7 @@ use crate::secret::Secret;
 use crate::variables::{default_variables, Variables};
 use crate::work::{check_program, CommandWork};
 use crate::worker::{generated_worker_id, WorkerSettings};
+pub use error::ConfigError;
 use file::{blame_file_key, read_config_file};
 
 /// Config keys (= clap argument ids) whose values are secrets, masked in `--print-config`.
@@ -36,91 +38,6 @@ const SECRET_KEYS: [&str; 3] = ["password", "bearer_token", "oauth_client_secret
 
 /// Arguments that are not configuration and so not accepted in the file.
 const NOT_IN_FILE: [&str; 4] = ["config", "print_config", "help", "version"];
-
-/// A configuration problem: bad flag, environment value, file or key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// clap's own report (unknown flag, bad value, `--help`, `--version`).
-    #[error("{0}")]
-    Cli(clap::Error),
-    /// Anything else, already phrased as one line naming the culprit.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl ConfigError {
-    /// Prints the error (or the help text) and exits: 0 for `--help`/`--version`, 2 otherwise.
-    pub fn exit(self) -> ! {
-        match self.line() {
-            None => match self {
-                ConfigError::Cli(e) => e.exit(),
-                ConfigError::Invalid(_) => unreachable!("an invalid value always has a line"),
-            },
-            Some(line) => {
-                eprintln!("{line}");
-                std::process::exit(2)
-            }
-        }
-    }
-
-    /// The one line that reports this error, starting `error: `; `None` for `--help` and
-    /// `--version`, which print to stdout. Control characters of a value (a newline in a URL)
-    /// are escaped, so that the line stays one line and still names the flag.
-    pub fn line(&self) -> Option<String> {
-        let text = match self {
-            ConfigError::Cli(e) if !e.use_stderr() => return None,
-            ConfigError::Cli(e) => first_line(e),
-            ConfigError::Invalid(text) => format!("error: {text}"),
-        };
-        Some(text.chars().flat_map(escape_control).collect())
-    }
-}
-
-impl From<clap::Error> for ConfigError {
-    fn from(error: clap::Error) -> Self {
-        ConfigError::Cli(escaped(error))
-    }
-}
-
-/// `error` with control characters in its context (the values and flags it quotes) escaped.
-pub(super) fn escaped(mut error: clap::Error) -> clap::Error {
-    use clap::error::ContextValue;
-    let escape = |text: &String| text.chars().flat_map(escape_control).collect::<String>();
-    let context: Vec<_> = error
-        .context()
-        .map(|(kind, value)| (kind, value.clone()))
-        .collect();
-    for (kind, value) in context {
-        let value = match value {
-            ContextValue::String(text) => ContextValue::String(escape(&text)),
-            ContextValue::Strings(texts) => {
-                ContextValue::Strings(texts.iter().map(escape).collect())
-            }
-            other => other,
-        };
-        error.insert(kind, value);
-    }
-    error
-}
-
-/// The first non-empty line of a rendered clap error.
-pub(super) fn first_line(error: &clap::Error) -> String {
-    let rendered = error.render().to_string();
-    rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("error: invalid command line")
-        .to_owned()
-}
-
-/// A control character as its escape (`\n`), any other as itself.
-fn escape_control(c: char) -> Vec<char> {
-    if c.is_control() {
-        c.escape_default().collect()
-    } else {
-        vec![c]
-    }
-}
 
 /// Where a value came from, for `--print-config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -134,7 +134,10 @@ impl Config {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: cannot write the configuration to stdout: {e}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "error: cannot write the configuration to stdout: {e}"
+                );
                 ExitCode::FAILURE
             }
         }

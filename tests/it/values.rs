@@ -302,3 +302,17 @@ async fn a_worker_runs_with_every_value_at_either_end_of_its_range() {
         assert!(!worker.stderr().contains("panicked"), "{}", worker.stderr());
     }
 }
+
+/// A refused value with stderr a closed pipe (a supervisor that went away): still exit 2, not
+/// the 101 of a panic in `eprintln!`.
+#[test]
+fn a_refused_value_with_a_closed_stderr_still_exits_2() {
+    let mut child = binary()
+        .args(["--max-tasks", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+}
