@@ -14,7 +14,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::correlation::CorrelateBy;
-use crate::engine::MAX_LONG_POLL;
+
+pub mod values;
 
 /// camunda-worker: completes Camunda 7 external tasks and correlates the follow-up message.
 #[derive(Debug, Parser)]
@@ -53,7 +54,7 @@ pub struct DeployArgs {
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// The deployment name shown in Cockpit.
-    #[arg(long, default_value = "camunda-worker")]
+    #[arg(long, default_value = "camunda-worker", value_parser = values::name)]
     pub name: String,
 }
 
@@ -61,19 +62,19 @@ pub struct DeployArgs {
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// The process definition key.
-    #[arg(long, default_value = "message_correlation")]
+    #[arg(long, default_value = "message_correlation", value_parser = values::name)]
     pub process_key: String,
     /// The business key (default: a generated UUID).
-    #[arg(long, conflicts_with = "count")]
+    #[arg(long, conflicts_with = "count", value_parser = values::name)]
     pub business_key: Option<String>,
     /// How many instances to start, each with a generated UUID business key.
-    #[arg(long, default_value = "1")]
+    #[arg(long, default_value = "1", value_parser = values::start_count)]
     pub count: NonZeroU32,
     /// Start variable NAME=JSON (repeatable), typed like the daemon's --var.
     #[arg(long = "var", value_name = "NAME=JSON")]
     pub variables: Vec<String>,
     /// Instances started at once.
-    #[arg(long, default_value = "16")]
+    #[arg(long, default_value = "16", value_parser = values::start_concurrency)]
     pub concurrency: NonZeroU32,
 }
 
@@ -81,7 +82,7 @@ pub struct StartArgs {
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
     /// Probe this URL instead of http://<metrics-addr>/healthz.
-    #[arg(long)]
+    #[arg(long, value_parser = values::http_url)]
     pub url: Option<Url>,
 }
 
@@ -182,7 +183,8 @@ pub struct ConnectionArgs {
         global = true,
         env = "CAMUNDA_WORKER_OAUTH_TOKEN_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = values::http_url
     )]
     pub oauth_token_url: Option<Url>,
     /// OAuth2 client id.
@@ -239,7 +241,7 @@ pub struct ConnectionArgs {
     /// How long an engine call may take before it counts as failed (fetch-and-lock: its long poll
     /// plus a margin instead).
     #[arg(long, global = true, env = "CAMUNDA_WORKER_REQUEST_TIMEOUT", value_name = "DURATION",
-          default_value = "30s", value_parser = parse_positive_duration)]
+          default_value = "30s", value_parser = values::request_timeout)]
     pub request_timeout: Duration,
 
     /// Address of the metrics and health endpoints (/metrics, /healthz, /readyz); `off` serves
@@ -314,31 +316,40 @@ impl std::fmt::Debug for ConnectionArgs {
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// External-task topic to serve.
-    #[arg(long, env = "CAMUNDA_WORKER_TOPIC", default_value = "messageSending")]
+    #[arg(long, env = "CAMUNDA_WORKER_TOPIC", default_value = "messageSending",
+          value_parser = values::name)]
     pub topic: String,
 
     /// Name of the follow-up message.
     #[arg(
         long,
         env = "CAMUNDA_WORKER_MESSAGE_NAME",
-        default_value = "sample_response"
+        default_value = "sample_response",
+        value_parser = values::name
     )]
     pub message_name: String,
 
     /// Wait between completing a task and sending its message.
     #[arg(long, env = "CAMUNDA_WORKER_CORRELATION_DELAY", value_name = "DURATION",
-          default_value = "2s", value_parser = parse_duration)]
+          default_value = "2s", value_parser = values::correlation_delay)]
     pub correlation_delay: Duration,
 
     /// How long fetched tasks stay locked (extended while a handler runs).
     #[arg(long, env = "CAMUNDA_WORKER_LOCK_DURATION", value_name = "DURATION",
-          default_value = "1m", value_parser = parse_positive_duration)]
+          default_value = "1m", value_parser = values::lock_duration)]
     pub lock_duration: Duration,
 
     /// How long the engine may hold a fetch open when no task is available (at most 30m).
     #[arg(long, env = "CAMUNDA_WORKER_LONG_POLL", value_name = "DURATION",
-          default_value = "45s", value_parser = parse_long_poll)]
+          default_value = "45s", value_parser = values::long_poll)]
     pub long_poll: Duration,
+
+    /// Shortest time between two fetches that come back empty: an empty reply that comes back
+    /// sooner (a `--long-poll` of 0s, a proxy that ends long polls) waits out the rest. Replies
+    /// with tasks are not paced. `0s` turns it off.
+    #[arg(long, env = "CAMUNDA_WORKER_MIN_POLL_INTERVAL", value_name = "DURATION",
+          default_value = "1s", value_parser = values::min_poll_interval)]
+    pub min_poll_interval: Duration,
 
     /// How to find the engine's nodes: `none` (the --engine-url list) or `dns` (every address of
     /// the single --engine-url's host, resolved again every 15 s).
@@ -352,11 +363,11 @@ pub struct DaemonArgs {
 
     /// Tasks in flight at once.
     #[arg(long, env = "CAMUNDA_WORKER_MAX_TASKS", value_name = "N", default_value = "64",
-          value_parser = parse_max_tasks)]
+          value_parser = values::max_tasks)]
     pub max_tasks: NonZeroU32,
 
     /// Worker id for locks [default: hostname + random suffix]. Must be unique per replica.
-    #[arg(long, env = "CAMUNDA_WORKER_WORKER_ID")]
+    #[arg(long, env = "CAMUNDA_WORKER_WORKER_ID", value_parser = values::name)]
     pub worker_id: Option<String>,
 
     /// Variable set on completion, NAME=JSON (repeatable; replaces var1=1, var2="value").
@@ -366,12 +377,13 @@ pub struct DaemonArgs {
 
     /// How long a follow-up that finds no waiting instance is retried.
     #[arg(long, env = "CAMUNDA_WORKER_CORRELATION_TIMEOUT", value_name = "DURATION",
-          default_value = "5m", value_parser = parse_duration)]
+          default_value = "5m", value_parser = values::correlation_timeout)]
     pub correlation_timeout: Duration,
 
     /// Follow-ups held in memory at most; when that many wait, fetching pauses until there is room.
     #[arg(long, env = "CAMUNDA_WORKER_MAX_PENDING_FOLLOW_UPS", value_name = "N",
-          default_value_t = crate::correlation::DEFAULT_CAPACITY, value_parser = parse_capacity)]
+          default_value_t = crate::correlation::DEFAULT_CAPACITY,
+          value_parser = values::max_pending_follow_ups)]
     pub max_pending_follow_ups: usize,
 
     /// Process variable that records, in the engine, each follow-up owed and delivered (set by
@@ -384,7 +396,7 @@ pub struct DaemonArgs {
     /// (first attempts are not counted): what an undeliverable backlog can cost the engine.
     #[arg(long, env = "CAMUNDA_WORKER_RETRY_BUDGET", value_name = "N",
           default_value_t = crate::budget::DEFAULT_RETRY_BUDGET,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = values::retry_budget)]
     pub retry_budget: u32,
 
     /// Variable the follow-up message carries, NAME=JSON (repeatable; typed like --var).
@@ -420,7 +432,7 @@ pub struct DaemonArgs {
 
     /// How long one run of --follow-up-command may take before it is killed (and retried).
     #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_TIMEOUT", value_name = "DURATION",
-          default_value = "10m", value_parser = parse_positive_duration)]
+          default_value = "10m", value_parser = values::follow_up_timeout)]
     pub follow_up_timeout: Duration,
 
     /// Runs of a failing follow-up work after the first, before an incident shows it.
@@ -428,7 +440,8 @@ pub struct DaemonArgs {
         long,
         env = "CAMUNDA_WORKER_FOLLOW_UP_RETRIES",
         value_name = "N",
-        default_value_t = 3
+        default_value_t = 3,
+        value_parser = values::follow_up_retries
     )]
     pub follow_up_retries: u32,
 
@@ -436,13 +449,13 @@ pub struct DaemonArgs {
     /// --max-pending-follow-ups.
     #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_CONCURRENCY", value_name = "N",
           default_value_t = crate::correlation::DEFAULT_WORK_CONCURRENCY,
-          value_parser = parse_capacity)]
+          value_parser = values::follow_up_concurrency)]
     pub follow_up_concurrency: usize,
 
     /// How long a running work's claim lasts unrenewed (renewed every quarter of it): after a
     /// crash, another worker runs the work again once it has run out.
     #[arg(long, env = "CAMUNDA_WORKER_FOLLOW_UP_LEASE", value_name = "DURATION",
-          default_value = "1m", value_parser = parse_lease)]
+          default_value = "1m", value_parser = values::follow_up_lease)]
     pub follow_up_lease: Duration,
 
     /// How the follow-up finds its instance: both (business key and process instance id),
@@ -453,27 +466,27 @@ pub struct DaemonArgs {
 
     /// Retries reported on a task's first failure.
     #[arg(long, env = "CAMUNDA_WORKER_RETRIES", value_name = "N", default_value = "3",
-          value_parser = clap::value_parser!(i32).range(0..))]
+          value_parser = values::retries)]
     pub retries: i32,
 
     /// How long the engine waits before handing a failed task out again.
     #[arg(long, env = "CAMUNDA_WORKER_RETRY_TIMEOUT", value_name = "DURATION",
-          default_value = "30s", value_parser = parse_duration)]
+          default_value = "30s", value_parser = values::retry_timeout)]
     pub retry_timeout: Duration,
 
     /// Cap of the backoff while the engine is unavailable.
     #[arg(long, env = "CAMUNDA_WORKER_MAX_BACKOFF", value_name = "DURATION",
-          default_value = "30s", value_parser = parse_positive_duration)]
+          default_value = "30s", value_parser = values::max_backoff)]
     pub max_backoff: Duration,
 
     /// On SIGTERM/SIGINT, how long running tasks and pending messages may take to finish.
     #[arg(long, env = "CAMUNDA_WORKER_SHUTDOWN_GRACE", value_name = "DURATION",
-          default_value = "25s", value_parser = parse_duration)]
+          default_value = "25s", value_parser = values::shutdown_grace)]
     pub shutdown_grace: Duration,
 
     /// How often to look for instances whose follow-up was lost (0 disables).
     #[arg(long, env = "CAMUNDA_WORKER_RECONCILE_INTERVAL", value_name = "DURATION",
-          default_value = "30s", value_parser = parse_duration)]
+          default_value = "30s", value_parser = values::reconcile_interval)]
     pub reconcile_interval: Duration,
 
     /// Print the effective configuration, and where each value came from, then exit.
@@ -481,79 +494,30 @@ pub struct DaemonArgs {
     pub print_config: bool,
 }
 
-/// Parses a humantime duration (`500ms`, `2s`, `5m`, `1h 30m`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration like 500ms, 2s or 5m ({e})"))
-}
-
-/// Parses a duration that must be longer than zero.
-pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    let duration = parse_duration(text)?;
-    if duration.is_zero() {
-        return Err("must be greater than zero".to_owned());
-    }
-    Ok(duration)
-}
-
-/// A lease is renewed every quarter of its length; below 3 s that is more than a write a second.
-fn parse_lease(text: &str) -> Result<Duration, String> {
-    let duration = parse_duration(text)?;
-    if duration < Duration::from_secs(3) {
-        return Err("must be at least 3s (the lease is renewed every quarter of it)".to_owned());
-    }
-    Ok(duration)
-}
-
-fn parse_long_poll(text: &str) -> Result<Duration, String> {
-    let duration = parse_duration(text)?;
-    if duration > MAX_LONG_POLL {
-        return Err(format!(
-            "{text} is longer than the engine's maximum long poll of 30m"
-        ));
-    }
-    Ok(duration)
-}
-
-fn parse_max_tasks(text: &str) -> Result<NonZeroU32, String> {
-    let n: u32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a whole number"))?;
-    NonZeroU32::new(n).ok_or_else(|| "must be at least 1".to_owned())
-}
-
-fn parse_variable_name(text: &str) -> Result<String, String> {
+/// A process variable name: not empty, no spaces, control characters or colons.
+pub(crate) fn parse_variable_name(text: &str) -> Result<String, String> {
     let name = text.trim();
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ':') {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+    {
         return Err(format!(
-            "`{text}` is not a variable name (no spaces or colons)"
+            "`{}` is not a variable name (no spaces or colons)",
+            text.escape_debug()
         ));
     }
     Ok(name.to_owned())
 }
 
-fn parse_capacity(text: &str) -> Result<usize, String> {
-    let n: usize = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a whole number"))?;
-    if n == 0 {
-        return Err("must be at least 1".to_owned());
-    }
-    Ok(n)
-}
-
 fn parse_engine_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("`{text}` is not an http:// or https:// URL"));
-    }
-    Ok(url)
+    values::http_url(text)
 }
 
 fn parse_variable(text: &str) -> Result<(String, crate::variables::TypedValue), String> {
-    crate::variables::parse_assignment(text)
+    let (name, value) = crate::variables::parse_assignment(text)?;
+    values::assigned_variable_name(&name)?;
+    Ok((name, value))
 }
 
 fn parse_correlate_by(text: &str) -> Result<CorrelateBy, String> {
@@ -572,12 +536,18 @@ mod tests {
 
     #[test]
     fn durations_parse_in_humantime_form() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_long_poll("30m").is_ok());
-        assert!(parse_long_poll("31m").unwrap_err().contains("30m"));
+        assert_eq!(
+            values::correlation_delay("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            values::correlation_delay("5m"),
+            Ok(Duration::from_secs(300))
+        );
+        assert_eq!(values::correlation_delay("0s"), Ok(Duration::ZERO));
+        assert!(values::correlation_delay("soon").is_err());
+        assert!(values::long_poll("30m").is_ok());
+        assert!(values::long_poll("31m").unwrap_err().contains("30m"));
         assert!(parse_engine_url("localhost:8080").is_err());
         assert!(parse_engine_url("http://localhost:8080/engine-rest/").is_ok());
     }

@@ -308,7 +308,9 @@ async fn start_listener(
         Arc::clone(probed.metrics),
         Arc::clone(probed.liveness),
         probed.client.clone(),
-        config.worker.long_poll,
+        // A poll cycle lasts the long poll (plus its margin), or the minimum poll pause when
+        // that is longer: /healthz must not call a paced loop stuck.
+        config.worker.long_poll.max(config.worker.min_poll_interval),
         stop.clone(),
     )
     .await

@@ -14,8 +14,7 @@ fn main() -> ExitCode {
         Err(error) => error.exit(),
     };
     if print_config {
-        print!("{}", config.describe());
-        return ExitCode::SUCCESS;
+        return config.print_description();
     }
     // Declared before the runtime, so dropped after it: the runtime's last lines are written.
     let _log = telemetry::init(config.log_format);

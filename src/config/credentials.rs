@@ -183,8 +183,7 @@ fn oauth_client(
 /// part of it; an unreadable or empty file is an error naming `flag`.
 pub(super) fn read_secret(flag: &str, path: &Path) -> Result<Secret, ConfigError> {
     let shown = path.display();
-    let bytes = std::fs::read(path)
-        .map_err(|e| ConfigError::Invalid(format!("{flag} {shown}: cannot read it: {e}")))?;
+    let bytes = super::files::read_bounded(flag, path)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| ConfigError::Invalid(format!("{flag} {shown}: not UTF-8 text")))?;
     let text = text.strip_suffix('\n').unwrap_or(&text);

@@ -8,13 +8,15 @@ use std::path::Path;
 use clap::CommandFactory;
 
 use super::{ConfigError, ConfigFile, NOT_IN_FILE};
+use crate::cli::values::assigned_variable_name;
 use crate::cli::Cli;
 use crate::variables::TypedValue;
 
 pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command), ConfigError> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Invalid(format!("config file {shown}: cannot read it: {e}")))?;
+    let bytes = super::files::read_bounded("config file", path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigError::Invalid(format!("config file {shown}: not UTF-8 text")))?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let position = e
             .span()
@@ -59,6 +61,11 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
                     "config file {shown}: key `{key}` must be a table, like [{key}] var1 = 1"
                 )));
             };
+            for name in entries.keys() {
+                assigned_variable_name(name).map_err(|why| {
+                    ConfigError::Invalid(format!("config file {shown}: key `{key}`: {why}"))
+                })?;
+            }
             let table = Some(
                 entries
                     .into_iter()
@@ -124,9 +131,12 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
                         "config file {shown}: key `{key}` must be a list of strings"
                     ))
                 })?,
-            // A list key given as one string takes commas, like its environment variable.
+            // A list key given as one string takes commas, like its environment variable; only
+            // spaces around an item are dropped (a newline in it is refused by its parser).
             toml::Value::String(s) if takes_list => {
-                s.split(',').map(|part| part.trim().to_owned()).collect()
+                s.split(',')
+                    .map(|part| part.trim_matches(' ').to_owned())
+                    .collect()
             }
             value => vec![scalar(value).ok_or_else(|| {
                 ConfigError::Invalid(format!(
@@ -186,12 +196,8 @@ pub(super) fn blame_file_key(file: &ConfigFile, error: clap::Error) -> ConfigErr
         .next()
         .unwrap_or_default()
         .replace('-', "_");
-    let rendered = error.render().to_string();
-    let detail = rendered
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ");
+    let line = super::error::first_line(&super::error::escaped(error));
+    let detail = line.trim_start_matches("error: ");
     ConfigError::Invalid(format!(
         "config file {}: key `{key}`: {detail}",
         file.path.display()

@@ -15,7 +15,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 mod credentials;
+mod error;
 mod file;
+mod files;
 mod report;
 mod routes;
 
@@ -23,10 +25,11 @@ use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
 use crate::correlation::{CorrelateBy, CorrelationSettings};
 use crate::engine::{EngineSettings, TlsSettings};
 use crate::route::Route;
-use crate::secret::{mask_userinfo, Secret};
+use crate::secret::Secret;
 use crate::variables::{default_variables, Variables};
 use crate::work::{check_program, holding_secrets, CommandWork};
 use crate::worker::{generated_worker_id, WorkerSettings};
+pub use error::ConfigError;
 use file::{blame_file_key, read_config_file};
 
 /// Config keys (= clap argument ids) whose values are secrets, masked in `--print-config`.
@@ -34,40 +37,6 @@ const SECRET_KEYS: [&str; 3] = ["password", "bearer_token", "oauth_client_secret
 
 /// Arguments that are not configuration and so not accepted in the file.
 const NOT_IN_FILE: [&str; 4] = ["config", "print_config", "help", "version"];
-
-/// A configuration problem: bad flag, environment value, file or key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// clap's own report (unknown flag, bad value, `--help`, `--version`).
-    #[error("{0}")]
-    Cli(#[from] clap::Error),
-    /// Anything else, already phrased as one line naming the culprit.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl ConfigError {
-    /// Prints the error (or the help text) and exits: 0 for `--help`/`--version`, 2 otherwise.
-    pub fn exit(self) -> ! {
-        match self {
-            ConfigError::Cli(e) if !e.use_stderr() => e.exit(),
-            ConfigError::Cli(e) => {
-                let rendered = e.render().to_string();
-                let line = rendered
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("error: invalid command line");
-                // clap repeats a refused value, which may be a URL with a password in it.
-                eprintln!("{}", mask_userinfo(line));
-                std::process::exit(2)
-            }
-            ConfigError::Invalid(text) => {
-                eprintln!("error: {}", mask_userinfo(&text));
-                std::process::exit(2)
-            }
-        }
-    }
-}
 
 /// Where a value came from, for `--print-config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,17 +155,23 @@ impl Layers {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let connection = &self.cli.connection;
         let daemon = &self.cli.daemon;
+        let ca_cert_pem = match &connection.ca_cert {
+            Some(path) => {
+                let pem = read_file("--ca-cert", path)?;
+                files::check_ca_cert(path, &pem)?;
+                Some(pem)
+            }
+            None => None,
+        };
         let tls = TlsSettings {
-            ca_cert_pem: connection
-                .ca_cert
-                .as_deref()
-                .map(|p| read_file("--ca-cert", p))
-                .transpose()?,
+            ca_cert_pem,
             client_identity_pem: match (&connection.client_cert, &connection.client_key) {
                 (Some(cert), Some(key)) => {
                     let mut pem = read_file("--client-cert", cert)?;
+                    let key_pem = read_file("--client-key", key)?;
+                    files::check_client_identity((cert, &pem), (key, &key_pem))?;
                     pem.push(b'\n');
-                    pem.extend(read_file("--client-key", key)?);
+                    pem.extend(key_pem);
                     Some(pem)
                 }
                 _ => None,
@@ -289,6 +264,7 @@ impl Layers {
                 retries: daemon.retries,
                 retry_timeout: daemon.retry_timeout,
                 max_backoff: daemon.max_backoff,
+                min_poll_interval: daemon.min_poll_interval,
             },
             correlation: CorrelationSettings {
                 message_name: daemon.message_name.clone(),
@@ -351,9 +327,7 @@ impl Layers {
 }
 
 fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| {
-        ConfigError::Invalid(format!("{flag} {}: cannot read it: {e}", path.display()))
-    })
+    files::read_bounded(flag, path)
 }
 
 /// The validated configuration of the daemon and the subcommands.

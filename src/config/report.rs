@@ -1,6 +1,9 @@
 //! What `--print-config` shows: every effective key with its value and where it came from,
 //! secrets masked.
 
+use std::io::{ErrorKind, Write};
+use std::process::ExitCode;
+
 use clap::CommandFactory;
 
 use super::{Config, Layers, Source, NOT_IN_FILE, SECRET_KEYS};
@@ -118,5 +121,29 @@ fn toml_quote(value: &str) -> String {
         value.to_owned()
     } else {
         format!("{value:?}")
+    }
+}
+
+impl Config {
+    /// Writes [`Config::describe`] to stdout for `--print-config`. A reader that closed the pipe
+    /// early (`camunda-worker --print-config | head -1`) took what it wanted: exit 0, quietly, as
+    /// the usual Unix tools do when SIGPIPE ends them — never a panic message. Any other write
+    /// error (a full disk) is one line and exit 1.
+    pub fn print_description(&self) -> ExitCode {
+        let mut stdout = std::io::stdout().lock();
+        let written = stdout
+            .write_all(self.describe().as_bytes())
+            .and_then(|()| stdout.flush());
+        match written {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "error: cannot write the configuration to stdout: {e}"
+                );
+                ExitCode::FAILURE
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::file::command_list;
 use super::{ConfigError, Layers, Source};
-use crate::cli::{parse_duration, parse_positive_duration};
+use crate::cli::values;
 use crate::route::Route;
 use crate::variables::{TypedValue, Variables};
 use crate::work::{check_program, CommandWork};
@@ -115,28 +115,39 @@ fn route_from(
     let variables = |key: &str| -> Result<Option<Variables>, String> {
         match table.get(key) {
             None => Ok(None),
-            Some(toml::Value::Table(entries)) => Ok(Some(
-                entries
-                    .iter()
-                    .map(|(name, value)| (name.clone(), TypedValue::from_toml(value.clone())))
-                    .collect(),
-            )),
+            Some(toml::Value::Table(entries)) => {
+                for name in entries.keys() {
+                    values::assigned_variable_name(name)
+                        .map_err(|why| format!("key `{key}`: {why}"))?;
+                }
+                Ok(Some(
+                    entries
+                        .iter()
+                        .map(|(name, value)| (name.clone(), TypedValue::from_toml(value.clone())))
+                        .collect(),
+                ))
+            }
             Some(_) => Err(format!(
                 "key `{key}` must be a table, like {key} = {{ name = 1 }}"
             )),
         }
     };
-    let topic = text("topic")?.ok_or("no `topic`: every route names the topic it serves")?;
+    let name = |key: &str| -> Result<Option<String>, String> {
+        text(key)?
+            .map(|value| values::name(&value).map_err(|why| format!("key `{key}`: {why}")))
+            .transpose()
+    };
+    let topic = name("topic")?.ok_or("no `topic`: every route names the topic it serves")?;
     let follow_up_command = follow_up_command(table, defaults, command_timeout)?;
     let message_variables =
         variables("message_variables")?.unwrap_or_else(|| defaults.message_variables.clone());
     Ok(Route {
         topic,
-        lock_duration: duration("lock_duration", parse_positive_duration)?
+        lock_duration: duration("lock_duration", values::lock_duration)?
             .unwrap_or(defaults.lock_duration),
         variables: variables("variables")?.unwrap_or_else(|| defaults.variables.clone()),
-        message_name: text("message_name")?.unwrap_or_else(|| defaults.message_name.clone()),
-        correlation_delay: duration("correlation_delay", parse_duration)?
+        message_name: name("message_name")?.unwrap_or_else(|| defaults.message_name.clone()),
+        correlation_delay: duration("correlation_delay", values::correlation_delay)?
             .unwrap_or(defaults.correlation_delay),
         message_variables,
         follow_up_command,
@@ -193,6 +204,9 @@ fn follow_up_command(
             _ => None,
         }
         .ok_or(format!("key `{key}` must be a list of strings"))?;
+        for name in &names {
+            crate::cli::parse_variable_name(name).map_err(|why| format!("key `{key}`: {why}"))?;
+        }
         let Some(command) = command.as_mut() else {
             return Err(format!(
                 "key `{key}` is for a follow_up_command, which this route does not have"

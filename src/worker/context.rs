@@ -35,6 +35,8 @@ pub struct WorkerSettings {
     pub retry_timeout: Duration,
     /// Cap of the backoff while the engine is unavailable.
     pub max_backoff: Duration,
+    /// Shortest time between two polls that come back empty (`--min-poll-interval`); zero = off.
+    pub min_poll_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -47,6 +49,7 @@ impl Default for WorkerSettings {
             retries: 3,
             retry_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(30),
+            min_poll_interval: Duration::from_secs(1),
         }
     }
 }

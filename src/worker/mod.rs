@@ -8,6 +8,7 @@
 //! - [`context`]: the settings, stop tokens and the one shared [`context::WorkerContext`].
 //! - [`admission`]: the slots and follow-up room a fetch takes before it locks anything.
 //! - [`poll`]: one node's long poll; one poll step is [`Worker::poll_once`].
+//! - [`pacing`]: the minimum pause after a poll that came back empty.
 //! - [`task`]: one task's lifecycle after the fetch.
 //! - [`handback`]: what shutdown gives back to the engine.
 //!
@@ -17,6 +18,7 @@
 pub(crate) mod admission;
 pub mod context;
 pub(crate) mod handback;
+pub(crate) mod pacing;
 pub mod poll;
 mod settle;
 pub mod task;

@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use super::admission::Permits;
 use super::context::WorkerContext;
+use super::pacing::pause_after_empty;
 use super::task::spawn_tasks;
 use crate::backoff::Backoff;
 use crate::engine::{millis, EngineError, ExternalTask, FetchAndLockRequest, Node, TopicRequest};
@@ -129,6 +130,7 @@ impl<H: Handler> NodePoll<H> {
             {
                 break;
             }
+            let polled_at = Instant::now();
             let error = match self.poll_once(share, saturated).await {
                 Ok(PollOutcome::Stopped) => break,
                 Ok(outcome) => {
@@ -138,6 +140,12 @@ impl<H: Handler> NodePoll<H> {
                     last = Some(outcome);
                     backoff.reset();
                     ctx.metrics.set_fetch_backoff(node.name(), Duration::ZERO);
+                    let pause = ctx.settings.min_poll_interval;
+                    if outcome == PollOutcome::Empty
+                        && !pause_after_empty(polled_at, pause, [&ctx.stop.shutdown, retire]).await
+                    {
+                        break;
+                    }
                     continue;
                 }
                 Err(error) => error,

@@ -69,7 +69,7 @@ fn a_long_poll_over_thirty_minutes_is_rejected() {
 fn zero_max_tasks_is_rejected() {
     rejects(
         worker().args(["--max-tasks", "0"]),
-        &["--max-tasks", "at least 1"],
+        &["--max-tasks", "from 1 to 10000"],
     );
 }
 

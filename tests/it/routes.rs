@@ -270,7 +270,7 @@ fn bad_route_lists_exit_2_with_one_line_naming_the_culprit() {
         ),
         (
             &*format!("{route}lock_duration = \"0s\"\n"),
-            &["key `lock_duration`", "greater than zero"],
+            &["key `lock_duration`", "from 1s to 24h"],
         ),
         (
             &*format!("{route}fetch_variables = [\"x\"]\n"),
