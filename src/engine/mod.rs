@@ -20,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod instance_api;
 pub mod node;
+mod reply;
 mod transport;
 
 use std::sync::atomic::AtomicUsize;

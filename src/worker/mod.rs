@@ -16,6 +16,7 @@
 
 pub(crate) mod admission;
 pub mod context;
+mod fetch_size;
 pub(crate) mod handback;
 pub mod poll;
 mod settle;

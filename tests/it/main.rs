@@ -11,6 +11,7 @@ mod config_file;
 mod contract;
 mod delivery;
 mod faults;
+mod hostile;
 mod ledger;
 mod ledger_faults;
 mod nodes;
