@@ -102,6 +102,9 @@ impl Node {
             // Never a redirect: following one re-sends the request — worker id, topics, the
             // variables asked for, credentials — to whatever host the reply names. A 3xx is an
             // error (see `transport.rs`).
+            // Trusted roots: the system's store (where an operator mounts corporate CAs; the
+            // `rustls-tls-native-roots` feature, read at each build), the bundled Mozilla roots
+            // (`rustls-tls`, for an image without a store), and `--ca-cert`.
             let mut builder = reqwest::Client::builder()
                 .user_agent(concat!("camunda-worker/", env!("CARGO_PKG_VERSION")))
                 .redirect(reqwest::redirect::Policy::none())

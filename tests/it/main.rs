@@ -20,6 +20,7 @@ mod real_engine;
 mod resilience;
 mod routes;
 mod support;
+mod trust_store;
 mod work;
 mod work_contract;
 mod work_lease;
