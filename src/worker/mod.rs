@@ -8,6 +8,7 @@
 //! - [`context`]: the settings, stop tokens and the one shared [`context::WorkerContext`].
 //! - [`admission`]: the slots and follow-up room a fetch takes before it locks anything.
 //! - [`poll`]: one node's long poll; one poll step is [`Worker::poll_once`].
+//! - [`fetch_size`]: how many tasks a poll asks for after a fetch reply outgrew its bound.
 //! - [`task`]: one task's lifecycle after the fetch.
 //! - [`handback`]: what shutdown gives back to the engine.
 //!
