@@ -197,4 +197,102 @@ mod tests {
         assert!(alarms.due("fetchAndLock", "redirect"));
         assert!(alarms.due("message", "too large"));
     }
+
+    /// A loopback server that answers every request with `head` and then, if `endless`, chunks
+    /// for as long as the client reads; the REST root to call it by.
+    async fn hostile_server(head: &'static str, endless: bool) -> url::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind on loopback");
+        let address = listener.local_addr().expect("the listener's address");
+        tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0_u8; 4096];
+                    let _ = connection.read(&mut request).await;
+                    if connection.write_all(head.as_bytes()).await.is_err() || !endless {
+                        let _ = connection.read(&mut request).await;
+                        return;
+                    }
+                    let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
+                    while connection.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        format!("http://{address}/engine-rest")
+            .parse()
+            .expect("a URL")
+    }
+
+    fn client(url: url::Url) -> crate::engine::EngineClient {
+        crate::engine::EngineClient::new(crate::engine::EngineSettings::new(url)).expect("a client")
+    }
+
+    #[tokio::test]
+    async fn a_small_reply_is_cut_at_its_bound_whatever_the_server_sends() {
+        use crate::engine::EngineError;
+        let endless = hostile_server(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            true,
+        )
+        .await;
+        let error = client(endless)
+            .count_incidents()
+            .await
+            .expect_err("an endless count");
+        assert!(
+            matches!(
+                error,
+                EngineError::TooLarge {
+                    limit: SMALL_REPLY_LIMIT,
+                    declared: None,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("GET /incident/count"), "{error}");
+        assert!(error.to_string().contains("bound of 1 MiB"), "{error}");
+        assert!(error.is_transient() && error.outcome_unknown() && !error.engine_gone());
+
+        let announced = hostile_server(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2097152\r\n\r\n[",
+            false,
+        )
+        .await;
+        let error = client(announced)
+            .engine_names()
+            .await
+            .expect_err("a Content-Length over the bound");
+        assert!(
+            matches!(
+                error,
+                EngineError::TooLarge {
+                    declared: Some(2_097_152),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_an_error_naming_its_location_and_is_not_followed() {
+        use crate::engine::EngineError;
+        let redirecting = hostile_server(
+            "HTTP/1.1 308 Permanent Redirect\r\nlocation: http://127.0.0.1:9/elsewhere\r\ncontent-length: 0\r\n\r\n",
+            false,
+        )
+        .await;
+        let error = client(redirecting)
+            .count_incidents()
+            .await
+            .expect_err("a redirect");
+        assert!(
+            matches!(&error, EngineError::Redirected { location, .. } if location == "http://127.0.0.1:9/elsewhere"),
+            "{error:?}"
+        );
+        assert!(error.is_transient() && !error.outcome_unknown() && error.engine_gone());
+    }
 }
