@@ -199,12 +199,13 @@ impl EngineClient {
                     Err(error) => Err(error),
                 },
             };
-            self.record_health(node, outcome.as_ref().map(drop), call.endpoint.anonymous());
-            // The engine's health is judged by the status; the body is read after, bounded.
+            // The body is part of the answer: one that breaks off or outlasts the call's deadline
+            // counts against the node's health like a reply that never came.
             let outcome = match outcome {
                 Ok(reply) => read_body(node, call, reply).await,
                 Err(error) => Err(error),
             };
+            self.record_health(node, outcome.as_ref().map(drop), call.endpoint.anonymous());
             return match outcome {
                 Err(error) if fresh_connection => Err(EngineError::Resent(Box::new(error))),
                 outcome => outcome,

@@ -25,6 +25,8 @@ enum Answer {
     Empty,
     /// `200`, chunked, and chunks for as long as the client reads.
     Endless,
+    /// `200`, chunked, one byte every 200 ms for as long as the client reads.
+    Trickle,
     /// `200` announcing this `Content-Length`, then a few bytes, then silence until the client
     /// goes.
     Declared(u64),
@@ -141,6 +143,14 @@ async fn serve(
             let _ = connection.write_all(b"1\r\n[\r\n").await;
             while connection.write_all(&chunk).await.is_ok() {
                 written.fetch_add((item.len() * 1024) as u64, Ordering::Relaxed);
+            }
+        }
+        Answer::Trickle => {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n1\r\n[\r\n";
+            let mut sent = connection.write_all(head.as_bytes()).await;
+            while sent.is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                sent = connection.write_all(b"1\r\n \r\n").await;
             }
         }
         Answer::Declared(length) => {
@@ -264,6 +274,27 @@ async fn a_fetch_reply_announcing_more_than_its_bound_is_refused_unread() {
         ) >= 1,
         "{log}"
     );
+}
+
+// Multi-threaded: the raw engine must go on answering while the test blocks on the worker's exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_reply_that_trickles_without_end_is_cut_at_the_fetch_deadline() {
+    // The deadline is the fetch's own timeout (its long poll, 2 s here, plus a 1 s margin): the
+    // body's bytes do not restart it.
+    let engine = RawEngine::start(Answer::Trickle).await;
+    let mut worker = WorkerProcess::spawn("worker", &engine.url, QUICK);
+    eventually(Duration::from_secs(90), "a third fetch", || {
+        let count = engine.max_tasks().len();
+        async move { (count >= 3).then_some(()) }
+    })
+    .await;
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
+    // Slow is not large: the number of tasks asked for stays.
+    let asked = engine.max_tasks();
+    assert!(asked.iter().all(|&n| n == 8), "{asked:?}");
+    let log = worker.stderr();
+    assert!(log.contains("timed out"), "{log}");
+    assert_eq!(lines_with(&log, "fetching at most"), 0, "{log}");
 }
 
 /// A second host on loopback that counts the connections it is offered.
