@@ -6,6 +6,12 @@
 # Stage 1 compiles the release binary; stage 2 is distroless (glibc + libgcc, CA certificates, no
 # shell, no package manager) and runs it as the unprivileged user 65532. reqwest is built with rustls,
 # so no OpenSSL is needed at run time.
+#
+# TLS trusts the system's certificate store, the Mozilla roots built into the binary, and --ca-cert.
+# The store is read where OpenSSL would look: the bundle /etc/ssl/certs/ca-certificates.crt and every
+# PEM file in /etc/ssl/certs (or only SSL_CERT_FILE / SSL_CERT_DIR when either is set). To trust a
+# corporate CA, mount its PEM into /etc/ssl/certs (e.g. a ConfigMap key with subPath
+# /etc/ssl/certs/corporate-ca.pem) or pass it with --ca-cert; no rebuild, no update-ca-certificates.
 
 # Same minor version as the toolchain that wrote Cargo.lock; Debian 12 like the runtime image, so the
 # binary links against the same glibc it runs with.

@@ -40,8 +40,9 @@ impl EngineClient {
         request: &FetchAndLockRequest,
     ) -> Result<Vec<ExternalTask>, EngineError> {
         let long_poll = Duration::from_millis(request.async_response_timeout);
-        let call =
-            Call::new(Endpoint::FetchAndLock, "").timeout(long_poll + long_poll_margin(long_poll));
+        let call = Call::new(Endpoint::FetchAndLock, "")
+            .timeout(long_poll + long_poll_margin(long_poll))
+            .fetching(request.max_tasks);
         let reply = self.send_to(node, &call, json_body(Some(request))).await?;
         read_json(&call, reply).await
     }

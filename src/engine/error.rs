@@ -10,6 +10,8 @@ use std::fmt;
 
 use reqwest::StatusCode;
 
+use super::reply::bytes;
+
 /// Why a message correlation was refused with 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mismatch {
@@ -79,6 +81,31 @@ pub enum EngineError {
         /// The first few hundred characters of the body.
         excerpt: String,
     },
+    /// A reply larger than its endpoint's bound (see `reply.rs`): announced by `Content-Length`
+    /// or found while reading. The body was dropped unread past the bound, so the call's outcome is
+    /// unknown (a fetch may have locked tasks the worker never sees; their locks run out).
+    #[error("{endpoint} answered {status} with a reply larger than the bound of {}{}; dropped", bytes(*.limit), declared_text(*.declared))]
+    TooLarge {
+        /// The endpoint called.
+        endpoint: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The bound, in bytes.
+        limit: u64,
+        /// The `Content-Length` the reply announced, when that was over the bound.
+        declared: Option<u64>,
+    },
+    /// A 3xx reply. Redirects are never followed: the request (worker id, topics, variables,
+    /// credentials) must not go to whatever host a reply names.
+    #[error("{endpoint} answered {status} redirecting to {location}; redirects are not followed (is the engine URL the REST root itself?)")]
+    Redirected {
+        /// The endpoint called.
+        endpoint: String,
+        /// The 3xx status.
+        status: StatusCode,
+        /// The `Location` header, escaped and shortened for a log line.
+        location: String,
+    },
     /// The credentials could not be obtained (token file unreadable, OAuth token endpoint failed).
     #[error("cannot obtain credentials: {0}")]
     Credentials(String),
@@ -112,6 +139,8 @@ impl EngineError {
             EngineError::Unreachable { .. }
             | EngineError::ConnectionClosed { .. }
             | EngineError::UnexpectedReply { .. }
+            | EngineError::TooLarge { .. }
+            | EngineError::Redirected { .. }
             | EngineError::Replaced { .. }
             | EngineError::NoNode(_) => true,
             EngineError::Rejected { status, .. } => status.is_server_error(),
@@ -136,14 +165,38 @@ impl EngineError {
     /// certain: nothing was done.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            EngineError::Resent(_) | EngineError::ConnectionClosed { .. } => true,
+            // An oversized reply was cut off unread: whatever the call did, it may have done.
+            EngineError::Resent(_)
+            | EngineError::ConnectionClosed { .. }
+            | EngineError::TooLarge { .. } => true,
             EngineError::Unreachable { source, .. } => !source.is_connect(),
             EngineError::UnexpectedReply { status, .. } => status.is_server_error(),
+            // Whatever answered with a redirect did not carry the call out.
             EngineError::Rejected { .. }
+            | EngineError::Redirected { .. }
             | EngineError::Unauthorized { .. }
             | EngineError::Credentials(_)
             | EngineError::Replaced { .. }
             | EngineError::NoNode(_) => false,
+        }
+    }
+
+    /// Whether the client refused the reply itself (too large, a redirect) and has logged it at
+    /// ERROR already: callers need not log it again.
+    pub fn refused_reply(&self) -> bool {
+        match self {
+            EngineError::TooLarge { .. } | EngineError::Redirected { .. } => true,
+            EngineError::Resent(inner) => inner.refused_reply(),
+            _ => false,
+        }
+    }
+
+    /// Whether the reply was over its bound (see [`EngineError::TooLarge`]).
+    pub fn is_too_large(&self) -> bool {
+        match self {
+            EngineError::TooLarge { .. } => true,
+            EngineError::Resent(inner) => inner.is_too_large(),
+            _ => false,
         }
     }
 
@@ -185,8 +238,13 @@ impl EngineError {
             // A page that is not the engine's (a proxy's HTML 404 or 502) speaks for an engine
             // that is not there.
             EngineError::UnexpectedReply { status, .. } => !status.is_success(),
+            // The engine does not redirect its REST API: a redirect is something else answering
+            // in its place (a login page, a moved host), and the engine is not reached.
+            EngineError::Redirected { .. } => true,
             EngineError::Rejected { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
-            EngineError::Unauthorized { .. }
+            // An oversized reply came from something that answers; the call is what failed.
+            EngineError::TooLarge { .. }
+            | EngineError::Unauthorized { .. }
             | EngineError::Credentials(_)
             | EngineError::ConnectionClosed { .. }
             | EngineError::Replaced { .. } => false,
@@ -209,7 +267,9 @@ impl EngineError {
             EngineError::Resent(inner) => inner.status(),
             EngineError::Unauthorized { status, .. }
             | EngineError::Rejected { status, .. }
-            | EngineError::UnexpectedReply { status, .. } => Some(*status),
+            | EngineError::UnexpectedReply { status, .. }
+            | EngineError::TooLarge { status, .. }
+            | EngineError::Redirected { status, .. } => Some(*status),
             EngineError::Unreachable { .. }
             | EngineError::ConnectionClosed { .. }
             | EngineError::Credentials(_)
@@ -261,6 +321,10 @@ fn unauthorized_text(status: &StatusCode, user: Option<&str>, endpoint: &str) ->
             "engine rejected the credentials: {status} on {endpoint} (no user configured; set --username/--password or a token)"
         ),
     }
+}
+
+fn declared_text(declared: Option<u64>) -> String {
+    declared.map_or_else(String::new, |length| format!(" (Content-Length {length})"))
 }
 
 /// Whether a transport error is what a kept-alive connection gives when the server (or a proxy)

@@ -6,6 +6,7 @@
 //! [`Node`] per engine URL, each with its own connection pool and [`NodeHealth`]. The rooms:
 //! - [`api`]: every call, and the [`Endpoint`] enum (label, method and path of each, once);
 //! - [`transport`]: sending one call, the stale-connection resend, decoding replies;
+//! - [`reply`]: reply bodies read against a size bound, and redirects refused;
 //! - [`node`]: nodes, their pools, and which node a call goes to;
 //! - [`dto`], [`error`], [`health`], [`auth`]: wire types, errors, node health, credentials.
 //!
@@ -20,6 +21,7 @@ pub mod error;
 pub mod health;
 pub mod instance_api;
 pub mod node;
+mod reply;
 mod token_reply;
 mod transport;
 

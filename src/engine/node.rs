@@ -14,6 +14,7 @@ use url::Url;
 
 use super::error::{error_chain, EngineError};
 use super::health::{NodeHealth, Reach};
+use super::reply::Alarms;
 use super::TlsSettings;
 use crate::secret::without_userinfo;
 
@@ -79,6 +80,8 @@ pub struct Node {
     fresh_until_ms: AtomicU64,
     created: Instant,
     pub(super) health: NodeHealth,
+    /// When each reply the client refused from this node (too large, a redirect) was last logged.
+    pub(super) alarms: Alarms,
 }
 
 impl Node {
@@ -102,8 +105,15 @@ impl Node {
             .filter(|_| https)
             .zip(target.url.host_str().map(str::to_owned));
         let client = |pooled: bool| -> Result<reqwest::Client, EngineError> {
+            // Never a redirect: following one re-sends the request — worker id, topics, the
+            // variables asked for, credentials — to whatever host the reply names. A 3xx is an
+            // error (see `transport.rs`).
+            // Trusted roots: the system's store (where an operator mounts corporate CAs; the
+            // `rustls-tls-native-roots` feature, read at each build), the bundled Mozilla roots
+            // (`rustls-tls`, for an image without a store), and `--ca-cert`.
             let mut builder = reqwest::Client::builder()
                 .user_agent(concat!("camunda-worker/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_keepalive(TCP_KEEPALIVE);
             builder = if pooled {
@@ -135,6 +145,7 @@ impl Node {
         };
         Ok(Node {
             health: NodeHealth::new(&name),
+            alarms: Alarms::default(),
             name,
             base,
             http: client(true)?,

@@ -2,6 +2,9 @@
 //! immediate resend after a stale kept-alive connection, and the mapping of every reply that is
 //! not a success to an [`EngineError`].
 //!
+//! Every reply is read whole here, against its endpoint's size bound, and a redirect is an error,
+//! never followed (see `reply.rs`): callers get a [`Reply`] already in memory.
+//!
 //! The client retries in two cases only, both at once and without backoff: a call whose
 //! kept-alive connection the server had just closed is sent again on a new connection (if the
 //! call is repeatable), and a 401 is retried once with refreshed credentials. Any other retry
@@ -12,13 +15,15 @@ use std::time::{Duration, Instant};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::debug;
+use tracing::{debug, error};
 
 use super::dto::ErrorBody;
 use super::endpoint::Endpoint;
 use super::error::{error_chain, excerpt, is_stale_connection, EngineError};
 use super::health::Reach;
 use super::node::{route, Node};
+pub(super) use super::reply::Reply;
+use super::reply::{fetch_reply_limit, location, read_bounded, reply_limit, BodyError, ReplySize};
 use super::EngineClient;
 
 /// One REST call: the endpoint, its path below the REST root, and how it may be sent.
@@ -26,6 +31,8 @@ pub(super) struct Call {
     pub(super) endpoint: Endpoint,
     pub(super) path: String,
     timeout: Option<Duration>,
+    /// The most bytes of reply body taken (see `reply.rs`).
+    limit: u64,
 }
 
 impl Call {
@@ -35,6 +42,7 @@ impl Call {
             endpoint,
             path: endpoint.path(id),
             timeout: None,
+            limit: reply_limit(reply_size(endpoint)),
         }
     }
 
@@ -44,8 +52,29 @@ impl Call {
         self
     }
 
+    /// The same call with the reply bound of a fetch of up to `max_tasks` tasks.
+    pub(super) fn fetching(mut self, max_tasks: u32) -> Self {
+        self.limit = fetch_reply_limit(max_tasks);
+        self
+    }
+
     pub(super) fn describe(&self) -> String {
         format!("{} /{}", self.endpoint.method(), self.path)
+    }
+}
+
+/// Which bound an endpoint's reply is read against: batches of tasks or variables, pages of query
+/// rows, small objects.
+fn reply_size(endpoint: Endpoint) -> ReplySize {
+    match endpoint {
+        Endpoint::FetchAndLock | Endpoint::InstanceVariables => ReplySize::Batch,
+        Endpoint::ExternalTasks
+        | Endpoint::EventSubscriptions
+        | Endpoint::ExternalTaskLog
+        | Endpoint::VariableInstances
+        | Endpoint::VariableInstanceQuery
+        | Endpoint::Incidents => ReplySize::Query,
+        _ => ReplySize::Small,
     }
 }
 
@@ -67,7 +96,7 @@ impl EngineClient {
         &self,
         call: &Call,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
-    ) -> Result<Response, EngineError> {
+    ) -> Result<Reply, EngineError> {
         let turn = self
             .inner
             .next
@@ -88,16 +117,16 @@ impl EngineClient {
         Err(last.unwrap_or_else(|| EngineError::NoNode(call.describe())))
     }
 
-    /// Sends one call to one node: credentials, timeout, metrics, health, and the mapping of
-    /// every non-2xx status to an [`EngineError`]. A call whose kept-alive connection turns out to
-    /// be closed is sent again at once on a new connection; after a 401 the call is sent again
-    /// once if the credentials could be refreshed.
+    /// Sends one call to one node: credentials, timeout, metrics, health, the bounded read of the
+    /// reply, and the mapping of every non-2xx status to an [`EngineError`]. A call whose
+    /// kept-alive connection turns out to be closed is sent again at once on a new connection;
+    /// after a 401 the call is sent again once if the credentials could be refreshed.
     pub(super) async fn send_to(
         &self,
         node: &Node,
         call: &Call,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
-    ) -> Result<Response, EngineError> {
+    ) -> Result<Reply, EngineError> {
         let inner = &self.inner;
         let mut refreshed = false;
         let mut fresh_connection = false;
@@ -145,6 +174,7 @@ impl EngineClient {
                     source,
                 }),
                 Ok(reply) if reply.status().is_success() => Ok(reply),
+                Ok(reply) if reply.status().is_redirection() => Err(redirected(node, call, &reply)),
                 Ok(reply)
                     if matches!(
                         reply.status(),
@@ -164,7 +194,16 @@ impl EngineClient {
                         user: inner.credentials.user(),
                     })
                 }
-                Ok(reply) => Err(read_error(call, reply).await),
+                Ok(reply) => match read_body(node, call, reply).await {
+                    Ok(reply) => Err(read_error(call, &reply)),
+                    Err(error) => Err(error),
+                },
+            };
+            // The body is part of the answer: one that breaks off or outlasts the call's deadline
+            // counts against the node's health like a reply that never came.
+            let outcome = match outcome {
+                Ok(reply) => read_body(node, call, reply).await,
+                Err(error) => Err(error),
             };
             self.record_health(node, outcome.as_ref().map(drop), call.endpoint.anonymous());
             return match outcome {
@@ -190,17 +229,52 @@ impl EngineClient {
     }
 }
 
-async fn read_error(call: &Call, reply: Response) -> EngineError {
-    let status = reply.status();
-    let text = match reply.text().await {
-        Ok(text) => text,
-        Err(source) => {
-            return EngineError::Unreachable {
+/// Reads a reply's body against the call's bound (see `reply.rs`); an oversized one is logged at
+/// ERROR (once a minute per node and endpoint) and fails the call.
+async fn read_body(node: &Node, call: &Call, response: Response) -> Result<Reply, EngineError> {
+    let status = response.status();
+    match read_bounded(response, call.limit).await {
+        Ok(reply) => Ok(reply),
+        Err(BodyError::Transport(source)) => Err(EngineError::Unreachable {
+            endpoint: call.describe(),
+            source,
+        }),
+        Err(BodyError::TooLarge { declared }) => {
+            let error = EngineError::TooLarge {
                 endpoint: call.describe(),
-                source,
+                status,
+                limit: call.limit,
+                declared,
+            };
+            if node.alarms.due(call.endpoint.label(), "too large") {
+                error!(node = %node.name, "{error}; the call counts as failed");
+            } else {
+                debug!(node = %node.name, "{error}");
             }
+            Err(error)
         }
+    }
+}
+
+/// The error for a 3xx reply, which is never followed; logged at ERROR (once a minute per node
+/// and endpoint).
+fn redirected(node: &Node, call: &Call, response: &Response) -> EngineError {
+    let error = EngineError::Redirected {
+        endpoint: call.describe(),
+        status: response.status(),
+        location: location(response),
     };
+    if node.alarms.due(call.endpoint.label(), "redirect") {
+        error!(node = %node.name, "{error}; the call counts as failed");
+    } else {
+        debug!(node = %node.name, "{error}");
+    }
+    error
+}
+
+fn read_error(call: &Call, reply: &Reply) -> EngineError {
+    let status = reply.status;
+    let text = reply.text();
     if call.endpoint == Endpoint::FetchAndLock
         && status == StatusCode::SERVICE_UNAVAILABLE
         && is_servlet_error_page(&text)
@@ -239,34 +313,24 @@ fn is_servlet_error_page(body: &str) -> bool {
 /// Reads a JSON reply.
 pub(super) async fn read_json<T: DeserializeOwned>(
     call: &Call,
-    reply: Response,
+    reply: Reply,
 ) -> Result<T, EngineError> {
-    let status = reply.status();
-    let text = reply
-        .text()
-        .await
-        .map_err(|source| EngineError::Unreachable {
-            endpoint: call.describe(),
-            source,
-        })?;
-    serde_json::from_str(&text).map_err(|_| EngineError::UnexpectedReply {
+    serde_json::from_slice(&reply.body).map_err(|_| EngineError::UnexpectedReply {
         endpoint: call.describe(),
-        status,
-        excerpt: excerpt(&text),
+        status: reply.status,
+        excerpt: excerpt(&reply.text()),
     })
 }
 
 /// Checks the reply of a call the engine answers with 204 and no body.
-pub(super) async fn expect_no_content(call: &Call, reply: Response) -> Result<(), EngineError> {
-    let status = reply.status();
+pub(super) async fn expect_no_content(call: &Call, reply: Reply) -> Result<(), EngineError> {
     // 204 is the engine's answer; a gateway in front of it may turn it into another 2xx.
-    if status.is_success() {
+    if reply.status.is_success() {
         return Ok(());
     }
-    let text = reply.text().await.unwrap_or_default();
     Err(EngineError::UnexpectedReply {
         endpoint: call.describe(),
-        status,
-        excerpt: excerpt(&text),
+        status: reply.status,
+        excerpt: excerpt(&reply.text()),
     })
 }

@@ -9,6 +9,7 @@
 //! - [`admission`]: the slots and follow-up room a fetch takes before it locks anything.
 //! - [`poll`]: one node's long poll; one poll step is [`Worker::poll_once`].
 //! - [`pacing`]: the minimum pause after a poll that came back empty.
+//! - [`fetch_size`]: how many tasks a poll asks for after a fetch reply outgrew its bound.
 //! - [`task`]: one task's lifecycle after the fetch.
 //! - [`handback`]: what shutdown gives back to the engine.
 //!
@@ -17,6 +18,7 @@
 
 pub(crate) mod admission;
 pub mod context;
+mod fetch_size;
 pub(crate) mod handback;
 pub(crate) mod pacing;
 pub mod poll;

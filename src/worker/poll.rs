@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use super::admission::Permits;
 use super::context::WorkerContext;
+use super::fetch_size::FetchCeiling;
 use super::pacing::pause_after_empty;
 use super::task::spawn_tasks;
 use crate::backoff::Backoff;
@@ -103,6 +104,7 @@ impl<H: Handler> NodePoll<H> {
         }
         let mut backoff = Backoff::new(ctx.settings.max_backoff);
         let mut trouble = Trouble::default();
+        let mut ceiling = FetchCeiling::new(ctx.settings.max_tasks as usize);
         let mut last = None;
         while !retire.is_cancelled() {
             // Alone, a node's poll takes every free slot; among several, a node that just handed
@@ -131,7 +133,7 @@ impl<H: Handler> NodePoll<H> {
                 break;
             }
             let polled_at = Instant::now();
-            let error = match self.poll_once(share, saturated).await {
+            let error = match self.poll_within(share, saturated, &mut ceiling).await {
                 Ok(PollOutcome::Stopped) => break,
                 Ok(outcome) => {
                     if trouble.clear() {
@@ -170,11 +172,24 @@ impl<H: Handler> NodePoll<H> {
         share: usize,
         gather: bool,
     ) -> Result<PollOutcome, EngineError> {
+        let full = self.ctx.settings.max_tasks as usize;
+        self.poll_within(share, gather, &mut FetchCeiling::new(full))
+            .await
+    }
+
+    /// [`NodePoll::poll_once`] under the loop's fetch ceiling (see `fetch_size.rs`), which an
+    /// oversized reply lowers and replies that fit raise again.
+    async fn poll_within(
+        &self,
+        share: usize,
+        gather: bool,
+        ceiling: &mut FetchCeiling,
+    ) -> Result<PollOutcome, EngineError> {
         let ctx = &self.ctx;
         let node = &self.node;
         let Some(permits) = ctx
             .admission
-            .take(share, gather, &ctx.stop.shutdown, &ctx.metrics)
+            .take(ceiling.cap(share), gather, &ctx.stop.shutdown, &ctx.metrics)
             .await
         else {
             return Ok(PollOutcome::Stopped);
@@ -211,11 +226,15 @@ impl<H: Handler> NodePoll<H> {
         let tasks = match fetched {
             Ok(tasks) => tasks,
             Err(error) => {
+                if error.is_too_large() {
+                    ceiling.too_large(node.name(), asked);
+                }
                 ctx.liveness.polled(0);
                 ctx.metrics.fetched(node.name(), FetchOutcome::Error, 0);
                 return Err(error);
             }
         };
+        ceiling.fitted(node.name(), asked, tasks.len());
         ctx.liveness.polled(tasks.len());
         ctx.metrics.polled_successfully();
         if tasks.is_empty() {
@@ -302,7 +321,9 @@ impl Trouble {
     }
 
     fn report(&mut self, node: &Node, worker_id: &str, error: &EngineError) {
-        if error.engine_gone() || error.is_unauthorized() {
+        // The client reports an outage or refused credentials through the node's health, and a
+        // reply it refused (too large, a redirect) itself.
+        if error.engine_gone() || error.is_unauthorized() || error.refused_reply() {
             debug!("fetch-and-lock failed: {error}");
             return;
         }
@@ -344,6 +365,8 @@ fn error_kind(error: &EngineError) -> String {
         EngineError::Rejected { status, kind, .. } => format!("{status} {kind}"),
         EngineError::UnexpectedReply { status, .. } => format!("unexpected {status}"),
         EngineError::Replaced { .. } => "replaced".to_owned(),
+        EngineError::TooLarge { .. } => "reply too large".to_owned(),
+        EngineError::Redirected { status, .. } => format!("redirect {status}"),
         EngineError::Credentials(text) | EngineError::NoNode(text) => text.clone(),
         EngineError::Resent(inner) => error_kind(inner),
     }
