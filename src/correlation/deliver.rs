@@ -88,6 +88,7 @@ impl FollowUps {
             };
             let last_error = match attempt {
                 Attempt::Delivered => {
+                    self.route_works();
                     self.inner.metrics.follow_up_sent(
                         &follow_up.task.topic,
                         follow_up.fetched_at.map(|t| t.elapsed()),
@@ -248,9 +249,10 @@ impl FollowUps {
                 let decided = self.read_marker(follow_up, &mut state).await;
                 if matches!(decided, Attempt::NotWaiting) {
                     progress.maybe_delivered = false;
-                    if progress.mismatches >= 2 {
-                        self.diagnose(follow_up).await;
-                    }
+                    // Still owed to us: not waiting yet, or waiting for another name. The first
+                    // such mismatch of the route tells which (one diagnosis per route at a time).
+                    drop(state);
+                    self.diagnose(follow_up).await;
                 }
                 decided
             }
