@@ -11,10 +11,11 @@
 //! message at all, and what does this instance wait for. It never writes, so exactly-once delivery
 //! is untouched.
 //!
-//! Its load is bounded by the route, not by the follow-ups: one diagnosis in flight per route;
-//! after one that found nothing, none for [`RETRY_AFTER_UNKNOWN`]; after one that found the route
-//! misconfigured, none for [`REPEAT_AFTER`], after which the ERROR is repeated if the diagnosis
-//! still holds. Its requests spend the retry budget ahead of the queue of retries
+//! Its load is bounded by the route, not by the follow-ups: one diagnosis in flight per route
+//! (the route's other mismatches wait for its verdict, so no follow-up of a misconfigured route
+//! retries before the route is diagnosed); after one that found nothing, none for
+//! [`RETRY_AFTER_UNKNOWN`]; after one that found the route misconfigured, none for
+//! [`REPEAT_AFTER`], after which the ERROR is repeated if the diagnosis still holds. Its requests spend the retry budget ahead of the queue of retries
 //! ([`crate::budget::RetryBudget::spend_first`]): the engine's load stays within `--retry-budget`.
 
 use std::collections::BTreeSet;
@@ -53,13 +54,17 @@ impl Outcome for Misconfiguration {
     }
 }
 
-/// A route's diagnosis: whether one is running, when the next may run, and what stands.
+/// A route's diagnosis: the turn to run one, when the next may run, and what stands.
 #[derive(Debug, Default)]
-pub(super) struct Diagnosis(Mutex<State>);
+pub(super) struct Diagnosis {
+    /// Held while a diagnosis runs; the route's other mismatches wait for it, then find
+    /// `not_before` ahead and return.
+    turn: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+}
 
 #[derive(Debug, Default)]
 struct State {
-    in_flight: bool,
     /// No diagnosis before this.
     not_before: Option<Instant>,
     /// Causes found and not disproved yet: their topic and when their ERROR was logged.
@@ -81,45 +86,38 @@ enum Verdict {
     Unknown,
 }
 
-/// The one diagnosis in flight of a route; dropped (also when the follow-up is aborted), it lets
-/// the next one run.
-struct Turn<'a>(&'a Diagnosis);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        lock(&self.0 .0).in_flight = false;
-    }
-}
-
 impl Diagnosis {
-    /// The turn to diagnose, unless one is in flight or the last one was too recent.
-    fn begin(&self, now: Instant) -> Option<Turn<'_>> {
-        let mut state = lock(&self.0);
-        if state.in_flight || state.not_before.is_some_and(|t| now < t) {
-            return None;
+    /// The turn to diagnose, once the one in flight (if any) is over; `None` when the last one
+    /// was too recent.
+    async fn begin(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let turn = self.turn.lock().await;
+        let not_before = lock(&self.state).not_before;
+        match not_before {
+            Some(t) if Instant::now() < t => None,
+            _ => Some(turn),
         }
-        state.in_flight = true;
-        Some(Turn(self))
     }
 }
 
 impl FollowUps {
     /// After a mismatch whose marker read found the follow-up still owed to us: if no instance
     /// waits for the route's message and this one waits for another, say so (see the module
-    /// doc). Returns at once when another follow-up of the route is diagnosing, or did recently.
+    /// doc). Waits while another follow-up of the route is diagnosing, and returns at once when
+    /// one did recently.
     pub(super) async fn diagnose(&self, follow_up: &FollowUp) {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return;
         };
         let diagnosis = &self.route.diagnosis;
-        let Some(turn) = diagnosis.begin(Instant::now()) else {
+        // Dropped (also when the follow-up is aborted), the turn lets the next one run.
+        let Some(_turn) = diagnosis.begin().await else {
             return;
         };
         let verdict = self.find_misconfiguration(instance).await;
         let topic = &follow_up.task.topic;
         let metrics = &self.inner.metrics;
         let now = Instant::now();
-        let mut state = lock(&diagnosis.0);
+        let mut state = lock(&diagnosis.state);
         match verdict {
             Verdict::Misconfigured {
                 cause,
@@ -141,7 +139,6 @@ impl FollowUps {
                     None => state.standing.push((cause, topic.clone(), now)),
                 }
                 drop(state);
-                drop(turn);
                 let ours = &self.route.settings.message_name;
                 error!(
                     topic = %topic,
@@ -166,7 +163,7 @@ impl FollowUps {
     /// A message of this route was correlated: whatever was diagnosed no longer holds.
     pub(super) fn route_works(&self) {
         let cleared = {
-            let mut state = lock(&self.route.diagnosis.0);
+            let mut state = lock(&self.route.diagnosis.state);
             if state.standing.is_empty() {
                 return;
             }
