@@ -86,6 +86,28 @@ enum Verdict {
     Unknown,
 }
 
+impl State {
+    /// Records `cause` found for `topic` at `now`: whether its ERROR is due (the first time, or
+    /// [`REPEAT_AFTER`] after the last one).
+    fn found(&mut self, cause: Misconfiguration, topic: &str, now: Instant) -> bool {
+        let last = self
+            .standing
+            .iter_mut()
+            .find(|(c, t, _)| *c == cause && t == topic);
+        match last {
+            Some((_, _, logged)) if now < *logged + REPEAT_AFTER => false,
+            Some((_, _, logged)) => {
+                *logged = now;
+                true
+            }
+            None => {
+                self.standing.push((cause, topic.to_owned(), now));
+                true
+            }
+        }
+    }
+}
+
 impl Diagnosis {
     /// The turn to diagnose, once the one in flight (if any) is over; `None` when the last one
     /// was too recent.
@@ -129,14 +151,8 @@ impl FollowUps {
                     .topic_gauge(&metrics.follow_ups_misconfigured, cause, topic)
                     .set(1);
                 metrics.follow_ups_misdirected.set(1);
-                let last = state
-                    .standing
-                    .iter_mut()
-                    .find(|(c, t, _)| *c == cause && t == topic);
-                match last {
-                    Some((_, _, logged)) if now < *logged + REPEAT_AFTER => return,
-                    Some((_, _, logged)) => *logged = now,
-                    None => state.standing.push((cause, topic.clone(), now)),
+                if !state.found(cause, topic, now) {
+                    return;
                 }
                 drop(state);
                 let ours = &self.route.settings.message_name;
@@ -145,7 +161,7 @@ impl FollowUps {
                     cause = cause.label(),
                     message_name = %ours,
                     awaited = %awaited,
-                    "follow-ups of topic {topic} find nothing waiting for message {ours}: no instance waits for it, and instance {instance} waits at activity {activity} for message {awaited} instead — check --message-name (message_name in the config file); {} follow-ups pending, retried within --retry-budget; said again every {} while it lasts",
+                    "follow-ups of topic {topic} find nothing waiting for message {ours}: no instance waits for it, and instance {instance} waits at activity {activity} for message {awaited} instead — check --message-name (message_name in the config file); pending follow-ups: {}, retried within --retry-budget; said again every {} while it lasts",
                     metrics.follow_ups_pending.get(),
                     humantime::format_duration(REPEAT_AFTER),
                 );
@@ -218,5 +234,28 @@ impl FollowUps {
             awaited: awaited.into_iter().collect::<Vec<_>>().join(", "),
             activity: first.activity_id.clone().unwrap_or_else(|| "-".to_owned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lasting_misconfiguration_is_said_again_only_after_the_repeat_interval() {
+        let mut state = State::default();
+        let t0 = Instant::now();
+        let cause = Misconfiguration::MessageName;
+        assert!(state.found(cause, "a", t0), "the first finding is said");
+        assert!(!state.found(cause, "a", t0 + Duration::from_secs(60)));
+        assert!(
+            state.found(cause, "b", t0),
+            "another route is another ERROR"
+        );
+        assert!(state.found(cause, "a", t0 + REPEAT_AFTER), "said again");
+        assert!(!state.found(cause, "a", t0 + REPEAT_AFTER + Duration::from_secs(1)));
+        // Cleared (a message of the route went through): a new finding is said at once.
+        state.standing.clear();
+        assert!(state.found(cause, "a", t0 + REPEAT_AFTER + Duration::from_secs(2)));
     }
 }

@@ -3,12 +3,17 @@
 //! instances wait for, and `follow_ups_misconfigured{cause,topic}` at 1 — however many
 //! follow-ups are pending, while their retries keep the engine's load within the retry budget.
 //! Judged by state: the route's other mismatches wait for its diagnosis, so once any follow-up
-//! has gone on to retry (`follow_ups_retried_total` ≥ 1) the gauge must already be 1.
+//! has gone on to retry (`follow_ups_retried_total` ≥ 1) the gauge must already be 1. On a mock
+//! engine: the diagnosis clears once a message of the route goes through.
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
 use crate::ledger::{FOLLOW_UPS_SENT, TASKS_COMPLETED};
 use crate::support::engine::{shared_engine, Rest};
+use crate::support::mock::{error_body, MockEngine, OWED};
 use crate::support::{eventually, metric_value, WorkerProcess, SHUTDOWN_LIMIT};
 
 const RETRIED: &str = "camunda_worker_follow_ups_retried_total";
@@ -166,4 +171,70 @@ async fn a_misspelled_message_name_is_named_at_the_first_mismatch_with_1_pending
     let text = worker.scrape().await;
     assert_eq!(metric_value(&text, FOLLOW_UPS_SENT), 0.0);
     one_error_naming_both(&mut worker, &typo, &message, "messageSending_diagnosis_one");
+}
+
+/// On a mock engine: the instance waits for `other_message`, nobody for `sample_response`, so the
+/// first mismatch names both (one ERROR, the gauge at 1); when the instance then takes the message
+/// (the process was fixed meanwhile), the gauge goes back to 0 with one INFO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diagnosis_is_cleared_once_a_message_of_the_route_goes_through() {
+    let engine = MockEngine::one_task("order-9").await;
+    engine.marker("pi-t1", vec![Some(OWED)]).await;
+    engine
+        .message_waits("pi-t1", &[("other_message", "ex-t1")])
+        .await;
+    engine
+        .on_get(
+            "event-subscription/count",
+            ResponseTemplate::new(200).set_body_json(json!({"count": 0})),
+        )
+        .await;
+    let no_match = ResponseTemplate::new(400).set_body_json(error_body(
+        "RestException",
+        "org.camunda.bpm.engine.MismatchingMessageCorrelationException: Cannot correlate message 'sample_response': No process definition or execution matches the parameters",
+        Some(0),
+    ));
+    engine
+        .on_sequence("message", vec![no_match, ResponseTemplate::new(204)])
+        .await;
+    let stopped = engine
+        .worker(&["--correlation-delay", "0s"])
+        .stop_once(Duration::from_secs(15), "the follow-up sent", |m| {
+            metric_value(m, FOLLOW_UPS_SENT) == 1.0
+        })
+        .await;
+    assert_eq!(
+        metric_value(&stopped.metrics, &misconfigured("messageSending")),
+        0.0,
+        "cleared: {}",
+        stopped.metrics
+    );
+    assert_eq!(
+        metric_value(&stopped.metrics, RETRIED),
+        1.0,
+        "{}",
+        stopped.metrics
+    );
+    let log = &stopped.log;
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("sample_response") && errors[0].contains("other_message"),
+        "{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains(" INFO ") && l.contains("no longer diagnosed misconfigured"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        (
+            engine.requests_to("/event-subscription/count").len(),
+            engine.requests_to("/event-subscription").len()
+        ),
+        (1, 1),
+        "one diagnosis"
+    );
 }
