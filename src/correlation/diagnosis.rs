@@ -15,8 +15,12 @@
 //! (the route's other mismatches wait for its verdict, so no follow-up of a misconfigured route
 //! retries before the route is diagnosed); after one that found nothing, none for
 //! [`RETRY_AFTER_UNKNOWN`]; after one that found the route misconfigured, none for
-//! [`REPEAT_AFTER`], after which the ERROR is repeated if the diagnosis still holds. Its requests spend the retry budget ahead of the queue of retries
+//! [`REPEAT_AFTER`], after which the ERROR is repeated if the diagnosis still holds. Its requests
+//! spend the retry budget ahead of the queue of retries
 //! ([`crate::budget::RetryBudget::spend_first`]): the engine's load stays within `--retry-budget`.
+//!
+//! What stands is cleared (gauge 0, one INFO) by the engine's evidence that the route works: a
+//! message of the route correlated, or a later diagnosis that finds an instance waiting for it.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
