@@ -238,3 +238,58 @@ async fn a_diagnosis_is_cleared_once_a_message_of_the_route_goes_through() {
         "one diagnosis"
     );
 }
+
+/// Two routes in one daemon, one of them with a misspelled message name: only that route is
+/// diagnosed (its gauge 1, one ERROR naming its topic and both of its names), while the other
+/// route's follow-ups are delivered and its gauge stays 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_route_with_the_misspelled_name_is_diagnosed() {
+    const EACH: usize = 20;
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key_a, topic_a, message_a) = rest.deploy_variant("diagnosis_route_a").await;
+    let (key_b, topic_b, message_b) = rest.deploy_variant("diagnosis_route_b").await;
+    rest.start_instances(&key_a, "diagnosis_route_a", EACH)
+        .await;
+    rest.start_instances(&key_b, "diagnosis_route_b", EACH)
+        .await;
+    let typo_b = message_b.replace("sample_response", "sample_respnose");
+    let file = crate::cli::config_file(&format!(
+        r#"correlation_delay = "0s"
+reconcile_interval = "0s"
+
+[[route]]
+topic = {topic_a:?}
+message_name = {message_a:?}
+
+[[route]]
+topic = {topic_b:?}
+message_name = {typo_b:?}
+"#
+    ));
+    let mut worker = WorkerProcess::spawn(
+        "routes",
+        &engine.url,
+        &["--config", file.path().to_str().unwrap()],
+    );
+    eventually(RUN_LIMIT, "route b diagnosed", || async {
+        (worker.metric(&misconfigured(&topic_b)).await == 1.0).then_some(())
+    })
+    .await;
+    eventually(RUN_LIMIT, "route a's instances ended", || async {
+        (crate::ledger::running(&rest, &key_a).await == 0).then_some(())
+    })
+    .await;
+    let sent_a = format!("{FOLLOW_UPS_SENT}{{topic=\"{topic_a}\"}}");
+    let text = worker.scrape_settled(&sent_a, EACH as f64).await;
+    assert_eq!(metric_value(&text, &misconfigured(&topic_b)), 1.0, "{text}");
+    assert_eq!(metric_value(&text, &misconfigured(&topic_a)), 0.0, "{text}");
+    assert_eq!(metric_value(&text, &sent_a), EACH as f64);
+    assert_eq!(
+        metric_value(&text, &format!("{FOLLOW_UPS_SENT}{{topic=\"{topic_b}\"}}")),
+        0.0
+    );
+    one_error_naming_both(&mut worker, &typo_b, &message_b, &topic_b);
+    let log = worker.stderr();
+    assert!(!log.contains(&format!("topic {topic_a} ")), "{log}");
+}
