@@ -106,6 +106,8 @@ declare_metrics! {
         "follow-ups left owed in the engine at shutdown (the reconciler of any worker delivers them)";
     follow_ups_misdirected: Gauge = Gauge::default(),
         "1 once follow-ups found their instances waiting for a message of another name (a wrong --message-name)";
+    follow_ups_misconfigured: Family<Labels, Gauge> = Family::default(),
+        "1 while a route's follow-ups are diagnosed misconfigured, by cause and topic (cause message_name: no instance waits for the route's message, its instances wait for another name)";
     follow_up_incidents: Counter = Counter::default(),
         "incidents raised on waiting executions for follow-ups given up";
     follow_up_work_runs: CounterFamily = Family::default(),
@@ -234,6 +236,16 @@ impl Metrics {
         for outcome in O::ALL {
             let _ = counter.get_or_create(&topic_labels(*outcome, topic));
         }
+    }
+
+    /// The series of a per-route `gauge` for `outcome` and `topic`, created at zero if new.
+    pub fn topic_gauge<O: Outcome>(
+        &self,
+        gauge: &Family<Labels, Gauge>,
+        outcome: O,
+        topic: &str,
+    ) -> Gauge {
+        gauge.get_or_create(&topic_labels(outcome, topic)).clone()
     }
 
     /// Counts one `outcome` of a task or follow-up of `topic` in `counter`.

@@ -61,9 +61,12 @@ impl FollowUps {
                 // A retry waits for the budget before it takes a send slot: slots held while
                 // waiting would hold back the first attempts of other follow-ups, which the
                 // budget exempts (measured: 56 s late on average behind 4096 retrying ones).
+                // Once shutdown has begun, a retry stays owed in the engine instead: behind a
+                // queue of thousands (at 20 a second) it would hold the grace to its end.
                 if progress.attempts > 0 {
                     tokio::select! {
                         () = self.spend_budget() => {}
+                        _ = self.inner.hurry.cancelled() => return self.leave_owed(follow_up),
                         _ = self.inner.abort.cancelled() => return self.leave_owed(follow_up),
                     }
                 }
@@ -88,6 +91,7 @@ impl FollowUps {
             };
             let last_error = match attempt {
                 Attempt::Delivered => {
+                    self.route_works();
                     self.inner.metrics.follow_up_sent(
                         &follow_up.task.topic,
                         follow_up.fetched_at.map(|t| t.elapsed()),
@@ -242,15 +246,20 @@ impl FollowUps {
                     return Attempt::NotWaiting;
                 }
                 // The first read decides the first attempt's mismatch; later ones are retries.
+                // At shutdown, undecided: the follow-up stays owed (see `deliver_due`).
                 if progress.mismatches > 1 {
-                    self.spend_budget().await;
+                    tokio::select! {
+                        () = self.spend_budget() => {}
+                        _ = self.inner.hurry.cancelled() => return Attempt::NotWaiting,
+                    }
                 }
                 let decided = self.read_marker(follow_up, &mut state).await;
                 if matches!(decided, Attempt::NotWaiting) {
                     progress.maybe_delivered = false;
-                    if progress.mismatches >= 2 {
-                        self.diagnose(follow_up).await;
-                    }
+                    // Still owed to us: not waiting yet, or waiting for another name. The first
+                    // such mismatch of the route tells which (one diagnosis per route at a time).
+                    drop(state);
+                    self.diagnose(follow_up).await;
                 }
                 decided
             }

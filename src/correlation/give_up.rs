@@ -1,8 +1,6 @@
 //! What a follow-up does when it cannot be delivered: give up with one ERROR and an incident on
-//! the waiting execution (resolved once a reconciler delivers it after all), and — for a message
-//! name that matches nothing — one ERROR that names what the instances really wait for.
-
-use std::sync::atomic::Ordering;
+//! the waiting execution (resolved once a reconciler delivers it after all). A message name that
+//! matches nothing is the diagnosis's (see [`super::diagnosis`]).
 
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
@@ -87,38 +85,5 @@ impl FollowUps {
                 debug!("cannot resolve incident {id}: {e}");
             }
         }
-    }
-
-    /// After repeated mismatches of an instance that our marker says is owed: if it waits for a
-    /// message of another name, the message name is likely wrong — say so once, naming what the
-    /// instance waits for and the flag to fix.
-    pub(super) async fn diagnose(&self, follow_up: &FollowUp) {
-        let Some(instance) = follow_up.process_instance_id.as_deref() else {
-            return;
-        };
-        if self.inner.diagnosed.load(Ordering::Relaxed) {
-            return;
-        }
-        self.spend_budget().await;
-        let Ok(waits) = self.inner.client.instance_message_waits(instance).await else {
-            return;
-        };
-        let ours = &self.route.settings.message_name;
-        let Some(other) = waits
-            .iter()
-            .find(|w| w.event_name.as_deref().is_some_and(|n| n != ours))
-        else {
-            return;
-        };
-        if self.inner.diagnosed.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        self.inner.metrics.follow_ups_misdirected.set(1);
-        error!(
-            process_instance_id = instance,
-            "follow-ups find nothing waiting for message {ours}: instance {instance} waits at activity {} for message {} instead — check --message-name (message_name in the config file)",
-            other.activity_id.as_deref().unwrap_or("-"),
-            other.event_name.as_deref().unwrap_or("-"),
-        );
     }
 }

@@ -10,6 +10,9 @@
 //! mismatch, after an attempt whose reply was lost, and then every fourth): still owed to us → not
 //! waiting yet, retry with backoff up to `correlation_timeout`; delivered for this task → it
 //! arrived (after a lost reply, or from another replica); anything else → the instance moved on.
+//! A read that finds the marker still ours also triggers the route's diagnosis (see
+//! [`diagnosis`]): when no instance waits for the route's message at all, one ERROR says what they
+//! wait for instead — at the first such mismatch, however many follow-ups are pending.
 //!
 //! Pending follow-ups are bounded: each holds one unit of `capacity`, which the fetch loop must
 //! take before it locks a task, so undeliverable messages make the worker stop fetching instead of
@@ -28,7 +31,6 @@
 //! of any worker.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,10 +41,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 mod deliver;
+mod diagnosis;
 mod give_up;
 mod target;
 mod work_phase;
 
+use diagnosis::Misconfiguration;
 pub use target::{CorrelateBy, CorrelationTarget};
 
 use crate::budget::RetryBudget;
@@ -218,6 +222,18 @@ pub struct FollowUps {
 struct Route {
     settings: CorrelationSettings,
     work: Arc<dyn DynWork>,
+    /// Whether its message is awaited at all (see [`diagnosis`]).
+    diagnosis: diagnosis::Diagnosis,
+}
+
+impl Route {
+    fn new(settings: CorrelationSettings, work: Arc<dyn DynWork>) -> Arc<Self> {
+        Arc::new(Route {
+            settings,
+            work,
+            diagnosis: diagnosis::Diagnosis::default(),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -238,8 +254,6 @@ struct Shared {
     sends: Semaphore,
     /// Room for pending follow-ups: `settings.capacity` permits.
     room: Arc<Semaphore>,
-    /// Whether the "instances wait for another message" diagnosis was logged.
-    diagnosed: AtomicBool,
     left_owed: Mutex<LeftOwed>,
     /// Bounds the works running at once (`settings.work_concurrency`).
     work_slots: Semaphore,
@@ -302,12 +316,11 @@ impl FollowUps {
                 given_up: Mutex::default(),
                 sends: Semaphore::new(MAX_CONCURRENT_SENDS),
                 room,
-                diagnosed: AtomicBool::new(false),
                 left_owed: Mutex::default(),
                 work_slots,
                 routes: Mutex::default(),
             }),
-            route: Arc::new(Route { settings, work }),
+            route: Route::new(settings, work),
         }
     }
 
@@ -322,7 +335,7 @@ impl FollowUps {
             message_variables: settings.message_variables,
             ..own.clone()
         };
-        lock(&self.inner.routes).insert(topic.to_owned(), Arc::new(Route { settings, work }));
+        lock(&self.inner.routes).insert(topic.to_owned(), Route::new(settings, work));
     }
 
     /// The follow-ups of `topic`'s tasks: its route's, or the scheduler's own.
@@ -341,6 +354,9 @@ impl FollowUps {
         metrics.preset_topic::<work_phase::WorkOutcome>(&metrics.follow_up_work_runs, topic);
         metrics.preset_topic::<NoOutcome>(&metrics.follow_ups_sent, topic);
         metrics.preset_topic::<NoOutcome>(&metrics.follow_ups_recovered, topic);
+        for cause in Misconfiguration::ALL {
+            metrics.topic_gauge(&metrics.follow_ups_misconfigured, *cause, topic);
+        }
     }
 
     /// The delivery policy.

@@ -10,6 +10,7 @@ mod cluster;
 mod config_file;
 mod contract;
 mod delivery;
+mod diagnosis;
 mod faults;
 mod hostile;
 mod ledger;

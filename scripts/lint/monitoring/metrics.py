@@ -57,6 +57,7 @@ METRICS = {
     "camunda_worker_follow_ups_pending": ("gauge", {}),
     "camunda_worker_follow_ups_capacity": ("gauge", {}),
     "camunda_worker_fetch_paused": ("gauge", {}),
+    "camunda_worker_follow_ups_misconfigured": ("gauge", {**TOPIC, "cause": {"message_name"}}),
     "camunda_worker_engine_up": ("gauge", dict(NODE)),
     "camunda_worker_fetch_backoff_seconds": ("gauge", dict(NODE)),
     "camunda_worker_last_successful_poll_timestamp_seconds": ("gauge", {}),
