@@ -441,6 +441,20 @@ async fn a_looping_process_gets_one_message_per_round_and_a_stale_recovery_match
     all.push(stale_target.clone());
     rest.wait_instances_completed(&all, Duration::from_secs(120))
         .await;
+    // An instance shows completed once the engine commits its last message, a moment before that
+    // reply reaches the proxy's record: wait for the record of every round's message (the count is
+    // then checked exactly, so a duplicate still fails).
+    eventually(
+        Duration::from_secs(60),
+        "the proxy recorded every round's accepted message",
+        || async {
+            let exchanges = proxy.exchanges();
+            all.iter()
+                .all(|instance| accepted_messages(&exchanges, instance).len() >= ROUNDS)
+                .then_some(())
+        },
+    )
+    .await;
     let exchanges = proxy.exchanges();
     for instance in &all {
         let accepted = accepted_messages(&exchanges, instance);
