@@ -2,7 +2,7 @@
 # camunda-worker benchmark: one command, installs what it needs, idempotent.
 #
 #   bench/run.sh [--instances N] [--quick] [--only cw-default,cw-10,...] [--skip idle,overhead,...]
-#                [--history-levels full,audit] [--rounds R] [--ledger | --structure]
+#                [--history-levels full,audit] [--rounds R] [--ledger | --structure | --compare REV]
 #                [--cluster-contenders cw-nodes,cw-lb,py,js,java,ceiling] [--cluster-instances N]
 #
 # Phases (--skip): throughput, idle, overhead, mismatch, cluster, pg-h2 (see the driver's --help).
@@ -69,10 +69,38 @@ build_rev() {
 LOOKUP_REV=d948207
 # cw-structure: the structure refactor (src/worker/, api/transport/node), LOOKUP_REV's child, same behaviour
 STRUCTURE_REV=e38ba4e
-build_rev "$LOOKUP_REV" "the look-up build"
-build_rev "$STRUCTURE_REV" "the restructured build"
-CW_LOOKUP_BIN=$(rev_bin "$LOOKUP_REV")
-CW_STRUCTURE_BIN=$(rev_bin "$STRUCTURE_REV")
+# Each older build only when a run asks for its contender (a release build of an old commit takes
+# minutes on two cores): cw-lookup by --ledger or --structure or --only naming it, cw-structure by
+# --structure or --only, cw-base by --compare REV.
+args=" $* "
+wants() { [[ "$args" == *"$1"* ]]; }
+EXTRA_BINS=()
+if wants cw-lookup || wants " --ledger " || wants " --structure "; then
+  build_rev "$LOOKUP_REV" "the look-up build"
+  EXTRA_BINS+=(--cw-lookup-bin "$(rev_bin "$LOOKUP_REV")")
+fi
+if wants cw-structure || wants " --structure "; then
+  build_rev "$STRUCTURE_REV" "the restructured build"
+  EXTRA_BINS+=(--cw-structure-bin "$(rev_bin "$STRUCTURE_REV")")
+fi
+# --compare REV: this tree against REV (git rev-parse accepts any commit name; the build is keyed by
+# the full hash, so a branch that moves is rebuilt).
+COMPARE_REV=
+prev=
+for a in "$@"; do
+  [[ "$prev" == --compare ]] && COMPARE_REV=$a
+  [[ "$a" == --compare=* ]] && COMPARE_REV=${a#--compare=}
+  prev=$a
+done
+if [[ -n "$COMPARE_REV" ]]; then
+  base=$(git -C "$REPO" rev-parse --short=7 "$COMPARE_REV^{commit}") \
+    || { log "error: --compare $COMPARE_REV: not a commit in this clone"; exit 1; }
+  build_rev "$base" "the base of --compare"
+  EXTRA_BINS+=(--cw-base-bin "$(rev_bin "$base")")
+  NEW_REV=$(git -C "$REPO" rev-parse --short=7 HEAD)
+  [[ -z "$(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock)" ]] || NEW_REV="$NEW_REV+changes"
+  EXTRA_BINS+=(--new-rev "$NEW_REV")
+fi
 
 # ceiling client and fake engine
 log "cargo build --release --locked (bench/ceiling)"
@@ -110,8 +138,7 @@ export BENCH_COMMAND="bench/run.sh${*:+ $*}"
 # bench/ on PYTHONPATH for -m to find the package (the driver takes it off again for what it starts).
 PYTHONPATH="$BENCH${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -m camunda_bench \
   --cw-bin "$CW_BIN" \
-  --cw-lookup-bin "$CW_LOOKUP_BIN" \
-  --cw-structure-bin "$CW_STRUCTURE_BIN" \
+  "${EXTRA_BINS[@]}" \
   --ceiling-bin "$BENCH/ceiling/target/release/ceiling" \
   --fake-bin "$BENCH/ceiling/target/release/fake-engine" \
   --java-jar "$JAR" \

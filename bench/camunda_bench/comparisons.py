@@ -7,6 +7,7 @@ from .contenders import LOOKUP_REV, STRUCTURE_REV
 
 LEDGER_MARKERS = ("<!-- ledger:begin -->", "<!-- ledger:end -->")
 STRUCTURE_MARKERS = ("<!-- structure:begin -->", "<!-- structure:end -->")
+COMPARE_MARKERS = ("<!-- compare:begin -->", "<!-- compare:end -->")
 
 
 def fmt(v, nd=1):
@@ -143,6 +144,13 @@ def ledger_section(res, with_mismatch=True):
     return "\n".join(lines) + "\n"
 
 
+def compare_section(res):
+    """Markdown for --compare: this tree (cw-default) against the base commit (cw-base), as the
+    structure's section lays it out."""
+    return structure_section(res, base="cw-base", new="cw-default", base_rev=res.get("base_rev") or "?",
+                             new_rev=res.get("new_rev") or "this tree")
+
+
 # "The structure's price": (what, phase, field, scale, digits); phase None: a field of the run itself.
 STRUCTURE_METRICS = [
     ("instances/s (phase 1)", "throughput", "instances_per_s", 1, 1),
@@ -185,7 +193,7 @@ def spread_cell(vals, nd):
     return f"{mean:.{nd}f} ({min(vals):.{nd}f}–{max(vals):.{nd}f})"
 
 
-def structure_section(res, base="cw-lookup", new="cw-structure"):
+def structure_section(res, base="cw-lookup", new="cw-structure", base_rev=LOOKUP_REV, new_rev=STRUCTURE_REV):
     """Markdown for "The structure's price": per metric, the mean over the rounds of each build, its
     range (min–max over the rounds), the ratio of the means, and whether the two ranges overlap (the
     difference within what the same build varied by between rounds); then each round's runs with
@@ -208,7 +216,7 @@ def structure_section(res, base="cw-lookup", new="cw-structure"):
             lines[0] += (f" The 1-minute load average was above the machine's {cores} cores at the start of {high} "
                          f"of the {len(starts)} runs: other work shared the machine, so absolute numbers are low "
                          f"and vary from run to run; read the ratios against the spread between rounds.")
-    lines += ["", (f"| measured | {base} ({LOOKUP_REV}) | {new} ({STRUCTURE_REV}) | {new} ÷ {base} "
+    lines += ["", (f"| measured | {base} ({base_rev}) | {new} ({new_rev}) | {new} ÷ {base} "
                   f"| spread between rounds | difference within the spread |"),
               "|---|---:|---:|---:|---:|---|"]
     inside, outside = [], []

@@ -35,7 +35,9 @@ ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
 # the command form itself.
 # cw-structure: camunda-worker built from STRUCTURE_REV, LOOKUP_REV's child, the structure refactor
 # that changed no behaviour: against cw-lookup, the price of the restructured src/.
-EXTRA = ["cw-lookup", "cw-structure", "cw-command"]
+# cw-base: camunda-worker built from the commit given to --compare (a refactor's base): against
+# cw-default (this tree), the price of a change that should not change behaviour.
+EXTRA = ["cw-lookup", "cw-structure", "cw-command", "cw-base"]
 LOOKUP_REV = "d948207"
 STRUCTURE_REV = "e38ba4e"
 CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
@@ -60,6 +62,10 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
                          "argv": [paths.get("cw_structure") or "cw-structure-not-built", "--engine-url", url,
                                   "--metrics-addr", m],
                          "metrics": metrics_port, "ua": "camunda-worker/"},
+        "cw-base": {"label": f"camunda-worker {paths.get('base_rev') or '?'} (defaults; the base of the "
+                            f"change measured)",
+                    "argv": [paths.get("cw_base") or "cw-base-not-built", "--engine-url", url, "--metrics-addr", m],
+                    "metrics": metrics_port, "ua": "camunda-worker/"},
         "cw-command": {"label": "camunda-worker --follow-up-command bench/trivial_work.sh",
                        "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--follow-up-command",
                                 os.path.join(BENCH, "trivial_work.sh")],

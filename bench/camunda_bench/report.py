@@ -10,7 +10,7 @@ import os
 
 from .charts import chart, cluster_chart
 from .common import REPO
-from .comparisons import fmt, ledger_section, mismatch_line, structure_section
+from .comparisons import compare_section, fmt, ledger_section, mismatch_line, structure_section
 
 RESULTS_MARKERS = ("<!-- results:begin -->", "<!-- results:end -->")
 
@@ -123,6 +123,11 @@ def summarize(res):
         lines.append("### The structure's price")
         lines.append("")
         lines.append(structure_section(res).rstrip("\n"))
+    if "cw-base" in runs and "cw-default" in runs:
+        lines.append("")
+        lines.append(f"### This tree against {res.get('base_rev') or 'its base'}")
+        lines.append("")
+        lines.append(compare_section(res).rstrip("\n"))
     mm = res.get("mismatch")
     if mm:
         lines.append("")

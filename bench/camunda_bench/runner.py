@@ -18,7 +18,14 @@ import time
 
 from . import __doc__ as HELP_TEXT
 from .common import BENCH, JAVA_OPTS, REPO, cleanup, log
-from .comparisons import LEDGER_MARKERS, STRUCTURE_MARKERS, ledger_section, structure_section
+from .comparisons import (
+    COMPARE_MARKERS,
+    LEDGER_MARKERS,
+    STRUCTURE_MARKERS,
+    compare_section,
+    ledger_section,
+    structure_section,
+)
 from .contenders import ALL, CLUSTER_ALL, EXTRA, contenders, run_contender
 from .engines import Engine
 from .measurements import loadavg
@@ -35,6 +42,9 @@ LEDGER = {"only": "cw-default,cw-lookup,js,ceiling", "history_levels": "full,aud
 # same behaviour; three rounds in alternating order for the spread between runs of the same build.
 STRUCTURE = {"only": "cw-lookup,cw-structure", "history_levels": "full",
              "skip": "idle,overhead,mismatch,cluster,pg-h2", "rounds": 3}
+# --compare REV: this tree against a commit (a refactor's base), same phases and rounds as --structure.
+COMPARE = {"only": "cw-base,cw-default", "history_levels": "full",
+           "skip": "idle,overhead,mismatch,cluster,pg-h2", "rounds": 3}
 
 
 # Sizes of a quick and of a full run: (quick, full). An option given on the command line wins.
@@ -120,6 +130,13 @@ def main():
                          f"{STRUCTURE['history_levels']} --skip {STRUCTURE['skip']} --rounds {STRUCTURE['rounds']} "
                          f"(each unless given), results in bench/results/structure/ (quick: "
                          f"bench/results/quick/structure/); a full run rewrites the structure section of BENCHMARKS.md")
+    ap.add_argument("--compare", metavar="REV", default=None,
+                    help=f"this tree (cw-default) against camunda-worker built from commit REV (cw-base): --only "
+                         f"{COMPARE['only']} --history-levels {COMPARE['history_levels']} --skip {COMPARE['skip']} "
+                         f"--rounds {COMPARE['rounds']} (each unless given), results in bench/results/compare/ "
+                         f"(quick: bench/results/quick/compare/); a full run rewrites the compare section of "
+                         f"BENCHMARKS.md")
+    ap.add_argument("--new-rev", default=None, help="the commit this tree is (bench/run.sh passes it)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="the throughput phase's contenders this many times at each history level, in alternating "
                          "order (default 1); the first round's runs are the main tables'")
@@ -163,6 +180,7 @@ def main():
     ap.add_argument("--cw-lookup-bin", help="camunda-worker built from the look-up commit (contender cw-lookup)")
     ap.add_argument("--cw-structure-bin", help="camunda-worker built from the structure commit (contender "
                                                "cw-structure)")
+    ap.add_argument("--cw-base-bin", help="camunda-worker built from the --compare commit (contender cw-base)")
     ap.add_argument("--ceiling-bin")
     ap.add_argument("--fake-bin")
     ap.add_argument("--java-jar")
@@ -178,6 +196,8 @@ def main():
             update_benchmarks_md(ledger_section(res), LEDGER_MARKERS)
         if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "structure"):
             update_benchmarks_md(structure_section(res), STRUCTURE_MARKERS)
+        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "compare"):
+            update_benchmarks_md(compare_section(res), COMPARE_MARKERS)
         print(summary)
         return
     missing = [f"--{a.replace('_', '-')}" for a in ("cw_bin", "ceiling_bin", "fake_bin", "java_jar")
@@ -185,9 +205,9 @@ def main():
     if missing:
         ap.error(f"{', '.join(missing)} required (bench/run.sh passes them)")
     q = args.quick
-    if args.ledger and args.structure:
-        ap.error("--ledger and --structure are two runs")
-    preset = LEDGER if args.ledger else STRUCTURE if args.structure else {}
+    if sum(map(bool, (args.ledger, args.structure, args.compare))) > 1:
+        ap.error("--ledger, --structure and --compare are separate runs")
+    preset = LEDGER if args.ledger else STRUCTURE if args.structure else COMPARE if args.compare else {}
     for name, value in preset.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -215,7 +235,8 @@ def main():
     args.cluster_stall = 75
     args.phase_timeout = 120 + args.instances * 0.5
     out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "",
-                                       "ledger" if args.ledger else "structure" if args.structure else "")
+                                       "ledger" if args.ledger else "structure" if args.structure
+                                       else "compare" if args.compare else "")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     workdir = os.path.join(BENCH, ".work")
@@ -224,7 +245,9 @@ def main():
              "fake": os.path.abspath(args.fake_bin), "java_jar": os.path.abspath(args.java_jar),
              "python": os.path.join(BENCH, ".venv", "bin", "python"),
              "cw_lookup": os.path.abspath(args.cw_lookup_bin) if args.cw_lookup_bin else None,
-             "cw_structure": os.path.abspath(args.cw_structure_bin) if args.cw_structure_bin else None}
+             "cw_structure": os.path.abspath(args.cw_structure_bin) if args.cw_structure_bin else None,
+             "cw_base": os.path.abspath(args.cw_base_bin) if args.cw_base_bin else None,
+             "base_rev": args.compare}
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
     unknown = [k for k in keys if k not in ALL + EXTRA]
     if unknown:
@@ -233,6 +256,8 @@ def main():
         ap.error("cw-lookup needs --cw-lookup-bin, an executable (bench/run.sh builds and passes it)")
     if "cw-structure" in keys and not (paths["cw_structure"] and os.access(paths["cw_structure"], os.X_OK)):
         ap.error("cw-structure needs --cw-structure-bin, an executable (bench/run.sh builds and passes it)")
+    if "cw-base" in keys and not (args.compare and paths["cw_base"] and os.access(paths["cw_base"], os.X_OK)):
+        ap.error("cw-base needs --compare REV and --cw-base-bin, an executable (bench/run.sh builds and passes it)")
     cluster_keys = [k.strip() for k in args.cluster_contenders.split(",") if k.strip()]
     unknown = [k for k in cluster_keys if k not in CLUSTER_ALL]
     if unknown:
@@ -254,7 +279,8 @@ def main():
            "paced_rate": args.paced_rate, "paced_count": args.paced_count, "loadavg_start": loadavg(),
            "machine": machine_facts(paths, levels), "history_levels": levels, "rounds": args.rounds, "runs": {}, "idle": None, "overhead": None, "mismatch": None,
            "cluster": None, "skipped": sorted(skip), "phase_windows": {},
-           "command": os.environ.get("BENCH_COMMAND", " ".join(["python -m camunda_bench"] + sys.argv[1:]))}
+           "command": os.environ.get("BENCH_COMMAND", " ".join(["python -m camunda_bench"] + sys.argv[1:])),
+           "base_rev": args.compare, "new_rev": args.new_rev}
 
     def phase(name, fn):
         t0, lb = time.time(), loadavg()
@@ -341,5 +367,8 @@ def main():
     if (args.structure and not q and args.out is None
             and update_benchmarks_md(structure_section(res), STRUCTURE_MARKERS)):
         log("BENCHMARKS.md structure section updated")
+    if (args.compare and not q and args.out is None
+            and update_benchmarks_md(compare_section(res), COMPARE_MARKERS)):
+        log("BENCHMARKS.md compare section updated")
     print(summary)
     log(f"done in {res['total_seconds']:.0f} s; results in {os.path.relpath(out_dir, REPO)}/")
