@@ -20,6 +20,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "no import circle among the modules of src/ (scripts/lint/import_graph.py)"
 python3 scripts/lint/import_graph.py src
 
+step "no new long file or function (scripts/lint/sizes.py; known ones in scripts/lint/sizes-allow.txt)"
+python3 scripts/lint/sizes.py
+
 step "building the bundled engine (engine/engine.sh build; cached)"
 engine/engine.sh build
 
