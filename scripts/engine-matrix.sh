@@ -6,12 +6,20 @@
 #   scripts/engine-matrix.sh                           every flavor
 #   scripts/engine-matrix.sh camunda-7.24 operaton     some flavors
 #
+# Each part prints how many tests it ran and fails if none (scripts/test-count.sh): the module
+# filters below must follow the test files' names. TEST_COUNT_LIST=1 lists the tests instead
+# (scripts/test.sh --count), without building the engines.
+#
 # Flavors are the profiles of engine/pom.xml (see engine/README.md). CIB seven is not in the
 # default list: its Spring Boot starters are not published on Maven Central.
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/test-count.sh
+source scripts/test-count.sh
+tally_begin
+trap 'if [[ -n "${TALLY_OWNER:-}" ]]; then rm -f "$TEST_TALLY"; fi' EXIT
 
 RESTART_TEST=resilience::the_worker_rides_out_an_engine_restart_without_being_restarted
 flavors=("$@")
@@ -19,9 +27,11 @@ flavors=("$@")
 
 for flavor in "${flavors[@]}"; do
   printf '\n==> real-engine suite on %s\n' "$flavor"
-  ENGINE_FLAVOR=$flavor engine/engine.sh build
-  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- real_engine:: resilience:: delivery:: ledger:: \
-    --skip "$RESTART_TEST"
+  [[ "${TEST_COUNT_LIST:-0}" == 1 ]] || ENGINE_FLAVOR=$flavor engine/engine.sh build
+  ENGINE_FLAVOR=$flavor counted_tests "the real-engine suite on $flavor" --locked --test it -- \
+    real_engine:: resilience:: delivery:: ledger:: --skip "$RESTART_TEST"
   # Alone: under the load of the other scenarios the engine-restart test has been flaky.
-  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- --exact "$RESTART_TEST"
+  ENGINE_FLAVOR=$flavor counted_tests "the engine-restart scenario on $flavor" --locked --test it -- \
+    --exact "$RESTART_TEST"
 done
+tally_print

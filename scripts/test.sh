@@ -3,45 +3,112 @@
 # CLI tests, the real-engine suite (builds the bundled Camunda engine with Maven on first use),
 # the fault-injection suite, the cluster tests (installs PostgreSQL and HAProxy from Debian's
 # packages when missing), the release build the Dockerfile performs, and the deployment and
-# monitoring lints (installs their pinned tools into .tools/).
+# monitoring lints (installs their pinned tools into .tools/). Each part of the suite prints how
+# many tests it ran (scripts/test-count.sh), and the end prints them all and their sum.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --count    only the test parts, listed (libtest --list), not run: how many
+#                              tests each part would run; builds the tests, nothing else
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/test-count.sh
+source scripts/test-count.sh
 
-step() { printf '\n==> %s\n' "$*"; }
+case "${1:-}" in
+  "") export TEST_COUNT_LIST=0 ;;
+  --count) export TEST_COUNT_LIST=1 ;;
+  *) echo "usage: scripts/test.sh [--count]" >&2; exit 2 ;;
+esac
 
-step "cargo fmt --check"
-cargo fmt --all -- --check
+# Each step says when it began (minutes since the start): a CI log shows where the time goes.
+step() { printf '\n==> [+%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
-step "cargo clippy --all-targets --locked -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+ENGINE_BUILD_PID=""
+cleanup() {
+  # The engine's build runs in a process group of its own (see below): end the whole group,
+  # Maven's JVM with it, by the pid we started.
+  if [[ -n "$ENGINE_BUILD_PID" ]]; then
+    kill -TERM -- "-$ENGINE_BUILD_PID" 2>/dev/null || true
+    wait "$ENGINE_BUILD_PID" 2>/dev/null || true
+  fi
+  if [[ -n "${TALLY_OWNER:-}" ]]; then rm -f "$TEST_TALLY"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-step "no import circle among the modules of src/ (scripts/lint/import_graph.py)"
-python3 scripts/lint/import_graph.py src
+# The bundled engine (Maven) builds in the background while fmt and clippy run in the foreground;
+# the tests wait for it. Its own process group (set -m) lets cleanup end it by its pid.
+start_engine_build() {
+  set -m
+  engine/engine.sh build </dev/null &
+  ENGINE_BUILD_PID=$!
+  set +m
+}
 
-step "building the bundled engine (engine/engine.sh build; cached)"
-engine/engine.sh build
+wait_for_engine_build() {
+  step "the bundled engine (engine/engine.sh build, started in the background; cached)"
+  local status=0
+  wait "$ENGINE_BUILD_PID" || status=$?
+  ENGINE_BUILD_PID=""
+  if ((status != 0)); then
+    echo "error: the engine's build failed (engine/engine.sh build exited $status; Maven's output is above)" >&2
+    exit 1
+  fi
+}
+
+lints() {
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+
+  step "cargo clippy --all-targets --locked -- -D warnings"
+  cargo clippy --all-targets --locked -- -D warnings
+
+  step "no import circle among the modules of src/ (scripts/lint/import_graph.py)"
+  python3 scripts/lint/import_graph.py src
+
+  step "no new long file or function (scripts/lint/sizes.py; known ones in scripts/lint/sizes-allow.txt)"
+  python3 scripts/lint/sizes.py
+}
 
 # Two groups run on their own, after the rest: the engine-restart scenario (it stops and starts
 # an engine of its own, and is judged by what it rides out, not by how fast) and the cluster tests
 # (PostgreSQL, two engine nodes and HAProxy: they share one cluster, one test at a time).
 RESTART_TEST=resilience::the_worker_rides_out_an_engine_restart_without_being_restarted
 
-step "cargo test --locked (unit, contract, CLI and real-engine tests)"
-cargo test --locked -- --skip "$RESTART_TEST" --skip cluster::
+test_parts() {
+  step "cargo test --locked (unit, contract, CLI and real-engine tests)"
+  counted_tests "the main part" --locked -- --skip "$RESTART_TEST" --skip cluster::
 
-step "the engine-restart scenario, alone"
-cargo test --locked --test it -- --exact "$RESTART_TEST"
+  step "the engine-restart scenario, alone"
+  counted_tests "the engine-restart scenario" --locked --test it -- --exact "$RESTART_TEST"
 
-step "the cluster tests (engine/engine.sh cluster: PostgreSQL, two nodes, HAProxy), one at a time"
-cargo test --locked --test it -- cluster:: --test-threads 1
+  step "the cluster tests (engine/engine.sh cluster: PostgreSQL, two nodes, HAProxy), one at a time"
+  counted_tests "the cluster tests" --locked --test it -- cluster:: --test-threads 1
 
-step "the real-engine suite on the other engines of the matrix (Camunda 7.24, Operaton)"
-scripts/engine-matrix.sh camunda-7.24 operaton
+  step "the real-engine suite on the other engines of the matrix (Camunda 7.24, Operaton)"
+  scripts/engine-matrix.sh camunda-7.24 operaton
+}
+
+tally_begin
+if ((TEST_COUNT_LIST)); then
+  test_parts
+  tally_print
+  exit 0
+fi
+
+start_engine_build
+lints
+wait_for_engine_build
+test_parts
 
 step "cargo build --release --locked (what the Dockerfile builds)"
 cargo build --release --locked
 
 step "deployment and monitoring files: hadolint, Kubernetes schemas, compose, dashboard, alert rules"
 scripts/lint-deploy.sh
+
+tally_print
+printf '\nscripts/test.sh: all green in %dm%02ds\n' $((SECONDS / 60)) $((SECONDS % 60))
