@@ -325,7 +325,8 @@ async fn start_listener(
     Ok(())
 }
 
-/// The follow-ups of every route: `works[i]` is the work of `config.routes[i]`.
+/// The follow-ups under the worker-wide policy, every route added alike: `works[i]` is the work
+/// of `config.routes[i]`.
 fn follow_ups_for(
     config: &Config,
     client: &EngineClient,
@@ -334,23 +335,19 @@ fn follow_ups_for(
     stop: &StopTokens,
     works: &[Arc<dyn DynWork>],
 ) -> anyhow::Result<FollowUps> {
-    let (Some(first), Some(first_work)) = (config.routes.first(), works.first()) else {
+    if config.routes.is_empty() || works.is_empty() {
         anyhow::bail!("the configuration has no route");
-    };
-    let follow_ups = FollowUps::with_work(
+    }
+    let follow_ups = FollowUps::new(
         client.clone(),
         Arc::clone(metrics),
-        first.correlation(&config.correlation),
+        config.correlation.clone(),
         tracker.clone(),
         stop.shutdown.clone(),
         stop.abort.clone(),
-        Arc::clone(first_work),
     );
-    if config.routes.len() > 1 {
-        for (route, work) in config.routes.iter().zip(works) {
-            let settings = route.correlation(&config.correlation);
-            follow_ups.add_route(&route.topic, settings, Arc::clone(work));
-        }
+    for (route, work) in config.routes.iter().zip(works) {
+        follow_ups.add_route(&route.topic, route.message.clone(), Arc::clone(work));
     }
     Ok(follow_ups)
 }

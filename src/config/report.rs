@@ -67,7 +67,7 @@ impl Layers {
             Source::Default
         };
         lines.push(format!("[message_variables]  # {}", message_source.label()));
-        push_variables(&mut lines, &defaults.message_variables);
+        push_variables(&mut lines, &defaults.message.variables);
         if self.file.as_ref().is_some_and(|f| f.routes.is_some()) {
             for route in &config.routes {
                 push_route(&mut lines, route);
@@ -88,10 +88,10 @@ fn push_route(lines: &mut Vec<String>, route: &Route) {
     let duration = |d| format!("{:?}", humantime::format_duration(d).to_string());
     lines.push("[[route]]  # file".to_owned());
     lines.push(format!("topic = {:?}", route.topic));
-    lines.push(format!("message_name = {:?}", route.message_name));
+    lines.push(format!("message_name = {:?}", route.message.name));
     lines.push(format!(
         "correlation_delay = {}",
-        duration(route.correlation_delay)
+        duration(route.message.delay)
     ));
     lines.push(format!("lock_duration = {}", duration(route.lock_duration)));
     match &route.follow_up_command {
@@ -113,7 +113,7 @@ fn push_route(lines: &mut Vec<String>, route: &Route) {
     lines.push("[route.variables]".to_owned());
     push_variables(lines, &route.variables);
     lines.push("[route.message_variables]".to_owned());
-    push_variables(lines, &route.message_variables);
+    push_variables(lines, &route.message.variables);
 }
 
 fn toml_quote(value: &str) -> String {

@@ -168,7 +168,7 @@ impl<H> WorkerContext<H> {
         let admission = Admission::new(
             settings.max_tasks as usize,
             follow_ups.room(),
-            follow_ups.settings().capacity,
+            follow_ups.policy().capacity,
         );
         WorkerContext {
             client,

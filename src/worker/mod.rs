@@ -64,7 +64,7 @@ impl<H: Handler> Worker<H> {
         metrics.set_config(
             settings.max_tasks,
             settings.long_poll,
-            follow_ups.settings().capacity,
+            follow_ups.policy().capacity,
         );
         for subscription in &settings.subscriptions {
             let topic = &subscription.topic;
