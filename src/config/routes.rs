@@ -250,3 +250,92 @@ fn variable_names(key: &str, value: &toml::Value) -> Result<Vec<String>, String>
     }
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The top-level route: the defaults every `[[route]]` table is merged over.
+    fn defaults() -> Route {
+        Route {
+            topic: "top".to_owned(),
+            lock_duration: Duration::from_secs(60),
+            variables: Variables::from([("v".to_owned(), TypedValue::integer(1))]),
+            message: FollowUpMessage {
+                name: "top_message".to_owned(),
+                delay: Duration::from_secs(2),
+                variables: Variables::from([("m".to_owned(), TypedValue::integer(1))]),
+            },
+            follow_up_command: None,
+        }
+    }
+
+    fn tables(text: &str) -> Vec<toml::Table> {
+        let file: toml::Table = toml::from_str(text).expect("valid TOML");
+        let Some(toml::Value::Array(routes)) = file.get("route") else {
+            panic!("no [[route]] in {text}");
+        };
+        routes
+            .iter()
+            .map(|r| r.as_table().expect("a table").clone())
+            .collect()
+    }
+
+    fn merged(text: &str) -> Vec<Route> {
+        tables(text)
+            .iter()
+            .map(|t| route_from(t, &defaults(), Duration::from_secs(30)).expect("a valid route"))
+            .collect()
+    }
+
+    #[test]
+    fn a_route_key_wins_over_the_top_level() {
+        let routes = merged(
+            r#"
+            [[route]]
+            topic = "a"
+            message_name = "a_done"
+            correlation_delay = "5s"
+            lock_duration = "90s"
+            variables = { v = 2 }
+            message_variables = { m = 2 }
+            "#,
+        );
+        let route = &routes[0];
+        assert_eq!(route.topic, "a");
+        assert_eq!(route.lock_duration, Duration::from_secs(90));
+        assert_eq!(route.variables["v"], TypedValue::integer(2));
+        assert_eq!(
+            route.message,
+            FollowUpMessage {
+                name: "a_done".to_owned(),
+                delay: Duration::from_secs(5),
+                variables: Variables::from([("m".to_owned(), TypedValue::integer(2))]),
+            }
+        );
+    }
+
+    #[test]
+    fn a_key_a_route_leaves_out_takes_the_top_level_default() {
+        let routes = merged("[[route]]\ntopic = \"a\"\n");
+        let (route, top) = (&routes[0], defaults());
+        assert_eq!(route.topic, "a");
+        assert_eq!(route.lock_duration, top.lock_duration);
+        assert_eq!(route.variables, top.variables);
+        assert_eq!(route.message, top.message);
+        assert!(route.follow_up_command.is_none());
+    }
+
+    #[test]
+    fn the_first_route_is_merged_like_the_others() {
+        let one = "[[route]]\ntopic = \"a\"\n";
+        let other = "[[route]]\ntopic = \"b\"\nmessage_name = \"b_done\"\n";
+        let first_then_other = merged(&format!("{one}{other}"));
+        let other_then_first = merged(&format!("{other}{one}"));
+        assert_eq!(first_then_other[0].message, other_then_first[1].message);
+        assert_eq!(first_then_other[1].message, other_then_first[0].message);
+        assert_eq!(first_then_other[0].message, defaults().message);
+        assert_eq!(first_then_other[1].message.name, "b_done");
+        assert_eq!(first_then_other[1].message.delay, defaults().message.delay);
+    }
+}
