@@ -29,7 +29,7 @@ use crate::reconciler::Reconciler;
 use crate::route::{Route, RouteHandler};
 use crate::supervisor::Supervisor;
 use crate::work::{DynWork, FollowUpWork};
-use crate::worker::{Shared, StopTokens, Worker, EXPIRY_MARGIN};
+use crate::worker::{DaemonHandles, StopTokens, Worker, EXPIRY_MARGIN};
 
 /// At the end of the grace period, how long abandoned work gets to log and give up before the
 /// process ends; taken from the grace, not added to it.
@@ -145,54 +145,35 @@ impl<H: Handler> Daemon<H> {
             Arc::clone(&metrics),
             shutdown.clone(),
         );
-
         let listener_stop = CancellationToken::new();
-        start_listener(
-            config,
-            Probed {
-                metrics: &metrics,
-                liveness: &liveness,
-                client: &client,
-            },
-            &mut background,
-            &listener_stop,
-        )
-        .await?;
-
-        let tracker = TaskTracker::new();
-        let stop = StopTokens {
-            shutdown: shutdown.clone(),
-            abort: CancellationToken::new(),
+        let probed = Probed {
+            metrics: &metrics,
+            liveness: &liveness,
+            client: &client,
         };
-        let follow_ups = follow_ups_for(config, &client, &metrics, &tracker, &stop, &works)?;
-        start_reconcilers(
-            config,
-            &client,
-            &follow_ups,
-            &metrics,
-            &liveness,
-            &mut background,
-        );
+        start_listener(config, probed, &mut background, &listener_stop).await?;
+
+        let handles = DaemonHandles {
+            metrics: Arc::clone(&metrics),
+            liveness: Arc::clone(&liveness),
+            tracker: TaskTracker::new(),
+            stop: StopTokens {
+                shutdown: shutdown.clone(),
+                abort: CancellationToken::new(),
+            },
+        };
+        let follow_ups = follow_ups_for(config, &client, &handles, &works)?;
+        start_reconcilers(config, &client, &follow_ups, &handles, &mut background);
         if config.engine_discovery == EngineDiscovery::Dns {
-            let discovery = start_discovery(config, &client).await?;
-            background.spawn(
-                "discovery",
-                "engine discovery".to_owned(),
-                shutdown.clone(),
-                discovery.run(DISCOVERY_INTERVAL, shutdown.clone()),
-            );
+            start_discovery(config, &client, &mut background).await?;
         }
 
+        let (tracker, stop) = (handles.tracker.clone(), handles.stop.clone());
         let worker = Worker::new(
             client,
             handler,
             config.worker.clone(),
-            Shared {
-                metrics: Arc::clone(&metrics),
-                liveness: Arc::clone(&liveness),
-                tracker: tracker.clone(),
-                stop: stop.clone(),
-            },
+            handles,
             follow_ups.clone(),
         );
         Ok(Daemon {
@@ -325,32 +306,27 @@ async fn start_listener(
     Ok(())
 }
 
-/// The follow-ups of every route: `works[i]` is the work of `config.routes[i]`.
+/// The follow-ups under the worker-wide policy, every route added alike: `works[i]` is the work
+/// of `config.routes[i]`.
 fn follow_ups_for(
     config: &Config,
     client: &EngineClient,
-    metrics: &Arc<Metrics>,
-    tracker: &TaskTracker,
-    stop: &StopTokens,
+    handles: &DaemonHandles,
     works: &[Arc<dyn DynWork>],
 ) -> anyhow::Result<FollowUps> {
-    let (Some(first), Some(first_work)) = (config.routes.first(), works.first()) else {
+    if config.routes.is_empty() || works.is_empty() {
         anyhow::bail!("the configuration has no route");
-    };
-    let follow_ups = FollowUps::with_work(
+    }
+    let follow_ups = FollowUps::new(
         client.clone(),
-        Arc::clone(metrics),
-        first.correlation(&config.correlation),
-        tracker.clone(),
-        stop.shutdown.clone(),
-        stop.abort.clone(),
-        Arc::clone(first_work),
+        Arc::clone(&handles.metrics),
+        config.correlation.clone(),
+        handles.tracker.clone(),
+        handles.stop.shutdown.clone(),
+        handles.stop.abort.clone(),
     );
-    if config.routes.len() > 1 {
-        for (route, work) in config.routes.iter().zip(works) {
-            let settings = route.correlation(&config.correlation);
-            follow_ups.add_route(&route.topic, settings, Arc::clone(work));
-        }
+    for (route, work) in config.routes.iter().zip(works) {
+        follow_ups.add_route(&route.topic, route.message.clone(), Arc::clone(work));
     }
     Ok(follow_ups)
 }
@@ -361,8 +337,7 @@ fn start_reconcilers(
     config: &Config,
     client: &EngineClient,
     follow_ups: &FollowUps,
-    metrics: &Arc<Metrics>,
-    liveness: &Arc<Liveness>,
+    handles: &DaemonHandles,
     background: &mut Supervisor,
 ) {
     let Some(interval) = config.reconcile_interval else {
@@ -373,8 +348,8 @@ fn start_reconcilers(
         let reconciler = Reconciler::new(
             client.clone(),
             follow_ups.for_topic(&route.topic),
-            Arc::clone(metrics),
-            Arc::clone(liveness),
+            Arc::clone(&handles.metrics),
+            Arc::clone(&handles.liveness),
             &route.topic,
         );
         background.spawn(
@@ -386,9 +361,26 @@ fn start_reconcilers(
     }
 }
 
-/// Discovery of the engine's nodes, with its first answer in before the first poll, so that
-/// every node is polled from the start.
+/// Discovery of the engine's nodes on `background`, with its first answer in before the first
+/// poll, so that every node is polled from the start.
 async fn start_discovery(
+    config: &Config,
+    client: &EngineClient,
+    background: &mut Supervisor,
+) -> anyhow::Result<()> {
+    let discovery = first_discovery(config, client).await?;
+    let shutdown = background.shutdown().clone();
+    background.spawn(
+        "discovery",
+        "engine discovery".to_owned(),
+        shutdown.clone(),
+        discovery.run(DISCOVERY_INTERVAL, shutdown),
+    );
+    Ok(())
+}
+
+/// Discovery with its first lookup done (or given up after 5 s).
+async fn first_discovery(
     config: &Config,
     client: &EngineClient,
 ) -> anyhow::Result<Discovery<SystemDns>> {

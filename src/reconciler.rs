@@ -184,7 +184,7 @@ impl Reconciler {
 
     /// The markers of this topic whose value lies in `[from, to)`, with their instances.
     async fn markers_in(&self, from: &str, to: &str) -> Result<Vec<(Marker, String)>, EngineError> {
-        let name = &self.follow_ups.settings().marker_variable;
+        let name = &self.follow_ups.policy().marker_variable;
         let mut found = Vec::new();
         let mut first_result = 0;
         loop {
@@ -260,12 +260,12 @@ impl Reconciler {
             .instance_variables(instance, &names)
             .await?
             .unwrap_or_default();
-        let claimed = marker.owed_again(follow_ups.settings().lease);
+        let claimed = marker.owed_again(follow_ups.policy().lease);
         follow_ups.spend_budget().await;
         self.client
             .set_instance_variable(
                 instance,
-                &follow_ups.settings().marker_variable,
+                &follow_ups.policy().marker_variable,
                 &TypedValue::string(claimed.to_string()),
             )
             .await?;
@@ -288,7 +288,7 @@ impl Reconciler {
                 fetched_at: None,
                 // The delay counts from the completion, long past.
                 completed_at: Instant::now()
-                    .checked_sub(follow_ups.settings().delay)
+                    .checked_sub(follow_ups.message().delay)
                     .unwrap_or_else(Instant::now),
                 recovered: true,
             },
@@ -355,7 +355,8 @@ impl Reconciler {
                 continue;
             }
             self.follow_ups.spend_budget().await;
-            let request = self.follow_ups.message_for(
+            let request = self.follow_ups.message().request(
+                &self.follow_ups.policy().marker_variable,
                 marker,
                 None,
                 Some(instance.clone()),

@@ -3,7 +3,9 @@
 //! A route is one topic and what follows its tasks: the variables they are completed with, the
 //! message that tells the process, its delay and variables, and the work done before it. Without
 //! `[[route]]` the daemon has one route, built from the top-level keys and flags; with it, those
-//! are the defaults of every route. Whatever is worker-wide stays so: one fetch asks for every
+//! are the defaults of every route. Either way a [`Route`] is fully resolved when the
+//! configuration is built (`config::routes`), so nothing downstream merges "route value or the
+//! default" again, and the first route is a route like the others. Whatever is worker-wide stays so: one fetch asks for every
 //! topic, and `--max-tasks`, `--max-pending-follow-ups`, `--follow-up-concurrency` and the retry
 //! budget are shared by all routes, so a second route cannot double the load on the engine.
 
@@ -11,14 +13,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::correlation::{CorrelateBy, CorrelationSettings};
+use crate::correlation::{CorrelateBy, FollowUpMessage};
 use crate::engine::ExternalTask;
 use crate::handler::{Handler, HandlerError, MessageCorrelationHandler, TaskResult};
 use crate::variables::Variables;
 use crate::work::{CommandWork, Delay, DynWork};
 use crate::worker::Subscription;
 
-/// One topic/message pair, with everything that may differ between routes.
+/// One topic/message pair, with everything that may differ between routes; what may not (the
+/// worker-wide policy) is [`crate::correlation::CorrelationPolicy`].
 #[derive(Debug, Clone)]
 pub struct Route {
     /// The external-task topic.
@@ -27,12 +30,9 @@ pub struct Route {
     pub lock_duration: Duration,
     /// The variables its tasks are completed with.
     pub variables: Variables,
-    /// The follow-up message's name.
-    pub message_name: String,
-    /// How long after the completion the message goes, at the earliest.
-    pub correlation_delay: Duration,
-    /// Variables every message of this route carries, besides the work's result.
-    pub message_variables: Variables,
+    /// The follow-up message: its name, its delay and the variables it carries besides the
+    /// work's result.
+    pub message: FollowUpMessage,
     /// The work before the message, when it is a program; `None`: only the delay.
     pub follow_up_command: Option<CommandWork>,
 }
@@ -43,17 +43,6 @@ impl Route {
         Subscription {
             topic: self.topic.clone(),
             lock_duration: self.lock_duration,
-        }
-    }
-
-    /// The delivery policy of this route: the worker-wide `defaults` with its own message name,
-    /// delay and message variables.
-    pub fn correlation(&self, defaults: &CorrelationSettings) -> CorrelationSettings {
-        CorrelationSettings {
-            message_name: self.message_name.clone(),
-            delay: self.correlation_delay,
-            message_variables: self.message_variables.clone(),
-            ..defaults.clone()
         }
     }
 
@@ -130,9 +119,11 @@ mod tests {
             topic: topic.to_owned(),
             lock_duration: Duration::from_secs(60),
             variables: Variables::from([("v".to_owned(), TypedValue::integer(var))]),
-            message_name: format!("{topic}_done"),
-            correlation_delay: Duration::ZERO,
-            message_variables: Variables::new(),
+            message: FollowUpMessage {
+                name: format!("{topic}_done"),
+                delay: Duration::ZERO,
+                variables: Variables::new(),
+            },
             follow_up_command: None,
         }
     }

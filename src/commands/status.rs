@@ -13,7 +13,7 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
     println!("engine: {}", client.base_url());
     for route in &config.routes {
         if config.routes.len() > 1 {
-            println!("route {} → message {}:", route.topic, route.message_name);
+            println!("route {} → message {}:", route.topic, route.message.name);
         }
         route_status(client, route, &config.correlation.marker_variable).await?;
     }
@@ -33,7 +33,7 @@ async fn route_status(
     marker: &str,
 ) -> Result<(), EngineError> {
     let topic = &route.topic;
-    let message = &route.message_name;
+    let message = &route.message.name;
     let waiting = client.count_message_subscriptions(message).await?;
     let open = client.count_external_tasks(topic, TaskFilter::All).await?;
     let locked = client

@@ -12,24 +12,10 @@ use crate::cli::values::assigned_variable_name;
 use crate::cli::Cli;
 use crate::variables::TypedValue;
 
+/// Reads the file at `path` into its keys and the command whose defaults they became.
 pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command), ConfigError> {
-    let shown = path.display();
-    let bytes = super::files::read_bounded("config file", path)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ConfigError::Invalid(format!("config file {shown}: not UTF-8 text")))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| {
-        let position = e
-            .span()
-            .map(|span| {
-                let line = text[..span.start].matches('\n').count() + 1;
-                format!(" at line {line}")
-            })
-            .unwrap_or_default();
-        ConfigError::Invalid(format!(
-            "config file {shown}: not valid TOML{position}: {}",
-            e.message().trim()
-        ))
-    })?;
+    let shown = path.display().to_string();
+    let table = parse_toml(path, &shown)?;
     let mut command = Cli::command();
     let mut keys = BTreeMap::new();
     let mut variables = None;
@@ -38,40 +24,11 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
     for (key, value) in table {
         // `[[route]]`: read as they are; `super::routes` checks them against the defaults.
         if key == "route" {
-            let toml::Value::Array(items) = value else {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {shown}: key `route` must be a list of tables, written [[route]]"
-                )));
-            };
-            let tables = items
-                .into_iter()
-                .map(|item| match item {
-                    toml::Value::Table(table) => Ok(table),
-                    _ => Err(ConfigError::Invalid(format!(
-                        "config file {shown}: key `route` must be a list of tables, written [[route]]"
-                    ))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            routes = Some(tables);
+            routes = Some(route_tables(value, &shown)?);
             continue;
         }
         if key == "variables" || key == "message_variables" {
-            let toml::Value::Table(entries) = value else {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {shown}: key `{key}` must be a table, like [{key}] var1 = 1"
-                )));
-            };
-            for name in entries.keys() {
-                assigned_variable_name(name).map_err(|why| {
-                    ConfigError::Invalid(format!("config file {shown}: key `{key}`: {why}"))
-                })?;
-            }
-            let table = Some(
-                entries
-                    .into_iter()
-                    .map(|(name, value)| (name, TypedValue::from_toml(value)))
-                    .collect(),
-            );
+            let table = Some(variable_table(&key, value, &shown)?);
             if key == "variables" {
                 variables = table;
             } else {
@@ -80,70 +37,10 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
             continue;
         }
         // `follow_up_command = ["prog", "arg", ...]`: the program and its arguments in one list.
-        if key == "follow_up_command" {
-            if let toml::Value::Array(_) = value {
-                let (program, args) = command_list(value).map_err(|why| {
-                    ConfigError::Invalid(format!("config file {shown}: key `{key}` {why}"))
-                })?;
-                let Some(program) = program else {
-                    return Err(ConfigError::Invalid(format!(
-                        "config file {shown}: key `{key}` is an empty list; name the program first"
-                    )));
-                };
-                keys.insert(key, vec![program]);
-                if !args.is_empty() {
-                    keys.insert("follow_up_args".to_owned(), args);
-                }
-                continue;
-            }
-            if !matches!(value, toml::Value::String(_)) {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {shown}: key `{key}` {COMMAND_SHAPE}"
-                )));
-            }
+        if key == "follow_up_command" && command_key(&key, &value, &shown, &mut keys)? {
+            continue;
         }
-        let known = !NOT_IN_FILE.contains(&key.as_str())
-            && command.get_arguments().any(|a| a.get_id() == key.as_str());
-        if !known {
-            return Err(ConfigError::Invalid(format!(
-                "config file {shown}: unknown key `{key}`{}",
-                suggestion(&command, &key)
-            )));
-        }
-        let takes_list = command
-            .get_arguments()
-            .find(|a| a.get_id() == key.as_str())
-            .is_some_and(|a| matches!(a.get_action(), clap::ArgAction::Append));
-        let scalar = |value: toml::Value| match value {
-            toml::Value::String(s) => Some(s),
-            toml::Value::Integer(i) => Some(i.to_string()),
-            toml::Value::Float(f) => Some(f.to_string()),
-            toml::Value::Boolean(b) => Some(b.to_string()),
-            _ => None,
-        };
-        let values = match value {
-            toml::Value::Array(items) if takes_list => items
-                .into_iter()
-                .map(scalar)
-                .collect::<Option<Vec<String>>>()
-                .ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "config file {shown}: key `{key}` must be a list of strings"
-                    ))
-                })?,
-            // A list key given as one string takes commas, like its environment variable; only
-            // spaces around an item are dropped (a newline in it is refused by its parser).
-            toml::Value::String(s) if takes_list => {
-                s.split(',')
-                    .map(|part| part.trim_matches(' ').to_owned())
-                    .collect()
-            }
-            value => vec![scalar(value).ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "config file {shown}: key `{key}` must be a single value (string, number or boolean)"
-                ))
-            })?],
-        };
+        let values = flag_values(&command, &key, value, &shown)?;
         keys.insert(key, values);
     }
     for (key, values) in &keys {
@@ -160,6 +57,149 @@ pub(super) fn read_config_file(path: &Path) -> Result<(ConfigFile, clap::Command
         },
         command,
     ))
+}
+
+/// The file as a TOML table; a syntax error names its line.
+fn parse_toml(path: &Path, shown: &str) -> Result<toml::Table, ConfigError> {
+    let bytes = super::files::read_bounded("config file", path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigError::Invalid(format!("config file {shown}: not UTF-8 text")))?;
+    toml::from_str(&text).map_err(|e| {
+        let position = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!(" at line {line}")
+            })
+            .unwrap_or_default();
+        ConfigError::Invalid(format!(
+            "config file {shown}: not valid TOML{position}: {}",
+            e.message().trim()
+        ))
+    })
+}
+
+/// The `[[route]]` tables, unchecked.
+fn route_tables(value: toml::Value, shown: &str) -> Result<Vec<toml::Table>, ConfigError> {
+    let not_tables = || {
+        ConfigError::Invalid(format!(
+            "config file {shown}: key `route` must be a list of tables, written [[route]]"
+        ))
+    };
+    let toml::Value::Array(items) = value else {
+        return Err(not_tables());
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            toml::Value::Table(table) => Ok(table),
+            _ => Err(not_tables()),
+        })
+        .collect()
+}
+
+/// `[variables]` or `[message_variables]`, each name checked.
+fn variable_table(
+    key: &str,
+    value: toml::Value,
+    shown: &str,
+) -> Result<crate::variables::Variables, ConfigError> {
+    let toml::Value::Table(entries) = value else {
+        return Err(ConfigError::Invalid(format!(
+            "config file {shown}: key `{key}` must be a table, like [{key}] var1 = 1"
+        )));
+    };
+    for name in entries.keys() {
+        assigned_variable_name(name).map_err(|why| {
+            ConfigError::Invalid(format!("config file {shown}: key `{key}`: {why}"))
+        })?;
+    }
+    Ok(entries
+        .into_iter()
+        .map(|(name, value)| (name, TypedValue::from_toml(value)))
+        .collect())
+}
+
+/// `follow_up_command` given as a list: its program and arguments become the keys
+/// `follow_up_command` and `follow_up_args`, and `true` is returned. A string is left to the
+/// flag's parser (`false`); anything else is refused.
+fn command_key(
+    key: &str,
+    value: &toml::Value,
+    shown: &str,
+    keys: &mut BTreeMap<String, Vec<String>>,
+) -> Result<bool, ConfigError> {
+    if let toml::Value::Array(_) = value {
+        let (program, args) = command_list(value.clone()).map_err(|why| {
+            ConfigError::Invalid(format!("config file {shown}: key `{key}` {why}"))
+        })?;
+        let Some(program) = program else {
+            return Err(ConfigError::Invalid(format!(
+                "config file {shown}: key `{key}` is an empty list; name the program first"
+            )));
+        };
+        keys.insert(key.to_owned(), vec![program]);
+        if !args.is_empty() {
+            keys.insert("follow_up_args".to_owned(), args);
+        }
+        return Ok(true);
+    }
+    if !matches!(value, toml::Value::String(_)) {
+        return Err(ConfigError::Invalid(format!(
+            "config file {shown}: key `{key}` {COMMAND_SHAPE}"
+        )));
+    }
+    Ok(false)
+}
+
+/// The values of a key that is a flag, as the flag's parser takes them.
+fn flag_values(
+    command: &clap::Command,
+    key: &str,
+    value: toml::Value,
+    shown: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let known = !NOT_IN_FILE.contains(&key) && command.get_arguments().any(|a| a.get_id() == key);
+    if !known {
+        return Err(ConfigError::Invalid(format!(
+            "config file {shown}: unknown key `{key}`{}",
+            suggestion(command, key)
+        )));
+    }
+    let takes_list = command
+        .get_arguments()
+        .find(|a| a.get_id() == key)
+        .is_some_and(|a| matches!(a.get_action(), clap::ArgAction::Append));
+    let scalar = |value: toml::Value| match value {
+        toml::Value::String(s) => Some(s),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let values = match value {
+        toml::Value::Array(items) if takes_list => items
+            .into_iter()
+            .map(scalar)
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "config file {shown}: key `{key}` must be a list of strings"
+                ))
+            })?,
+        // A list key given as one string takes commas, like its environment variable; only
+        // spaces around an item are dropped (a newline in it is refused by its parser).
+        toml::Value::String(s) if takes_list => s
+            .split(',')
+            .map(|part| part.trim_matches(' ').to_owned())
+            .collect(),
+        value => vec![scalar(value).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "config file {shown}: key `{key}` must be a single value (string, number or boolean)"
+            ))
+        })?],
+    };
+    Ok(values)
 }
 
 /// What a `follow_up_command` value must be.

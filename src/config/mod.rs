@@ -22,8 +22,8 @@ mod report;
 mod routes;
 
 use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
-use crate::correlation::{CorrelateBy, CorrelationSettings};
-use crate::engine::{EngineSettings, TlsSettings};
+use crate::correlation::{CorrelateBy, CorrelationPolicy, FollowUpMessage};
+use crate::engine::{Credentials, EngineSettings, TlsSettings};
 use crate::route::Route;
 use crate::secret::Secret;
 use crate::variables::{default_variables, Variables};
@@ -151,10 +151,39 @@ impl Layers {
     }
 
     /// Validates the merged layers into a [`Config`] (reads password, secret and certificate
-    /// files, so that a missing file is reported at start, naming its flag).
+    /// files, so that a missing file is reported at start, naming its flag). Here, and only
+    /// here, each route's keys are merged over the top level's: the routes the `Config` holds
+    /// are fully resolved.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let connection = &self.cli.connection;
         let daemon = &self.cli.daemon;
+        let tls = self.tls()?;
+        let (nodes, credentials) = credentials::connection(connection, &tls)?;
+        let (defaults, variables_source) = self.top_level_route()?;
+        let mut routes = self.routes(defaults.clone(), daemon.follow_up_timeout)?;
+        withhold_secrets(&mut routes, &credentials);
+        check_marker_variable(&routes, &daemon.marker_variable)?;
+        let engine = self.engine_settings(nodes, credentials, tls)?;
+        let config = Config {
+            engine,
+            worker: self.worker_settings(&routes),
+            correlation: self.correlation_policy(),
+            routes,
+            correlate_by: daemon.correlate_by,
+            engine_discovery: daemon.engine_discovery,
+            shutdown_grace: daemon.shutdown_grace,
+            reconcile_interval: Some(daemon.reconcile_interval).filter(|d| !d.is_zero()),
+            metrics_addr: connection.metrics_addr.0,
+            log_format: connection.log_format,
+            report: Vec::new(),
+        };
+        let report = self.report(&config, &defaults, variables_source);
+        Ok(config.with_report(report))
+    }
+
+    /// `--ca-cert` and the client identity, read and checked.
+    fn tls(&self) -> Result<TlsSettings, ConfigError> {
+        let connection = &self.cli.connection;
         let ca_cert_pem = match &connection.ca_cert {
             Some(path) => {
                 let pem = read_file("--ca-cert", path)?;
@@ -163,78 +192,67 @@ impl Layers {
             }
             None => None,
         };
-        let tls = TlsSettings {
+        let client_identity_pem = match (&connection.client_cert, &connection.client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read_file("--client-cert", cert)?;
+                let key_pem = read_file("--client-key", key)?;
+                files::check_client_identity((cert, &pem), (key, &key_pem))?;
+                pem.push(b'\n');
+                pem.extend(key_pem);
+                Some(pem)
+            }
+            _ => None,
+        };
+        Ok(TlsSettings {
             ca_cert_pem,
-            client_identity_pem: match (&connection.client_cert, &connection.client_key) {
-                (Some(cert), Some(key)) => {
-                    let mut pem = read_file("--client-cert", cert)?;
-                    let key_pem = read_file("--client-key", key)?;
-                    files::check_client_identity((cert, &pem), (key, &key_pem))?;
-                    pem.push(b'\n');
-                    pem.extend(key_pem);
-                    Some(pem)
-                }
-                _ => None,
-            },
-        };
-        let (nodes, credentials) = credentials::connection(connection, &tls)?;
-        let variables = if !daemon.variables.is_empty() {
-            daemon.variables.iter().cloned().collect()
-        } else if let Some(variables) = self.file.as_ref().and_then(|f| f.variables.clone()) {
-            variables
+            client_identity_pem,
+        })
+    }
+
+    /// The route of the top-level keys and flags: the only route without `[[route]]`, the
+    /// defaults of every route with it. Also where its `[variables]` came from, for the report.
+    fn top_level_route(&self) -> Result<(Route, Source), ConfigError> {
+        let daemon = &self.cli.daemon;
+        let file = self.file.as_ref();
+        let (variables, variables_source) = if !daemon.variables.is_empty() {
+            let given = daemon.variables.iter().cloned().collect();
+            (given, self.source("variables"))
+        } else if let Some(variables) = file.and_then(|f| f.variables.clone()) {
+            (variables, Source::File)
         } else {
-            default_variables()
-        };
-        let variables_source = if !daemon.variables.is_empty() {
-            self.source("variables")
-        } else if self.file.as_ref().is_some_and(|f| f.variables.is_some()) {
-            Source::File
-        } else {
-            Source::Default
+            (default_variables(), Source::Default)
         };
         let message_variables: Variables = if !daemon.message_variables.is_empty() {
             daemon.message_variables.iter().cloned().collect()
         } else {
-            self.file
-                .as_ref()
-                .and_then(|f| f.message_variables.clone())
+            file.and_then(|f| f.message_variables.clone())
                 .unwrap_or_default()
         };
-        let follow_up_command = self.follow_up_command()?;
-        let defaults = Route {
+        let route = Route {
             topic: daemon.topic.clone(),
             lock_duration: daemon.lock_duration,
             variables,
-            message_name: daemon.message_name.clone(),
-            correlation_delay: daemon.correlation_delay,
-            message_variables,
-            follow_up_command,
+            message: FollowUpMessage {
+                name: daemon.message_name.clone(),
+                delay: daemon.correlation_delay,
+                variables: message_variables,
+            },
+            follow_up_command: self.follow_up_command()?,
         };
-        let mut routes = self.routes(defaults.clone(), daemon.follow_up_timeout)?;
-        let secrets: Vec<&str> = credentials
-            .secrets()
-            .into_iter()
-            .map(Secret::expose)
-            .collect();
-        let withheld = holding_secrets(std::env::vars_os(), &secrets);
-        for command in routes
-            .iter_mut()
-            .filter_map(|r| r.follow_up_command.as_mut())
+        Ok((route, variables_source))
+    }
+
+    /// Where the engine is and how to reach it.
+    fn engine_settings(
+        &self,
+        nodes: Vec<url::Url>,
+        credentials: Credentials,
+        tls: TlsSettings,
+    ) -> Result<EngineSettings, ConfigError> {
+        let connection = &self.cli.connection;
+        if self.cli.daemon.engine_discovery == EngineDiscovery::Dns
+            && connection.engine_url.len() != 1
         {
-            command.withheld_env.clone_from(&withheld);
-        }
-        for route in &routes {
-            if route
-                .message_variables
-                .contains_key(&daemon.marker_variable)
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "--message-var {}: that is the marker variable (--marker-variable), which the message sets itself",
-                    daemon.marker_variable
-                )));
-            }
-        }
-        if daemon.engine_discovery == EngineDiscovery::Dns && connection.engine_url.len() != 1 {
             return Err(ConfigError::Invalid(format!(
                 "--engine-discovery dns resolves the host of one --engine-url; {} were given",
                 connection.engine_url.len()
@@ -250,47 +268,71 @@ impl Layers {
         engine.credentials = credentials;
         engine.tls = tls;
         engine.request_timeout = connection.request_timeout;
-        let config = Config {
-            engine,
-            worker: WorkerSettings {
-                worker_id: daemon
-                    .worker_id
-                    .clone()
-                    .filter(|id| !id.trim().is_empty())
-                    .unwrap_or_else(generated_worker_id),
-                subscriptions: routes.iter().map(Route::subscription).collect(),
-                long_poll: daemon.long_poll,
-                max_tasks: daemon.max_tasks.get(),
-                retries: daemon.retries,
-                retry_timeout: daemon.retry_timeout,
-                max_backoff: daemon.max_backoff,
-                min_poll_interval: daemon.min_poll_interval,
-            },
-            correlation: CorrelationSettings {
-                message_name: daemon.message_name.clone(),
-                delay: daemon.correlation_delay,
-                timeout: daemon.correlation_timeout,
-                max_backoff: daemon.max_backoff,
-                capacity: daemon.max_pending_follow_ups,
-                marker_variable: daemon.marker_variable.clone(),
-                retry_budget: daemon.retry_budget,
-                message_variables: defaults.message_variables.clone(),
-                work_retries: daemon.follow_up_retries,
-                work_concurrency: daemon.follow_up_concurrency,
-                lease: daemon.follow_up_lease,
-            },
-            routes,
-            correlate_by: daemon.correlate_by,
-            engine_discovery: daemon.engine_discovery,
-            shutdown_grace: daemon.shutdown_grace,
-            reconcile_interval: Some(daemon.reconcile_interval).filter(|d| !d.is_zero()),
-            metrics_addr: connection.metrics_addr.0,
-            log_format: connection.log_format,
-            report: Vec::new(),
-        };
-        let report = self.report(&config, &defaults, variables_source);
-        Ok(config.with_report(report))
+        Ok(engine)
     }
+
+    /// How to fetch: one subscription per route.
+    fn worker_settings(&self, routes: &[Route]) -> WorkerSettings {
+        let daemon = &self.cli.daemon;
+        WorkerSettings {
+            worker_id: daemon
+                .worker_id
+                .clone()
+                .filter(|id| !id.trim().is_empty())
+                .unwrap_or_else(generated_worker_id),
+            subscriptions: routes.iter().map(Route::subscription).collect(),
+            long_poll: daemon.long_poll,
+            max_tasks: daemon.max_tasks.get(),
+            retries: daemon.retries,
+            retry_timeout: daemon.retry_timeout,
+            max_backoff: daemon.max_backoff,
+            min_poll_interval: daemon.min_poll_interval,
+        }
+    }
+
+    /// The worker-wide policy of follow-ups, the same for every route.
+    fn correlation_policy(&self) -> CorrelationPolicy {
+        let daemon = &self.cli.daemon;
+        CorrelationPolicy {
+            timeout: daemon.correlation_timeout,
+            max_backoff: daemon.max_backoff,
+            capacity: daemon.max_pending_follow_ups,
+            marker_variable: daemon.marker_variable.clone(),
+            retry_budget: daemon.retry_budget,
+            work_retries: daemon.follow_up_retries,
+            work_concurrency: daemon.follow_up_concurrency,
+            lease: daemon.follow_up_lease,
+        }
+    }
+}
+
+/// Every route's command runs without the environment variables that hold the credentials.
+fn withhold_secrets(routes: &mut [Route], credentials: &Credentials) {
+    let secrets: Vec<&str> = credentials
+        .secrets()
+        .into_iter()
+        .map(Secret::expose)
+        .collect();
+    let withheld = holding_secrets(std::env::vars_os(), &secrets);
+    for command in routes
+        .iter_mut()
+        .filter_map(|r| r.follow_up_command.as_mut())
+    {
+        command.withheld_env.clone_from(&withheld);
+    }
+}
+
+/// The message sets the marker variable itself: no route's message variables may name it.
+fn check_marker_variable(routes: &[Route], marker_variable: &str) -> Result<(), ConfigError> {
+    if routes
+        .iter()
+        .any(|route| route.message.variables.contains_key(marker_variable))
+    {
+        return Err(ConfigError::Invalid(format!(
+            "--message-var {marker_variable}: that is the marker variable (--marker-variable), which the message sets itself"
+        )));
+    }
+    Ok(())
 }
 
 impl Layers {
@@ -337,8 +379,9 @@ pub struct Config {
     pub engine: EngineSettings,
     /// How to fetch and handle tasks.
     pub worker: WorkerSettings,
-    /// How to deliver follow-up messages.
-    pub correlation: CorrelationSettings,
+    /// How follow-up messages are delivered, worker-wide (what a route decides is in
+    /// [`Config::routes`]).
+    pub correlation: CorrelationPolicy,
     /// How follow-ups find their instance.
     pub correlate_by: CorrelateBy,
     /// How the engine's nodes are found.

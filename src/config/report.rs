@@ -24,6 +24,22 @@ impl Layers {
         if let Some(file) = &self.file {
             lines.push(format!("# config file: {}", file.path.display()));
         }
+        self.push_flags(&mut lines, config);
+        lines.push(format!("[variables]  # {}", variables_source.label()));
+        push_variables(&mut lines, &defaults.variables);
+        let message_source = self.message_variables_source();
+        lines.push(format!("[message_variables]  # {}", message_source.label()));
+        push_variables(&mut lines, &defaults.message.variables);
+        if self.file.as_ref().is_some_and(|f| f.routes.is_some()) {
+            for route in &config.routes {
+                push_route(&mut lines, route);
+            }
+        }
+        lines
+    }
+
+    /// One line per flag that has a value (the variable tables come after).
+    fn push_flags(&self, lines: &mut Vec<String>, config: &Config) {
         let command = Cli::command();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
@@ -53,9 +69,11 @@ impl Layers {
             };
             lines.push(format!("{id} = {shown}  # {source}"));
         }
-        lines.push(format!("[variables]  # {}", variables_source.label()));
-        push_variables(&mut lines, &defaults.variables);
-        let message_source = if !self.cli.daemon.message_variables.is_empty() {
+    }
+
+    /// Where the top-level `[message_variables]` came from.
+    fn message_variables_source(&self) -> Source {
+        if !self.cli.daemon.message_variables.is_empty() {
             self.source("message_variables")
         } else if self
             .file
@@ -65,15 +83,7 @@ impl Layers {
             Source::File
         } else {
             Source::Default
-        };
-        lines.push(format!("[message_variables]  # {}", message_source.label()));
-        push_variables(&mut lines, &defaults.message_variables);
-        if self.file.as_ref().is_some_and(|f| f.routes.is_some()) {
-            for route in &config.routes {
-                push_route(&mut lines, route);
-            }
         }
-        lines
     }
 }
 
@@ -88,10 +98,10 @@ fn push_route(lines: &mut Vec<String>, route: &Route) {
     let duration = |d| format!("{:?}", humantime::format_duration(d).to_string());
     lines.push("[[route]]  # file".to_owned());
     lines.push(format!("topic = {:?}", route.topic));
-    lines.push(format!("message_name = {:?}", route.message_name));
+    lines.push(format!("message_name = {:?}", route.message.name));
     lines.push(format!(
         "correlation_delay = {}",
-        duration(route.correlation_delay)
+        duration(route.message.delay)
     ));
     lines.push(format!("lock_duration = {}", duration(route.lock_duration)));
     match &route.follow_up_command {
@@ -113,7 +123,7 @@ fn push_route(lines: &mut Vec<String>, route: &Route) {
     lines.push("[route.variables]".to_owned());
     push_variables(lines, &route.variables);
     lines.push("[route.message_variables]".to_owned());
-    push_variables(lines, &route.message_variables);
+    push_variables(lines, &route.message.variables);
 }
 
 fn toml_quote(value: &str) -> String {

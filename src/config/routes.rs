@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::file::command_list;
 use super::{ConfigError, Layers, Source};
 use crate::cli::values;
+use crate::correlation::FollowUpMessage;
 use crate::route::Route;
 use crate::variables::{TypedValue, Variables};
 use crate::work::{check_program, CommandWork};
@@ -88,7 +89,9 @@ impl Layers {
     }
 }
 
-/// One `[[route]]` table over `defaults`; the error is the key and what is wrong with it.
+/// One `[[route]]` table over `defaults` — the merge of a route and the top level, written
+/// once: a key the table sets wins, a key it leaves out takes the default. The error is the key
+/// and what is wrong with it.
 fn route_from(
     table: &toml::Table,
     defaults: &Route,
@@ -100,20 +103,61 @@ fn route_from(
             ROUTE_KEYS.join(", ")
         ));
     }
-    let text = |key: &str| -> Result<Option<String>, String> {
-        match table.get(key) {
+    let keys = RouteTable(table);
+    let topic = keys
+        .name("topic")?
+        .ok_or("no `topic`: every route names the topic it serves")?;
+    let follow_up_command = follow_up_command(table, defaults, command_timeout)?;
+    // Read in this order so that, of several wrong keys, the same one is named as before.
+    let message_variables = keys.variables("message_variables")?;
+    let lock_duration = keys.duration("lock_duration", values::lock_duration)?;
+    let variables = keys.variables("variables")?;
+    let message_name = keys.name("message_name")?;
+    let delay = keys.duration("correlation_delay", values::correlation_delay)?;
+    Ok(Route {
+        topic,
+        lock_duration: lock_duration.unwrap_or(defaults.lock_duration),
+        variables: variables.unwrap_or_else(|| defaults.variables.clone()),
+        message: FollowUpMessage {
+            name: message_name.unwrap_or_else(|| defaults.message.name.clone()),
+            delay: delay.unwrap_or(defaults.message.delay),
+            variables: message_variables.unwrap_or_else(|| defaults.message.variables.clone()),
+        },
+        follow_up_command,
+    })
+}
+
+/// A `[[route]]` table's values, each checked as its flag would be; `None` when the key is not
+/// set.
+struct RouteTable<'a>(&'a toml::Table);
+
+impl RouteTable<'_> {
+    fn text(&self, key: &str) -> Result<Option<String>, String> {
+        match self.0.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
             Some(_) => Err(format!("key `{key}` must be a non-empty string")),
         }
-    };
-    let duration = |key: &str, parse: fn(&str) -> Result<Duration, String>| {
-        text(key)?
+    }
+
+    fn name(&self, key: &str) -> Result<Option<String>, String> {
+        self.text(key)?
+            .map(|value| values::name(&value).map_err(|why| format!("key `{key}`: {why}")))
+            .transpose()
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        parse: fn(&str) -> Result<Duration, String>,
+    ) -> Result<Option<Duration>, String> {
+        self.text(key)?
             .map(|value| parse(&value).map_err(|why| format!("key `{key}`: {why}")))
             .transpose()
-    };
-    let variables = |key: &str| -> Result<Option<Variables>, String> {
-        match table.get(key) {
+    }
+
+    fn variables(&self, key: &str) -> Result<Option<Variables>, String> {
+        match self.0.get(key) {
             None => Ok(None),
             Some(toml::Value::Table(entries)) => {
                 for name in entries.keys() {
@@ -131,82 +175,26 @@ fn route_from(
                 "key `{key}` must be a table, like {key} = {{ name = 1 }}"
             )),
         }
-    };
-    let name = |key: &str| -> Result<Option<String>, String> {
-        text(key)?
-            .map(|value| values::name(&value).map_err(|why| format!("key `{key}`: {why}")))
-            .transpose()
-    };
-    let topic = name("topic")?.ok_or("no `topic`: every route names the topic it serves")?;
-    let follow_up_command = follow_up_command(table, defaults, command_timeout)?;
-    let message_variables =
-        variables("message_variables")?.unwrap_or_else(|| defaults.message_variables.clone());
-    Ok(Route {
-        topic,
-        lock_duration: duration("lock_duration", values::lock_duration)?
-            .unwrap_or(defaults.lock_duration),
-        variables: variables("variables")?.unwrap_or_else(|| defaults.variables.clone()),
-        message_name: name("message_name")?.unwrap_or_else(|| defaults.message_name.clone()),
-        correlation_delay: duration("correlation_delay", values::correlation_delay)?
-            .unwrap_or(defaults.correlation_delay),
-        message_variables,
-        follow_up_command,
-    })
+    }
 }
 
 /// A route's work: its own `follow_up_command` (`[]` for none), or the top level's; its
-/// `fetch_variables`, or the top level's.
+/// `fetch_variables` and `pass_env`, or the top level's.
 fn follow_up_command(
     table: &toml::Table,
     defaults: &Route,
     timeout: Duration,
 ) -> Result<Option<CommandWork>, String> {
     let inherited = defaults.follow_up_command.clone();
-    let command = match table.get("follow_up_command") {
+    let mut command = match table.get("follow_up_command") {
         None => inherited,
-        Some(value) => {
-            let (program, args) = command_list(value.clone())
-                .map_err(|why| format!("key `follow_up_command` {why}"))?;
-            match program {
-                None => None,
-                Some(program) => {
-                    let program = std::path::PathBuf::from(program);
-                    check_program(&program)
-                        .map_err(|why| format!("key `follow_up_command`: {why}"))?;
-                    Some(CommandWork {
-                        program,
-                        args,
-                        timeout,
-                        fetch_variables: inherited
-                            .as_ref()
-                            .map(|c| c.fetch_variables.clone())
-                            .unwrap_or_default(),
-                        pass_env: inherited
-                            .as_ref()
-                            .map(|c| c.pass_env.clone())
-                            .unwrap_or_default(),
-                        withheld_env: Vec::new(),
-                    })
-                }
-            }
-        }
+        Some(value) => own_command(value, inherited.as_ref(), timeout)?,
     };
-    let mut command = command;
     for key in ["fetch_variables", "pass_env"] {
         let Some(value) = table.get(key) else {
             continue;
         };
-        let names = match value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|item| item.as_str().map(str::to_owned))
-                .collect::<Option<Vec<String>>>(),
-            _ => None,
-        }
-        .ok_or(format!("key `{key}` must be a list of strings"))?;
-        for name in &names {
-            crate::cli::parse_variable_name(name).map_err(|why| format!("key `{key}`: {why}"))?;
-        }
+        let names = variable_names(key, value)?;
         let Some(command) = command.as_mut() else {
             return Err(format!(
                 "key `{key}` is for a follow_up_command, which this route does not have"
@@ -219,4 +207,135 @@ fn follow_up_command(
         }
     }
     Ok(command)
+}
+
+/// A route's own `follow_up_command`, checked; it keeps the top level's `fetch_variables` and
+/// `pass_env` unless the route sets its own.
+fn own_command(
+    value: &toml::Value,
+    inherited: Option<&CommandWork>,
+    timeout: Duration,
+) -> Result<Option<CommandWork>, String> {
+    let (program, args) =
+        command_list(value.clone()).map_err(|why| format!("key `follow_up_command` {why}"))?;
+    let Some(program) = program else {
+        return Ok(None);
+    };
+    let program = std::path::PathBuf::from(program);
+    check_program(&program).map_err(|why| format!("key `follow_up_command`: {why}"))?;
+    Ok(Some(CommandWork {
+        program,
+        args,
+        timeout,
+        fetch_variables: inherited
+            .map(|c| c.fetch_variables.clone())
+            .unwrap_or_default(),
+        pass_env: inherited.map(|c| c.pass_env.clone()).unwrap_or_default(),
+        withheld_env: Vec::new(),
+    }))
+}
+
+/// A list of variable names (`fetch_variables`, `pass_env`), each checked.
+fn variable_names(key: &str, value: &toml::Value) -> Result<Vec<String>, String> {
+    let names = match value {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>(),
+        _ => None,
+    }
+    .ok_or(format!("key `{key}` must be a list of strings"))?;
+    for name in &names {
+        crate::cli::parse_variable_name(name).map_err(|why| format!("key `{key}`: {why}"))?;
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The top-level route: the defaults every `[[route]]` table is merged over.
+    fn defaults() -> Route {
+        Route {
+            topic: "top".to_owned(),
+            lock_duration: Duration::from_secs(60),
+            variables: Variables::from([("v".to_owned(), TypedValue::integer(1))]),
+            message: FollowUpMessage {
+                name: "top_message".to_owned(),
+                delay: Duration::from_secs(2),
+                variables: Variables::from([("m".to_owned(), TypedValue::integer(1))]),
+            },
+            follow_up_command: None,
+        }
+    }
+
+    fn tables(text: &str) -> Vec<toml::Table> {
+        let file: toml::Table = toml::from_str(text).expect("valid TOML");
+        let Some(toml::Value::Array(routes)) = file.get("route") else {
+            panic!("no [[route]] in {text}");
+        };
+        routes
+            .iter()
+            .map(|r| r.as_table().expect("a table").clone())
+            .collect()
+    }
+
+    fn merged(text: &str) -> Vec<Route> {
+        tables(text)
+            .iter()
+            .map(|t| route_from(t, &defaults(), Duration::from_secs(30)).expect("a valid route"))
+            .collect()
+    }
+
+    #[test]
+    fn a_route_key_wins_over_the_top_level() {
+        let routes = merged(
+            r#"
+            [[route]]
+            topic = "a"
+            message_name = "a_done"
+            correlation_delay = "5s"
+            lock_duration = "90s"
+            variables = { v = 2 }
+            message_variables = { m = 2 }
+            "#,
+        );
+        let route = &routes[0];
+        assert_eq!(route.topic, "a");
+        assert_eq!(route.lock_duration, Duration::from_secs(90));
+        assert_eq!(route.variables["v"], TypedValue::integer(2));
+        assert_eq!(
+            route.message,
+            FollowUpMessage {
+                name: "a_done".to_owned(),
+                delay: Duration::from_secs(5),
+                variables: Variables::from([("m".to_owned(), TypedValue::integer(2))]),
+            }
+        );
+    }
+
+    #[test]
+    fn a_key_a_route_leaves_out_takes_the_top_level_default() {
+        let routes = merged("[[route]]\ntopic = \"a\"\n");
+        let (route, top) = (&routes[0], defaults());
+        assert_eq!(route.topic, "a");
+        assert_eq!(route.lock_duration, top.lock_duration);
+        assert_eq!(route.variables, top.variables);
+        assert_eq!(route.message, top.message);
+        assert!(route.follow_up_command.is_none());
+    }
+
+    #[test]
+    fn the_first_route_is_merged_like_the_others() {
+        let one = "[[route]]\ntopic = \"a\"\n";
+        let other = "[[route]]\ntopic = \"b\"\nmessage_name = \"b_done\"\n";
+        let first_then_other = merged(&format!("{one}{other}"));
+        let other_then_first = merged(&format!("{other}{one}"));
+        assert_eq!(first_then_other[0].message, other_then_first[1].message);
+        assert_eq!(first_then_other[1].message, other_then_first[0].message);
+        assert_eq!(first_then_other[0].message, defaults().message);
+        assert_eq!(first_then_other[1].message.name, "b_done");
+        assert_eq!(first_then_other[1].message.delay, defaults().message.delay);
+    }
 }

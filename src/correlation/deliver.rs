@@ -50,7 +50,7 @@ impl FollowUps {
         variables: &Variables,
         due: Option<Instant>,
     ) -> Delivery {
-        let settings = &self.route.settings;
+        let settings = &self.inner.policy;
         let started = Instant::now();
         let mut backoff = Backoff::starting_at(Duration::from_millis(200), settings.max_backoff);
         let mut engine_trouble_logged = false;
@@ -112,7 +112,7 @@ impl FollowUps {
                 Attempt::Ambiguous(error) => {
                     let cause = format!(
                         "several executions wait for message {} with business key {}; use --correlate-by process-instance or both to make correlation exact ({error})",
-                        settings.message_name,
+                        self.route.message.name,
                         follow_up.target.business_key.as_deref().unwrap_or("-"),
                     );
                     return self
@@ -127,7 +127,7 @@ impl FollowUps {
                     debug!("the instance does not wait for the message yet; retrying");
                     format!(
                         "the process instance did not reach the catch event for message {}",
-                        settings.message_name
+                        self.route.message.name
                     )
                 }
                 Attempt::EngineTrouble(error) if error.retry_at_once() && !retried_at_once => {
@@ -208,7 +208,7 @@ impl FollowUps {
                 example = left.example.as_deref().unwrap_or("-"),
                 "{} {noun} not delivered before shutdown: they stay owed in the engine (marker variable {}), and the reconciler of any worker delivers them",
                 left.count,
-                self.route.settings.marker_variable,
+                self.inner.policy.marker_variable,
             );
         }
     }
@@ -225,7 +225,8 @@ impl FollowUps {
         progress.attempts += 1;
         // Held across the call: a lease renewal must not change the marker under the message.
         let mut state = marker.lock().await;
-        let request = self.message_for(
+        let request = self.route.message.request(
+            &self.inner.policy.marker_variable,
             &state.current,
             follow_up.target.business_key.clone(),
             follow_up.target.process_instance_id.clone(),
@@ -280,7 +281,7 @@ impl FollowUps {
         let value = match self
             .inner
             .client
-            .instance_variable(instance, &self.route.settings.marker_variable)
+            .instance_variable(instance, &self.inner.policy.marker_variable)
             .await
         {
             Ok(value) => value,

@@ -159,7 +159,7 @@ impl FollowUps {
                     return;
                 }
                 drop(state);
-                let ours = &self.route.settings.message_name;
+                let ours = &self.route.message.name;
                 error!(
                     topic = %topic,
                     cause = cause.label(),
@@ -211,7 +211,7 @@ impl FollowUps {
     /// The two read-only questions, each paid from the retry budget ahead of the retries.
     async fn find_misconfiguration(&self, instance: &str) -> Verdict {
         let client = &self.inner.client;
-        let ours = &self.route.settings.message_name;
+        let ours = &self.route.message.name;
         self.inner.budget.spend_first(&self.inner.metrics).await;
         match client.count_message_subscriptions(ours).await {
             Ok(0) => {}

@@ -32,7 +32,7 @@ impl FollowUps {
         if let Some(instance) = follow_up.process_instance_id.as_deref() {
             let message = format!(
                 "camunda-worker: follow-up message {} for task {task_id} not delivered: {cause}",
-                self.route.settings.message_name
+                self.route.message.name
             );
             self.raise_incident(instance, task_id, &message).await;
         }
@@ -53,7 +53,7 @@ impl FollowUps {
         let execution = match client.instance_message_waits(instance).await {
             Ok(waits) => waits
                 .into_iter()
-                .find(|w| w.event_name.as_deref() == Some(&self.route.settings.message_name))
+                .find(|w| w.event_name.as_deref() == Some(&self.route.message.name))
                 .and_then(|w| w.execution_id),
             Err(_) => None,
         }

@@ -43,14 +43,20 @@ use tracing::Instrument;
 mod deliver;
 mod diagnosis;
 mod give_up;
+mod marker_cell;
+mod message;
+mod policy;
 mod target;
 mod work_phase;
 
 use diagnosis::Misconfiguration;
+use marker_cell::{MarkerCell, MarkerState};
+pub use message::FollowUpMessage;
+pub use policy::{CorrelationPolicy, DEFAULT_CAPACITY, DEFAULT_WORK_CONCURRENCY};
 pub use target::{CorrelateBy, CorrelationTarget};
 
 use crate::budget::RetryBudget;
-use crate::engine::{CorrelateMessageRequest, EngineClient};
+use crate::engine::EngineClient;
 use crate::ledger::Marker;
 use crate::metrics::{Metrics, NoOutcome, Outcome};
 use crate::variables::{TypedValue, Variables};
@@ -89,63 +95,6 @@ pub struct FollowUp {
     /// Whether a reconciler runs it again (an incident raised earlier is resolved once it is
     /// delivered).
     pub recovered: bool,
-}
-
-/// The policy of follow-up delivery.
-#[derive(Debug, Clone)]
-pub struct CorrelationSettings {
-    /// The message name (`sample_response`).
-    pub message_name: String,
-    /// How long after completion the message is sent.
-    pub delay: Duration,
-    /// How long a message that finds no waiting instance is retried.
-    pub timeout: Duration,
-    /// Cap of the retry backoff.
-    pub max_backoff: Duration,
-    /// Follow-ups (and tasks that may produce one) held in memory at once; when they are all
-    /// taken, fetching waits.
-    pub capacity: usize,
-    /// The name of the marker variable (`--marker-variable`).
-    pub marker_variable: String,
-    /// Requests per second a worker may spend on retries (`--retry-budget`).
-    pub retry_budget: u32,
-    /// Variables every message carries (`--message-var`), besides the work's result.
-    pub message_variables: Variables,
-    /// Runs of a failing work after the first (`--follow-up-retries`).
-    pub work_retries: u32,
-    /// Works running at once (`--follow-up-concurrency`).
-    pub work_concurrency: usize,
-    /// How long a running work's claim on its follow-up lasts unrenewed (`--follow-up-lease`):
-    /// what a crash costs before another worker runs the work again.
-    pub lease: Duration,
-}
-
-/// The default of `--max-pending-follow-ups`: a few thousand. At the correlation delay of 2 s a
-/// worker that completes 100 tasks a second holds 200; the rest is headroom for instances that are
-/// slow to reach the catch event. When every follow-up is undeliverable, memory stays bounded by
-/// this many follow-ups (about a kilobyte each).
-pub const DEFAULT_CAPACITY: usize = 4096;
-
-/// The default of `--follow-up-concurrency`: works (commands) running at once. Long work is
-/// usually waiting on something else (a service, a file transfer), so more than the cores.
-pub const DEFAULT_WORK_CONCURRENCY: usize = 16;
-
-impl Default for CorrelationSettings {
-    fn default() -> Self {
-        CorrelationSettings {
-            message_name: "sample_response".to_owned(),
-            delay: Duration::from_secs(2),
-            timeout: Duration::from_secs(300),
-            max_backoff: Duration::from_secs(30),
-            capacity: DEFAULT_CAPACITY,
-            marker_variable: crate::ledger::DEFAULT_MARKER_VARIABLE.to_owned(),
-            retry_budget: crate::budget::DEFAULT_RETRY_BUDGET,
-            message_variables: Variables::new(),
-            work_retries: 3,
-            work_concurrency: DEFAULT_WORK_CONCURRENCY,
-            lease: Duration::from_secs(60),
-        }
-    }
 }
 
 /// How a follow-up ended.
@@ -206,38 +155,40 @@ struct LeftOwed {
 /// Schedules and delivers follow-up messages. Cheap to clone; all clones share one task tracker,
 /// one capacity, one retry budget and one set of pending tasks.
 ///
-/// A daemon with several routes (`[[route]]`) has one `FollowUps` whose routes differ in
-/// message name, delay, message variables and work ([`FollowUps::add_route`]); each route's
-/// view ([`FollowUps::for_topic`]) shares everything else, so the capacity, the budget and the
-/// bound on running works stay worker-wide.
+/// Every route of a daemon (one, or the file's `[[route]]` tables) is added alike
+/// ([`FollowUps::add_route`]) with its message and its work; each route's view
+/// ([`FollowUps::for_topic`]) shares everything else, so the policy — the capacity, the budget
+/// and the bound on running works — stays worker-wide.
 #[derive(Debug, Clone)]
 pub struct FollowUps {
-    inner: Arc<Shared>,
-    route: Arc<Route>,
+    inner: Arc<WorkerWide>,
+    route: Arc<RouteDelivery>,
 }
 
-/// What differs between routes: the delivery policy (of which only the message name, the delay
-/// and the message variables may differ) and the work.
+/// What one route's follow-ups do on their own: send its message, after its work.
 #[derive(Debug)]
-struct Route {
-    settings: CorrelationSettings,
+struct RouteDelivery {
+    message: FollowUpMessage,
     work: Arc<dyn DynWork>,
     /// Whether its message is awaited at all (see [`diagnosis`]).
     diagnosis: diagnosis::Diagnosis,
 }
 
-impl Route {
-    fn new(settings: CorrelationSettings, work: Arc<dyn DynWork>) -> Arc<Self> {
-        Arc::new(Route {
-            settings,
+impl RouteDelivery {
+    fn new(message: FollowUpMessage, work: Arc<dyn DynWork>) -> Arc<Self> {
+        Arc::new(RouteDelivery {
+            message,
             work,
             diagnosis: diagnosis::Diagnosis::default(),
         })
     }
 }
 
+/// What every route's follow-ups share: the policy, the engine, the bounds and the registries of
+/// pending and given-up tasks.
 #[derive(Debug)]
-struct Shared {
+struct WorkerWide {
+    policy: CorrelationPolicy,
     client: EngineClient,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
@@ -252,14 +203,13 @@ struct Shared {
     given_up: Mutex<HashMap<String, Instant>>,
     /// Bounds the delivery attempts in flight (see [`MAX_CONCURRENT_SENDS`]).
     sends: Semaphore,
-    /// Room for pending follow-ups: `settings.capacity` permits.
+    /// Room for pending follow-ups: `policy.capacity` permits.
     room: Arc<Semaphore>,
     left_owed: Mutex<LeftOwed>,
-    /// Bounds the works running at once (`settings.work_concurrency`).
+    /// Bounds the works running at once (`policy.work_concurrency`).
     work_slots: Semaphore,
-    /// The routes by topic, when there are several; a topic not named here takes the route the
-    /// scheduler was made with.
-    routes: Mutex<HashMap<String, Arc<Route>>>,
+    /// The routes by topic; a topic not named here takes the default message and no work.
+    routes: Mutex<HashMap<String, Arc<RouteDelivery>>>,
 }
 
 /// Locks a mutex whose holders only insert, remove or count: a poisoned one is still consistent.
@@ -268,47 +218,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl FollowUps {
-    /// A scheduler whose follow-ups run on `tracker`, hurry when `hurry` is cancelled and stop
-    /// when `abort` is, and do no work: the message goes after the delay.
+    /// A scheduler under `policy` whose follow-ups run on `tracker`, hurry when `hurry` is
+    /// cancelled and stop when `abort` is. It has no route yet: until [`FollowUps::add_route`]
+    /// names a topic, that topic's follow-ups send the default [`FollowUpMessage`] and do no work.
     pub fn new(
         client: EngineClient,
         metrics: Arc<Metrics>,
-        settings: CorrelationSettings,
+        policy: CorrelationPolicy,
         tracker: TaskTracker,
         hurry: CancellationToken,
         abort: CancellationToken,
     ) -> Self {
-        Self::with_work(
-            client,
-            metrics,
-            settings,
-            tracker,
-            hurry,
-            abort,
-            Arc::new(Delay),
-        )
-    }
-
-    /// The same, each follow-up doing `work` before its message.
-    pub fn with_work(
-        client: EngineClient,
-        metrics: Arc<Metrics>,
-        settings: CorrelationSettings,
-        tracker: TaskTracker,
-        hurry: CancellationToken,
-        abort: CancellationToken,
-        work: Arc<dyn DynWork>,
-    ) -> Self {
-        let room = Arc::new(Semaphore::new(settings.capacity));
-        let work_slots = Semaphore::new(settings.work_concurrency.max(1));
+        let room = Arc::new(Semaphore::new(policy.capacity));
+        let work_slots = Semaphore::new(policy.work_concurrency.max(1));
         metrics
             .retry_budget_per_second
-            .set(i64::from(settings.retry_budget));
+            .set(i64::from(policy.retry_budget));
         FollowUps {
-            inner: Arc::new(Shared {
+            inner: Arc::new(WorkerWide {
+                budget: RetryBudget::new(policy.retry_budget),
+                policy,
                 client,
                 metrics,
-                budget: RetryBudget::new(settings.retry_budget),
                 tracker,
                 hurry,
                 abort,
@@ -320,25 +251,17 @@ impl FollowUps {
                 work_slots,
                 routes: Mutex::default(),
             }),
-            route: Route::new(settings, work),
+            route: RouteDelivery::new(FollowUpMessage::default(), Arc::new(Delay)),
         }
     }
 
-    /// Adds a route: the follow-ups of `topic`'s tasks use `settings`' message name, delay and
-    /// message variables, and do `work`. The worker-wide parts of `settings` (capacity, budget,
-    /// marker variable, timeouts, lease) are the scheduler's own, whatever `settings` says.
-    pub fn add_route(&self, topic: &str, settings: CorrelationSettings, work: Arc<dyn DynWork>) {
-        let own = &self.route.settings;
-        let settings = CorrelationSettings {
-            message_name: settings.message_name,
-            delay: settings.delay,
-            message_variables: settings.message_variables,
-            ..own.clone()
-        };
-        lock(&self.inner.routes).insert(topic.to_owned(), Route::new(settings, work));
+    /// Adds a route: the follow-ups of `topic`'s tasks do `work`, then send `message`.
+    pub fn add_route(&self, topic: &str, message: FollowUpMessage, work: Arc<dyn DynWork>) {
+        lock(&self.inner.routes).insert(topic.to_owned(), RouteDelivery::new(message, work));
     }
 
-    /// The follow-ups of `topic`'s tasks: its route's, or the scheduler's own.
+    /// The follow-ups of `topic`'s tasks: its route's, or (a topic no route names) the default
+    /// message with no work.
     pub fn for_topic(&self, topic: &str) -> FollowUps {
         let route = lock(&self.inner.routes).get(topic).cloned();
         FollowUps {
@@ -359,9 +282,14 @@ impl FollowUps {
         }
     }
 
-    /// The delivery policy.
-    pub fn settings(&self) -> &CorrelationSettings {
-        &self.route.settings
+    /// The worker-wide delivery policy.
+    pub fn policy(&self) -> &CorrelationPolicy {
+        &self.inner.policy
+    }
+
+    /// The message this route's follow-ups send.
+    pub fn message(&self) -> &FollowUpMessage {
+        &self.route.message
     }
 
     /// The room for pending follow-ups. The fetch loop takes one permit per task before locking
@@ -383,18 +311,17 @@ impl FollowUps {
 
     /// How long after it is written a marker is the reconcilers' to deliver.
     fn recovery_due(&self) -> Duration {
-        let settings = &self.route.settings;
         if self.route.work.is_work() {
-            settings.lease
+            self.inner.policy.lease
         } else {
-            settings.delay + RECOVERY_GRACE
+            self.route.message.delay + RECOVERY_GRACE
         }
     }
 
     /// The marker variable as `complete` sets it.
     pub fn marker_variables(&self, marker: &Marker) -> Variables {
         Variables::from([(
-            self.route.settings.marker_variable.clone(),
+            self.inner.policy.marker_variable.clone(),
             TypedValue::string(marker.to_string()),
         )])
     }
@@ -441,7 +368,7 @@ impl FollowUps {
         lock(&self.inner.pending).insert(task_id.clone());
         self.inner.metrics.follow_ups_pending.inc();
         let this = self.clone();
-        let due = follow_up.completed_at + self.route.settings.delay;
+        let due = follow_up.completed_at + self.route.message.delay;
         // While it waits out its delay, a follow-up is this small task; the delivery's state (its
         // HTTP calls, its span) is only allocated when it is due. Measured: a pending follow-up
         // held inline cost about 8 KB, so a few hundred pending ones were most of the heap.
@@ -479,77 +406,5 @@ impl FollowUps {
         let marker = MarkerCell::new(follow_up.marker.clone());
         self.deliver_due(follow_up, &marker, &Variables::new(), None)
             .await
-    }
-
-    /// The message that delivers `marker` to `process_instance_id` (and `business_key`, the
-    /// original script's shape): matches only while the marker is owed, and flips it.
-    /// Besides the marker's flip, the message carries `--message-var` and the work's `variables`.
-    pub fn message_for(
-        &self,
-        marker: &Marker,
-        business_key: Option<String>,
-        process_instance_id: Option<String>,
-        variables: &Variables,
-    ) -> CorrelateMessageRequest {
-        let name = &self.route.settings.marker_variable;
-        let mut process_variables = self.route.settings.message_variables.clone();
-        process_variables.extend(variables.clone());
-        process_variables.insert(
-            name.clone(),
-            TypedValue::string(marker.delivered().to_string()),
-        );
-        CorrelateMessageRequest {
-            message_name: self.route.settings.message_name.clone(),
-            business_key,
-            process_instance_id,
-            correlation_keys: Variables::from([(
-                name.clone(),
-                TypedValue::string(marker.to_string()),
-            )]),
-            process_variables,
-        }
-    }
-}
-
-/// A follow-up's marker as the engine holds it now. With work, the lease renewal moves its due
-/// time; the lock keeps a renewal and a message from crossing, so that a message always names the
-/// value the engine has.
-#[derive(Debug, Clone)]
-pub(crate) struct MarkerCell(Arc<tokio::sync::Mutex<MarkerState>>);
-
-#[derive(Debug)]
-pub(crate) struct MarkerState {
-    /// The value the engine has (as far as this worker knows).
-    current: Marker,
-    /// A value written whose reply was lost: the engine may have it instead.
-    maybe: Option<Marker>,
-}
-
-impl MarkerCell {
-    fn new(marker: Marker) -> Self {
-        MarkerCell(Arc::new(tokio::sync::Mutex::new(MarkerState {
-            current: marker,
-            maybe: None,
-        })))
-    }
-
-    async fn lock(&self) -> tokio::sync::MutexGuard<'_, MarkerState> {
-        self.0.lock().await
-    }
-}
-
-impl MarkerState {
-    /// Whether `value` (as read from the engine) is this follow-up's own marker; a value whose
-    /// write's reply was lost becomes the current one.
-    fn is_ours(&mut self, value: &Marker) -> bool {
-        if *value == self.current {
-            return true;
-        }
-        if self.maybe.as_ref() == Some(value) {
-            self.current = value.clone();
-            self.maybe = None;
-            return true;
-        }
-        false
     }
 }

@@ -116,7 +116,7 @@ impl FollowUps {
 
     /// Runs the work until it succeeds, fails for good, or shutdown stops it.
     async fn run_work(&self, follow_up: &FollowUp, marker: &MarkerCell) -> WorkEnd {
-        let settings = &self.route.settings;
+        let settings = &self.inner.policy;
         let metrics = &self.inner.metrics;
         let mut backoff = Backoff::starting_at(Duration::from_secs(1), settings.max_backoff);
         let mut runs = 0;
@@ -220,7 +220,7 @@ impl FollowUps {
         match self
             .inner
             .client
-            .set_instance_variable(instance, &self.route.settings.marker_variable, &marker_value(&failed))
+            .set_instance_variable(instance, &self.inner.policy.marker_variable, &marker_value(&failed))
             .await
         {
             Ok(()) => state.current = failed,
@@ -237,7 +237,7 @@ impl FollowUps {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return std::future::pending().await;
         };
-        let settings = &self.route.settings;
+        let settings = &self.inner.policy;
         let client = &self.inner.client;
         let mut held_until = Instant::now() + settings.lease;
         loop {
@@ -295,7 +295,7 @@ impl FollowUps {
             .client
             .set_instance_variable(
                 instance,
-                &self.route.settings.marker_variable,
+                &self.inner.policy.marker_variable,
                 &marker_value(&due_now),
             )
             .await

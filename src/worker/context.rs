@@ -121,7 +121,7 @@ pub struct StopTokens {
 /// What the daemon hands every part of the worker: the metrics, the liveness facts, the task
 /// tracker that one shutdown wait drains, and the stop tokens.
 #[derive(Debug, Clone)]
-pub struct Shared {
+pub struct DaemonHandles {
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// What the fetch loop tells the health probes and the reconciler.
@@ -156,10 +156,10 @@ impl<H> WorkerContext<H> {
         client: EngineClient,
         handler: H,
         settings: WorkerSettings,
-        shared: Shared,
+        shared: DaemonHandles,
         follow_ups: FollowUps,
     ) -> Self {
-        let Shared {
+        let DaemonHandles {
             metrics,
             liveness,
             tracker,
@@ -168,7 +168,7 @@ impl<H> WorkerContext<H> {
         let admission = Admission::new(
             settings.max_tasks as usize,
             follow_ups.room(),
-            follow_ups.settings().capacity,
+            follow_ups.policy().capacity,
         );
         WorkerContext {
             client,

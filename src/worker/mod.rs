@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-pub use context::{generated_worker_id, Shared, StopTokens, Subscription, WorkerSettings};
+pub use context::{generated_worker_id, DaemonHandles, StopTokens, Subscription, WorkerSettings};
 pub use handback::EXPIRY_MARGIN;
 pub use poll::{FetchOutcome, PollOutcome};
 pub use task::DropReason;
@@ -57,14 +57,14 @@ impl<H: Handler> Worker<H> {
         client: EngineClient,
         handler: H,
         settings: WorkerSettings,
-        shared: Shared,
+        shared: DaemonHandles,
         follow_ups: FollowUps,
     ) -> Self {
         let metrics = &shared.metrics;
         metrics.set_config(
             settings.max_tasks,
             settings.long_poll,
-            follow_ups.settings().capacity,
+            follow_ups.policy().capacity,
         );
         for subscription in &settings.subscriptions {
             let topic = &subscription.topic;

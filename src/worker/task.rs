@@ -334,7 +334,7 @@ impl<H: Handler> TaskRun<H> {
     pub(super) async fn completed_despite_lost_reply(&self, marker: Option<&Marker>) -> bool {
         let client = &self.ctx.client;
         if let (Some(marker), Some(instance)) = (marker, self.task.process_instance_id.as_deref()) {
-            let name = &self.ctx.follow_ups.settings().marker_variable;
+            let name = &self.ctx.follow_ups.policy().marker_variable;
             match client.instance_variable(instance, name).await {
                 Ok(Some(value)) => {
                     return value == marker.to_string() || value == marker.delivered().to_string()

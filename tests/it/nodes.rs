@@ -9,7 +9,7 @@ use camunda_worker::correlation::FollowUps;
 use camunda_worker::engine::{EngineClient, EngineSettings, NodeTarget};
 use camunda_worker::handler::MessageCorrelationHandler;
 use camunda_worker::metrics::Metrics;
-use camunda_worker::worker::{Shared, StopTokens, Worker, WorkerSettings};
+use camunda_worker::worker::{DaemonHandles, StopTokens, Worker, WorkerSettings};
 use serde_json::json;
 use tokio_util::task::TaskTracker;
 use wiremock::ResponseTemplate;
@@ -193,7 +193,7 @@ async fn the_worker_follows_a_changing_node_list_without_a_restart() {
             long_poll: Duration::from_millis(200),
             ..Default::default()
         },
-        Shared {
+        DaemonHandles {
             metrics: Arc::clone(&metrics),
             liveness: Default::default(),
             tracker,
