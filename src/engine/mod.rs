@@ -35,7 +35,7 @@ pub use api::TaskFilter;
 pub use auth::Credentials;
 pub use dto::*;
 pub use endpoint::Endpoint;
-pub use error::{EngineError, Mismatch};
+pub use error::{EngineError, Mismatch, Refusal};
 pub use health::{NodeHealth, Reach};
 pub use node::{Node, NodeTarget, POOL_IDLE_TIMEOUT};
 

@@ -19,7 +19,7 @@ use crate::metrics::{NoOutcome, Outcome};
 
 use super::admission::Permits;
 use super::context::WorkerContext;
-use super::settle::{refusal_is_not_about_the_lock, settle, Accepted, Unsettled};
+use super::settle::{settle, Accepted, Unsettled};
 use crate::correlation::FollowUp;
 use crate::engine::Node;
 use crate::engine::{
@@ -217,7 +217,7 @@ impl<H: Handler> TaskRun<H> {
             }
             // A 400 that is not about the lock (a variable the engine cannot take, say) would come
             // back every lock duration forever: report it as a failure, so an incident shows it.
-            Err(Unsettled::Refused(error)) if refusal_is_not_about_the_lock(&error) => {
+            Err(Unsettled::Invalid(error)) => {
                 self.report_failure(HandlerError::permanent(
                     "the engine refused to complete the task",
                     error.to_string(),
@@ -310,7 +310,9 @@ impl<H: Handler> TaskRun<H> {
                 info!("{what}: the task no longer exists (cancelled, or done by another worker); dropped: {error}");
                 TaskOutcome::Dropped(DropReason::TaskGone)
             }
-            Unsettled::Refused(error) => {
+            // A failure or BPMN error the engine refused is dropped like one refused for the lock:
+            // the lock runs out and the task is handed out again.
+            Unsettled::Refused(error) | Unsettled::Invalid(error) => {
                 metrics.count_topic(&metrics.tasks_dropped, DropReason::LockLost, &self.topic);
                 warn!("{what} refused; task dropped without a follow-up: {error}");
                 TaskOutcome::Dropped(DropReason::LockLost)
