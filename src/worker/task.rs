@@ -20,7 +20,7 @@ use crate::metrics::{NoOutcome, Outcome};
 use super::admission::Permits;
 use super::context::WorkerContext;
 use super::settle::{settle, Accepted, Unsettled};
-use crate::correlation::FollowUp;
+use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
 use crate::engine::Node;
 use crate::engine::{
     millis, BpmnErrorRequest, CompleteRequest, EngineError, ExtendLockRequest, ExternalTask,
@@ -160,7 +160,7 @@ impl<H: Handler> TaskRun<H> {
     async fn complete(
         &mut self,
         mut variables: crate::variables::Variables,
-        target: Option<crate::correlation::CorrelationTarget>,
+        target: Option<CorrelationTarget>,
     ) -> TaskOutcome {
         // The follow-up's record in the engine, committed with the completion (see
         // `crate::ledger`).
@@ -191,30 +191,7 @@ impl<H: Handler> TaskRun<H> {
             follow_ups.release(&task_id);
         }
         match settled {
-            Ok(accepted) => {
-                if accepted == Accepted::ReplyLost {
-                    info!("complete: the reply was lost, but the engine shows the task completed by this worker");
-                }
-                let metrics = &self.ctx.metrics;
-                metrics.count_topic(&metrics.tasks_completed, NoOutcome, &self.topic);
-                debug!("task completed");
-                let (Some(target), Some(marker)) = (target, marker) else {
-                    return TaskOutcome::Completed { follow_up: false };
-                };
-                follow_ups.schedule(
-                    FollowUp {
-                        target,
-                        process_instance_id: self.task.process_instance_id.clone(),
-                        marker,
-                        task: CompletedTask::from_task(&self.task, &self.topic),
-                        fetched_at: Some(self.fetched_at),
-                        completed_at: Instant::now(),
-                        recovered: false,
-                    },
-                    self.room.take(),
-                );
-                TaskOutcome::Completed { follow_up: true }
-            }
+            Ok(accepted) => self.completed(accepted, &follow_ups, target.zip(marker)),
             // A 400 that is not about the lock (a variable the engine cannot take, say) would come
             // back every lock duration forever: report it as a failure, so an incident shows it.
             Err(Unsettled::Invalid(error)) => {
@@ -226,6 +203,38 @@ impl<H: Handler> TaskRun<H> {
             }
             Err(unsettled) => self.dropped("complete", unsettled),
         }
+    }
+
+    /// After the engine took the completion: counts it, and schedules the follow-up it owes
+    /// (`owed`: where the message goes, and the marker the completion set).
+    fn completed(
+        &mut self,
+        accepted: Accepted,
+        follow_ups: &FollowUps,
+        owed: Option<(CorrelationTarget, Marker)>,
+    ) -> TaskOutcome {
+        if accepted == Accepted::ReplyLost {
+            info!("complete: the reply was lost, but the engine shows the task completed by this worker");
+        }
+        let metrics = &self.ctx.metrics;
+        metrics.count_topic(&metrics.tasks_completed, NoOutcome, &self.topic);
+        debug!("task completed");
+        let Some((target, marker)) = owed else {
+            return TaskOutcome::Completed { follow_up: false };
+        };
+        follow_ups.schedule(
+            FollowUp {
+                target,
+                process_instance_id: self.task.process_instance_id.clone(),
+                marker,
+                task: CompletedTask::from_task(&self.task, &self.topic),
+                fetched_at: Some(self.fetched_at),
+                completed_at: Instant::now(),
+                recovered: false,
+            },
+            self.room.take(),
+        );
+        TaskOutcome::Completed { follow_up: true }
     }
 
     async fn report_bpmn_error(&mut self, code: String, message: String) -> TaskOutcome {
