@@ -19,6 +19,7 @@ use crate::metrics::{NoOutcome, Outcome};
 
 use super::admission::Permits;
 use super::context::WorkerContext;
+use super::lock::keep_lock;
 use super::settle::{settle, Accepted, Unsettled};
 use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
 use crate::engine::Node;
@@ -397,47 +398,37 @@ impl<H: Handler> TaskRun<H> {
     }
 
     /// Runs the handler as its own task (so a panic is contained), extending the lock at half its
-    /// duration for as long as the handler runs.
+    /// duration for as long as the handler runs (see `lock.rs`).
     async fn run_handler(&mut self) -> HandlerRun {
         let ctx = Arc::clone(&self.ctx);
         let owned = self.task.clone();
-        let mut handle =
+        let handle =
             tokio::spawn(async move { ctx.handler.handle(&owned).await }.in_current_span());
-        let lock = self.lock;
-        let mut extend_at = Instant::now() + lock / 2;
-        loop {
-            tokio::select! {
-                joined = &mut handle => {
-                    return HandlerRun::Finished(match joined {
-                        Ok(result) => result,
-                        Err(join_error) => Err(HandlerError::transient(
-                            "the handler panicked",
-                            format!("{join_error}"),
-                        )),
-                    });
-                }
-                _ = tokio::time::sleep_until(extend_at) => {
-                    let request = ExtendLockRequest {
-                        worker_id: self.ctx.settings.worker_id.clone(),
-                        new_duration: millis(lock),
-                    };
-                    let asked = Instant::now();
-                    match self.ctx.client.extend_lock(&self.task.id, &request).await {
-                        Ok(()) => {
-                            // The engine counts the new duration from when it took the call,
-                            // which is after `asked`: this deadline errs on the safe side.
-                            self.lock_until = asked + lock;
-                            debug!("handler still running: lock extended");
-                        }
-                        Err(e) => warn!("could not extend the lock: {e}"),
-                    }
-                    extend_at = Instant::now() + lock / 2;
-                }
-                _ = self.ctx.stop.abort.cancelled() => {
-                    handle.abort();
-                    warn!("shutdown grace over while the handler ran: task abandoned, its lock will expire");
-                    return HandlerRun::Abandoned;
-                }
+        let request = ExtendLockRequest {
+            worker_id: self.ctx.settings.worker_id.clone(),
+            new_duration: millis(self.lock),
+        };
+        let client = &self.ctx.client;
+        let task_id = &self.task.id;
+        let joined = keep_lock(
+            handle,
+            self.lock,
+            &mut self.lock_until,
+            &self.ctx.stop.abort,
+            || client.extend_lock(task_id, &request),
+        )
+        .await;
+        match joined {
+            Some(joined) => HandlerRun::Finished(match joined {
+                Ok(result) => result,
+                Err(join_error) => Err(HandlerError::transient(
+                    "the handler panicked",
+                    format!("{join_error}"),
+                )),
+            }),
+            None => {
+                warn!("shutdown grace over while the handler ran: task abandoned, its lock will expire");
+                HandlerRun::Abandoned
             }
         }
     }
