@@ -31,26 +31,63 @@ pub async fn run(client: &EngineClient, args: &StartArgs) -> anyhow::Result<Star
         .iter()
         .map(|a| parse_assignment(a).map_err(|e| anyhow::anyhow!("--var: {e}")))
         .collect::<anyhow::Result<_>>()?;
-    let count = args.count.get();
-    let keys: Vec<String> = match &args.business_key {
+    let keys = business_keys(args);
+    let bar = progress_bar(keys.len());
+    let began = Instant::now();
+    let running = spawn_starts(client, args, keys, &variables).await?;
+    let (summary, first_error) = collect(running, &bar).await?;
+    bar.finish_and_clear();
+    let seconds = began.elapsed().as_secs_f64();
+    eprintln!(
+        "started {}, failed {} in {:.1}s ({:.0}/s)",
+        summary.started,
+        summary.failed,
+        seconds,
+        f64::from(summary.started) / seconds.max(1e-3)
+    );
+    if let Some(error) = first_error {
+        if summary.started == 0 {
+            return Err(anyhow::Error::new(error)
+                .context(format!("cannot start process {}", args.process_key)));
+        }
+        eprintln!("first failure: {error}");
+    }
+    Ok(summary)
+}
+
+/// One start's business key and what the engine answered.
+type Started = (String, Result<ProcessInstance, EngineError>);
+
+/// The business keys to start: `--business-key` once, or a fresh UUID per instance.
+fn business_keys(args: &StartArgs) -> Vec<String> {
+    match &args.business_key {
         Some(key) => vec![key.clone()],
-        None => (0..count)
+        None => (0..args.count.get())
             .map(|_| uuid::Uuid::new_v4().to_string())
             .collect(),
-    };
-    let bar = if std::io::stderr().is_terminal() && keys.len() > 1 {
-        let bar =
-            ProgressBar::with_draw_target(Some(keys.len() as u64), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} started ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    }
+}
 
-    let began = Instant::now();
+/// A progress bar on a terminal for more than one instance; a hidden one otherwise.
+fn progress_bar(instances: usize) -> ProgressBar {
+    if !(std::io::stderr().is_terminal() && instances > 1) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(instances as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} started ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Starts one instance per key, at most `--concurrency` at a time.
+async fn spawn_starts(
+    client: &EngineClient,
+    args: &StartArgs,
+    keys: Vec<String>,
+    variables: &Variables,
+) -> anyhow::Result<JoinSet<Started>> {
     let permits = Arc::new(Semaphore::new(args.concurrency.get() as usize));
     let mut running = JoinSet::new();
     for key in keys {
@@ -70,14 +107,21 @@ pub async fn run(client: &EngineClient, args: &StartArgs) -> anyhow::Result<Star
             (request.business_key, result)
         });
     }
+    Ok(running)
+}
+
+/// Waits for every start, printing each started instance; the counts and the first failure.
+async fn collect(
+    mut running: JoinSet<Started>,
+    bar: &ProgressBar,
+) -> anyhow::Result<(StartSummary, Option<EngineError>)> {
     let mut summary = StartSummary {
         started: 0,
         failed: 0,
     };
     let mut first_error: Option<EngineError> = None;
     while let Some(joined) = running.join_next().await {
-        let (key, result): (String, Result<ProcessInstance, EngineError>) =
-            joined.context("a start task panicked")?;
+        let (key, result) = joined.context("a start task panicked")?;
         match result {
             Ok(instance) => {
                 summary.started += 1;
@@ -92,21 +136,5 @@ pub async fn run(client: &EngineClient, args: &StartArgs) -> anyhow::Result<Star
         }
         bar.inc(1);
     }
-    bar.finish_and_clear();
-    let seconds = began.elapsed().as_secs_f64();
-    eprintln!(
-        "started {}, failed {} in {:.1}s ({:.0}/s)",
-        summary.started,
-        summary.failed,
-        seconds,
-        f64::from(summary.started) / seconds.max(1e-3)
-    );
-    if let Some(error) = first_error {
-        if summary.started == 0 {
-            return Err(anyhow::Error::new(error)
-                .context(format!("cannot start process {}", args.process_key)));
-        }
-        eprintln!("first failure: {error}");
-    }
-    Ok(summary)
+    Ok((summary, first_error))
 }

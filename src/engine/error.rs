@@ -2,25 +2,15 @@
 //!
 //! The engine reports errors as HTTP status + `{"type","message","code"}`. Callers do not care
 //! about Java class names; they need to know: is it worth retrying (engine down, 5xx, a reply we
-//! cannot read), is the task gone, was the message sent too early or to an ambiguous key, were the
-//! credentials refused. Matching is on the exception's simple name and the engine's English
-//! message, never on the Java package, so Camunda, Operaton and CIB seven read alike.
+//! cannot read), is the task gone, were the credentials refused. What a refusal is about (a
+//! message sent too early or to an ambiguous key, a lock another worker holds) is read from the
+//! engine's English text in `refusal.rs`, and nowhere else.
 
 use std::fmt;
 
 use reqwest::StatusCode;
 
 use super::reply::bytes;
-
-/// Why a message correlation was refused with 400.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mismatch {
-    /// No instance waits for the message (yet): it has not reached the catch event, or it has
-    /// already moved on.
-    NoMatch,
-    /// Several instances wait for the message under the same business key.
-    MultipleMatches,
-}
 
 /// A failed call to the engine.
 #[derive(Debug, thiserror::Error)]
@@ -277,34 +267,6 @@ impl EngineError {
             | EngineError::NoNode(_) => None,
         }
     }
-
-    /// Classifies a refused message correlation; `None` for every other error.
-    pub fn mismatch(&self) -> Option<Mismatch> {
-        if let EngineError::Resent(inner) = self {
-            return inner.mismatch();
-        }
-        let EngineError::Rejected {
-            status, message, ..
-        } = self
-        else {
-            return None;
-        };
-        if *status != StatusCode::BAD_REQUEST
-            || !message.contains("MismatchingMessageCorrelationException")
-        {
-            return None;
-        }
-        if message.contains("No process definition or execution matches") {
-            Some(Mismatch::NoMatch)
-        } else if message.contains("executions match") || message.contains("to a single execution")
-        {
-            Some(Mismatch::MultipleMatches)
-        } else {
-            // An unknown variant of the mismatch: treat like "not there yet", which retries for a
-            // bounded time and then reports — the safe reading.
-            Some(Mismatch::NoMatch)
-        }
-    }
 }
 
 fn unauthorized_text(status: &StatusCode, user: Option<&str>, endpoint: &str) -> String {
@@ -407,19 +369,6 @@ mod tests {
             message: message.into(),
             code,
         }
-    }
-
-    #[test]
-    fn mismatch_messages_are_told_apart_whatever_the_java_package() {
-        let none = rejected(400, "org.operaton.bpm.engine.MismatchingMessageCorrelationException: Cannot correlate message 'm': No process definition or execution matches the parameters", None);
-        assert_eq!(none.mismatch(), Some(Mismatch::NoMatch));
-        let many = rejected(400, "org.camunda.bpm.engine.MismatchingMessageCorrelationException: ENGINE-13031 Cannot correlate a message with name 'm' to a single execution. 2 executions match the correlation keys: CorrelationSet [businessKey=k]", None);
-        assert_eq!(many.mismatch(), Some(Mismatch::MultipleMatches));
-        assert_eq!(rejected(400, "Bad variable", None).mismatch(), None);
-        assert_eq!(
-            rejected(500, "MismatchingMessageCorrelationException", None).mismatch(),
-            None
-        );
     }
 
     #[test]

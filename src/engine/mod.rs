@@ -8,10 +8,12 @@
 //! - [`transport`]: sending one call, the stale-connection resend, decoding replies;
 //! - [`reply`]: reply bodies read against a size bound, and redirects refused;
 //! - [`node`]: nodes, their pools, and which node a call goes to;
-//! - [`dto`], [`error`], [`health`], [`auth`]: wire types, errors, node health, credentials.
+//! - [`dto`], [`error`], [`health`], [`auth`]: wire types, errors, node health, credentials;
+//! - [`refusal`]: what a refusal is about (a correlation mismatch, a lock), read from the engine's
+//!   English text in this one place.
 //!
 //! Every method returns [`EngineError`], whose predicates (`is_transient`, `outcome_unknown`,
-//! `mismatch`, ...) are what the worker's retry policy branches on.
+//! `mismatch`, `refusal`, ...) are what the worker's retry policy branches on.
 
 pub mod api;
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod error;
 pub mod health;
 pub mod instance_api;
 pub mod node;
+pub mod refusal;
 mod reply;
 mod token_reply;
 mod transport;
@@ -35,9 +38,10 @@ pub use api::TaskFilter;
 pub use auth::Credentials;
 pub use dto::*;
 pub use endpoint::Endpoint;
-pub use error::{EngineError, Mismatch};
+pub use error::EngineError;
 pub use health::{NodeHealth, Reach};
 pub use node::{Node, NodeTarget, POOL_IDLE_TIMEOUT};
+pub use refusal::{Mismatch, Refusal};
 
 pub(crate) use api::millis;
 

@@ -84,6 +84,48 @@ pub struct Node {
     pub(super) alarms: Alarms,
 }
 
+/// One of a node's HTTP clients: `pooled` (kept-alive connections) or one that keeps none;
+/// `pinned` connects the URL's host (over HTTPS) to a discovered address.
+fn http_client(
+    pooled: bool,
+    pinned: Option<&(SocketAddr, String)>,
+    tls: &TlsSettings,
+) -> Result<reqwest::Client, EngineError> {
+    // Never a redirect: following one re-sends the request — worker id, topics, the variables
+    // asked for, credentials — to whatever host the reply names. A 3xx is an error (see
+    // `transport.rs`).
+    // Trusted roots: the system's store (where an operator mounts corporate CAs; the
+    // `rustls-tls-native-roots` feature, read at each build), the bundled Mozilla roots
+    // (`rustls-tls`, for an image without a store), and `--ca-cert`.
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("camunda-worker/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_keepalive(TCP_KEEPALIVE);
+    builder = if pooled {
+        builder.pool_idle_timeout(POOL_IDLE_TIMEOUT)
+    } else {
+        builder.pool_max_idle_per_host(0)
+    };
+    if let Some((address, host)) = pinned {
+        builder = builder.resolve(host, *address);
+    }
+    if let Some(pem) = &tls.ca_cert_pem {
+        let cert = Certificate::from_pem(pem)
+            .map_err(|e| EngineError::Credentials(format!("--ca-cert: {}", error_chain(&e))))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    if let Some(pem) = &tls.client_identity_pem {
+        let identity = Identity::from_pem(pem).map_err(|e| {
+            EngineError::Credentials(format!("--client-cert/--client-key: {}", error_chain(&e)))
+        })?;
+        builder = builder.identity(identity);
+    }
+    builder
+        .build()
+        .map_err(|e| EngineError::Credentials(format!("HTTP client: {}", error_chain(&e))))
+}
+
 impl Node {
     /// Builds one node's HTTP clients. A discovered address over plain HTTP goes into the URL;
     /// over HTTPS the host name stays in the URL (for the certificate check) and is pinned to
@@ -104,52 +146,13 @@ impl Node {
             .address
             .filter(|_| https)
             .zip(target.url.host_str().map(str::to_owned));
-        let client = |pooled: bool| -> Result<reqwest::Client, EngineError> {
-            // Never a redirect: following one re-sends the request — worker id, topics, the
-            // variables asked for, credentials — to whatever host the reply names. A 3xx is an
-            // error (see `transport.rs`).
-            // Trusted roots: the system's store (where an operator mounts corporate CAs; the
-            // `rustls-tls-native-roots` feature, read at each build), the bundled Mozilla roots
-            // (`rustls-tls`, for an image without a store), and `--ca-cert`.
-            let mut builder = reqwest::Client::builder()
-                .user_agent(concat!("camunda-worker/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(CONNECT_TIMEOUT)
-                .tcp_keepalive(TCP_KEEPALIVE);
-            builder = if pooled {
-                builder.pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            } else {
-                builder.pool_max_idle_per_host(0)
-            };
-            if let Some((address, host)) = &pinned {
-                builder = builder.resolve(host, *address);
-            }
-            if let Some(pem) = &tls.ca_cert_pem {
-                let cert = Certificate::from_pem(pem).map_err(|e| {
-                    EngineError::Credentials(format!("--ca-cert: {}", error_chain(&e)))
-                })?;
-                builder = builder.add_root_certificate(cert);
-            }
-            if let Some(pem) = &tls.client_identity_pem {
-                let identity = Identity::from_pem(pem).map_err(|e| {
-                    EngineError::Credentials(format!(
-                        "--client-cert/--client-key: {}",
-                        error_chain(&e)
-                    ))
-                })?;
-                builder = builder.identity(identity);
-            }
-            builder
-                .build()
-                .map_err(|e| EngineError::Credentials(format!("HTTP client: {}", error_chain(&e))))
-        };
         Ok(Node {
             health: NodeHealth::new(&name),
             alarms: Alarms::default(),
             name,
             base,
-            http: client(true)?,
-            fresh: client(false)?,
+            http: http_client(true, pinned.as_ref(), tls)?,
+            fresh: http_client(false, pinned.as_ref(), tls)?,
             fresh_until_ms: AtomicU64::new(0),
             created: Instant::now(),
         })

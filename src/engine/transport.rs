@@ -78,6 +78,33 @@ fn reply_size(endpoint: Endpoint) -> ReplySize {
     }
 }
 
+/// What to do after a call's connection closed before the reply (see [`is_stale_connection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterClose {
+    /// A kept-alive connection the server had just closed, so the engine most likely never saw
+    /// the call, which may be sent twice: send it again at once, on a new connection.
+    SendAgain,
+    /// The same, but the call must not be repeated blindly (it may have been carried out): the
+    /// caller decides, after checking the engine's state.
+    HandBack,
+    /// The connection was opened for this call: whatever is there closes connections, which is
+    /// an outage like any other.
+    Outage,
+}
+
+/// The resend rule: a call of `endpoint` whose connection closed under it, on a pooled connection
+/// or (`on_fresh`) one opened for it. A call is sent again at most once, since the resend goes
+/// out on a new connection.
+fn after_close(endpoint: Endpoint, on_fresh: bool) -> AfterClose {
+    if on_fresh {
+        AfterClose::Outage
+    } else if endpoint.repeatable() {
+        AfterClose::SendAgain
+    } else {
+        AfterClose::HandBack
+    }
+}
+
 /// A request body as JSON (or none).
 pub(super) fn json_body<B: Serialize>(
     body: Option<&B>,
@@ -119,97 +146,155 @@ impl EngineClient {
 
     /// Sends one call to one node: credentials, timeout, metrics, health, the bounded read of the
     /// reply, and the mapping of every non-2xx status to an [`EngineError`]. A call whose
-    /// kept-alive connection turns out to be closed is sent again at once on a new connection;
-    /// after a 401 the call is sent again once if the credentials could be refreshed.
+    /// kept-alive connection turns out to be closed is sent again at once on a new connection
+    /// (see [`after_close`]); after a 401 the call is sent again once if the credentials could be
+    /// refreshed.
     pub(super) async fn send_to(
         &self,
         node: &Node,
         call: &Call,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Reply, EngineError> {
-        let inner = &self.inner;
         let mut refreshed = false;
         let mut fresh_connection = false;
-        let url = format!("{}/{}", node.base, call.path);
-        let label = call.endpoint.label();
         loop {
             // On a connection opened for this call, a close is no stale keep-alive: whatever is
             // there closes connections, and that is judged (and counted) like any outage.
             let on_fresh = fresh_connection || node.avoid_pool();
-            let http = if on_fresh { &node.fresh } else { &node.http };
-            let request = http
-                .request(call.endpoint.method(), &url)
-                .timeout(call.timeout.unwrap_or(inner.request_timeout));
-            let request = match inner.credentials.apply(http, build(request)).await {
-                Ok(request) => request,
+            let sent = match self.attempt(node, call, &build, on_fresh).await {
+                Ok(sent) => sent,
                 Err(error) => {
                     self.record_health(node, Err(&error), false);
                     return Err(error);
                 }
             };
-            let started = Instant::now();
-            let sent = request.send().await;
-            if let Some(metrics) = &inner.metrics {
-                metrics.observe_engine_request(label, &node.name, started.elapsed());
-            }
             let outcome = match sent {
-                Err(source) if !on_fresh && is_stale_connection(&source) => {
-                    node.distrust_pool();
-                    if let Some(metrics) = &inner.metrics {
-                        metrics.stale_connection_retried(&node.name);
-                    }
-                    if !call.endpoint.repeatable() {
-                        debug!(node = %node.name, "{}: the connection closed before the reply ({}); the caller decides", call.describe(), error_chain(&source));
-                        return Err(EngineError::ConnectionClosed {
+                Err(source) if is_stale_connection(&source) => {
+                    match after_close(call.endpoint, on_fresh) {
+                        AfterClose::SendAgain => {
+                            self.stale_connection(node);
+                            debug!(node = %node.name, "{}: the kept-alive connection was closed ({}); sending again on a new one", call.describe(), error_chain(&source));
+                            fresh_connection = true;
+                            continue;
+                        }
+                        AfterClose::HandBack => {
+                            self.stale_connection(node);
+                            debug!(node = %node.name, "{}: the connection closed before the reply ({}); the caller decides", call.describe(), error_chain(&source));
+                            return Err(EngineError::ConnectionClosed {
+                                endpoint: call.describe(),
+                                source,
+                            });
+                        }
+                        AfterClose::Outage => Err(EngineError::Unreachable {
                             endpoint: call.describe(),
                             source,
-                        });
+                        }),
                     }
-                    debug!(node = %node.name, "{}: the kept-alive connection was closed ({}); sending again on a new one", call.describe(), error_chain(&source));
-                    fresh_connection = true;
-                    continue;
                 }
                 Err(source) => Err(EngineError::Unreachable {
                     endpoint: call.describe(),
                     source,
                 }),
-                Ok(reply) if reply.status().is_success() => Ok(reply),
-                Ok(reply) if reply.status().is_redirection() => Err(redirected(node, call, &reply)),
-                Ok(reply)
-                    if matches!(
-                        reply.status(),
-                        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-                    ) =>
-                {
-                    if reply.status() == StatusCode::UNAUTHORIZED
-                        && !refreshed
-                        && inner.credentials.refresh_after_rejection().await
-                    {
-                        refreshed = true;
-                        continue;
-                    }
-                    Err(EngineError::Unauthorized {
-                        endpoint: call.describe(),
-                        status: reply.status(),
-                        user: inner.credentials.user(),
-                    })
-                }
-                Ok(reply) => match read_body(node, call, reply).await {
-                    Ok(reply) => Err(read_error(call, &reply)),
-                    Err(error) => Err(error),
+                Ok(reply) => match self.judge_status(node, call, reply, &mut refreshed).await {
+                    Some(outcome) => outcome,
+                    None => continue,
                 },
             };
-            // The body is part of the answer: one that breaks off or outlasts the call's deadline
-            // counts against the node's health like a reply that never came.
-            let outcome = match outcome {
-                Ok(reply) => read_body(node, call, reply).await,
-                Err(error) => Err(error),
-            };
-            self.record_health(node, outcome.as_ref().map(drop), call.endpoint.anonymous());
-            return match outcome {
-                Err(error) if fresh_connection => Err(EngineError::Resent(Box::new(error))),
-                outcome => outcome,
-            };
+            return self.finish(node, call, outcome, fresh_connection).await;
+        }
+    }
+
+    /// One attempt at a call: the request, with credentials and timeout, on the node's pooled
+    /// connections or (`on_fresh`) a new one; its duration observed. The outer error is the
+    /// credentials that could not be obtained (nothing was sent), the inner one the transport's.
+    async fn attempt(
+        &self,
+        node: &Node,
+        call: &Call,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+        on_fresh: bool,
+    ) -> Result<Result<Response, reqwest::Error>, EngineError> {
+        let inner = &self.inner;
+        let url = format!("{}/{}", node.base, call.path);
+        let http = if on_fresh { &node.fresh } else { &node.http };
+        let request = http
+            .request(call.endpoint.method(), &url)
+            .timeout(call.timeout.unwrap_or(inner.request_timeout));
+        let request = inner.credentials.apply(http, build(request)).await?;
+        let started = Instant::now();
+        let sent = request.send().await;
+        if let Some(metrics) = &inner.metrics {
+            metrics.observe_engine_request(call.endpoint.label(), &node.name, started.elapsed());
+        }
+        Ok(sent)
+    }
+
+    /// A kept-alive connection was closed under a call: the node's pool is suspect for a while,
+    /// and the close is counted.
+    fn stale_connection(&self, node: &Node) {
+        node.distrust_pool();
+        if let Some(metrics) = &self.inner.metrics {
+            metrics.stale_connection_retried(&node.name);
+        }
+    }
+
+    /// Judges a reply by its status, before its body is read: a success (whose body is read
+    /// next), an error, or `None` when the call is to be sent again because a 401 led to
+    /// refreshed credentials (once per call, `refreshed`).
+    async fn judge_status(
+        &self,
+        node: &Node,
+        call: &Call,
+        reply: Response,
+        refreshed: &mut bool,
+    ) -> Option<Result<Response, EngineError>> {
+        let inner = &self.inner;
+        let status = reply.status();
+        if status.is_success() {
+            return Some(Ok(reply));
+        }
+        if status.is_redirection() {
+            return Some(Err(redirected(node, call, &reply)));
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            if status == StatusCode::UNAUTHORIZED
+                && !*refreshed
+                && inner.credentials.refresh_after_rejection().await
+            {
+                *refreshed = true;
+                return None;
+            }
+            return Some(Err(EngineError::Unauthorized {
+                endpoint: call.describe(),
+                status,
+                user: inner.credentials.user(),
+            }));
+        }
+        Some(match read_body(node, call, reply).await {
+            Ok(reply) => Err(read_error(call, &reply)),
+            Err(error) => Err(error),
+        })
+    }
+
+    /// Ends a call: reads a success's body, feeds the outcome into the node's health, and marks
+    /// an error of a call sent again after its connection broke (`resent`).
+    async fn finish(
+        &self,
+        node: &Node,
+        call: &Call,
+        outcome: Result<Response, EngineError>,
+        resent: bool,
+    ) -> Result<Reply, EngineError> {
+        // The body is part of the answer: one that breaks off or outlasts the call's deadline
+        // counts against the node's health like a reply that never came.
+        let outcome = match outcome {
+            Ok(reply) => read_body(node, call, reply).await,
+            Err(error) => Err(error),
+        };
+        self.record_health(node, outcome.as_ref().map(drop), call.endpoint.anonymous());
+        match outcome {
+            Err(error) if resent => Err(EngineError::Resent(Box::new(error))),
+            outcome => outcome,
         }
     }
 
@@ -333,4 +418,74 @@ pub(super) async fn expect_no_content(call: &Call, reply: Reply) -> Result<(), E
         status: reply.status,
         excerpt: excerpt(&reply.text()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Follows the resend rule for one call whose every connection closes under it: the
+    /// attempts made, and how the last one ended.
+    fn attempts_while_every_connection_closes(endpoint: Endpoint) -> (usize, AfterClose) {
+        let mut on_fresh = false;
+        for attempt in 1.. {
+            match after_close(endpoint, on_fresh) {
+                AfterClose::SendAgain => on_fresh = true,
+                end => return (attempt, end),
+            }
+        }
+        unreachable!("the attempts are endless")
+    }
+
+    #[test]
+    fn a_call_that_may_have_been_carried_out_is_handed_back_after_a_close_not_resent() {
+        for endpoint in [
+            Endpoint::Complete,
+            Endpoint::Failure,
+            Endpoint::BpmnError,
+            Endpoint::Message,
+            Endpoint::CreateIncident,
+            Endpoint::Start,
+        ] {
+            assert_eq!(
+                attempts_while_every_connection_closes(endpoint),
+                (1, AfterClose::HandBack),
+                "{endpoint:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeatable_call_is_resent_once_on_a_new_connection_and_then_is_an_outage() {
+        for endpoint in [
+            Endpoint::FetchAndLock,
+            Endpoint::ExtendLock,
+            Endpoint::Unlock,
+            Endpoint::Deploy,
+            Endpoint::ExternalTasks,
+            Endpoint::ProcessInstance,
+            Endpoint::VariableInstances,
+            Endpoint::VariableInstanceQuery,
+            Endpoint::VariableInstanceCount,
+            Endpoint::DeleteIncident,
+            Endpoint::ModifyInstanceVariables,
+            Endpoint::InstanceVariables,
+            Endpoint::Engine,
+        ] {
+            assert_eq!(
+                attempts_while_every_connection_closes(endpoint),
+                (2, AfterClose::Outage),
+                "{endpoint:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_close_on_a_connection_opened_for_the_call_is_an_outage_whatever_the_call() {
+        assert_eq!(after_close(Endpoint::Complete, true), AfterClose::Outage);
+        assert_eq!(
+            after_close(Endpoint::FetchAndLock, true),
+            AfterClose::Outage
+        );
+    }
 }

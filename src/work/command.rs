@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::environment::command_environment;
@@ -94,6 +94,59 @@ impl CommandWork {
     fn name(&self) -> String {
         self.program.display().to_string()
     }
+
+    /// Starts the program with the environment it may see, its three pipes, in a process group of
+    /// its own.
+    fn spawn(&self, name: &str) -> Result<Child, WorkError> {
+        let environment =
+            command_environment(std::env::vars_os(), &self.pass_env, &self.withheld_env);
+        Command::new(&self.program)
+            .args(&self.args)
+            .env_clear()
+            .envs(environment)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Dropped when the shutdown grace is over: the program must not outlive the worker.
+            .kill_on_drop(true)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| WorkError::transient(format!("{name}: cannot start: {e}")))
+    }
+
+    /// Runs `work` (the program's run, to its exit) within `--follow-up-timeout`; at shutdown the
+    /// program's group gets SIGTERM once, and the run goes on until it ends or the timeout.
+    async fn within_timeout<T>(
+        &self,
+        name: &str,
+        pid: Option<u32>,
+        work: impl std::future::Future<Output = T>,
+        shutdown: &CancellationToken,
+    ) -> Result<T, WorkError> {
+        tokio::pin!(work);
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let mut terminated = false;
+        loop {
+            tokio::select! {
+                done = &mut work => return Ok(done),
+                () = &mut deadline => {
+                    // Dropping the run drops its wait on the child, which is killed with it
+                    // (kill_on_drop), its group too (see `Group`).
+                    return Err(WorkError::transient(format!(
+                        "{name} did not finish within --follow-up-timeout {}; killed",
+                        humantime::format_duration(self.timeout)
+                    )));
+                }
+                () = shutdown.cancelled(), if !terminated => {
+                    terminated = true;
+                    if let Some(pid) = pid {
+                        signal_group(pid, Signal::Terminate);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl FollowUpWork for CommandWork {
@@ -108,96 +161,79 @@ impl FollowUpWork for CommandWork {
     ) -> Result<Variables, WorkError> {
         let name = self.name();
         let input = serde_json::to_vec(task).unwrap_or_default();
-        let environment =
-            command_environment(std::env::vars_os(), &self.pass_env, &self.withheld_env);
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .env_clear()
-            .envs(environment)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Dropped when the shutdown grace is over: the program must not outlive the worker.
-            .kill_on_drop(true)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| WorkError::transient(format!("{name}: cannot start: {e}")))?;
-        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        let mut child = self.spawn(&name)?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(WorkError::transient(format!("{name}: no pipes")));
         };
-        let feed = async move {
-            // A program that does not read its input closes the pipe early: not an error.
-            let _ = stdin.write_all(&input).await;
-            drop(stdin);
-        };
-        let read_stdout = async move {
-            let mut output = Vec::new();
-            let limit = u64::try_from(MAX_OUTPUT_BYTES).unwrap_or(u64::MAX) + 1;
-            let mut limited = stdout.take(limit);
-            limited.read_to_end(&mut output).await?;
-            // Past the bound the rest is read and dropped, so that the program is not left blocked
-            // on a full pipe (and the failure is reported now, not at the timeout).
-            tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await?;
-            Ok::<_, std::io::Error>(output)
-        };
-        // Bounded lines, invalid UTF-8 replaced, rate-limited: see `relay`.
-        let read_stderr = super::relay::relay_stderr(BufReader::new(stderr));
         let pid = child.id();
         // Should this run be dropped before the program ended (timeout, end of the grace), its
         // whole group is killed, not only the program itself.
         let mut group = Group { pid, armed: true };
         let work = async {
-            let ((), output, last_stderr) = tokio::join!(feed, read_stdout, read_stderr);
+            // Bounded lines, invalid UTF-8 replaced, rate-limited: see `relay`.
+            let read_stderr = super::relay::relay_stderr(BufReader::new(stderr));
+            let ((), output, last_stderr) =
+                tokio::join!(feed(stdin, input), read_stdout(stdout), read_stderr);
             (output, last_stderr, child.wait().await)
         };
-        tokio::pin!(work);
-        let deadline = tokio::time::sleep(self.timeout);
-        tokio::pin!(deadline);
-        let mut terminated = false;
-        let (output, last_stderr, status) = loop {
-            tokio::select! {
-                done = &mut work => break done,
-                () = &mut deadline => {
-                    // Dropping the future drops the child, which kills it (kill_on_drop).
-                    return Err(WorkError::transient(format!(
-                        "{name} did not finish within --follow-up-timeout {}; killed",
-                        humantime::format_duration(self.timeout)
-                    )));
-                }
-                () = shutdown.cancelled(), if !terminated => {
-                    terminated = true;
-                    if let Some(pid) = pid {
-                        signal_group(pid, Signal::Terminate);
-                    }
-                }
-            }
-        };
+        let (output, last_stderr, status) = self.within_timeout(&name, pid, work, shutdown).await?;
         group.armed = false;
-        let status = status.map_err(|e| WorkError::transient(format!("{name}: {e}")))?;
-        let because = |what: String| {
-            if last_stderr.is_empty() {
-                what
-            } else {
-                format!("{what}: {last_stderr}")
-            }
-        };
-        if !status.success() {
-            let what = match status.code() {
-                Some(code) => format!("{name} exited with status {code}"),
-                None => format!("{name} was ended by a signal"),
-            };
-            return Err(WorkError::transient(because(what)));
-        }
-        let output = output.map_err(|e| WorkError::transient(format!("{name}: stdout: {e}")))?;
-        if output.len() > MAX_OUTPUT_BYTES {
-            return Err(WorkError::transient(format!(
-                "{name} printed more than {MAX_OUTPUT_BYTES} bytes on stdout; print only the message's variables as one JSON object"
-            )));
-        }
-        parse_output(&output).map_err(|what| WorkError::transient(format!("{name}: {what}")))
+        ended(&name, status, output, &last_stderr)
     }
+}
+
+/// Writes the completed task to the program's stdin and closes it.
+async fn feed(mut stdin: ChildStdin, input: Vec<u8>) {
+    // A program that does not read its input closes the pipe early: not an error.
+    let _ = stdin.write_all(&input).await;
+    drop(stdin);
+}
+
+/// Reads the program's stdout, at most [`MAX_OUTPUT_BYTES`] and one byte more (to tell that it
+/// was over).
+async fn read_stdout(stdout: ChildStdout) -> std::io::Result<Vec<u8>> {
+    let mut output = Vec::new();
+    let limit = u64::try_from(MAX_OUTPUT_BYTES).unwrap_or(u64::MAX) + 1;
+    let mut limited = stdout.take(limit);
+    limited.read_to_end(&mut output).await?;
+    // Past the bound the rest is read and dropped, so that the program is not left blocked on a
+    // full pipe (and the failure is reported now, not at the timeout).
+    tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await?;
+    Ok(output)
+}
+
+/// The run's result from how the program ended: its exit status, its stdout, and the last
+/// stderr line (which a failure names).
+fn ended(
+    name: &str,
+    status: std::io::Result<std::process::ExitStatus>,
+    output: std::io::Result<Vec<u8>>,
+    last_stderr: &str,
+) -> Result<Variables, WorkError> {
+    let status = status.map_err(|e| WorkError::transient(format!("{name}: {e}")))?;
+    let because = |what: String| {
+        if last_stderr.is_empty() {
+            what
+        } else {
+            format!("{what}: {last_stderr}")
+        }
+    };
+    if !status.success() {
+        let what = match status.code() {
+            Some(code) => format!("{name} exited with status {code}"),
+            None => format!("{name} was ended by a signal"),
+        };
+        return Err(WorkError::transient(because(what)));
+    }
+    let output = output.map_err(|e| WorkError::transient(format!("{name}: stdout: {e}")))?;
+    if output.len() > MAX_OUTPUT_BYTES {
+        return Err(WorkError::transient(format!(
+            "{name} printed more than {MAX_OUTPUT_BYTES} bytes on stdout; print only the message's variables as one JSON object"
+        )));
+    }
+    parse_output(&output).map_err(|what| WorkError::transient(format!("{name}: {what}")))
 }
 
 /// The message's variables from a command's stdout: one JSON object, each member typed like

@@ -181,3 +181,187 @@ impl Saturation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX_TASKS: usize = 4;
+
+    /// Admission with `MAX_TASKS` slots and room for `room` follow-ups.
+    fn admission(room: usize) -> Admission {
+        Admission::new(MAX_TASKS, Arc::new(Semaphore::new(room)), room)
+    }
+
+    fn free(admission: &Admission) -> (usize, usize) {
+        (
+            admission.slots.available_permits(),
+            admission.room.available_permits(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_takes_a_slot_and_room_per_task_up_to_its_share_and_gives_both_back() {
+        let admission = admission(10);
+        let (shutdown, metrics) = (CancellationToken::new(), Metrics::new());
+        let started = Instant::now();
+        let permits = admission
+            .take(3, false, &shutdown, &metrics)
+            .await
+            .expect("free slots");
+        assert_eq!(permits.len(), 3);
+        assert_eq!(free(&admission), (1, 7));
+        let all = admission
+            .take(usize::MAX, false, &shutdown, &metrics)
+            .await
+            .expect("one slot left");
+        assert_eq!(all.len(), 1, "never more than the free slots");
+        assert_eq!(started.elapsed(), Duration::ZERO, "nothing waited");
+        drop(permits);
+        drop(all);
+        assert_eq!(free(&admission), (MAX_TASKS, 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_takes_no_more_tasks_than_there_is_room_for_follow_ups() {
+        let admission = admission(2);
+        let (shutdown, metrics) = (CancellationToken::new(), Metrics::new());
+        let permits = admission
+            .take(usize::MAX, false, &shutdown, &metrics)
+            .await
+            .expect("room for two");
+        assert_eq!(permits.len(), 2);
+        assert_eq!(free(&admission), (2, 0), "the third slot is not kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_room_fetching_pauses_until_a_follow_up_gives_its_room_back() {
+        let admission = admission(1);
+        let (shutdown, metrics) = (CancellationToken::new(), Metrics::new());
+        let held = admission
+            .take(1, false, &shutdown, &metrics)
+            .await
+            .expect("room for one");
+        let started = Instant::now();
+        let waiting = admission.take(1, false, &shutdown, &metrics);
+        let freeing = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(metrics.fetch_paused.get(), 1, "paused while it waits");
+            drop(held);
+        };
+        let (permits, ()) = tokio::join!(waiting, freeing);
+        let permits = permits.expect("room again");
+        assert_eq!(permits.len(), 1);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(metrics.fetch_paused.get(), 0, "resumed");
+        assert_eq!(free(&admission), (MAX_TASKS - 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_while_waiting_for_room_gives_the_slot_back() {
+        let admission = admission(1);
+        let (shutdown, metrics) = (CancellationToken::new(), Metrics::new());
+        let _held = admission
+            .take(1, false, &shutdown, &metrics)
+            .await
+            .expect("room for one");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            stop.cancel();
+        });
+        let started = Instant::now();
+        assert!(admission
+            .take(1, false, &shutdown, &metrics)
+            .await
+            .is_none());
+        assert_eq!(started.elapsed(), Duration::from_millis(40));
+        assert_eq!(free(&admission), (MAX_TASKS - 1, 0), "only the held task's");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_while_every_slot_is_busy_takes_nothing() {
+        let admission = admission(10);
+        let (shutdown, metrics) = (CancellationToken::new(), Metrics::new());
+        let _busy = admission
+            .take(MAX_TASKS, false, &shutdown, &metrics)
+            .await
+            .expect("every slot");
+        shutdown.cancel();
+        assert!(admission
+            .take(1, false, &shutdown, &metrics)
+            .await
+            .is_none());
+        assert_eq!(free(&admission), (0, 10 - MAX_TASKS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_saturation_a_fetch_lingers_briefly_for_half_the_slots() {
+        let admission = admission(10);
+        let (shutdown, metrics) = (CancellationToken::new(), Metrics::new());
+        let mut busy = admission
+            .take(MAX_TASKS, false, &shutdown, &metrics)
+            .await
+            .expect("every slot");
+        // One slot frees now, a second 10 ms later: the fetch waits for it (half of 4 slots).
+        busy.pop();
+        let started = Instant::now();
+        let freeing = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            busy.pop();
+        };
+        let (permits, ()) = tokio::join!(
+            admission.take(usize::MAX, true, &shutdown, &metrics),
+            freeing
+        );
+        assert_eq!(permits.expect("two slots").len(), 2);
+        assert_eq!(started.elapsed(), Duration::from_millis(10));
+
+        // No second slot comes free: the fetch goes with one after the linger.
+        let admission = self::admission(10);
+        let mut busy = admission
+            .take(MAX_TASKS, false, &shutdown, &metrics)
+            .await
+            .expect("every slot");
+        busy.pop();
+        let started = Instant::now();
+        let permits = admission
+            .take(usize::MAX, true, &shutdown, &metrics)
+            .await
+            .expect("one slot");
+        assert_eq!(permits.len(), 1);
+        assert_eq!(started.elapsed(), BATCH_LINGER);
+
+        // Without saturation it does not linger.
+        drop(permits);
+        let started = Instant::now();
+        let permits = admission
+            .take(usize::MAX, false, &shutdown, &metrics)
+            .await
+            .expect("one slot");
+        assert_eq!((permits.len(), started.elapsed()), (1, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_waits_while_another_is_saturated_and_goes_on_when_none_is() {
+        let saturation = Saturation::default();
+        let (a, b) = (CancellationToken::new(), CancellationToken::new());
+        let started = Instant::now();
+        assert!(saturation.wait_until_none([&a, &b]).await);
+        assert_eq!(started.elapsed(), Duration::ZERO, "none saturated: no wait");
+
+        saturation.set("n1", true);
+        let clearing = async {
+            tokio::time::sleep(Duration::from_millis(70)).await;
+            saturation.set("n1", false);
+        };
+        let (went_on, ()) = tokio::join!(saturation.wait_until_none([&a, &b]), clearing);
+        assert!(went_on);
+        assert_eq!(started.elapsed(), Duration::from_millis(70));
+
+        saturation.set("n2", true);
+        b.cancel();
+        assert!(!saturation.wait_until_none([&a, &b]).await, "stopped");
+        assert_eq!(started.elapsed(), Duration::from_millis(70));
+    }
+}

@@ -11,6 +11,7 @@
 //! - [`pacing`]: the minimum pause after a poll that came back empty.
 //! - [`fetch_size`]: how many tasks a poll asks for after a fetch reply outgrew its bound.
 //! - [`task`]: one task's lifecycle after the fetch.
+//! - `lock`: keeping a task's lock while its handler runs.
 //! - [`handback`]: what shutdown gives back to the engine.
 //!
 //! This file follows the client's node list: a node that appears gets a fetch loop, one that
@@ -20,6 +21,7 @@ pub(crate) mod admission;
 pub mod context;
 mod fetch_size;
 pub(crate) mod handback;
+mod lock;
 pub(crate) mod pacing;
 pub mod poll;
 mod settle;

@@ -16,9 +16,9 @@ use tracing::{debug, error, info, warn};
 use super::admission::Permits;
 use super::context::WorkerContext;
 use super::fetch_size::FetchCeiling;
-use super::pacing::pause_after_empty;
+pub use super::pacing::PollOutcome;
+use super::pacing::{Pace, Wait};
 use super::task::spawn_tasks;
-use crate::backoff::Backoff;
 use crate::engine::{millis, EngineError, ExternalTask, FetchAndLockRequest, Node, TopicRequest};
 use crate::handler::Handler;
 use crate::metrics::Outcome;
@@ -34,22 +34,6 @@ const CANCEL_WAIT: Duration = Duration::from_secs(1);
 
 /// Within [`CANCEL_WAIT`], how often the cancel is asked again.
 const CANCEL_RETRY: Duration = Duration::from_millis(250);
-
-/// What one poll did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PollOutcome {
-    /// Tasks were fetched and started.
-    Fetched {
-        /// How many.
-        tasks: usize,
-        /// Whether the engine filled every slot the fetch asked for (more may be waiting).
-        saturated: bool,
-    },
-    /// The long poll ended without a task.
-    Empty,
-    /// Shutdown began; nothing more is fetched from this node.
-    Stopped,
-}
 
 /// How a fetch-and-lock request ended (the `outcome` of `fetch_requests_total`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -102,64 +86,36 @@ impl<H: Handler> NodePoll<H> {
         if let Err(e) = pinged {
             debug!(node = %node.name(), "the engine does not answer yet: {e}");
         }
-        let mut backoff = Backoff::new(ctx.settings.max_backoff);
+        let mut pace = Pace::new(ctx.settings.min_poll_interval, ctx.settings.max_backoff);
         let mut trouble = Trouble::default();
         let mut ceiling = FetchCeiling::new(ctx.settings.max_tasks as usize);
-        let mut last = None;
+        let stops = [&ctx.stop.shutdown, retire];
         while !retire.is_cancelled() {
-            // Alone, a node's poll takes every free slot; among several, a node that just handed
-            // out tasks takes all free slots again, an idle one parks with a single slot.
-            let alone = ctx.client.nodes().len() <= 1;
-            let share = if alone || matches!(last, Some(PollOutcome::Fetched { .. })) {
-                usize::MAX
-            } else {
-                1
-            };
-            let saturated = matches!(
-                last,
-                Some(PollOutcome::Fetched {
-                    saturated: true,
-                    ..
-                })
-            );
+            let share = pace.share(ctx.client.nodes().len() <= 1);
+            let saturated = pace.saturated();
             ctx.admission.saturation.set(node.name(), saturated);
-            if !saturated
-                && !ctx
-                    .admission
-                    .saturation
-                    .wait_until_none([&ctx.stop.shutdown, retire])
-                    .await
-            {
+            if !saturated && !ctx.admission.saturation.wait_until_none(stops).await {
                 break;
             }
             let polled_at = Instant::now();
-            let error = match self.poll_within(share, saturated, &mut ceiling).await {
+            let wait = match self.poll_within(share, saturated, &mut ceiling).await {
                 Ok(PollOutcome::Stopped) => break,
                 Ok(outcome) => {
                     if trouble.clear() {
                         info!(node = %node.name(), "fetch-and-lock works again");
                     }
-                    last = Some(outcome);
-                    backoff.reset();
                     ctx.metrics.set_fetch_backoff(node.name(), Duration::ZERO);
-                    let pause = ctx.settings.min_poll_interval;
-                    if outcome == PollOutcome::Empty
-                        && !pause_after_empty(polled_at, pause, [&ctx.stop.shutdown, retire]).await
-                    {
-                        break;
-                    }
-                    continue;
+                    pace.after_poll(polled_at, outcome)
                 }
-                Err(error) => error,
+                Err(error) => {
+                    trouble.report(node, &ctx.settings.worker_id, &error);
+                    let delay = pace.after_error();
+                    ctx.metrics.set_fetch_backoff(node.name(), delay);
+                    Wait::BackOff(delay)
+                }
             };
-            last = None;
-            trouble.report(node, &ctx.settings.worker_id, &error);
-            let delay = backoff.next_delay();
-            ctx.metrics.set_fetch_backoff(node.name(), delay);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = ctx.stop.shutdown.cancelled() => break,
-                _ = retire.cancelled() => break,
+            if !pace.wait(wait, stops).await {
+                break;
             }
         }
         ctx.admission.saturation.set(node.name(), false);
@@ -195,25 +151,8 @@ impl<H: Handler> NodePoll<H> {
             return Ok(PollOutcome::Stopped);
         };
         let asked = permits.len();
-        let settings = &ctx.settings;
-        let request = FetchAndLockRequest {
-            worker_id: settings.worker_id.clone(),
-            max_tasks: u32::try_from(permits.len()).unwrap_or(u32::MAX),
-            use_priority: true,
-            async_response_timeout: millis(settings.long_poll),
-            // One fetch for every route: the engine takes several topics, each with its own
-            // lock duration and variables.
-            topics: settings
-                .subscriptions
-                .iter()
-                .map(|subscription| TopicRequest {
-                    topic_name: subscription.topic.clone(),
-                    lock_duration: millis(subscription.lock_duration),
-                    variables: ctx.handler.variables_to_fetch_for(&subscription.topic),
-                })
-                .collect(),
-        };
-        let parked_until = Instant::now() + settings.long_poll;
+        let request = self.fetch_request(asked);
+        let parked_until = Instant::now() + ctx.settings.long_poll;
         let fetch = ctx.client.fetch_and_lock(node, &request);
         tokio::pin!(fetch);
         let fetched = tokio::select! {
@@ -223,32 +162,71 @@ impl<H: Handler> NodePoll<H> {
                 return Ok(PollOutcome::Stopped);
             }
         };
-        let tasks = match fetched {
-            Ok(tasks) => tasks,
-            Err(error) => {
-                if error.is_too_large() {
-                    ceiling.too_large(node.name(), asked);
-                }
-                ctx.liveness.polled(0);
-                ctx.metrics.fetched(node.name(), FetchOutcome::Error, 0);
-                return Err(error);
-            }
-        };
-        ceiling.fitted(node.name(), asked, tasks.len());
-        ctx.liveness.polled(tasks.len());
-        ctx.metrics.polled_successfully();
+        let tasks = self.record_fetch(fetched, asked, ceiling)?;
         if tasks.is_empty() {
-            ctx.metrics.fetched(node.name(), FetchOutcome::Empty, 0);
             return Ok(PollOutcome::Empty);
         }
-        ctx.metrics
-            .fetched(node.name(), FetchOutcome::Tasks, tasks.len());
         let count = tasks.len();
         spawn_tasks(ctx, node, tasks, permits);
         Ok(PollOutcome::Fetched {
             tasks: count,
             saturated: count >= asked,
         })
+    }
+
+    /// The fetch-and-lock request for `max_tasks` tasks: one fetch for every route, since the
+    /// engine takes several topics, each with its own lock duration and variables.
+    fn fetch_request(&self, max_tasks: usize) -> FetchAndLockRequest {
+        let ctx = &self.ctx;
+        let settings = &ctx.settings;
+        FetchAndLockRequest {
+            worker_id: settings.worker_id.clone(),
+            max_tasks: u32::try_from(max_tasks).unwrap_or(u32::MAX),
+            use_priority: true,
+            async_response_timeout: millis(settings.long_poll),
+            topics: settings
+                .subscriptions
+                .iter()
+                .map(|subscription| TopicRequest {
+                    topic_name: subscription.topic.clone(),
+                    lock_duration: millis(subscription.lock_duration),
+                    variables: ctx.handler.variables_to_fetch_for(&subscription.topic),
+                })
+                .collect(),
+        }
+    }
+
+    /// Records what a fetch that asked for `asked` tasks got — in the fetch ceiling, the
+    /// liveness check and the metrics — and passes it on.
+    fn record_fetch(
+        &self,
+        fetched: Result<Vec<ExternalTask>, EngineError>,
+        asked: usize,
+        ceiling: &mut FetchCeiling,
+    ) -> Result<Vec<ExternalTask>, EngineError> {
+        let ctx = &self.ctx;
+        let node = self.node.name();
+        let tasks = match fetched {
+            Ok(tasks) => tasks,
+            Err(error) => {
+                if error.is_too_large() {
+                    ceiling.too_large(node, asked);
+                }
+                ctx.liveness.polled(0);
+                ctx.metrics.fetched(node, FetchOutcome::Error, 0);
+                return Err(error);
+            }
+        };
+        ceiling.fitted(node, asked, tasks.len());
+        ctx.liveness.polled(tasks.len());
+        ctx.metrics.polled_successfully();
+        let outcome = if tasks.is_empty() {
+            FetchOutcome::Empty
+        } else {
+            FetchOutcome::Tasks
+        };
+        ctx.metrics.fetched(node, outcome, tasks.len());
+        Ok(tasks)
     }
 
     /// At shutdown, ends this node's long poll. Dropping the request would close the connection,

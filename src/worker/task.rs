@@ -19,8 +19,9 @@ use crate::metrics::{NoOutcome, Outcome};
 
 use super::admission::Permits;
 use super::context::WorkerContext;
-use super::settle::{refusal_is_not_about_the_lock, settle, Accepted, Unsettled};
-use crate::correlation::FollowUp;
+use super::lock::keep_lock;
+use super::settle::{settle, Accepted, Unsettled};
+use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
 use crate::engine::Node;
 use crate::engine::{
     millis, BpmnErrorRequest, CompleteRequest, EngineError, ExtendLockRequest, ExternalTask,
@@ -160,7 +161,7 @@ impl<H: Handler> TaskRun<H> {
     async fn complete(
         &mut self,
         mut variables: crate::variables::Variables,
-        target: Option<crate::correlation::CorrelationTarget>,
+        target: Option<CorrelationTarget>,
     ) -> TaskOutcome {
         // The follow-up's record in the engine, committed with the completion (see
         // `crate::ledger`).
@@ -191,33 +192,10 @@ impl<H: Handler> TaskRun<H> {
             follow_ups.release(&task_id);
         }
         match settled {
-            Ok(accepted) => {
-                if accepted == Accepted::ReplyLost {
-                    info!("complete: the reply was lost, but the engine shows the task completed by this worker");
-                }
-                let metrics = &self.ctx.metrics;
-                metrics.count_topic(&metrics.tasks_completed, NoOutcome, &self.topic);
-                debug!("task completed");
-                let (Some(target), Some(marker)) = (target, marker) else {
-                    return TaskOutcome::Completed { follow_up: false };
-                };
-                follow_ups.schedule(
-                    FollowUp {
-                        target,
-                        process_instance_id: self.task.process_instance_id.clone(),
-                        marker,
-                        task: CompletedTask::from_task(&self.task, &self.topic),
-                        fetched_at: Some(self.fetched_at),
-                        completed_at: Instant::now(),
-                        recovered: false,
-                    },
-                    self.room.take(),
-                );
-                TaskOutcome::Completed { follow_up: true }
-            }
+            Ok(accepted) => self.completed(accepted, &follow_ups, target.zip(marker)),
             // A 400 that is not about the lock (a variable the engine cannot take, say) would come
             // back every lock duration forever: report it as a failure, so an incident shows it.
-            Err(Unsettled::Refused(error)) if refusal_is_not_about_the_lock(&error) => {
+            Err(Unsettled::Invalid(error)) => {
                 self.report_failure(HandlerError::permanent(
                     "the engine refused to complete the task",
                     error.to_string(),
@@ -226,6 +204,38 @@ impl<H: Handler> TaskRun<H> {
             }
             Err(unsettled) => self.dropped("complete", unsettled),
         }
+    }
+
+    /// After the engine took the completion: counts it, and schedules the follow-up it owes
+    /// (`owed`: where the message goes, and the marker the completion set).
+    fn completed(
+        &mut self,
+        accepted: Accepted,
+        follow_ups: &FollowUps,
+        owed: Option<(CorrelationTarget, Marker)>,
+    ) -> TaskOutcome {
+        if accepted == Accepted::ReplyLost {
+            info!("complete: the reply was lost, but the engine shows the task completed by this worker");
+        }
+        let metrics = &self.ctx.metrics;
+        metrics.count_topic(&metrics.tasks_completed, NoOutcome, &self.topic);
+        debug!("task completed");
+        let Some((target, marker)) = owed else {
+            return TaskOutcome::Completed { follow_up: false };
+        };
+        follow_ups.schedule(
+            FollowUp {
+                target,
+                process_instance_id: self.task.process_instance_id.clone(),
+                marker,
+                task: CompletedTask::from_task(&self.task, &self.topic),
+                fetched_at: Some(self.fetched_at),
+                completed_at: Instant::now(),
+                recovered: false,
+            },
+            self.room.take(),
+        );
+        TaskOutcome::Completed { follow_up: true }
     }
 
     async fn report_bpmn_error(&mut self, code: String, message: String) -> TaskOutcome {
@@ -310,7 +320,9 @@ impl<H: Handler> TaskRun<H> {
                 info!("{what}: the task no longer exists (cancelled, or done by another worker); dropped: {error}");
                 TaskOutcome::Dropped(DropReason::TaskGone)
             }
-            Unsettled::Refused(error) => {
+            // A failure or BPMN error the engine refused is dropped like one refused for the lock:
+            // the lock runs out and the task is handed out again.
+            Unsettled::Refused(error) | Unsettled::Invalid(error) => {
                 metrics.count_topic(&metrics.tasks_dropped, DropReason::LockLost, &self.topic);
                 warn!("{what} refused; task dropped without a follow-up: {error}");
                 TaskOutcome::Dropped(DropReason::LockLost)
@@ -386,47 +398,37 @@ impl<H: Handler> TaskRun<H> {
     }
 
     /// Runs the handler as its own task (so a panic is contained), extending the lock at half its
-    /// duration for as long as the handler runs.
+    /// duration for as long as the handler runs (see `lock.rs`).
     async fn run_handler(&mut self) -> HandlerRun {
         let ctx = Arc::clone(&self.ctx);
         let owned = self.task.clone();
-        let mut handle =
+        let handle =
             tokio::spawn(async move { ctx.handler.handle(&owned).await }.in_current_span());
-        let lock = self.lock;
-        let mut extend_at = Instant::now() + lock / 2;
-        loop {
-            tokio::select! {
-                joined = &mut handle => {
-                    return HandlerRun::Finished(match joined {
-                        Ok(result) => result,
-                        Err(join_error) => Err(HandlerError::transient(
-                            "the handler panicked",
-                            format!("{join_error}"),
-                        )),
-                    });
-                }
-                _ = tokio::time::sleep_until(extend_at) => {
-                    let request = ExtendLockRequest {
-                        worker_id: self.ctx.settings.worker_id.clone(),
-                        new_duration: millis(lock),
-                    };
-                    let asked = Instant::now();
-                    match self.ctx.client.extend_lock(&self.task.id, &request).await {
-                        Ok(()) => {
-                            // The engine counts the new duration from when it took the call,
-                            // which is after `asked`: this deadline errs on the safe side.
-                            self.lock_until = asked + lock;
-                            debug!("handler still running: lock extended");
-                        }
-                        Err(e) => warn!("could not extend the lock: {e}"),
-                    }
-                    extend_at = Instant::now() + lock / 2;
-                }
-                _ = self.ctx.stop.abort.cancelled() => {
-                    handle.abort();
-                    warn!("shutdown grace over while the handler ran: task abandoned, its lock will expire");
-                    return HandlerRun::Abandoned;
-                }
+        let request = ExtendLockRequest {
+            worker_id: self.ctx.settings.worker_id.clone(),
+            new_duration: millis(self.lock),
+        };
+        let client = &self.ctx.client;
+        let task_id = &self.task.id;
+        let joined = keep_lock(
+            handle,
+            self.lock,
+            &mut self.lock_until,
+            &self.ctx.stop.abort,
+            || client.extend_lock(task_id, &request),
+        )
+        .await;
+        match joined {
+            Some(joined) => HandlerRun::Finished(match joined {
+                Ok(result) => result,
+                Err(join_error) => Err(HandlerError::transient(
+                    "the handler panicked",
+                    format!("{join_error}"),
+                )),
+            }),
+            None => {
+                warn!("shutdown grace over while the handler ran: task abandoned, its lock will expire");
+                HandlerRun::Abandoned
             }
         }
     }
