@@ -40,13 +40,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+mod calls;
 mod deliver;
 mod diagnosis;
 mod give_up;
+mod recover;
 mod target;
 mod work_phase;
 
 use diagnosis::Misconfiguration;
+pub use recover::Recovery;
 pub use target::{CorrelateBy, CorrelationTarget};
 
 use crate::budget::RetryBudget;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
+use super::calls::Ledger;
 use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, MarkerCell};
 use crate::backoff::Backoff;
 use crate::ledger::Marker;
@@ -117,56 +118,18 @@ impl FollowUps {
     /// Runs the work until it succeeds, fails for good, or shutdown stops it.
     async fn run_work(&self, follow_up: &FollowUp, marker: &MarkerCell) -> WorkEnd {
         let settings = &self.route.settings;
-        let metrics = &self.inner.metrics;
         let mut backoff = Backoff::starting_at(Duration::from_secs(1), settings.max_backoff);
         let mut runs = 0;
         let last = loop {
             runs += 1;
-            let run = async {
-                // The semaphore is never closed, so acquiring only fails if it were.
-                let _slot = self.inner.work_slots.acquire().await.ok();
-                let _running = Running::start(metrics);
-                self.route
-                    .work
-                    .run(&follow_up.task, &self.inner.hurry)
-                    .await
-            };
-            let result = tokio::select! {
-                result = run => result,
-                // The grace is over: the work is dropped (a command killed), owed for the next
-                // start once its lease runs out.
-                _ = self.inner.abort.cancelled() => {
-                    metrics.count_topic(&metrics.follow_up_work_runs, WorkOutcome::Interrupted, &follow_up.task.topic);
-                    return WorkEnd::Interrupted;
-                }
-            };
-            let error = match result {
-                Ok(variables) => {
-                    metrics.count_topic(
-                        &metrics.follow_up_work_runs,
-                        WorkOutcome::Succeeded,
-                        &follow_up.task.topic,
-                    );
-                    return WorkEnd::Done(variables);
-                }
-                Err(_) if self.inner.hurry.is_cancelled() => {
-                    metrics.count_topic(
-                        &metrics.follow_up_work_runs,
-                        WorkOutcome::Interrupted,
-                        &follow_up.task.topic,
-                    );
-                    return WorkEnd::Interrupted;
-                }
+            let error = match self.run_once(follow_up).await {
+                Ok(end) => return end,
                 Err(error) => error,
             };
             if !error.retry || runs > settings.work_retries {
                 break error;
             }
-            metrics.count_topic(
-                &metrics.follow_up_work_runs,
-                WorkOutcome::Retried,
-                &follow_up.task.topic,
-            );
+            self.count_run(follow_up, WorkOutcome::Retried);
             let wait = backoff.next_delay();
             warn!(
                 run = runs,
@@ -178,13 +141,49 @@ impl FollowUps {
                 _ = self.inner.hurry.cancelled() => return WorkEnd::Interrupted,
             }
         };
-        metrics.count_topic(
-            &metrics.follow_up_work_runs,
-            WorkOutcome::Failed,
-            &follow_up.task.topic,
-        );
+        self.count_run(follow_up, WorkOutcome::Failed);
         self.work_failed(follow_up, marker, runs, &last).await;
         WorkEnd::Failed
+    }
+
+    /// One run of the work in a work slot: how the follow-up ends (its variables, or shutdown
+    /// stopped it), or the error of a run that failed.
+    async fn run_once(&self, follow_up: &FollowUp) -> Result<WorkEnd, WorkError> {
+        let run = async {
+            // The semaphore is never closed, so acquiring only fails if it were.
+            let _slot = self.inner.work_slots.acquire().await.ok();
+            let _running = Running::start(&self.inner.metrics);
+            self.route
+                .work
+                .run(&follow_up.task, &self.inner.hurry)
+                .await
+        };
+        let result = tokio::select! {
+            result = run => result,
+            // The grace is over: the work is dropped (a command killed), owed for the next
+            // start once its lease runs out.
+            _ = self.inner.abort.cancelled() => {
+                self.count_run(follow_up, WorkOutcome::Interrupted);
+                return Ok(WorkEnd::Interrupted);
+            }
+        };
+        match result {
+            Ok(variables) => {
+                self.count_run(follow_up, WorkOutcome::Succeeded);
+                Ok(WorkEnd::Done(variables))
+            }
+            Err(_) if self.inner.hurry.is_cancelled() => {
+                self.count_run(follow_up, WorkOutcome::Interrupted);
+                Ok(WorkEnd::Interrupted)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Counts one run of the follow-up's work in `follow_up_work_runs_total`.
+    fn count_run(&self, follow_up: &FollowUp, outcome: WorkOutcome) {
+        let metrics = &self.inner.metrics;
+        metrics.count_topic(&metrics.follow_up_work_runs, outcome, &follow_up.task.topic);
     }
 
     /// Work failed for good: one ERROR, an incident on the waiting execution carrying the
@@ -234,11 +233,22 @@ impl FollowUps {
     /// moved on), or no renewal went through for a whole lease — after which this worker must
     /// not write the marker any more, since another may own it.
     async fn renew_lease(&self, follow_up: &FollowUp, marker: &MarkerCell) {
+        self.renew_lease_via(&self.inner.client, follow_up, marker)
+            .await;
+    }
+
+    /// [`FollowUps::renew_lease`] through `ledger`.
+    async fn renew_lease_via<L: Ledger>(
+        &self,
+        ledger: &L,
+        follow_up: &FollowUp,
+        marker: &MarkerCell,
+    ) {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return std::future::pending().await;
         };
         let settings = &self.route.settings;
-        let client = &self.inner.client;
+        let variable = &settings.marker_variable;
         let mut held_until = Instant::now() + settings.lease;
         loop {
             tokio::time::sleep(settings.lease / 4).await;
@@ -247,10 +257,7 @@ impl FollowUps {
                 warn!("the follow-up's lease ran out before it could be renewed; another worker may run its work too (its message still goes once)");
                 return;
             }
-            let read = client
-                .instance_variable(instance, &settings.marker_variable)
-                .await;
-            match read {
+            match ledger.read_marker(instance, variable).await {
                 Ok(Some(value)) if Marker::parse(&value).is_some_and(|m| state.is_ours(&m)) => {}
                 Ok(_) => {
                     debug!("the follow-up's marker changed: another worker took it over, or the instance moved on");
@@ -263,10 +270,7 @@ impl FollowUps {
             }
             let asked = Instant::now();
             let renewed = state.current.owed_again(settings.lease);
-            match client
-                .set_instance_variable(instance, &settings.marker_variable, &marker_value(&renewed))
-                .await
-            {
+            match ledger.write_marker(instance, variable, &renewed).await {
                 Ok(()) => {
                     state.current = renewed;
                     state.maybe = None;
