@@ -43,6 +43,8 @@ use tracing::Instrument;
 mod calls;
 mod deliver;
 mod diagnosis;
+#[cfg(test)]
+pub(crate) mod fake;
 mod give_up;
 mod recover;
 mod target;
@@ -444,17 +446,14 @@ impl FollowUps {
         lock(&self.inner.pending).insert(task_id.clone());
         self.inner.metrics.follow_ups_pending.inc();
         let this = self.clone();
-        let due = follow_up.completed_at + self.route.settings.delay;
+        let due = self.due(&follow_up);
         // While it waits out its delay, a follow-up is this small task; the delivery's state (its
         // HTTP calls, its span) is only allocated when it is due. Measured: a pending follow-up
         // held inline cost about 8 KB, so a few hundred pending ones were most of the heap.
         self.inner.tracker.spawn(async move {
             let has_work = this.route.work.is_work();
             if !has_work {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => {}
-                    _ = this.inner.hurry.cancelled() => {}
-                }
+                this.wait_until_due(due).await;
             }
             let span = tracing::info_span!(
                 parent: None,

@@ -78,6 +78,17 @@ impl FollowUps {
     /// The whole follow-up of a route with work: the work, then (no earlier than `due`) the
     /// message with its result; the lease renewed throughout.
     pub(super) async fn work_then_deliver(&self, follow_up: &FollowUp, due: Instant) -> Delivery {
+        let ledger = &self.inner.client;
+        self.work_then_deliver_via(ledger, follow_up, due).await
+    }
+
+    /// [`FollowUps::work_then_deliver`] through `ledger`.
+    async fn work_then_deliver_via<L: Ledger>(
+        &self,
+        ledger: &L,
+        follow_up: &FollowUp,
+        due: Instant,
+    ) -> Delivery {
         let marker = MarkerCell::new(follow_up.marker.clone());
         let pipeline = async {
             let variables = match self.run_work(follow_up, &marker).await {
@@ -90,12 +101,9 @@ impl FollowUps {
                     return left;
                 }
             };
-            tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
-                _ = self.inner.hurry.cancelled() => {}
-            }
+            self.wait_until_due(due).await;
             let delivery = self
-                .deliver_due(follow_up, &marker, &variables, Some(due))
+                .deliver_via(ledger, follow_up, &marker, &variables, Some(due))
                 .await;
             if follow_up.recovered
                 && matches!(delivery, Delivery::Sent | Delivery::AlreadyDelivered)
@@ -110,7 +118,7 @@ impl FollowUps {
             delivery = &mut pipeline => return delivery,
             // Renewal stops only when the lease is lost: the follow-up goes on, and its message
             // (or its marker read) tells whether another worker took it over.
-            () = self.renew_lease(follow_up, &marker) => {}
+            () = self.renew_lease_via(ledger, follow_up, &marker) => {}
         }
         pipeline.await
     }
@@ -232,12 +240,6 @@ impl FollowUps {
     /// once the lease is lost: the marker changed (another worker took over, or the instance
     /// moved on), or no renewal went through for a whole lease — after which this worker must
     /// not write the marker any more, since another may own it.
-    async fn renew_lease(&self, follow_up: &FollowUp, marker: &MarkerCell) {
-        self.renew_lease_via(&self.inner.client, follow_up, marker)
-            .await;
-    }
-
-    /// [`FollowUps::renew_lease`] through `ledger`.
     async fn renew_lease_via<L: Ledger>(
         &self,
         ledger: &L,
