@@ -38,7 +38,7 @@ pub(crate) struct FakeLedger {
     pub(crate) messages: Mutex<VecDeque<Result<(), EngineError>>>,
     /// The marker a read finds (`None`: the instance has ended).
     pub(crate) marker: Mutex<Option<String>>,
-    /// Replies to writes, in order; then success.
+    /// Replies to writes, in order; then success (a write that succeeds sets the marker).
     pub(crate) writes: Mutex<VecDeque<Result<(), EngineError>>>,
     calls: Mutex<Vec<(Duration, Call)>>,
 }
@@ -96,8 +96,11 @@ impl Ledger for FakeLedger {
 
     async fn write_marker(&self, _: &str, _: &str, marker: &Marker) -> Result<(), EngineError> {
         self.record(Call::Write(marker.to_string()));
-        let reply = self.writes.lock().unwrap().pop_front();
-        reply.unwrap_or(Ok(()))
+        let reply = self.writes.lock().unwrap().pop_front().unwrap_or(Ok(()));
+        if reply.is_ok() {
+            *self.marker.lock().unwrap() = Some(marker.to_string());
+        }
+        reply
     }
 }
 

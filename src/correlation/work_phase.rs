@@ -316,3 +316,139 @@ impl FollowUps {
 fn marker_value(marker: &Marker) -> TypedValue {
     TypedValue::string(marker.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::fake::{self, Call, FakeLedger};
+    use super::super::{CorrelationSettings, Delivery, FollowUps, MarkerCell};
+    use crate::ledger::Marker;
+    use crate::variables::Variables;
+    use crate::work::{CompletedTask, FollowUpWork, WorkError};
+
+    /// Work that takes this long.
+    struct Takes(Duration);
+
+    impl FollowUpWork for Takes {
+        async fn run(
+            &self,
+            _: &CompletedTask,
+            _: &CancellationToken,
+        ) -> Result<Variables, WorkError> {
+            tokio::time::sleep(self.0).await;
+            Ok(Variables::new())
+        }
+    }
+
+    fn scheduler(work: Duration) -> FollowUps {
+        let settings = CorrelationSettings {
+            delay: Duration::from_secs(2),
+            lease: Duration::from_secs(60),
+            ..CorrelationSettings::default()
+        };
+        fake::follow_ups(settings, Arc::new(Takes(work)))
+    }
+
+    /// When the first message goes, from the completion, for work that takes `work`.
+    async fn first_message_after(work: Duration) -> Duration {
+        let follow_ups = scheduler(work);
+        let f = fake::follow_up("task-1", Some("pi-1"), Duration::from_secs(60));
+        let ledger = FakeLedger::holding(&f.marker);
+        ledger.answer_messages(vec![Ok(())]);
+        let due = follow_ups.due(&f);
+        let delivery = follow_ups.work_then_deliver_via(&ledger, &f, due).await;
+        assert_eq!(delivery, Delivery::Sent);
+        let calls = ledger.calls();
+        assert_eq!(
+            calls.len(),
+            1,
+            "one message, no lease renewal yet: {calls:?}"
+        );
+        calls[0].0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_work_runs_within_the_delay_and_the_message_waits_for_the_rest() {
+        let at = first_message_after(Duration::from_millis(1500)).await;
+        assert_eq!(at, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_longer_than_the_delay_sends_its_message_as_soon_as_it_is_done() {
+        let at = first_message_after(Duration::from_secs(3)).await;
+        assert_eq!(at, Duration::from_secs(3));
+    }
+
+    /// Renews the lease of a follow-up whose instance holds its marker, for `within` at most;
+    /// returns when renewal stopped (`None`: it was still renewing).
+    async fn renew(ledger: &FakeLedger, marker: &Marker, within: Duration) -> Option<Duration> {
+        let follow_ups = scheduler(Duration::ZERO);
+        let mut f = fake::follow_up("task-1", Some("pi-1"), Duration::from_secs(60));
+        f.marker = marker.clone();
+        let cell = MarkerCell::new(marker.clone());
+        let started = Instant::now();
+        let renewal = follow_ups.renew_lease_via(ledger, &f, &cell);
+        tokio::time::timeout(within, renewal)
+            .await
+            .ok()
+            .map(|()| started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_is_read_and_renewed_every_quarter_of_its_length() {
+        let marker = Marker::owed("t", "task-1", Duration::from_secs(60));
+        let ledger = FakeLedger::holding(&marker);
+
+        let stopped = renew(&ledger, &marker, Duration::from_secs(61)).await;
+
+        assert_eq!(stopped, None, "renewal goes on while the marker is ours");
+        let calls = ledger.calls();
+        let times: Vec<u64> = calls.iter().map(|(at, _)| at.as_secs()).collect();
+        assert_eq!(times, vec![15, 15, 30, 30, 45, 45, 60, 60]);
+        for pair in calls.chunks(2) {
+            assert_eq!(pair[0].1, Call::Read);
+            let Call::Write(value) = &pair[1].1 else {
+                panic!("a write follows each read: {calls:?}");
+            };
+            let written = Marker::parse(value).expect("an owed marker");
+            assert_eq!(written.task_id(), "task-1");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_no_renewal_went_through_for_is_lost_at_its_end() {
+        let marker = Marker::owed("t", "task-1", Duration::from_secs(60));
+        let ledger = FakeLedger::holding(&marker);
+        ledger
+            .writes
+            .lock()
+            .unwrap()
+            .extend((0..10).map(|_| Err(fake::unavailable())));
+
+        let stopped = renew(&ledger, &marker, Duration::from_secs(600)).await;
+
+        assert_eq!(stopped, Some(Duration::from_secs(60)));
+        assert_eq!(
+            ledger.calls().len(),
+            6,
+            "three reads and three failed writes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_another_worker_took_over_ends_the_renewal_at_the_next_read() {
+        let marker = Marker::owed("t", "task-1", Duration::from_secs(60));
+        let taken = Marker::owed("t", "task-1", Duration::from_secs(3600));
+        let ledger = FakeLedger::holding(&taken);
+
+        let stopped = renew(&ledger, &marker, Duration::from_secs(600)).await;
+
+        assert_eq!(stopped, Some(Duration::from_secs(15)));
+        assert_eq!(ledger.kinds(), vec![Call::Read]);
+    }
+}
