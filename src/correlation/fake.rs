@@ -132,13 +132,17 @@ fn rejected(status: StatusCode, message: &str) -> EngineError {
     }
 }
 
+/// An engine client that the tests never call (nothing listens at its address).
+pub(crate) fn client() -> EngineClient {
+    let url = Url::parse("http://127.0.0.1:9/engine-rest").expect("a valid URL");
+    EngineClient::new(EngineSettings::new(url)).expect("no TLS material")
+}
+
 /// A scheduler on `settings` doing `work`, whose engine client is never called (the tests hand
 /// their [`FakeLedger`] to the `_via` functions).
 pub(crate) fn follow_ups(settings: CorrelationSettings, work: Arc<dyn DynWork>) -> FollowUps {
-    let url = Url::parse("http://127.0.0.1:9/engine-rest").expect("a valid URL");
-    let client = EngineClient::new(EngineSettings::new(url)).expect("no TLS material");
     FollowUps::with_work(
-        client,
+        client(),
         Arc::new(Metrics::new()),
         settings,
         TaskTracker::new(),

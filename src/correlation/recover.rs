@@ -73,3 +73,60 @@ impl FollowUps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::fake::{self, Call, FakeLedger};
+    use super::super::CorrelationSettings;
+    use super::Recovery;
+    use crate::ledger::Marker;
+    use crate::work::Delay;
+
+    /// A recovery of an owed marker against an engine that answers its message `reply`: what it
+    /// found, the calls it made, and the budget it spent.
+    async fn recover(reply: Result<(), crate::engine::EngineError>) -> (Recovery, Vec<Call>, u64) {
+        let follow_ups = fake::follow_ups(CorrelationSettings::default(), Arc::new(Delay));
+        let marker = Marker::owed("t", "task-1", Duration::ZERO);
+        let ledger = FakeLedger::holding(&marker);
+        ledger.answer_messages(vec![reply]);
+        let recovery = follow_ups.recover_via(&ledger, &marker, "pi-1").await;
+        let spent = follow_ups.inner.metrics.retry_budget_spent.get();
+        (recovery, ledger.kinds(), spent)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recovery_sends_the_markers_own_message_once_within_the_budget() {
+        let (recovery, calls, spent) = recover(Ok(())).await;
+        assert!(matches!(recovery, Recovery::Delivered), "{recovery:?}");
+        let marker = Marker::owed("t", "task-1", Duration::ZERO);
+        let Call::Correlate(named) = &calls[0] else {
+            panic!("{calls:?}");
+        };
+        let named = Marker::parse(named).expect("a marker");
+        assert_eq!(named.task_id(), marker.task_id());
+        assert_eq!(calls.len(), 1);
+        assert_eq!(spent, 1, "a recovery is never a first attempt");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recoverys_mismatch_means_not_waiting_without_a_second_read() {
+        let (recovery, calls, spent) = recover(Err(fake::no_match())).await;
+        assert!(matches!(recovery, Recovery::NotWaiting), "{recovery:?}");
+        assert_eq!(
+            calls.len(),
+            1,
+            "the reconciler's query read the marker: {calls:?}"
+        );
+        assert_eq!(spent, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recovery_the_engine_fails_is_tried_again_by_a_later_pass() {
+        let (recovery, calls, _) = recover(Err(fake::unavailable())).await;
+        assert!(matches!(recovery, Recovery::Failed(_)), "{recovery:?}");
+        assert_eq!(calls.len(), 1, "no retry within the pass: {calls:?}");
+    }
+}
