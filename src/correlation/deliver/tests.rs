@@ -191,3 +191,27 @@ async fn a_follow_up_is_due_the_delay_after_its_completion_or_at_once_on_shutdow
     follow_ups.wait_until_due(follow_ups.due(&later)).await;
     assert_eq!(Instant::now(), later.completed_at, "shutdown sends at once");
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_route_spends_the_one_worker_wide_budget() {
+    let settings = CorrelationSettings {
+        retry_budget: 5,
+        ..CorrelationSettings::default()
+    };
+    let a = fake::follow_ups(settings.clone(), Arc::new(Delay));
+    let own_budget = CorrelationSettings {
+        retry_budget: 1000,
+        ..settings
+    };
+    a.add_route("b", own_budget, Arc::new(Delay));
+    let b = a.for_topic("b");
+    let start = Instant::now();
+    let mut times = Vec::new();
+    for n in 0..10 {
+        let route = if n % 2 == 0 { &a } else { &b };
+        route.spend_budget().await;
+        times.push(start.elapsed().as_millis());
+    }
+    assert_eq!(times, vec![0, 0, 0, 0, 0, 200, 400, 600, 800, 1000]);
+    assert_eq!(a.inner.metrics.retry_budget_spent.get(), 10);
+}
