@@ -1,7 +1,8 @@
 //! Crash recovery from the engine's own ledger: every follow-up owed is a marker variable in its
 //! process instance (see [`crate::ledger`]), so the worker asks the engine which ones are past
 //! their due time, and hands them to the live follow-up's own delivery
-//! ([`FollowUps::recover_owed`]): the same compare-and-set message, the same decision of a mismatch.
+//! ([`FollowUps::recover_owed`]): the same compare-and-set message, the same decision of a
+//! mismatch.
 //!
 //! One range query per pass finds the owed markers of this worker's topic whose due time has
 //! passed; a follow-up still in this process's memory is left to it. Every recovery is the

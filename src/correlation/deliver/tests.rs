@@ -2,6 +2,7 @@
 //! engine ([`super::super::fake`]): when a mismatch reads the marker, what a retry spends, the
 //! backoff and the timeout, when a follow-up is due, how long a hold or a give-up keeps the
 //! reconciler away.
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::time::Instant;
 use super::super::fake::{self, Call, FakeLedger};
 use super::super::{CorrelationSettings, Delivery, FollowUp, FollowUps, GiveUpReason};
 use super::MarkerCell;
+use crate::ledger::Marker;
 use crate::variables::Variables;
 use crate::work::Delay;
 
@@ -214,4 +216,38 @@ async fn every_route_spends_the_one_worker_wide_budget() {
     }
     assert_eq!(times, vec![0, 0, 0, 0, 0, 200, 400, 600, 800, 1000]);
     assert_eq!(a.inner.metrics.retry_budget_spent.get(), 10);
+}
+
+/// Work that is work (its follow-up holds a lease), and does nothing.
+struct Nothing;
+
+impl crate::work::FollowUpWork for Nothing {
+    async fn run(
+        &self,
+        _: &crate::work::CompletedTask,
+        _: &tokio_util::sync::CancellationToken,
+    ) -> Result<Variables, crate::work::WorkError> {
+        Ok(Variables::new())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconciler_may_take_a_marker_over_after_the_delay_and_grace_or_once_the_lease_ran_out() {
+    let settings = CorrelationSettings {
+        delay: Duration::from_secs(2),
+        lease: Duration::from_secs(60),
+        ..CorrelationSettings::default()
+    };
+    let plain = fake::follow_ups(settings.clone(), Arc::new(Delay));
+    assert_eq!(plain.recovery_due(), Duration::from_secs(2 + 10));
+    let with_work = fake::follow_ups(settings, Arc::new(Nothing));
+    assert_eq!(with_work.recovery_due(), Duration::from_secs(60));
+    let Marker::Owed { due_ms, .. } = with_work.owed_marker("t", "task-1") else {
+        panic!("complete sets an owed marker");
+    };
+    let now = crate::ledger::unix_ms();
+    assert!(
+        due_ms > now + 59_000 && due_ms <= now + 60_000,
+        "{due_ms} vs {now}"
+    );
 }
