@@ -16,8 +16,10 @@
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::sync::{Mutex, Notify};
 
 use crate::metrics::Metrics;
@@ -25,10 +27,26 @@ use crate::metrics::Metrics;
 /// The default of `--retry-budget`, in requests per second.
 pub const DEFAULT_RETRY_BUDGET: u32 = 20;
 
+/// Governor's clock on tokio's time: the budget waits on tokio's timer, so that the rules of
+/// its spending run in unit tests under a paused clock (governor's own clock is the machine's,
+/// which a paused test cannot move).
+#[derive(Debug, Clone, Copy, Default)]
+struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
 /// A shared rate limit for retries.
 #[derive(Debug)]
 pub struct RetryBudget {
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     queue: Mutex<()>,
     /// Requests waiting ahead of the queue ([`RetryBudget::spend_first`]): while there are any,
     /// the queue's head does not ask the limiter.
@@ -53,7 +71,7 @@ impl RetryBudget {
     pub fn new(per_second: u32) -> Self {
         let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         RetryBudget {
-            limiter: DefaultDirectRateLimiter::direct(Quota::per_second(rate)),
+            limiter: RateLimiter::direct_with_clock(Quota::per_second(rate), TokioClock),
             queue: Mutex::new(()),
             ahead: AtomicUsize::new(0),
             ahead_done: Notify::new(),
@@ -73,7 +91,7 @@ impl RetryBudget {
                 }
                 done.await;
             }
-            self.limiter.until_ready().await;
+            self.next_token().await;
         }
         metrics.retry_budget_waiting.dec();
         metrics.retry_budget_spent.inc();
@@ -87,12 +105,16 @@ impl RetryBudget {
         metrics.retry_budget_waiting.inc();
         self.ahead.fetch_add(1, Ordering::SeqCst);
         let _ahead = Ahead(self);
-        let clock = DefaultClock::default();
-        while let Err(not_until) = self.limiter.check() {
-            tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
-        }
+        self.next_token().await;
         metrics.retry_budget_waiting.dec();
         metrics.retry_budget_spent.inc();
+    }
+
+    /// Takes the next token that comes free, sleeping until then.
+    async fn next_token(&self) {
+        while let Err(not_until) = self.limiter.check() {
+            tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
+        }
     }
 }
 
@@ -149,5 +171,65 @@ mod tests {
         let before = queued.load(std::sync::atomic::Ordering::SeqCst);
         assert!(before <= 1, "{before} of 20 queued waiters went first");
         assert_eq!(metrics.retry_budget_spent.get(), 2 + 1 + before as u64);
+    }
+
+    /// When each of `n` requests, spent one after the other, got its token (ms from the start).
+    async fn spend_times(budget: &RetryBudget, n: usize) -> Vec<u128> {
+        let metrics = Metrics::new();
+        let start = tokio::time::Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..n {
+            budget.spend(&metrics).await;
+            times.push(start.elapsed().as_millis());
+        }
+        times
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_seconds_worth_goes_at_once_then_one_request_every_fifth_of_a_second() {
+        let budget = RetryBudget::new(5);
+        let times = spend_times(&budget, 8).await;
+        assert_eq!(times, vec![0, 0, 0, 0, 0, 200, 400, 600]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_budget_refills_to_one_seconds_worth_and_no_more() {
+        let budget = RetryBudget::new(5);
+        spend_times(&budget, 5).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let times = spend_times(&budget, 6).await;
+        assert_eq!(times, vec![0, 0, 0, 0, 0, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_of_zero_still_lets_one_request_a_second_through() {
+        let budget = RetryBudget::new(0);
+        let times = spend_times(&budget, 3).await;
+        assert_eq!(times, vec![0, 1000, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_get_their_tokens_in_the_order_they_came() {
+        let budget = Arc::new(RetryBudget::new(5));
+        let metrics = Arc::new(Metrics::new());
+        spend_times(&budget, 5).await;
+        let start = tokio::time::Instant::now();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 0..4 {
+            let (budget, metrics, order) = (budget.clone(), metrics.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                budget.spend(&metrics).await;
+                order.lock().unwrap().push((n, start.elapsed().as_millis()));
+            }));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(metrics.retry_budget_waiting.get(), 4);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order, vec![(0, 200), (1, 400), (2, 600), (3, 800)]);
+        assert_eq!(metrics.retry_budget_waiting.get(), 0);
     }
 }

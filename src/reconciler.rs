@@ -1,6 +1,8 @@
 //! Crash recovery from the engine's own ledger: every follow-up owed is a marker variable in its
 //! process instance (see [`crate::ledger`]), so the worker asks the engine which ones are past
-//! their due time, and delivers them through the same compare-and-set the live follow-up uses.
+//! their due time, and hands them to the live follow-up's own delivery
+//! ([`FollowUps::recover_owed`]): the same compare-and-set message, the same decision of a
+//! mismatch.
 //!
 //! One range query per pass finds the owed markers of this worker's topic whose due time has
 //! passed; a follow-up still in this process's memory is left to it. Every recovery is the
@@ -18,7 +20,7 @@
 //! recovery spends the worker-wide retry budget. A pass that could not deliver some says so in
 //! one line, with the count and one example.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +28,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
-use crate::engine::{EngineClient, EngineError, Mismatch};
+use crate::correlation::{CorrelationTarget, FollowUp, FollowUps, Recovery};
+use crate::engine::{EngineClient, EngineError};
 use crate::health::Liveness;
 use crate::ledger::{failed_range, owed_range, Marker, INCIDENT_TYPE};
 use crate::metrics::{Metrics, NoOutcome, Outcome};
-use crate::variables::{TypedValue, Variables};
+use crate::variables::TypedValue;
 use crate::work::{plain_values, CompletedTask};
 
 /// The longest interval between passes of an idle worker. Recovery after a crash does not wait
@@ -227,7 +229,7 @@ impl Reconciler {
             return Ok((failed, seen));
         }
         self.follow_ups.spend_budget().await;
-        let open: std::collections::HashSet<String> = self
+        let open: HashSet<String> = self
             .client
             .open_incident_configurations(INCIDENT_TYPE)
             .await?
@@ -305,102 +307,30 @@ impl Reconciler {
         overdue.retain(|(marker, _)| matches!(marker, Marker::Owed { .. }));
         let has_work = self.follow_ups.work().is_work();
         if has_work {
-            let (resolved, seen) = self.resolved_failures().await?;
-            summary.failed_work = seen;
-            for (marker, instance) in resolved {
-                if self.follow_ups.is_pending(marker.task_id()) {
-                    continue;
-                }
-                match self.run_again(&marker, &instance).await {
-                    Ok(true) => {
-                        summary.rerun += 1;
-                        info!(process_instance_id = %instance, task_id = marker.task_id(), "the incident of a failed follow-up work was resolved: running the work again");
-                    }
-                    Ok(false) => {}
-                    Err(e) => debug!("cannot run a resolved follow-up work again yet: {e}"),
-                }
-            }
+            self.rerun_resolved(&mut summary).await?;
         }
         summary.overdue = overdue.len();
         let now = Instant::now();
         let mut example: Option<String> = None;
-        let owed: std::collections::HashSet<&str> =
-            overdue.iter().map(|(m, _)| m.task_id()).collect();
+        let owed: HashSet<&str> = overdue.iter().map(|(m, _)| m.task_id()).collect();
         self.retry.retain(|task, _| owed.contains(task.as_str()));
         for (marker, instance) in &overdue {
-            let task_id = marker.task_id();
-            let later = self.retry.get(task_id).is_some_and(|(at, _)| now < *at);
-            if later || self.follow_ups.is_pending(task_id) {
+            if self.leaves_alone(marker.task_id(), now) {
                 summary.skipped += 1;
                 continue;
             }
-            if has_work {
-                match self.run_again(marker, instance).await {
-                    Ok(true) => {
-                        summary.recovered += 1;
-                        self.metrics.count_topic(
-                            &self.metrics.follow_ups_recovered,
-                            NoOutcome,
-                            &self.topic,
-                        );
-                    }
-                    Ok(false) => summary.skipped += 1,
-                    Err(e) => {
-                        summary.failed += 1;
-                        example.get_or_insert_with(|| {
-                            format!("process instance {instance}, task {task_id}: {e}")
-                        });
-                    }
-                }
-                continue;
-            }
-            self.follow_ups.spend_budget().await;
-            let request = self.follow_ups.message().request(
-                &self.follow_ups.policy().marker_variable,
-                marker,
-                None,
-                Some(instance.clone()),
-                &Variables::new(),
-            );
-            match self.client.correlate_message(&request).await {
-                Ok(()) => {
-                    summary.recovered += 1;
-                    self.metrics.count_topic(
-                        &self.metrics.follow_ups_recovered,
-                        NoOutcome,
-                        &self.topic,
-                    );
-                    self.retry.remove(task_id);
-                    debug!(
-                        process_instance_id = %instance,
-                        task_id,
-                        "reconciler delivered an owed follow-up"
-                    );
-                    // A follow-up given up earlier raised an incident: it is settled now.
-                    self.follow_ups.resolve_incidents(task_id).await;
-                }
-                Err(e) => {
-                    let reason = match e.mismatch() {
-                        Some(Mismatch::NoMatch) => {
-                            summary.not_waiting += 1;
-                            "the instance does not wait for the message".to_owned()
-                        }
-                        _ => {
-                            summary.failed += 1;
-                            e.to_string()
-                        }
-                    };
-                    example.get_or_insert_with(|| {
-                        format!("process instance {instance}, task {task_id}: {reason}")
-                    });
-                    let step = self
-                        .retry
-                        .get(task_id)
-                        .map_or(self.first_retry_wait, |(_, step)| {
-                            (*step * 2).min(MAX_RETRY_WAIT)
-                        });
-                    self.retry.insert(task_id.to_owned(), (now + step, step));
-                }
+            let undelivered = if has_work {
+                self.claim(marker, instance, &mut summary).await
+            } else {
+                self.deliver(marker, instance, now, &mut summary).await
+            };
+            if let Some(why) = undelivered {
+                example.get_or_insert_with(|| {
+                    format!(
+                        "process instance {instance}, task {}: {why}",
+                        marker.task_id()
+                    )
+                });
             }
         }
         if let Some(example) = example {
@@ -411,5 +341,167 @@ impl Reconciler {
             );
         }
         Ok(summary)
+    }
+
+    /// Runs again the failed works whose incident was resolved (counting those seen).
+    async fn rerun_resolved(&self, summary: &mut PassSummary) -> Result<(), EngineError> {
+        let (resolved, seen) = self.resolved_failures().await?;
+        summary.failed_work = seen;
+        for (marker, instance) in resolved {
+            if self.follow_ups.is_pending(marker.task_id()) {
+                continue;
+            }
+            match self.run_again(&marker, &instance).await {
+                Ok(true) => {
+                    summary.rerun += 1;
+                    info!(process_instance_id = %instance, task_id = marker.task_id(), "the incident of a failed follow-up work was resolved: running the work again");
+                }
+                Ok(false) => {}
+                Err(e) => debug!("cannot run a resolved follow-up work again yet: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this pass leaves an overdue marker alone: its follow-up is in this worker's hands
+    /// (pending, held while its `complete` settles, or given up here recently), or its next try
+    /// is not due yet.
+    fn leaves_alone(&self, task_id: &str, now: Instant) -> bool {
+        let later = self.retry.get(task_id).is_some_and(|(at, _)| now < *at);
+        later || self.follow_ups.is_pending(task_id)
+    }
+
+    /// Claims an overdue marker whose follow-up does work and runs it whole; why not, if it
+    /// failed.
+    async fn claim(
+        &self,
+        marker: &Marker,
+        instance: &str,
+        summary: &mut PassSummary,
+    ) -> Option<String> {
+        match self.run_again(marker, instance).await {
+            Ok(true) => {
+                summary.recovered += 1;
+                self.count_recovered();
+                None
+            }
+            Ok(false) => {
+                summary.skipped += 1;
+                None
+            }
+            Err(e) => {
+                summary.failed += 1;
+                Some(e.to_string())
+            }
+        }
+    }
+
+    /// Delivers an overdue marker's message on the live follow-up's path
+    /// ([`FollowUps::recover_owed`]); why not, if it did not go through (tried again later).
+    async fn deliver(
+        &mut self,
+        marker: &Marker,
+        instance: &str,
+        now: Instant,
+        summary: &mut PassSummary,
+    ) -> Option<String> {
+        let task_id = marker.task_id();
+        let reason = match self.follow_ups.recover_owed(marker, instance).await {
+            Recovery::Delivered => {
+                summary.recovered += 1;
+                self.count_recovered();
+                self.retry.remove(task_id);
+                debug!(
+                    process_instance_id = %instance,
+                    task_id,
+                    "reconciler delivered an owed follow-up"
+                );
+                // A follow-up given up earlier raised an incident: it is settled now.
+                self.follow_ups.resolve_incidents(task_id).await;
+                return None;
+            }
+            Recovery::NotWaiting => {
+                summary.not_waiting += 1;
+                "the instance does not wait for the message".to_owned()
+            }
+            Recovery::Failed(e) => {
+                summary.failed += 1;
+                e.to_string()
+            }
+        };
+        self.retry_later(task_id, now);
+        Some(reason)
+    }
+
+    /// Tries an undelivered marker again after a wait that doubles each time, up to
+    /// [`MAX_RETRY_WAIT`].
+    fn retry_later(&mut self, task_id: &str, now: Instant) {
+        let step = self
+            .retry
+            .get(task_id)
+            .map_or(self.first_retry_wait, |(_, step)| {
+                (*step * 2).min(MAX_RETRY_WAIT)
+            });
+        self.retry.insert(task_id.to_owned(), (now + step, step));
+    }
+
+    fn count_recovered(&self) {
+        let metrics = &self.metrics;
+        metrics.count_topic(&metrics.follow_ups_recovered, NoOutcome, &self.topic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{Reconciler, MAX_RETRY_WAIT};
+    use crate::correlation::{fake, CorrelationPolicy, FollowUpMessage};
+    use crate::health::Liveness;
+    use crate::metrics::Metrics;
+    use crate::work::Delay;
+
+    fn reconciler() -> Reconciler {
+        let follow_ups = fake::follow_ups(
+            CorrelationPolicy::default(),
+            FollowUpMessage::default(),
+            Arc::new(Delay),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let liveness = Arc::new(Liveness::default());
+        Reconciler::new(fake::client(), follow_ups, metrics, liveness, "t")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_undelivered_marker_waits_30_s_then_twice_as_long_each_time_up_to_ten_minutes() {
+        let mut reconciler = reconciler();
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let failed = Instant::now();
+            reconciler.retry_later("task-1", failed);
+            let mut wait = Duration::ZERO;
+            while reconciler.leaves_alone("task-1", failed + wait) {
+                wait += Duration::from_secs(1);
+            }
+            assert!(reconciler.leaves_alone("task-1", failed + wait - Duration::from_millis(1)));
+            assert!(!reconciler.leaves_alone("other-task", failed));
+            waits.push(wait.as_secs());
+            tokio::time::sleep(wait).await;
+        }
+        assert_eq!(waits, vec![30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(MAX_RETRY_WAIT, Duration::from_secs(600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_whose_follow_up_this_worker_holds_is_left_to_it() {
+        let reconciler = reconciler();
+        reconciler.follow_ups.hold("task-1");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(reconciler.leaves_alone("task-1", Instant::now()));
+        reconciler.follow_ups.release("task-1");
+        assert!(!reconciler.leaves_alone("task-1", Instant::now()));
     }
 }

@@ -1,11 +1,18 @@
-//! Delivering one follow-up's message: attempts with backoff up to `--correlation-timeout`, a
-//! mismatch decided by one read of the marker, and the tally of what shutdown left owed.
+//! Delivering one follow-up's message — the one path for the live follow-up and for recovery:
+//! attempts with backoff up to `--correlation-timeout`, a mismatch decided by one read of the
+//! marker, and the tally of what shutdown left owed. A reconciler hands the owed marker it found
+//! to [`super::recover`], which makes one [`FollowUps::attempt`] of the same kind.
+//!
+//! The engine calls a delivery makes go through [`Ledger`], so that the rules (when the marker is
+//! read, what a retry spends, when a follow-up is given up) run in unit tests against a scripted
+//! fake under a paused clock.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::calls::Ledger;
 use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, MarkerCell, MarkerState};
 use crate::backoff::Backoff;
 use crate::engine::{EngineError, Mismatch};
@@ -14,7 +21,7 @@ use crate::variables::Variables;
 
 /// What one delivery attempt found.
 #[derive(Debug)]
-enum Attempt {
+pub(super) enum Attempt {
     /// The engine correlated the message.
     Delivered,
     /// The marker says it was delivered, or the instance moved on.
@@ -31,16 +38,70 @@ enum Attempt {
 
 /// What a follow-up carries from one attempt to the next.
 #[derive(Debug, Default)]
-struct Progress {
+pub(super) struct Progress {
     /// Attempts made; all but the first spend the retry budget.
     attempts: u32,
     /// Mismatches seen.
     mismatches: u32,
     /// Whether an earlier attempt may have gone through unseen (its reply was lost).
     maybe_delivered: bool,
+    /// Whether the caller read the marker just before the first attempt (a reconciler's query
+    /// found it owed): the first mismatch then needs no read of its own.
+    marker_just_read: bool,
+}
+
+impl Progress {
+    /// The progress of a follow-up whose caller has just read its marker owed.
+    pub(super) fn after_marker_read() -> Self {
+        Progress {
+            marker_just_read: true,
+            ..Progress::default()
+        }
+    }
+
+    /// Whether the mismatch just counted is decided by a read of the marker: the first one, one
+    /// after an attempt whose reply was lost, and then every fourth — never before a message was
+    /// sent, and not the first when the caller has just read it.
+    fn reads_marker(&self) -> bool {
+        let first_known = self.mismatches == 1 && self.marker_just_read;
+        self.maybe_delivered || (self.mismatches % 4 == 1 && !first_known)
+    }
+}
+
+/// What a follow-up's delivery carries between its attempts.
+struct Retrying {
+    started: Instant,
+    backoff: Backoff,
+    engine_trouble_logged: bool,
+    retried_at_once: bool,
+    progress: Progress,
+}
+
+/// What an attempt's outcome asks of the delivery loop.
+enum Next {
+    /// The follow-up is over.
+    Done(Delivery),
+    /// The connection closed under the call: try again now, without backoff.
+    AtOnce,
+    /// Try again after the backoff (unless the timeout is over); why it did not go through.
+    Later(String),
 }
 
 impl FollowUps {
+    /// When a follow-up's message is due: the delay after its task's completion. The work (if
+    /// any) runs within the delay; work that takes longer sends the message as soon as it is done.
+    pub(super) fn due(&self, follow_up: &FollowUp) -> Instant {
+        follow_up.completed_at + self.route.message.delay
+    }
+
+    /// Waits until `due`, or until shutdown begins: then the message goes at once.
+    pub(super) async fn wait_until_due(&self, due: Instant) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            _ = self.inner.hurry.cancelled() => {}
+        }
+    }
+
     /// Delivers the message (carrying `variables`), retrying as the policy says; `due` is when
     /// it was due, for the lateness metric.
     pub(super) async fn deliver_due(
@@ -50,125 +111,195 @@ impl FollowUps {
         variables: &Variables,
         due: Option<Instant>,
     ) -> Delivery {
-        let settings = &self.inner.policy;
-        let started = Instant::now();
-        let mut backoff = Backoff::starting_at(Duration::from_millis(200), settings.max_backoff);
-        let mut engine_trouble_logged = false;
-        let mut progress = Progress::default();
-        let mut retried_at_once = false;
+        let ledger = &self.inner.client;
+        self.deliver_via(ledger, follow_up, marker, variables, due)
+            .await
+    }
+
+    /// [`FollowUps::deliver_due`] through `ledger`.
+    pub(super) async fn deliver_via<L: Ledger>(
+        &self,
+        ledger: &L,
+        follow_up: &FollowUp,
+        marker: &MarkerCell,
+        variables: &Variables,
+        due: Option<Instant>,
+    ) -> Delivery {
+        let mut retrying = Retrying {
+            started: Instant::now(),
+            backoff: Backoff::starting_at(
+                Duration::from_millis(200),
+                self.inner.policy.max_backoff,
+            ),
+            engine_trouble_logged: false,
+            retried_at_once: false,
+            progress: Progress::default(),
+        };
         loop {
-            let attempt = {
-                // A retry waits for the budget before it takes a send slot: slots held while
-                // waiting would hold back the first attempts of other follow-ups, which the
-                // budget exempts (measured: 56 s late on average behind 4096 retrying ones).
-                // Once shutdown has begun, a retry stays owed in the engine instead: behind a
-                // queue of thousands (at 20 a second) it would hold the grace to its end.
-                if progress.attempts > 0 {
-                    tokio::select! {
-                        () = self.spend_budget() => {}
-                        _ = self.inner.hurry.cancelled() => return self.leave_owed(follow_up),
-                        _ = self.inner.abort.cancelled() => return self.leave_owed(follow_up),
-                    }
-                }
-                // The semaphore is never closed, so acquiring only fails if it were.
-                let _permit = self.inner.sends.acquire().await.ok();
-                if progress.attempts == 0 {
-                    if let Some(due) = due {
-                        self.inner
-                            .metrics
-                            .follow_up_delay_error_seconds
-                            .observe(Instant::now().saturating_duration_since(due).as_secs_f64());
-                    }
-                }
-                // Boxed: a follow-up that waits out a backoff keeps only this loop's few fields, not
-                // the (much larger) state of its HTTP calls.
-                let attempt = Box::pin(self.attempt(follow_up, marker, variables, &mut progress));
-                tokio::select! {
-                    attempt = attempt => attempt,
-                    // The grace is over: what did not go through stays owed in the engine.
-                    _ = self.inner.abort.cancelled() => return self.leave_owed(follow_up),
-                }
-            };
-            let last_error = match attempt {
-                Attempt::Delivered => {
-                    self.route_works();
-                    self.inner.metrics.follow_up_sent(
-                        &follow_up.task.topic,
-                        follow_up.fetched_at.map(|t| t.elapsed()),
-                        false,
-                    );
-                    debug!("follow-up message correlated");
-                    return Delivery::Sent;
-                }
-                Attempt::DeliveredEarlier(how) => {
-                    self.inner.metrics.follow_up_sent(
-                        &follow_up.task.topic,
-                        follow_up.fetched_at.map(|t| t.elapsed()),
-                        true,
-                    );
-                    info!("the follow-up needs no message any more ({how}): counted as delivered");
-                    return Delivery::AlreadyDelivered;
-                }
-                Attempt::Ambiguous(error) => {
-                    let cause = format!(
-                        "several executions wait for message {} with business key {}; use --correlate-by process-instance or both to make correlation exact ({error})",
-                        self.route.message.name,
-                        follow_up.target.business_key.as_deref().unwrap_or("-"),
-                    );
-                    return self
-                        .give_up(follow_up, GiveUpReason::Ambiguous, &cause)
-                        .await;
-                }
-                Attempt::Refused(error) => {
-                    let cause = format!("the engine refused the message: {error}");
-                    return self.give_up(follow_up, GiveUpReason::Refused, &cause).await;
-                }
-                Attempt::NotWaiting => {
-                    debug!("the instance does not wait for the message yet; retrying");
-                    format!(
-                        "the process instance did not reach the catch event for message {}",
-                        self.route.message.name
-                    )
-                }
-                Attempt::EngineTrouble(error) if error.retry_at_once() && !retried_at_once => {
-                    // The connection closed under the call: try again now, without backoff (a
-                    // mismatch then reads the marker: the message may have arrived).
-                    retried_at_once = true;
-                    self.inner.metrics.follow_ups_retried.inc();
-                    continue;
-                }
-                Attempt::EngineTrouble(error) if error.is_optimistic_locking() => {
-                    // Another node or replica changed the instance at the same moment: the next
-                    // attempt, or its marker read, tells whether the message arrived.
-                    debug!("follow-up raced another transaction, trying again: {error}");
-                    error.to_string()
-                }
-                Attempt::EngineTrouble(error) => {
-                    if !engine_trouble_logged {
-                        warn!("follow-up not sent yet, retrying: {error}");
-                        engine_trouble_logged = true;
-                    }
-                    error.to_string()
-                }
-            };
-            if started.elapsed() >= settings.timeout {
-                let cause = format!(
-                    "not delivered within --correlation-timeout {}: {last_error}",
-                    humantime::format_duration(settings.timeout)
-                );
-                return self.give_up(follow_up, GiveUpReason::Timeout, &cause).await;
-            }
-            retried_at_once = false;
-            self.inner.metrics.follow_ups_retried.inc();
-            // Once shutdown has begun, a follow-up that did not go through stays owed in the
-            // engine: the reconciler of any worker delivers it, so it need not hold the grace.
-            if self.inner.hurry.is_cancelled() {
+            let attempt = self
+                .try_once(
+                    ledger,
+                    follow_up,
+                    marker,
+                    variables,
+                    due,
+                    &mut retrying.progress,
+                )
+                .await;
+            let Some(attempt) = attempt else {
                 return self.leave_owed(follow_up);
+            };
+            let last_error = match self.conclude(follow_up, attempt, &mut retrying).await {
+                Next::Done(delivery) => return delivery,
+                Next::AtOnce => continue,
+                Next::Later(last_error) => last_error,
+            };
+            if let Some(end) = self
+                .wait_to_retry(follow_up, &mut retrying, &last_error)
+                .await
+            {
+                return end;
             }
+        }
+    }
+
+    /// One attempt in its turn: a retry spends the budget first, every attempt takes a send slot.
+    /// `None`: shutdown came first, and the follow-up stays owed.
+    async fn try_once<L: Ledger>(
+        &self,
+        ledger: &L,
+        follow_up: &FollowUp,
+        marker: &MarkerCell,
+        variables: &Variables,
+        due: Option<Instant>,
+        progress: &mut Progress,
+    ) -> Option<Attempt> {
+        // A retry waits for the budget before it takes a send slot: slots held while waiting
+        // would hold back the first attempts of other follow-ups, which the budget exempts
+        // (measured: 56 s late on average behind 4096 retrying ones). Once shutdown has begun, a
+        // retry stays owed in the engine instead: behind a queue of thousands (at 20 a second) it
+        // would hold the grace to its end.
+        if progress.attempts > 0 {
             tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = self.inner.hurry.cancelled() => return self.leave_owed(follow_up),
+                () = self.spend_budget() => {}
+                _ = self.inner.hurry.cancelled() => return None,
+                _ = self.inner.abort.cancelled() => return None,
             }
+        }
+        // The semaphore is never closed, so acquiring only fails if it were.
+        let _permit = self.inner.sends.acquire().await.ok();
+        if progress.attempts == 0 {
+            if let Some(due) = due {
+                self.inner
+                    .metrics
+                    .follow_up_delay_error_seconds
+                    .observe(Instant::now().saturating_duration_since(due).as_secs_f64());
+            }
+        }
+        // Boxed: a follow-up that waits out a backoff keeps only the loop's few fields, not the
+        // (much larger) state of its HTTP calls.
+        let attempt = Box::pin(self.attempt(ledger, follow_up, marker, variables, progress));
+        tokio::select! {
+            attempt = attempt => Some(attempt),
+            // The grace is over: what did not go through stays owed in the engine.
+            _ = self.inner.abort.cancelled() => None,
+        }
+    }
+
+    /// What an attempt's outcome means: delivered, given up, or tried again.
+    async fn conclude(
+        &self,
+        follow_up: &FollowUp,
+        attempt: Attempt,
+        retrying: &mut Retrying,
+    ) -> Next {
+        let fetched = follow_up.fetched_at.map(|t| t.elapsed());
+        match attempt {
+            Attempt::Delivered => {
+                self.route_works();
+                let metrics = &self.inner.metrics;
+                metrics.follow_up_sent(&follow_up.task.topic, fetched, false);
+                debug!("follow-up message correlated");
+                Next::Done(Delivery::Sent)
+            }
+            Attempt::DeliveredEarlier(how) => {
+                let metrics = &self.inner.metrics;
+                metrics.follow_up_sent(&follow_up.task.topic, fetched, true);
+                info!("the follow-up needs no message any more ({how}): counted as delivered");
+                Next::Done(Delivery::AlreadyDelivered)
+            }
+            Attempt::Ambiguous(error) => {
+                let cause = format!(
+                    "several executions wait for message {} with business key {}; use --correlate-by process-instance or both to make correlation exact ({error})",
+                    self.route.message.name,
+                    follow_up.target.business_key.as_deref().unwrap_or("-"),
+                );
+                let reason = GiveUpReason::Ambiguous;
+                Next::Done(self.give_up(follow_up, reason, &cause).await)
+            }
+            Attempt::Refused(error) => {
+                let cause = format!("the engine refused the message: {error}");
+                let reason = GiveUpReason::Refused;
+                Next::Done(self.give_up(follow_up, reason, &cause).await)
+            }
+            Attempt::NotWaiting => {
+                debug!("the instance does not wait for the message yet; retrying");
+                Next::Later(format!(
+                    "the process instance did not reach the catch event for message {}",
+                    self.route.message.name
+                ))
+            }
+            Attempt::EngineTrouble(error) => self.engine_trouble(error, retrying),
+        }
+    }
+
+    /// The engine failed the attempt: once at once when the connection closed under the call,
+    /// else after the backoff.
+    fn engine_trouble(&self, error: EngineError, retrying: &mut Retrying) -> Next {
+        if error.retry_at_once() && !retrying.retried_at_once {
+            // The connection closed under the call: try again now, without backoff (a mismatch
+            // then reads the marker: the message may have arrived).
+            retrying.retried_at_once = true;
+            self.inner.metrics.follow_ups_retried.inc();
+            return Next::AtOnce;
+        }
+        if error.is_optimistic_locking() {
+            // Another node or replica changed the instance at the same moment: the next attempt,
+            // or its marker read, tells whether the message arrived.
+            debug!("follow-up raced another transaction, trying again: {error}");
+        } else if !retrying.engine_trouble_logged {
+            warn!("follow-up not sent yet, retrying: {error}");
+            retrying.engine_trouble_logged = true;
+        }
+        Next::Later(error.to_string())
+    }
+
+    /// Waits out the backoff before the next attempt; `Some`: the follow-up ends instead (its
+    /// timeout is over, or shutdown has begun).
+    async fn wait_to_retry(
+        &self,
+        follow_up: &FollowUp,
+        retrying: &mut Retrying,
+        last_error: &str,
+    ) -> Option<Delivery> {
+        let settings = &self.inner.policy;
+        if retrying.started.elapsed() >= settings.timeout {
+            let cause = format!(
+                "not delivered within --correlation-timeout {}: {last_error}",
+                humantime::format_duration(settings.timeout)
+            );
+            return Some(self.give_up(follow_up, GiveUpReason::Timeout, &cause).await);
+        }
+        retrying.retried_at_once = false;
+        self.inner.metrics.follow_ups_retried.inc();
+        // Once shutdown has begun, a follow-up that did not go through stays owed in the engine:
+        // the reconciler of any worker delivers it, so it need not hold the grace.
+        if self.inner.hurry.is_cancelled() {
+            return Some(self.leave_owed(follow_up));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retrying.backoff.next_delay()) => None,
+            _ = self.inner.hurry.cancelled() => Some(self.leave_owed(follow_up)),
         }
     }
 
@@ -215,8 +346,9 @@ impl FollowUps {
 
     /// One attempt: the message, and, when it matches nothing, maybe a read of the marker. A retry
     /// has spent its budget before (see [`FollowUps::deliver_due`]).
-    async fn attempt(
+    pub(super) async fn attempt<L: Ledger>(
         &self,
+        ledger: &L,
         follow_up: &FollowUp,
         marker: &MarkerCell,
         variables: &Variables,
@@ -232,7 +364,7 @@ impl FollowUps {
             follow_up.target.process_instance_id.clone(),
             variables,
         );
-        let error = match self.inner.client.correlate_message(&request).await {
+        let error = match ledger.correlate(&request).await {
             Ok(()) => return Attempt::Delivered,
             Err(error) => error,
         };
@@ -240,10 +372,7 @@ impl FollowUps {
             Some(Mismatch::MultipleMatches) => Attempt::Ambiguous(error),
             Some(Mismatch::NoMatch) => {
                 progress.mismatches += 1;
-                let read = progress.mismatches == 1
-                    || progress.maybe_delivered
-                    || progress.mismatches % 4 == 1;
-                if !read {
+                if !progress.reads_marker() {
                     return Attempt::NotWaiting;
                 }
                 // The first read decides the first attempt's mismatch; later ones are retries.
@@ -254,7 +383,7 @@ impl FollowUps {
                         _ = self.inner.hurry.cancelled() => return Attempt::NotWaiting,
                     }
                 }
-                let decided = self.read_marker(follow_up, &mut state).await;
+                let decided = self.read_marker(ledger, follow_up, &mut state).await;
                 if matches!(decided, Attempt::NotWaiting) {
                     progress.maybe_delivered = false;
                     // Still owed to us: not waiting yet, or waiting for another name. The first
@@ -274,16 +403,17 @@ impl FollowUps {
     }
 
     /// Reads the instance's marker to decide a mismatch.
-    async fn read_marker(&self, follow_up: &FollowUp, state: &mut MarkerState) -> Attempt {
+    async fn read_marker<L: Ledger>(
+        &self,
+        ledger: &L,
+        follow_up: &FollowUp,
+        state: &mut MarkerState,
+    ) -> Attempt {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return Attempt::NotWaiting;
         };
-        let value = match self
-            .inner
-            .client
-            .instance_variable(instance, &self.inner.policy.marker_variable)
-            .await
-        {
+        let variable = &self.inner.policy.marker_variable;
+        let value = match ledger.read_marker(instance, variable).await {
             Ok(value) => value,
             Err(e) => return Attempt::EngineTrouble(e),
         };
@@ -302,3 +432,6 @@ impl FollowUps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

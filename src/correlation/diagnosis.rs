@@ -125,6 +125,15 @@ impl Diagnosis {
     }
 }
 
+#[cfg(test)]
+impl Diagnosis {
+    /// No diagnosis before `until`: the unit tests of delivery, whose fake engine answers no
+    /// diagnosis, keep it out of their way.
+    pub(super) fn hold_off(&self, until: Instant) {
+        lock(&self.state).not_before = Some(until);
+    }
+}
+
 impl FollowUps {
     /// After a mismatch whose marker read found the follow-up still owed to us: if no instance
     /// waits for the route's message and this one waits for another, say so (see the module

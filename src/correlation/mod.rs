@@ -40,12 +40,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+mod calls;
 mod deliver;
 mod diagnosis;
+#[cfg(test)]
+pub(crate) mod fake;
 mod give_up;
 mod marker_cell;
 mod message;
 mod policy;
+mod recover;
 mod target;
 mod work_phase;
 
@@ -53,6 +57,7 @@ use diagnosis::Misconfiguration;
 use marker_cell::{MarkerCell, MarkerState};
 pub use message::FollowUpMessage;
 pub use policy::{CorrelationPolicy, DEFAULT_CAPACITY, DEFAULT_WORK_CONCURRENCY};
+pub use recover::Recovery;
 pub use target::{CorrelateBy, CorrelationTarget};
 
 use crate::budget::RetryBudget;
@@ -368,17 +373,14 @@ impl FollowUps {
         lock(&self.inner.pending).insert(task_id.clone());
         self.inner.metrics.follow_ups_pending.inc();
         let this = self.clone();
-        let due = follow_up.completed_at + self.route.message.delay;
+        let due = self.due(&follow_up);
         // While it waits out its delay, a follow-up is this small task; the delivery's state (its
         // HTTP calls, its span) is only allocated when it is due. Measured: a pending follow-up
         // held inline cost about 8 KB, so a few hundred pending ones were most of the heap.
         self.inner.tracker.spawn(async move {
             let has_work = this.route.work.is_work();
             if !has_work {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => {}
-                    _ = this.inner.hurry.cancelled() => {}
-                }
+                this.wait_until_due(due).await;
             }
             let span = tracing::info_span!(
                 parent: None,

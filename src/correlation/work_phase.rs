@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
+use super::calls::Ledger;
 use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, MarkerCell};
 use crate::backoff::Backoff;
 use crate::ledger::Marker;
@@ -77,6 +78,17 @@ impl FollowUps {
     /// The whole follow-up of a route with work: the work, then (no earlier than `due`) the
     /// message with its result; the lease renewed throughout.
     pub(super) async fn work_then_deliver(&self, follow_up: &FollowUp, due: Instant) -> Delivery {
+        let ledger = &self.inner.client;
+        self.work_then_deliver_via(ledger, follow_up, due).await
+    }
+
+    /// [`FollowUps::work_then_deliver`] through `ledger`.
+    async fn work_then_deliver_via<L: Ledger>(
+        &self,
+        ledger: &L,
+        follow_up: &FollowUp,
+        due: Instant,
+    ) -> Delivery {
         let marker = MarkerCell::new(follow_up.marker.clone());
         let pipeline = async {
             let variables = match self.run_work(follow_up, &marker).await {
@@ -89,12 +101,9 @@ impl FollowUps {
                     return left;
                 }
             };
-            tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
-                _ = self.inner.hurry.cancelled() => {}
-            }
+            self.wait_until_due(due).await;
             let delivery = self
-                .deliver_due(follow_up, &marker, &variables, Some(due))
+                .deliver_via(ledger, follow_up, &marker, &variables, Some(due))
                 .await;
             if follow_up.recovered
                 && matches!(delivery, Delivery::Sent | Delivery::AlreadyDelivered)
@@ -109,7 +118,7 @@ impl FollowUps {
             delivery = &mut pipeline => return delivery,
             // Renewal stops only when the lease is lost: the follow-up goes on, and its message
             // (or its marker read) tells whether another worker took it over.
-            () = self.renew_lease(follow_up, &marker) => {}
+            () = self.renew_lease_via(ledger, follow_up, &marker) => {}
         }
         pipeline.await
     }
@@ -117,56 +126,18 @@ impl FollowUps {
     /// Runs the work until it succeeds, fails for good, or shutdown stops it.
     async fn run_work(&self, follow_up: &FollowUp, marker: &MarkerCell) -> WorkEnd {
         let settings = &self.inner.policy;
-        let metrics = &self.inner.metrics;
         let mut backoff = Backoff::starting_at(Duration::from_secs(1), settings.max_backoff);
         let mut runs = 0;
         let last = loop {
             runs += 1;
-            let run = async {
-                // The semaphore is never closed, so acquiring only fails if it were.
-                let _slot = self.inner.work_slots.acquire().await.ok();
-                let _running = Running::start(metrics);
-                self.route
-                    .work
-                    .run(&follow_up.task, &self.inner.hurry)
-                    .await
-            };
-            let result = tokio::select! {
-                result = run => result,
-                // The grace is over: the work is dropped (a command killed), owed for the next
-                // start once its lease runs out.
-                _ = self.inner.abort.cancelled() => {
-                    metrics.count_topic(&metrics.follow_up_work_runs, WorkOutcome::Interrupted, &follow_up.task.topic);
-                    return WorkEnd::Interrupted;
-                }
-            };
-            let error = match result {
-                Ok(variables) => {
-                    metrics.count_topic(
-                        &metrics.follow_up_work_runs,
-                        WorkOutcome::Succeeded,
-                        &follow_up.task.topic,
-                    );
-                    return WorkEnd::Done(variables);
-                }
-                Err(_) if self.inner.hurry.is_cancelled() => {
-                    metrics.count_topic(
-                        &metrics.follow_up_work_runs,
-                        WorkOutcome::Interrupted,
-                        &follow_up.task.topic,
-                    );
-                    return WorkEnd::Interrupted;
-                }
+            let error = match self.run_once(follow_up).await {
+                Ok(end) => return end,
                 Err(error) => error,
             };
             if !error.retry || runs > settings.work_retries {
                 break error;
             }
-            metrics.count_topic(
-                &metrics.follow_up_work_runs,
-                WorkOutcome::Retried,
-                &follow_up.task.topic,
-            );
+            self.count_run(follow_up, WorkOutcome::Retried);
             let wait = backoff.next_delay();
             warn!(
                 run = runs,
@@ -178,13 +149,49 @@ impl FollowUps {
                 _ = self.inner.hurry.cancelled() => return WorkEnd::Interrupted,
             }
         };
-        metrics.count_topic(
-            &metrics.follow_up_work_runs,
-            WorkOutcome::Failed,
-            &follow_up.task.topic,
-        );
+        self.count_run(follow_up, WorkOutcome::Failed);
         self.work_failed(follow_up, marker, runs, &last).await;
         WorkEnd::Failed
+    }
+
+    /// One run of the work in a work slot: how the follow-up ends (its variables, or shutdown
+    /// stopped it), or the error of a run that failed.
+    async fn run_once(&self, follow_up: &FollowUp) -> Result<WorkEnd, WorkError> {
+        let run = async {
+            // The semaphore is never closed, so acquiring only fails if it were.
+            let _slot = self.inner.work_slots.acquire().await.ok();
+            let _running = Running::start(&self.inner.metrics);
+            self.route
+                .work
+                .run(&follow_up.task, &self.inner.hurry)
+                .await
+        };
+        let result = tokio::select! {
+            result = run => result,
+            // The grace is over: the work is dropped (a command killed), owed for the next
+            // start once its lease runs out.
+            _ = self.inner.abort.cancelled() => {
+                self.count_run(follow_up, WorkOutcome::Interrupted);
+                return Ok(WorkEnd::Interrupted);
+            }
+        };
+        match result {
+            Ok(variables) => {
+                self.count_run(follow_up, WorkOutcome::Succeeded);
+                Ok(WorkEnd::Done(variables))
+            }
+            Err(_) if self.inner.hurry.is_cancelled() => {
+                self.count_run(follow_up, WorkOutcome::Interrupted);
+                Ok(WorkEnd::Interrupted)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Counts one run of the follow-up's work in `follow_up_work_runs_total`.
+    fn count_run(&self, follow_up: &FollowUp, outcome: WorkOutcome) {
+        let metrics = &self.inner.metrics;
+        metrics.count_topic(&metrics.follow_up_work_runs, outcome, &follow_up.task.topic);
     }
 
     /// Work failed for good: one ERROR, an incident on the waiting execution carrying the
@@ -233,12 +240,17 @@ impl FollowUps {
     /// once the lease is lost: the marker changed (another worker took over, or the instance
     /// moved on), or no renewal went through for a whole lease — after which this worker must
     /// not write the marker any more, since another may own it.
-    async fn renew_lease(&self, follow_up: &FollowUp, marker: &MarkerCell) {
+    async fn renew_lease_via<L: Ledger>(
+        &self,
+        ledger: &L,
+        follow_up: &FollowUp,
+        marker: &MarkerCell,
+    ) {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return std::future::pending().await;
         };
         let settings = &self.inner.policy;
-        let client = &self.inner.client;
+        let variable = &settings.marker_variable;
         let mut held_until = Instant::now() + settings.lease;
         loop {
             tokio::time::sleep(settings.lease / 4).await;
@@ -247,10 +259,7 @@ impl FollowUps {
                 warn!("the follow-up's lease ran out before it could be renewed; another worker may run its work too (its message still goes once)");
                 return;
             }
-            let read = client
-                .instance_variable(instance, &settings.marker_variable)
-                .await;
-            match read {
+            match ledger.read_marker(instance, variable).await {
                 Ok(Some(value)) if Marker::parse(&value).is_some_and(|m| state.is_ours(&m)) => {}
                 Ok(_) => {
                     debug!("the follow-up's marker changed: another worker took it over, or the instance moved on");
@@ -263,10 +272,7 @@ impl FollowUps {
             }
             let asked = Instant::now();
             let renewed = state.current.owed_again(settings.lease);
-            match client
-                .set_instance_variable(instance, &settings.marker_variable, &marker_value(&renewed))
-                .await
-            {
+            match ledger.write_marker(instance, variable, &renewed).await {
                 Ok(()) => {
                     state.current = renewed;
                     state.maybe = None;
@@ -309,4 +315,143 @@ impl FollowUps {
 
 fn marker_value(marker: &Marker) -> TypedValue {
     TypedValue::string(marker.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::fake::{self, Call, FakeLedger};
+    use super::super::{CorrelationPolicy, Delivery, FollowUpMessage, FollowUps, MarkerCell};
+    use crate::ledger::Marker;
+    use crate::variables::Variables;
+    use crate::work::{CompletedTask, FollowUpWork, WorkError};
+
+    /// Work that takes this long.
+    struct Takes(Duration);
+
+    impl FollowUpWork for Takes {
+        async fn run(
+            &self,
+            _: &CompletedTask,
+            _: &CancellationToken,
+        ) -> Result<Variables, WorkError> {
+            tokio::time::sleep(self.0).await;
+            Ok(Variables::new())
+        }
+    }
+
+    fn scheduler(work: Duration) -> FollowUps {
+        let policy = CorrelationPolicy {
+            lease: Duration::from_secs(60),
+            ..CorrelationPolicy::default()
+        };
+        let message = FollowUpMessage {
+            delay: Duration::from_secs(2),
+            ..FollowUpMessage::default()
+        };
+        fake::follow_ups(policy, message, Arc::new(Takes(work)))
+    }
+
+    /// When the first message goes, from the completion, for work that takes `work`.
+    async fn first_message_after(work: Duration) -> Duration {
+        let follow_ups = scheduler(work);
+        let f = fake::follow_up("task-1", Some("pi-1"), Duration::from_secs(60));
+        let ledger = FakeLedger::holding(&f.marker);
+        ledger.answer_messages(vec![Ok(())]);
+        let due = follow_ups.due(&f);
+        let delivery = follow_ups.work_then_deliver_via(&ledger, &f, due).await;
+        assert_eq!(delivery, Delivery::Sent);
+        let calls = ledger.calls();
+        assert_eq!(
+            calls.len(),
+            1,
+            "one message, no lease renewal yet: {calls:?}"
+        );
+        calls[0].0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_work_runs_within_the_delay_and_the_message_waits_for_the_rest() {
+        let at = first_message_after(Duration::from_millis(1500)).await;
+        assert_eq!(at, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_longer_than_the_delay_sends_its_message_as_soon_as_it_is_done() {
+        let at = first_message_after(Duration::from_secs(3)).await;
+        assert_eq!(at, Duration::from_secs(3));
+    }
+
+    /// Renews the lease of a follow-up whose instance holds its marker, for `within` at most;
+    /// returns when renewal stopped (`None`: it was still renewing).
+    async fn renew(ledger: &FakeLedger, marker: &Marker, within: Duration) -> Option<Duration> {
+        let follow_ups = scheduler(Duration::ZERO);
+        let mut f = fake::follow_up("task-1", Some("pi-1"), Duration::from_secs(60));
+        f.marker = marker.clone();
+        let cell = MarkerCell::new(marker.clone());
+        let started = Instant::now();
+        let renewal = follow_ups.renew_lease_via(ledger, &f, &cell);
+        tokio::time::timeout(within, renewal)
+            .await
+            .ok()
+            .map(|()| started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_is_read_and_renewed_every_quarter_of_its_length() {
+        let marker = Marker::owed("t", "task-1", Duration::from_secs(60));
+        let ledger = FakeLedger::holding(&marker);
+
+        let stopped = renew(&ledger, &marker, Duration::from_secs(61)).await;
+
+        assert_eq!(stopped, None, "renewal goes on while the marker is ours");
+        let calls = ledger.calls();
+        let times: Vec<u64> = calls.iter().map(|(at, _)| at.as_secs()).collect();
+        assert_eq!(times, vec![15, 15, 30, 30, 45, 45, 60, 60]);
+        for pair in calls.chunks(2) {
+            assert_eq!(pair[0].1, Call::Read);
+            let Call::Write(value) = &pair[1].1 else {
+                panic!("a write follows each read: {calls:?}");
+            };
+            let written = Marker::parse(value).expect("an owed marker");
+            assert_eq!(written.task_id(), "task-1");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_no_renewal_went_through_for_is_lost_at_its_end() {
+        let marker = Marker::owed("t", "task-1", Duration::from_secs(60));
+        let ledger = FakeLedger::holding(&marker);
+        ledger
+            .writes
+            .lock()
+            .unwrap()
+            .extend((0..10).map(|_| Err(fake::unavailable())));
+
+        let stopped = renew(&ledger, &marker, Duration::from_secs(600)).await;
+
+        assert_eq!(stopped, Some(Duration::from_secs(60)));
+        assert_eq!(
+            ledger.calls().len(),
+            6,
+            "three reads and three failed writes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_another_worker_took_over_ends_the_renewal_at_the_next_read() {
+        let marker = Marker::owed("t", "task-1", Duration::from_secs(60));
+        let taken = Marker::owed("t", "task-1", Duration::from_secs(3600));
+        let ledger = FakeLedger::holding(&taken);
+
+        let stopped = renew(&ledger, &marker, Duration::from_secs(600)).await;
+
+        assert_eq!(stopped, Some(Duration::from_secs(15)));
+        assert_eq!(ledger.kinds(), vec![Call::Read]);
+    }
 }
