@@ -6,9 +6,11 @@
 
 pub mod cluster;
 pub mod engine;
+pub mod faults;
 pub mod mock;
 pub mod proxy;
 pub mod run;
+pub mod work;
 
 use std::future::Future;
 use std::time::Duration;
