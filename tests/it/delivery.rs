@@ -302,6 +302,7 @@ async fn calls_on_keep_alive_connections_the_server_closed_are_sent_again_at_onc
             .wait_instances_completed(&started, RUN_LIMIT)
             .await;
         ids.extend(started);
+        // Kept: a pause between bursts, longer than the idle after which the proxy closes connections.
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     let log = worker.stderr();

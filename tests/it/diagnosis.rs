@@ -135,6 +135,7 @@ async fn a_misspelled_message_name_is_named_at_the_first_mismatch_with_1000_pend
     .await;
     let before = engine_requests(&worker.scrape().await, None);
     let window = Instant::now();
+    // Kept: a ten-second window whose requests are counted against the budget's rate.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let text = worker.scrape().await;
     let made = engine_requests(&text, None) - before;

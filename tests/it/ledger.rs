@@ -228,6 +228,7 @@ async fn a_misspelled_message_name_is_named_and_its_retries_stay_within_the_budg
     .await;
     let before = engine_requests(&worker.scrape().await, None);
     let started = Instant::now();
+    // Kept: a ten-second window whose requests are counted against the budget's rate.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = engine_requests(&worker.scrape().await, None);
     // The bound follows the time that really passed: the budget's rate, plus one second's burst.

@@ -46,6 +46,7 @@ async fn an_engine_answering_503_is_backed_off_with_one_warning_and_one_recovery
 async fn an_unreachable_engine_never_ends_the_worker() {
     let closed = format!("http://127.0.0.1:{}/engine-rest", free_port());
     let mut worker = WorkerProcess::spawn("worker", &closed, &["--max-backoff", "1s"]);
+    // Kept: an observation window, not a deadline: the worker keeps backing off and does not end.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         worker.is_running(),
@@ -91,6 +92,7 @@ async fn refused_credentials_give_one_clear_error_and_backoff_without_leaking_th
     let engine = MockEngine::start(vec![]).await;
     engine.fetch_first(1000, ResponseTemplate::new(401)).await;
     let mut worker = engine.worker(&["--username", "alice", "--password", "hunter2-secret"]);
+    // Kept: an observation window, not a deadline: three seconds of refused credentials.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(worker.is_running());
     let log = worker.stderr();

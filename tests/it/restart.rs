@@ -63,6 +63,7 @@ async fn restart_under_traffic(engine: &RealEngine, suffix: &str, old_flags: &[&
                         .await,
                 );
                 round += 1;
+                // Kept: the pace of the traffic generator (one round each 100 ms), not a wait for a state.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             ids
@@ -123,6 +124,7 @@ async fn restart_under_traffic(engine: &RealEngine, suffix: &str, old_flags: &[&
             "200ms",
         ],
     );
+    // Kept: the old worker serves the traffic for two seconds before the restart; time passing is the point.
     tokio::time::sleep(Duration::from_secs(2)).await;
     keep_starting.store(false, std::sync::atomic::Ordering::SeqCst);
     let ids = traffic.await.unwrap();

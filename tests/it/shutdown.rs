@@ -426,6 +426,7 @@ async fn sigterm_with_lookups_hanging_exits_within_the_shutdown_grace(hanging: u
                 stderr()
             );
         }
+        // Kept: the poll step of a bounded wait for the child's exit (a std process, not a future).
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let took = signalled.elapsed();

@@ -144,6 +144,7 @@ async fn a_second_signal_exits_at_once_and_an_expired_grace_exits_non_zero() {
         )
         .await;
         worker.signal("TERM");
+        // Kept: the drain begins; a second signal, where sent, must arrive during it, not before.
         tokio::time::sleep(Duration::from_millis(300)).await;
         if second_signal {
             worker.signal("TERM");
