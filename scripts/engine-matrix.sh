@@ -20,7 +20,7 @@ flavors=("$@")
 for flavor in "${flavors[@]}"; do
   printf '\n==> real-engine suite on %s\n' "$flavor"
   ENGINE_FLAVOR=$flavor engine/engine.sh build
-  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- real_engine:: resilience:: delivery:: ledger:: \
+  ENGINE_FLAVOR=$flavor cargo test --locked --test it -- real_engine:: resilience:: delivery:: recovery:: restart:: outage:: ledger:: \
     --skip "$RESTART_TEST"
   # Alone: under the load of the other scenarios the engine-restart test has been flaky.
   ENGINE_FLAVOR=$flavor cargo test --locked --test it -- --exact "$RESTART_TEST"
