@@ -29,7 +29,8 @@ for flavor in "${flavors[@]}"; do
   printf '\n==> real-engine suite on %s\n' "$flavor"
   [[ "${TEST_COUNT_LIST:-0}" == 1 ]] || ENGINE_FLAVOR=$flavor engine/engine.sh build
   ENGINE_FLAVOR=$flavor counted_tests "the real-engine suite on $flavor" --locked --test it -- \
-    real_engine:: resilience:: delivery:: ledger:: --skip "$RESTART_TEST"
+    real_engine:: resilience:: delivery:: recovery:: restart:: ledger:: \
+    outage::an_outage_while_every_slot_is_busy --skip "$RESTART_TEST"
   # Alone: under the load of the other scenarios the engine-restart test has been flaky.
   ENGINE_FLAVOR=$flavor counted_tests "the engine-restart scenario on $flavor" --locked --test it -- \
     --exact "$RESTART_TEST"

@@ -225,6 +225,7 @@ async fn an_oauth_token_is_refreshed_before_it_expires() {
     let client = oauth_client_for(&server, "w", "s", None);
     client.fetch_first_node().await.unwrap();
     client.fetch_first_node().await.unwrap();
+    // Kept: the token must age past its refresh point (1 s); time passing is the point.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     client.fetch_first_node().await.unwrap();
     server.verify().await;

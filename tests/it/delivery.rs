@@ -13,28 +13,26 @@ use std::time::Duration;
 
 use crate::support::engine::{engine_with, shared_engine, RealEngine, Rest};
 use crate::support::proxy::{Exchange, Fault, FaultKind, FaultProxy, Rule};
-use crate::support::{
-    eventually, lines_with, metric_sum, metric_value, settled_total, WorkerProcess,
-};
+use crate::support::{eventually, lines_with, metric_sum, metric_value, WorkerProcess};
 
-const INSTANCES: usize = 200;
-const RUN_LIMIT: Duration = Duration::from_secs(240);
+pub(crate) const INSTANCES: usize = 200;
+pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(240);
 
 /// A process of this test's own on an engine, with the proxy in front of that engine.
-struct Scenario {
-    rest: Rest,
-    proxy: FaultProxy,
-    key: String,
-    topic: String,
-    message: String,
+pub(crate) struct Scenario {
+    pub(crate) rest: Rest,
+    pub(crate) proxy: FaultProxy,
+    pub(crate) key: String,
+    pub(crate) topic: String,
+    pub(crate) message: String,
 }
 
 impl Scenario {
-    async fn on(engine: &RealEngine, suffix: &str) -> Scenario {
+    pub(crate) async fn on(engine: &RealEngine, suffix: &str) -> Scenario {
         Self::with_bpmn(engine, suffix, |bpmn| bpmn).await
     }
 
-    async fn with_bpmn(
+    pub(crate) async fn with_bpmn(
         engine: &RealEngine,
         suffix: &str,
         edit: impl Fn(String) -> String,
@@ -52,7 +50,7 @@ impl Scenario {
     }
 
     /// The worker binary against the proxy, reconciler off, with `flags` added.
-    fn worker(&self, flags: &[&str]) -> WorkerProcess {
+    pub(crate) fn worker(&self, flags: &[&str]) -> WorkerProcess {
         let mut all = vec![
             "--topic",
             &self.topic,
@@ -72,7 +70,7 @@ impl Scenario {
     }
 
     /// Waits for every instance to end, then checks that each got exactly one follow-up.
-    async fn assert_exactly_once(
+    pub(crate) async fn assert_exactly_once(
         &self,
         worker: &mut WorkerProcess,
         prefix: &str,
@@ -133,12 +131,12 @@ impl Scenario {
 }
 
 /// SIGTERM, and a clean exit.
-fn stop(worker: WorkerProcess) {
+pub(crate) fn stop(worker: WorkerProcess) {
     stop_and_read(worker);
 }
 
 /// Stops the worker (SIGTERM, exit 0) and returns everything it logged.
-fn stop_and_read(mut worker: WorkerProcess) -> String {
+pub(crate) fn stop_and_read(mut worker: WorkerProcess) -> String {
     assert_eq!(
         worker.terminate(crate::support::SHUTDOWN_LIMIT),
         Some(0),
@@ -304,6 +302,7 @@ async fn calls_on_keep_alive_connections_the_server_closed_are_sent_again_at_onc
             .wait_instances_completed(&started, RUN_LIMIT)
             .await;
         ids.extend(started);
+        // Kept: a pause between bursts, longer than the idle after which the proxy closes connections.
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     let log = worker.stderr();
@@ -333,68 +332,6 @@ async fn calls_on_keep_alive_connections_the_server_closed_are_sent_again_at_onc
         "no fetch failed: {metrics}"
     );
     assert_eq!(lines_with(&log, " WARN "), 0, "{log}");
-}
-
-/// The engine goes away while every slot is busy completing (the fetch loop is not polling at
-/// all): the engine client notices, logs one WARN, `/readyz` says 503; when the engine is back,
-/// one INFO and `/readyz` 200 — and every instance still gets exactly one follow-up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_while_every_slot_is_busy_is_reported_once_by_the_client() {
-    let scenario = Scenario::on(shared_engine(), "busy_outage").await;
-    // Slow completes keep both slots busy: the fetch loop waits for a slot, not for the engine.
-    scenario.proxy.add_rule(
-        Rule::on("POST", r"/external-task/[^/]+/complete$")
-            .then(Fault::Delay(Duration::from_millis(200))),
-    );
-    let ids = scenario
-        .rest
-        .start_instances(&scenario.key, "busy_outage", INSTANCES)
-        .await;
-    // A call the dead proxy neither answers nor closes fails after the request timeout.
-    let mut worker = scenario.worker(&[
-        "--max-tasks",
-        "2",
-        "--max-backoff",
-        "1s",
-        "--request-timeout",
-        "2s",
-    ]);
-    eventually(RUN_LIMIT, "a few completions", || async {
-        (worker.count("camunda_worker_tasks_completed_total").await >= 4).then_some(())
-    })
-    .await;
-    scenario.proxy.set_down(true);
-    eventually(
-        Duration::from_secs(30),
-        "/readyz reports the engine gone",
-        || async { (worker.probe("/readyz").await == 503).then_some(()) },
-    )
-    .await;
-    // An observation window, not a deadline: the worker keeps trying while the engine is gone.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    worker.assert_running("during the outage");
-    scenario.proxy.set_down(false);
-    eventually(
-        Duration::from_secs(30),
-        "/readyz reports the engine back",
-        || async { (worker.probe("/readyz").await == 200).then_some(()) },
-    )
-    .await;
-    scenario
-        .assert_exactly_once(&mut worker, "busy_outage", &ids)
-        .await;
-    // Read once the process has exited: every line it wrote is in.
-    let log_after = stop_and_read(worker);
-    assert_eq!(
-        lines_with(&log_after, "engine unavailable"),
-        1,
-        "{log_after}"
-    );
-    assert_eq!(
-        lines_with(&log_after, "the engine answers again"),
-        1,
-        "{log_after}"
-    );
 }
 
 /// A process that loops back to the catch event: after each message the instance runs the task
@@ -580,264 +517,6 @@ async fn undeliverable_follow_ups_fill_their_capacity_and_then_fetching_pauses()
     );
 }
 
-/// The reconciler recovers only instances whose wait follows a completed task of its topic.
-/// Another process in the same engine waits for a message of the same name: it never gets one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reconciler_never_correlates_an_instance_of_another_process() {
-    let engine = shared_engine();
-    let rest = Rest::new(&engine.url);
-    let (key, topic, message) = rest.deploy_variant("attribution").await;
-    // Another process: start → the same message catch event → end, no task of our topic.
-    let foreign = format!("someone_else_{}", std::process::id());
-    rest.deploy_bpmn(
-        &foreign,
-        format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
-                  xmlns:camunda="http://camunda.org/schema/1.0/bpmn"
-                  id="Definitions_{foreign}" targetNamespace="http://bpmn.io/schema/bpmn">
-  <bpmn:process id="{foreign}" isExecutable="true" camunda:historyTimeToLive="P1D">
-    <bpmn:startEvent id="start" />
-    <bpmn:sequenceFlow id="to_wait" sourceRef="start" targetRef="wait" />
-    <bpmn:intermediateCatchEvent id="wait">
-      <bpmn:messageEventDefinition messageRef="the_message" />
-    </bpmn:intermediateCatchEvent>
-    <bpmn:sequenceFlow id="to_end" sourceRef="wait" targetRef="end" />
-    <bpmn:endEvent id="end" />
-  </bpmn:process>
-  <bpmn:message id="the_message" name="{message}" />
-</bpmn:definitions>"#
-        ),
-    )
-    .await;
-    let others = rest.start_instances(&foreign, "attribution_other", 5).await;
-    let ours = rest.start_instances(&key, "attribution", 20).await;
-    let waiting = |n: u64| {
-        let rest = rest.clone();
-        let message = message.clone();
-        move || {
-            let rest = rest.clone();
-            let message = message.clone();
-            async move {
-                let count = rest
-                    .count(
-                        "event-subscription/count",
-                        &[("eventType", "message"), ("eventName", &message)],
-                    )
-                    .await;
-                (count == n).then_some(())
-            }
-        }
-    };
-    // A worker completes ours and holds every follow-up for a minute; killed, it loses them all.
-    let mut doomed = WorkerProcess::spawn(
-        "doomed",
-        &engine.url,
-        &[
-            "--topic",
-            &topic,
-            "--message-name",
-            &message,
-            "--correlation-delay",
-            "60s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    eventually(RUN_LIMIT, "ours and theirs all wait", waiting(25)).await;
-    assert_eq!(
-        settled_total(&[&doomed], &["camunda_worker_tasks_completed_total"], 20).await,
-        20
-    );
-    doomed.kill_hard();
-
-    let next = WorkerProcess::spawn(
-        "next",
-        &engine.url,
-        &[
-            "--topic",
-            &topic,
-            "--message-name",
-            &message,
-            "--correlation-delay",
-            "0s",
-            "--reconcile-interval",
-            "2s",
-        ],
-    );
-    rest.wait_instances_completed(&ours, RUN_LIMIT).await;
-    // Every pass after that sees the others too, older than the minimum wait: still left alone.
-    let passes = next
-        .count("camunda_worker_reconciler_passes_total{outcome=\"ok\"}")
-        .await;
-    eventually(
-        Duration::from_secs(30),
-        "two more reconciler passes",
-        || async {
-            (next
-                .count("camunda_worker_reconciler_passes_total{outcome=\"ok\"}")
-                .await
-                >= passes + 2)
-                .then_some(())
-        },
-    )
-    .await;
-    eventually(Duration::from_secs(5), "only theirs wait", waiting(5)).await;
-    assert_eq!(
-        settled_total(&[&next], &["camunda_worker_follow_ups_recovered_total"], 20).await,
-        20
-    );
-    let completed_others = rest.completed(&foreign).await;
-    assert_eq!(
-        completed_others, 0,
-        "no forged message for the other process"
-    );
-    assert_eq!(others.len(), 5);
-    stop(next);
-}
-
-/// An idle worker on an engine that cancels parked polls (`fetch-and-lock-unique-worker-request`,
-/// on in the bundled engine) exits within moments of SIGTERM: without the cancel, its sweep
-/// would wait for the 60 s long poll, cut off only by the 25 s grace.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_worker_cancels_its_parked_poll_and_exits_at_once() {
-    let engine = shared_engine();
-    let rest = Rest::new(&engine.url);
-    let (_, topic, message) = rest.deploy_variant("idle_exit").await;
-    let mut worker = WorkerProcess::spawn(
-        "idle",
-        &engine.url,
-        &[
-            "--topic",
-            &topic,
-            "--message-name",
-            &message,
-            "--long-poll",
-            "60s",
-            "--reconcile-interval",
-            "0",
-        ],
-    );
-    eventually(Duration::from_secs(30), "the worker ready", || async {
-        (worker.probe("/readyz").await == 200).then_some(())
-    })
-    .await;
-    // An observation window, not a deadline: the first long poll goes out and parks.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(worker.terminate(Duration::from_secs(10)), Some(0));
-    let log = worker.stderr();
-    assert!(!log.contains("abandoned long poll"), "{log}");
-}
-
-/// A worker restarted under traffic: the old one stops with SIGTERM (exit 0) while instances keep
-/// arriving, and no task stays locked by its worker id — neither on an engine that cancels the
-/// parked poll (the bundled one) nor on one that cannot (the sweep outlasts the poll's expiry).
-async fn restart_under_traffic(engine: &RealEngine, suffix: &str, old_flags: &[&str]) {
-    let rest = Rest::new(&engine.url);
-    let (key, topic, message) = rest.deploy_variant(suffix).await;
-    let old_id = format!("{suffix}-old-{}", std::process::id());
-    let keep_starting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let traffic = {
-        let rest = rest.clone();
-        let key = key.clone();
-        let suffix = suffix.to_owned();
-        let keep_starting = std::sync::Arc::clone(&keep_starting);
-        tokio::spawn(async move {
-            let mut ids = Vec::new();
-            let mut round = 0;
-            while keep_starting.load(std::sync::atomic::Ordering::SeqCst) {
-                ids.extend(
-                    rest.start_instances(&key, &format!("{suffix}-{round}"), 2)
-                        .await,
-                );
-                round += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            ids
-        })
-    };
-    let mut flags = vec![
-        "--worker-id",
-        &old_id,
-        "--topic",
-        &topic,
-        "--message-name",
-        &message,
-        "--correlation-delay",
-        "200ms",
-        // A stranded task would hold for 5 minutes: far past every wait below.
-        "--lock-duration",
-        "5m",
-    ];
-    flags.extend(old_flags);
-    let mut old = WorkerProcess::spawn("old", &engine.url, &flags);
-    eventually(RUN_LIMIT, "the old worker at work", || async {
-        (old.count("camunda_worker_tasks_completed_total").await >= 20).then_some(())
-    })
-    .await;
-    assert_eq!(
-        old.terminate(crate::support::SHUTDOWN_LIMIT),
-        Some(0),
-        "{}",
-        old.stderr()
-    );
-    let locked_by_old = || async {
-        rest.count(
-            "external-task/count",
-            &[
-                ("topicName", &topic),
-                ("workerId", &old_id),
-                ("locked", "true"),
-            ],
-        )
-        .await
-    };
-    // Instances arrive while no worker runs: none may be locked for the worker that is gone.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        locked_by_old().await,
-        0,
-        "a task is locked by the stopped worker"
-    );
-    let new = WorkerProcess::spawn(
-        "new",
-        &engine.url,
-        &[
-            "--topic",
-            &topic,
-            "--message-name",
-            &message,
-            "--correlation-delay",
-            "200ms",
-        ],
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    keep_starting.store(false, std::sync::atomic::Ordering::SeqCst);
-    let ids = traffic.await.unwrap();
-    // Bounded well below the old worker's 5-minute lock: nothing waits for a lock to expire.
-    rest.wait_instances_ended(&ids, Duration::from_secs(90))
-        .await;
-    assert_eq!(locked_by_old().await, 0);
-    assert_eq!(rest.incidents(&key).await, 0, "no incidents");
-    stop(new);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_restarted_under_traffic_strands_no_task_on_an_engine_that_cancels_its_poll() {
-    restart_under_traffic(shared_engine(), "restart_cancel", &[]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_restarted_under_traffic_strands_no_task_on_an_engine_that_cannot() {
-    // The sweep must cover the old worker's last poll (5 s) plus the engine's lateness.
-    restart_under_traffic(
-        plain_engine(),
-        "restart_sweep",
-        &["--long-poll", "5s", "--shutdown-grace", "15s"],
-    )
-    .await;
-}
-
 /// An engine without history (level `none`) and without unique worker requests: lost replies are
 /// still decided from the instance's runtime state alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -879,7 +558,7 @@ async fn without_history_lost_replies_still_give_one_follow_up_each() {
 
 /// A second engine for the tests that need what the bundled one is not: history level `none`,
 /// and no `fetch-and-lock-unique-worker-request`.
-fn plain_engine() -> &'static RealEngine {
+pub(crate) fn plain_engine() -> &'static RealEngine {
     engine_with(&[
         "--camunda.bpm.history-level=none",
         "--server.servlet.context-parameters.fetch-and-lock-unique-worker-request=false",

@@ -125,6 +125,7 @@ async fn serve(
     seen.lock().unwrap().push(Seen { path, body });
     match answer {
         Answer::Empty => {
+            // Kept: the hostile server's own pace, standing in for a long poll.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]";
             let _ = connection.write_all(reply.as_bytes()).await;
@@ -149,6 +150,7 @@ async fn serve(
             let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n1\r\n[\r\n";
             let mut sent = connection.write_all(head.as_bytes()).await;
             while sent.is_ok() {
+                // Kept: the hostile server's own pace: one byte of a never-ending body each 200 ms.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 sent = connection.write_all(b"1\r\n \r\n").await;
             }

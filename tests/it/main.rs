@@ -1,29 +1,49 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-//! The integration suite: contract tests against a mock engine, CLI tests against the binary (and
-//! the sample config against its defaults), and the real-engine suite against the engine built
-//! from `engine/`.
+//! The integration suite, one file per behaviour: contract tests against a mock engine, CLI tests
+//! against the binary (and the sample config against its defaults), and the real-engine suite
+//! against the engine built from `engine/`.
+//!
+//! - The engine and the network failing (mock engine, exact replies): `outage` (down, slow,
+//!   refusing, garbled), `complete` and `correlation` (the two calls under faults), `handler`.
+//! - Exactly one follow-up (real engine, fault proxy): `delivery` (lost replies, closed
+//!   connections, capacity), `recovery` (the reconciler), `restart` (restarts under traffic),
+//!   `ledger` and `ledger_faults` (the marker ledger), `resilience`, `cluster`, `real_engine`.
+//! - Stopping: `shutdown` (what cannot hold it up, DNS lookups included), `shutdown_drain` (what a
+//!   shutdown does).
+//! - The follow-up's work: `work`, `work_interrupted`, `work_contract`, `work_lease`.
+//! - Routes, pacing and nodes: `routes`, `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
+//! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
+//!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
+//! - `support`: the harnesses (mock engine, real engine, fault proxy, worker process) and the one
+//!   metric reader (`support::metrics`).
 
 mod auth;
 mod cli;
 mod cluster;
+mod complete;
 mod config_file;
 mod contract;
+mod correlation;
 mod delivery;
 mod diagnosis;
-mod faults;
+mod handler;
 mod hostile;
 mod ledger;
 mod ledger_faults;
 mod nodes;
 mod operate;
+mod outage;
 mod pacing;
 mod real_engine;
+mod recovery;
 mod resilience;
+mod restart;
 mod routes;
 mod secrets;
 mod secrets_oauth;
 mod shutdown;
+mod shutdown_drain;
 mod support;
 mod trust_store;
 mod values;
@@ -31,4 +51,5 @@ mod values_files;
 mod values_props;
 mod work;
 mod work_contract;
+mod work_interrupted;
 mod work_lease;

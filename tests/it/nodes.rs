@@ -216,6 +216,7 @@ async fn the_worker_follows_a_changing_node_list_without_a_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let polls_of_a = a.requests_to("/fetchAndLock").len();
     let polls_of_b = b.requests_to("/fetchAndLock").len();
+    // Kept: a second with node A out of the list, to prove that no more polls go to it.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         a.requests_to("/fetchAndLock").len(),

@@ -38,6 +38,7 @@ async fn empty_fetch_replies_that_come_back_at_once_are_paced_by_the_minimum_pol
     })
     .await;
     let (started, before) = (Instant::now(), fetches(&engine));
+    // Kept: an observation window: the fetches in four seconds of empty replies measure the pacing.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (window, during) = (started.elapsed(), fetches(&engine) - before);
     eprintln!("{during} fetches in {window:?}");
@@ -72,6 +73,7 @@ async fn fetch_replies_with_tasks_are_not_paced() {
         (fetches(&engine) >= 4).then_some(())
     })
     .await;
+    // Kept: a second in which no fetch may come (the pause is five minutes).
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         fetches(&engine),
@@ -124,6 +126,7 @@ async fn a_loop_waiting_out_the_minimum_poll_pause_stays_healthy() {
     })
     .await;
     let polled = Instant::now();
+    // Kept: five seconds in which the second fetch must not come (it waits for the pause).
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(fetches(&engine), 1, "the second fetch waits for the pause");
     assert!(

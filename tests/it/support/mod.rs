@@ -6,9 +6,14 @@
 
 pub mod cluster;
 pub mod engine;
+pub mod faults;
+pub mod metrics;
 pub mod mock;
 pub mod proxy;
 pub mod run;
+pub mod work;
+
+pub use metrics::{engine_requests, metric_sum, metric_value};
 
 use std::future::Future;
 use std::time::Duration;
@@ -379,36 +384,4 @@ pub async fn settled_total(workers: &[&WorkerProcess], series: &[&str], expected
 /// Log lines containing `needle`.
 pub fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
-}
-
-/// The value of `name` or `name{labels}` in a Prometheus text exposition: the sum of every
-/// series with those labels (whatever others it has); 0 when absent.
-pub fn metric_value(metrics: &str, series: &str) -> f64 {
-    // `name{a="x"}` → every series of `name` with that label, summed over the rest (the
-    // per-route counters carry a `topic` label that single-route tests do not name).
-    let (name, labels) = match series.split_once('{') {
-        Some((name, labels)) => (name, labels.trim_end_matches('}')),
-        None => (series, ""),
-    };
-    let labels: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
-    metric_sum(metrics, name, &labels)
-}
-
-/// The sum of every series of `name` whose labels contain all of `labels` (`key="value"` pairs),
-/// e.g. a counter summed over its nodes or reasons.
-pub fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (label_set, value) = match rest.strip_prefix('{') {
-                Some(rest) => rest.split_once("} ")?,
-                None => ("", rest.strip_prefix(' ')?),
-            };
-            labels
-                .iter()
-                .all(|wanted| label_set.split(',').any(|l| l == *wanted))
-                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
-        })
-        .sum()
 }
