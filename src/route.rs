@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::correlation::{CorrelateBy, FollowUpMessage};
-use crate::engine::ExternalTask;
+use crate::engine::{ExternalTask, FetchFilter};
 use crate::handler::{Handler, HandlerError, MessageCorrelationHandler, TaskResult};
 use crate::variables::Variables;
 use crate::work::{CommandWork, Delay, DynWork};
@@ -35,6 +35,8 @@ pub struct Route {
     pub message: FollowUpMessage,
     /// The work before the message, when it is a program; `None`: only the delay.
     pub follow_up_command: Option<CommandWork>,
+    /// Which of the topic's tasks this route fetches (tenants, definitions, ...).
+    pub filter: FetchFilter,
 }
 
 impl Route {
@@ -43,6 +45,7 @@ impl Route {
         Subscription {
             topic: self.topic.clone(),
             lock_duration: self.lock_duration,
+            filter: self.filter.clone(),
         }
     }
 
@@ -125,6 +128,7 @@ mod tests {
                 variables: Variables::new(),
             },
             follow_up_command: None,
+            filter: FetchFilter::default(),
         }
     }
 

@@ -23,7 +23,7 @@ mod routes;
 
 use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
 use crate::correlation::{CorrelateBy, CorrelationPolicy, FollowUpMessage};
-use crate::engine::{Credentials, EngineSettings, TlsSettings};
+use crate::engine::{Credentials, EngineSettings, FetchFilter, TlsSettings};
 use crate::route::Route;
 use crate::secret::Secret;
 use crate::variables::{default_variables, Variables};
@@ -238,6 +238,7 @@ impl Layers {
                 variables: message_variables,
             },
             follow_up_command: self.follow_up_command()?,
+            filter: FetchFilter::default(),
         };
         Ok((route, variables_source))
     }

@@ -124,6 +124,7 @@ fn route_from(
             variables: message_variables.unwrap_or_else(|| defaults.message.variables.clone()),
         },
         follow_up_command,
+        filter: defaults.filter.clone(),
     })
 }
 
@@ -254,6 +255,7 @@ fn variable_names(key: &str, value: &toml::Value) -> Result<Vec<String>, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::FetchFilter;
 
     /// The top-level route: the defaults every `[[route]]` table is merged over.
     fn defaults() -> Route {
@@ -267,6 +269,7 @@ mod tests {
                 variables: Variables::from([("m".to_owned(), TypedValue::integer(1))]),
             },
             follow_up_command: None,
+            filter: FetchFilter::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::FetchFilter;
 use crate::variables::Variables;
 
 /// An external task as `fetchAndLock` returns it, locked for this worker.
@@ -26,6 +27,14 @@ pub struct ExternalTask {
     /// The business key of the process instance; `None` when the instance was started without one.
     #[serde(default)]
     pub business_key: Option<String>,
+    /// The tenant of the task's process instance; `None` when it has none. Its follow-up message
+    /// is correlated within this tenant only.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// The service task's BPMN extension properties (`camunda:properties`), when the fetch asked
+    /// for them (`includeExtensionProperties`).
+    #[serde(default)]
+    pub extension_properties: Option<BTreeMap<String, String>>,
     /// The process instance the task belongs to.
     #[serde(default)]
     pub process_instance_id: Option<String>,
@@ -79,6 +88,10 @@ pub struct TopicRequest {
     /// Which variables to fetch; `None` means all of them, an empty list none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variables: Option<Vec<String>>,
+    /// Which of the topic's tasks may be handed out (tenants, definitions, ...); the default
+    /// adds no field.
+    #[serde(flatten)]
+    pub filter: FetchFilter,
 }
 
 /// The body of `POST /external-task/{id}/complete`.

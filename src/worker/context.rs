@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::admission::Admission;
 use crate::correlation::FollowUps;
-use crate::engine::EngineClient;
+use crate::engine::{EngineClient, FetchFilter};
 use crate::health::Liveness;
 use crate::metrics::Metrics;
 
@@ -61,6 +61,8 @@ pub struct Subscription {
     pub topic: String,
     /// How long a fetched task stays locked; longer-running handlers get it extended.
     pub lock_duration: Duration,
+    /// Which of the topic's tasks the fetch may hand out (tenants, definitions, ...).
+    pub filter: FetchFilter,
 }
 
 impl Subscription {
@@ -69,6 +71,7 @@ impl Subscription {
         Subscription {
             topic: topic.into(),
             lock_duration: Duration::from_secs(60),
+            filter: FetchFilter::default(),
         }
     }
 }

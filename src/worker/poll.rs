@@ -191,6 +191,7 @@ impl<H: Handler> NodePoll<H> {
                     topic_name: subscription.topic.clone(),
                     lock_duration: millis(subscription.lock_duration),
                     variables: ctx.handler.variables_to_fetch_for(&subscription.topic),
+                    filter: subscription.filter.clone(),
                 })
                 .collect(),
         }

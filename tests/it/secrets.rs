@@ -245,6 +245,7 @@ fn fetch_request() -> FetchAndLockRequest {
             topic_name: "messageSending".into(),
             lock_duration: 1000,
             variables: Some(vec![]),
+            filter: Default::default(),
         }],
     }
 }
