@@ -357,19 +357,21 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
+/// A refusal of `POST /message` as the engine words it, for the unit tests that classify replies.
+#[cfg(test)]
+pub(crate) fn rejected(status: u16, message: &str, code: Option<i64>) -> EngineError {
+    EngineError::Rejected {
+        endpoint: "POST /message".into(),
+        status: StatusCode::from_u16(status).expect("valid status"),
+        kind: "RestException".into(),
+        message: message.into(),
+        code,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rejected(status: u16, message: &str, code: Option<i64>) -> EngineError {
-        EngineError::Rejected {
-            endpoint: "POST /message".into(),
-            status: StatusCode::from_u16(status).expect("valid status"),
-            kind: "RestException".into(),
-            message: message.into(),
-            code,
-        }
-    }
 
     #[test]
     fn server_errors_are_transient_client_errors_are_not() {

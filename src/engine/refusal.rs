@@ -91,16 +91,7 @@ impl EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rejected(status: u16, message: &str, code: Option<i64>) -> EngineError {
-        EngineError::Rejected {
-            endpoint: "POST /message".into(),
-            status: StatusCode::from_u16(status).expect("valid status"),
-            kind: "RestException".into(),
-            message: message.into(),
-            code,
-        }
-    }
+    use crate::engine::error::rejected;
 
     #[test]
     fn mismatch_messages_are_told_apart_whatever_the_java_package() {

@@ -104,21 +104,28 @@ mod tests {
             tokio::time::sleep(self.takes).await;
             (self.reply)(call)
         }
+
+        /// Keeps a one-`LOCK` lock over a handler that takes `runs`, extending through this
+        /// engine; the handler's result and the lock's deadline at the end.
+        async fn keep_lock_over(&self, runs: Duration) -> (&'static str, Instant) {
+            let mut lock_until = self.start + LOCK;
+            let joined = keep_lock(
+                handler(runs),
+                LOCK,
+                &mut lock_until,
+                &CancellationToken::new(),
+                || self.extend(),
+            )
+            .await;
+            (joined.expect("finished").expect("no panic"), lock_until)
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_lock_is_extended_every_half_lock_while_the_handler_runs() {
         let engine = Engine::new(Duration::ZERO, |_| Ok(()));
-        let mut lock_until = engine.start + LOCK;
-        let joined = keep_lock(
-            handler(ms(2_600)),
-            LOCK,
-            &mut lock_until,
-            &CancellationToken::new(),
-            || engine.extend(),
-        )
-        .await;
-        assert_eq!(joined.expect("finished").expect("no panic"), "done");
+        let (result, lock_until) = engine.keep_lock_over(ms(2_600)).await;
+        assert_eq!(result, "done");
         assert_eq!(
             *engine.asked.borrow(),
             [ms(500), ms(1_000), ms(1_500), ms(2_000), ms(2_500)]
@@ -134,17 +141,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_extension_counts_from_when_it_was_asked_and_the_next_from_its_answer() {
         let engine = Engine::new(ms(100), |_| Ok(()));
-        let mut lock_until = engine.start + LOCK;
-        keep_lock(
-            handler(ms(1_300)),
-            LOCK,
-            &mut lock_until,
-            &CancellationToken::new(),
-            || engine.extend(),
-        )
-        .await
-        .expect("finished")
-        .expect("no panic");
+        let (_, lock_until) = engine.keep_lock_over(ms(1_300)).await;
         assert_eq!(*engine.asked.borrow(), [ms(500), ms(1_100)]);
         assert_eq!(lock_until, engine.start + ms(2_100));
     }
@@ -158,17 +155,7 @@ mod tests {
                 Ok(())
             }
         });
-        let mut lock_until = engine.start + LOCK;
-        keep_lock(
-            handler(ms(1_200)),
-            LOCK,
-            &mut lock_until,
-            &CancellationToken::new(),
-            || engine.extend(),
-        )
-        .await
-        .expect("finished")
-        .expect("no panic");
+        let (_, lock_until) = engine.keep_lock_over(ms(1_200)).await;
         assert_eq!(*engine.asked.borrow(), [ms(500), ms(1_000)]);
         assert_eq!(
             lock_until,
