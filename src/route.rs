@@ -218,6 +218,48 @@ mod tests {
         }
     }
 
+    /// A complete route's tasks go to its command (no follow-up), a message route's beside it
+    /// are completed with its variables and a follow-up, and each fetches its own variables.
+    #[tokio::test]
+    async fn a_complete_routes_tasks_are_decided_by_its_command() {
+        let command = CommandWork {
+            program: "sh".into(),
+            args: vec!["-c".to_owned(), r#"echo '{"by": "command"}'"#.to_owned()],
+            timeout: Duration::from_secs(10),
+            fetch_variables: vec!["orderId".to_owned()],
+            pass_env: Vec::new(),
+            withheld_env: Vec::new(),
+        };
+        let mut complete = route("c", 0);
+        complete.kind = RouteKind::Complete(CommandHandler {
+            command,
+            retries: 3,
+            retry_timeout: Duration::from_secs(1),
+        });
+        let routes: Vec<(Route, Arc<dyn DynWork>)> = vec![
+            (route("m", 1), Arc::new(Delay)),
+            (complete, Arc::new(Delay)),
+        ];
+        let handler = RouteHandler::new(&routes, CorrelateBy::BusinessKey).expect("two routes");
+        assert_eq!(
+            handler.variables_to_fetch_for("c"),
+            Some(vec!["orderId".to_owned()])
+        );
+        let Ok(TaskResult::Complete {
+            variables,
+            follow_up,
+        }) = handler.handle(&task("c")).await
+        else {
+            panic!("the command completes its task");
+        };
+        assert_eq!(variables["by"], TypedValue::string("command"));
+        assert_eq!(follow_up, None);
+        let Ok(TaskResult::Complete { follow_up, .. }) = handler.handle(&task("m")).await else {
+            panic!("the message route completes its task");
+        };
+        assert!(follow_up.is_some(), "a message route's task is followed up");
+    }
+
     #[test]
     fn no_routes_make_no_handler() {
         assert!(RouteHandler::new(&[], CorrelateBy::BusinessKey).is_none());

@@ -368,6 +368,36 @@ mod tests {
     }
 
     #[test]
+    fn a_complete_route_takes_its_own_command_and_the_top_level_retries_unless_it_sets_them() {
+        let routes = merged(
+            r#"
+            [[route]]
+            topic = "c"
+            kind = "complete"
+            command = ["sh", "-c", "true"]
+            retry_timeout = "3s"
+            "#,
+        );
+        let RouteKind::Complete(handler) = &routes[0].kind else {
+            panic!("a complete route");
+        };
+        assert_eq!(handler.command.args, ["-c", "true"]);
+        assert_eq!(handler.retries, FAILURE.retries);
+        assert_eq!(handler.retry_timeout, Duration::from_secs(3));
+        assert!(routes[0].follow_up_command.is_none());
+        assert!(
+            routes[0].variables.is_empty(),
+            "its variables are its command's"
+        );
+        let message = merged("[[route]]\ntopic = \"m\"\ncommand = [\"sh\"]\n");
+        assert!(matches!(message[0].kind, RouteKind::Message));
+        assert!(
+            message[0].follow_up_command.is_some(),
+            "`command` names the follow-up's work"
+        );
+    }
+
+    #[test]
     fn the_first_route_is_merged_like_the_others() {
         let one = "[[route]]\ntopic = \"a\"\n";
         let other = "[[route]]\ntopic = \"b\"\nmessage_name = \"b_done\"\n";
