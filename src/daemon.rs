@@ -26,7 +26,7 @@ use crate::handler::Handler;
 use crate::health::Liveness;
 use crate::metrics::Metrics;
 use crate::reconciler::Reconciler;
-use crate::route::{Route, RouteHandler};
+use crate::route::{Route, RouteHandler, RouteKind};
 use crate::supervisor::Supervisor;
 use crate::work::{DynWork, FollowUpWork};
 use crate::worker::{DaemonHandles, StopTokens, Worker, EXPIRY_MARGIN};
@@ -344,7 +344,12 @@ fn start_reconcilers(
         return;
     };
     let shutdown = background.shutdown().clone();
-    for route in &config.routes {
+    // A complete route owes no follow-ups: there is nothing for a reconciler to find.
+    let message_routes = config
+        .routes
+        .iter()
+        .filter(|route| matches!(route.kind, RouteKind::Message));
+    for route in message_routes {
         let reconciler = Reconciler::new(
             client.clone(),
             follow_ups.for_topic(&route.topic),

@@ -32,6 +32,8 @@ pub enum TaskResult {
         code: String,
         /// A message for people.
         message: String,
+        /// Variables set with the error, so the path the boundary event takes can read why.
+        variables: Variables,
     },
 }
 

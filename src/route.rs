@@ -1,7 +1,10 @@
 //! Routes: the topic/message pairs one daemon serves (`[[route]]` in the config file).
 //!
-//! A route is one topic and what follows its tasks: the variables they are completed with, the
-//! message that tells the process, its delay and variables, and the work done before it. Without
+//! A route is one topic and what follows its tasks. A route of the message kind (the default)
+//! completes each task at once with fixed variables, and later sends the message that tells the
+//! process, after its delay and the work done before it. A route of the complete kind runs its
+//! command while the task is locked, and the command's exit decides the task (see
+//! [`crate::work::CommandHandler`]): nothing follows. Without
 //! `[[route]]` the daemon has one route, built from the top-level keys and flags; with it, those
 //! are the defaults of every route. Either way a [`Route`] is fully resolved when the
 //! configuration is built (`config::routes`), so nothing downstream merges "route value or the
@@ -17,7 +20,7 @@ use crate::correlation::{CorrelateBy, FollowUpMessage};
 use crate::engine::{ExternalTask, FetchFilter};
 use crate::handler::{Handler, HandlerError, MessageCorrelationHandler, TaskResult};
 use crate::variables::Variables;
-use crate::work::{CommandWork, Delay, DynWork};
+use crate::work::{CommandHandler, CommandWork, Delay, DynWork};
 use crate::worker::Subscription;
 
 /// One topic/message pair, with everything that may differ between routes; what may not (the
@@ -37,6 +40,30 @@ pub struct Route {
     pub follow_up_command: Option<CommandWork>,
     /// Which of the topic's tasks this route fetches (tenants, definitions, ...).
     pub filter: FetchFilter,
+    /// What serving a task means on this route (`kind`).
+    pub kind: RouteKind,
+}
+
+/// A route's `kind`: how its tasks are served.
+#[derive(Debug, Clone, Default)]
+pub enum RouteKind {
+    /// Complete the task at once, then send the follow-up message (`kind = "message"`, the
+    /// default: the pattern this worker was made for).
+    #[default]
+    Message,
+    /// Run the command while the task is locked; its exit completes the task, raises a BPMN
+    /// error or fails it (`kind = "complete"`). No message follows.
+    Complete(CommandHandler),
+}
+
+impl RouteKind {
+    /// The name the config file gives it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RouteKind::Message => "message",
+            RouteKind::Complete(_) => "complete",
+        }
+    }
 }
 
 impl Route {
@@ -49,7 +76,8 @@ impl Route {
         }
     }
 
-    /// The work this route's follow-ups do: its command, or the delay alone.
+    /// The work this route's follow-ups do: its command, or the delay alone (a complete route
+    /// has no follow-ups).
     pub fn work(&self) -> Arc<dyn DynWork> {
         match &self.follow_up_command {
             Some(command) => Arc::new(command.clone()),
@@ -58,26 +86,53 @@ impl Route {
     }
 }
 
-/// The daemon's handler over several routes: each task is completed with its own route's
-/// variables, and fetched with the variables its route's work reads.
+/// The daemon's handler over several routes: each task is served by its own route — completed
+/// with its route's variables (message kind) or by its route's command (complete kind) — and
+/// fetched with the variables its route's work reads.
 #[derive(Debug, Clone)]
 pub struct RouteHandler {
-    by_topic: HashMap<String, MessageCorrelationHandler>,
+    by_topic: HashMap<String, TopicHandler>,
     /// For a task whose topic the engine did not name (it always does): the first route's.
-    first: MessageCorrelationHandler,
+    first: TopicHandler,
+}
+
+/// One route's handler, of its kind.
+#[derive(Debug, Clone)]
+enum TopicHandler {
+    Message(MessageCorrelationHandler),
+    Complete(CommandHandler),
+}
+
+impl TopicHandler {
+    fn variables_to_fetch(&self) -> Option<Vec<String>> {
+        match self {
+            TopicHandler::Message(handler) => handler.variables_to_fetch(),
+            TopicHandler::Complete(handler) => handler.variables_to_fetch(),
+        }
+    }
+
+    async fn handle(&self, task: &ExternalTask) -> Result<TaskResult, HandlerError> {
+        match self {
+            TopicHandler::Message(handler) => handler.handle(task).await,
+            TopicHandler::Complete(handler) => handler.handle(task).await,
+        }
+    }
 }
 
 impl RouteHandler {
     /// The handler of `routes` (at least one), each doing `works[i]` (for the variables it
     /// fetches), correlating by `correlate_by`.
     pub fn new(routes: &[(Route, Arc<dyn DynWork>)], correlate_by: CorrelateBy) -> Option<Self> {
-        let handlers: Vec<(String, MessageCorrelationHandler)> = routes
+        let handlers: Vec<(String, TopicHandler)> = routes
             .iter()
             .map(|(route, work)| {
-                let handler = MessageCorrelationHandler {
-                    variables: route.variables.clone(),
-                    correlate_by,
-                    fetch_variables: work.variables_to_fetch(),
+                let handler = match &route.kind {
+                    RouteKind::Message => TopicHandler::Message(MessageCorrelationHandler {
+                        variables: route.variables.clone(),
+                        correlate_by,
+                        fetch_variables: work.variables_to_fetch(),
+                    }),
+                    RouteKind::Complete(command) => TopicHandler::Complete(command.clone()),
                 };
                 (route.topic.clone(), handler)
             })
@@ -89,7 +144,7 @@ impl RouteHandler {
         })
     }
 
-    fn for_topic(&self, topic: Option<&str>) -> &MessageCorrelationHandler {
+    fn for_topic(&self, topic: Option<&str>) -> &TopicHandler {
         topic
             .and_then(|topic| self.by_topic.get(topic))
             .unwrap_or(&self.first)
@@ -129,6 +184,7 @@ mod tests {
             },
             follow_up_command: None,
             filter: FetchFilter::default(),
+            kind: RouteKind::Message,
         }
     }
 
@@ -160,6 +216,48 @@ mod tests {
                 "route {topic}"
             );
         }
+    }
+
+    /// A complete route's tasks go to its command (no follow-up), a message route's beside it
+    /// are completed with its variables and a follow-up, and each fetches its own variables.
+    #[tokio::test]
+    async fn a_complete_routes_tasks_are_decided_by_its_command() {
+        let command = CommandWork {
+            program: "sh".into(),
+            args: vec!["-c".to_owned(), r#"echo '{"by": "command"}'"#.to_owned()],
+            timeout: Duration::from_secs(10),
+            fetch_variables: vec!["orderId".to_owned()],
+            pass_env: Vec::new(),
+            withheld_env: Vec::new(),
+        };
+        let mut complete = route("c", 0);
+        complete.kind = RouteKind::Complete(CommandHandler {
+            command,
+            retries: 3,
+            retry_timeout: Duration::from_secs(1),
+        });
+        let routes: Vec<(Route, Arc<dyn DynWork>)> = vec![
+            (route("m", 1), Arc::new(Delay)),
+            (complete, Arc::new(Delay)),
+        ];
+        let handler = RouteHandler::new(&routes, CorrelateBy::BusinessKey).expect("two routes");
+        assert_eq!(
+            handler.variables_to_fetch_for("c"),
+            Some(vec!["orderId".to_owned()])
+        );
+        let Ok(TaskResult::Complete {
+            variables,
+            follow_up,
+        }) = handler.handle(&task("c")).await
+        else {
+            panic!("the command completes its task");
+        };
+        assert_eq!(variables["by"], TypedValue::string("command"));
+        assert_eq!(follow_up, None);
+        let Ok(TaskResult::Complete { follow_up, .. }) = handler.handle(&task("m")).await else {
+            panic!("the message route completes its task");
+        };
+        assert!(follow_up.is_some(), "a message route's task is followed up");
     }
 
     #[test]

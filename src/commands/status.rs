@@ -5,13 +5,20 @@
 use crate::config::Config;
 use crate::engine::{EngineClient, EngineError, TaskFilter};
 use crate::ledger::{failed_range, owed_range, INCIDENT_TYPE};
-use crate::route::Route;
+use crate::route::{Route, RouteKind};
 
 /// Prints, for each route, the waiting instances, open tasks and follow-ups of its topic and
 /// message; then the engine's incidents.
 pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineError> {
     println!("engine: {}", client.base_url());
     for route in &config.routes {
+        if let RouteKind::Complete(_) = route.kind {
+            if config.routes.len() > 1 {
+                println!("route {} (kind complete):", route.topic);
+            }
+            complete_route_status(client, &route.topic).await?;
+            continue;
+        }
         if config.routes.len() > 1 {
             println!("route {} → message {}:", route.topic, route.message.name);
         }
@@ -23,6 +30,21 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
     if incidents > 0 {
         println!("  see Cockpit, or GET {}/incident", client.base_url());
     }
+    Ok(())
+}
+
+/// What waits and what failed on a complete route: its open tasks, and those out of retries —
+/// each one an incident an operator must resolve (no message, no markers on this kind).
+async fn complete_route_status(client: &EngineClient, topic: &str) -> Result<(), EngineError> {
+    let open = client.count_external_tasks(topic, TaskFilter::All).await?;
+    let locked = client
+        .count_external_tasks(topic, TaskFilter::Locked)
+        .await?;
+    let incidents = client
+        .count_external_tasks(topic, TaskFilter::NoRetriesLeft)
+        .await?;
+    println!("open tasks on topic {topic}: {open} ({locked} locked)");
+    println!("incidents on topic {topic}: {incidents} (tasks without retries left; set their retries to try again)");
     Ok(())
 }
 

@@ -19,12 +19,13 @@ mod error;
 mod file;
 mod files;
 mod report;
+mod route_kind;
 mod routes;
 
 use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
 use crate::correlation::{CorrelateBy, CorrelationPolicy, FollowUpMessage};
 use crate::engine::{Credentials, EngineSettings, FetchFilter, TlsSettings};
-use crate::route::Route;
+use crate::route::{Route, RouteKind};
 use crate::secret::Secret;
 use crate::variables::{default_variables, Variables};
 use crate::work::{check_program, holding_secrets, CommandWork};
@@ -239,6 +240,7 @@ impl Layers {
             },
             follow_up_command: self.follow_up_command()?,
             filter: FetchFilter::default(),
+            kind: RouteKind::Message,
         };
         Ok((route, variables_source))
     }
@@ -315,11 +317,14 @@ fn withhold_secrets(routes: &mut [Route], credentials: &Credentials) {
         .map(Secret::expose)
         .collect();
     let withheld = holding_secrets(std::env::vars_os(), &secrets);
-    for command in routes
-        .iter_mut()
-        .filter_map(|r| r.follow_up_command.as_mut())
-    {
-        command.withheld_env.clone_from(&withheld);
+    for route in routes.iter_mut() {
+        let complete = match &mut route.kind {
+            RouteKind::Complete(handler) => Some(&mut handler.command),
+            RouteKind::Message => None,
+        };
+        for command in route.follow_up_command.iter_mut().chain(complete) {
+            command.withheld_env.clone_from(&withheld);
+        }
     }
 }
 

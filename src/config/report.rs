@@ -8,9 +8,10 @@ use clap::CommandFactory;
 
 use super::{Config, Layers, Source, NOT_IN_FILE, SECRET_KEYS};
 use crate::cli::Cli;
-use crate::route::Route;
+use crate::route::{Route, RouteKind};
 use crate::secret::mask_userinfo;
 use crate::variables::Variables;
+use crate::work::CommandHandler;
 
 impl Layers {
     /// The effective configuration as `key = value  # source` lines, secrets masked.
@@ -98,6 +99,11 @@ fn push_route(lines: &mut Vec<String>, route: &Route) {
     let duration = |d| format!("{:?}", humantime::format_duration(d).to_string());
     lines.push("[[route]]  # file".to_owned());
     lines.push(format!("topic = {:?}", route.topic));
+    lines.push(format!("kind = {:?}", route.kind.name()));
+    if let RouteKind::Complete(handler) = &route.kind {
+        push_complete_route(lines, route, handler);
+        return;
+    }
     lines.push(format!("message_name = {:?}", route.message.name));
     lines.push(format!(
         "correlation_delay = {}",
@@ -124,6 +130,33 @@ fn push_route(lines: &mut Vec<String>, route: &Route) {
     push_variables(lines, &route.variables);
     lines.push("[route.message_variables]".to_owned());
     push_variables(lines, &route.message.variables);
+}
+
+/// A complete route's keys: its lock, its command and how its failures are reported.
+fn push_complete_route(lines: &mut Vec<String>, route: &Route, handler: &CommandHandler) {
+    let duration = |d| format!("{:?}", humantime::format_duration(d).to_string());
+    let quoted = |items: &[String]| {
+        items
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let command = &handler.command;
+    lines.push(format!("lock_duration = {}", duration(route.lock_duration)));
+    let mut parts = vec![command.program.display().to_string()];
+    parts.extend(command.args.iter().cloned());
+    lines.push(format!("command = [{}]", quoted(&parts)));
+    lines.push(format!(
+        "fetch_variables = [{}]",
+        quoted(&command.fetch_variables)
+    ));
+    lines.push(format!("pass_env = [{}]", quoted(&command.pass_env)));
+    lines.push(format!("retries = {}", handler.retries));
+    lines.push(format!(
+        "retry_timeout = {}",
+        duration(handler.retry_timeout)
+    ));
 }
 
 fn toml_quote(value: &str) -> String {

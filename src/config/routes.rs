@@ -3,22 +3,28 @@
 //! Each route must name its `topic`; every other key it leaves out takes the top-level value
 //! (flag > environment > file > default), and a key it sets wins over that, because a route is
 //! the more specific place. `--topic` cannot be combined with `[[route]]`: the routes name the
-//! topics, and a top-level one would be served by nobody.
+//! topics, and a top-level one would be served by nobody. A route's `kind` decides which keys
+//! it takes (see [`super::route_kind`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::file::command_list;
+use super::route_kind::{self, FailureDefaults};
 use super::{ConfigError, Layers, Source};
 use crate::cli::values;
 use crate::correlation::FollowUpMessage;
-use crate::route::Route;
+use crate::route::{Route, RouteKind};
 use crate::variables::{TypedValue, Variables};
 use crate::work::{check_program, CommandWork};
 
 /// The keys a `[[route]]` table may set.
-pub(super) const ROUTE_KEYS: [&str; 9] = [
+pub(super) const ROUTE_KEYS: [&str; 13] = [
     "topic",
+    "kind",
+    "command",
+    "retries",
+    "retry_timeout",
     "message_name",
     "correlation_delay",
     "lock_duration",
@@ -63,11 +69,15 @@ impl Layers {
                 )));
             }
         }
+        let failure = FailureDefaults {
+            retries: self.cli.daemon.retries,
+            retry_timeout: self.cli.daemon.retry_timeout,
+        };
         let mut routes: Vec<Route> = Vec::with_capacity(tables.len());
         let mut seen = BTreeMap::new();
         for (index, table) in tables.iter().enumerate() {
             let number = index + 1;
-            let route = route_from(table, &defaults, command_timeout).map_err(|why| {
+            let route = route_from(table, &defaults, command_timeout, failure).map_err(|why| {
                 let topic = table
                     .get("topic")
                     .and_then(|t| t.as_str())
@@ -96,6 +106,7 @@ fn route_from(
     table: &toml::Table,
     defaults: &Route,
     command_timeout: Duration,
+    failure: FailureDefaults,
 ) -> Result<Route, String> {
     if let Some(unknown) = table.keys().find(|k| !ROUTE_KEYS.contains(&k.as_str())) {
         return Err(format!(
@@ -107,7 +118,18 @@ fn route_from(
     let topic = keys
         .name("topic")?
         .ok_or("no `topic`: every route names the topic it serves")?;
-    let follow_up_command = follow_up_command(table, defaults, command_timeout)?;
+    let complete = route_kind::is_complete(table)?;
+    route_kind::check_keys(table, complete)?;
+    // A complete route's program is its own: the top level's belongs to the follow-ups.
+    let inherited = (!complete)
+        .then(|| defaults.follow_up_command.clone())
+        .flatten();
+    let command = route_command(table, inherited, command_timeout)?;
+    let (follow_up_command, kind) = if complete {
+        (None, route_kind::complete_kind(table, command, failure)?)
+    } else {
+        (command, RouteKind::Message)
+    };
     // Read in this order so that, of several wrong keys, the same one is named as before.
     let message_variables = keys.variables("message_variables")?;
     let lock_duration = keys.duration("lock_duration", values::lock_duration)?;
@@ -117,7 +139,11 @@ fn route_from(
     Ok(Route {
         topic,
         lock_duration: lock_duration.unwrap_or(defaults.lock_duration),
-        variables: variables.unwrap_or_else(|| defaults.variables.clone()),
+        // A complete route's variables are its command's output alone.
+        variables: match kind {
+            RouteKind::Complete(_) => Variables::new(),
+            RouteKind::Message => variables.unwrap_or_else(|| defaults.variables.clone()),
+        },
         message: FollowUpMessage {
             name: message_name.unwrap_or_else(|| defaults.message.name.clone()),
             delay: delay.unwrap_or(defaults.message.delay),
@@ -125,6 +151,7 @@ fn route_from(
         },
         follow_up_command,
         filter: defaults.filter.clone(),
+        kind,
     })
 }
 
@@ -179,17 +206,19 @@ impl RouteTable<'_> {
     }
 }
 
-/// A route's work: its own `follow_up_command` (`[]` for none), or the top level's; its
-/// `fetch_variables` and `pass_env`, or the top level's.
-fn follow_up_command(
+/// A route's program: its own `command` (or `follow_up_command`, its older spelling; `[]` for
+/// none), or `inherited`; its `fetch_variables` and `pass_env`, or the inherited ones.
+fn route_command(
     table: &toml::Table,
-    defaults: &Route,
+    inherited: Option<CommandWork>,
     timeout: Duration,
 ) -> Result<Option<CommandWork>, String> {
-    let inherited = defaults.follow_up_command.clone();
-    let mut command = match table.get("follow_up_command") {
+    let own = ["command", "follow_up_command"]
+        .into_iter()
+        .find_map(|key| table.get(key).map(|value| (key, value)));
+    let mut command = match own {
         None => inherited,
-        Some(value) => own_command(value, inherited.as_ref(), timeout)?,
+        Some((key, value)) => own_command(key, value, inherited.as_ref(), timeout)?,
     };
     for key in ["fetch_variables", "pass_env"] {
         let Some(value) = table.get(key) else {
@@ -198,7 +227,7 @@ fn follow_up_command(
         let names = variable_names(key, value)?;
         let Some(command) = command.as_mut() else {
             return Err(format!(
-                "key `{key}` is for a follow_up_command, which this route does not have"
+                "key `{key}` is for a program (`command`, or follow_up_command), which this route does not have"
             ));
         };
         if key == "fetch_variables" {
@@ -210,20 +239,21 @@ fn follow_up_command(
     Ok(command)
 }
 
-/// A route's own `follow_up_command`, checked; it keeps the top level's `fetch_variables` and
-/// `pass_env` unless the route sets its own.
+/// A route's own program (`key` is `command` or `follow_up_command`), checked; it keeps the
+/// inherited `fetch_variables` and `pass_env` unless the route sets its own.
 fn own_command(
+    key: &str,
     value: &toml::Value,
     inherited: Option<&CommandWork>,
     timeout: Duration,
 ) -> Result<Option<CommandWork>, String> {
     let (program, args) =
-        command_list(value.clone()).map_err(|why| format!("key `follow_up_command` {why}"))?;
+        command_list(value.clone()).map_err(|why| format!("key `{key}` {why}"))?;
     let Some(program) = program else {
         return Ok(None);
     };
     let program = std::path::PathBuf::from(program);
-    check_program(&program).map_err(|why| format!("key `follow_up_command`: {why}"))?;
+    check_program(&program).map_err(|why| format!("key `{key}`: {why}"))?;
     Ok(Some(CommandWork {
         program,
         args,
@@ -257,6 +287,11 @@ mod tests {
     use super::*;
     use crate::engine::FetchFilter;
 
+    const FAILURE: FailureDefaults = FailureDefaults {
+        retries: 3,
+        retry_timeout: Duration::from_secs(10),
+    };
+
     /// The top-level route: the defaults every `[[route]]` table is merged over.
     fn defaults() -> Route {
         Route {
@@ -270,6 +305,7 @@ mod tests {
             },
             follow_up_command: None,
             filter: FetchFilter::default(),
+            kind: RouteKind::Message,
         }
     }
 
@@ -287,7 +323,9 @@ mod tests {
     fn merged(text: &str) -> Vec<Route> {
         tables(text)
             .iter()
-            .map(|t| route_from(t, &defaults(), Duration::from_secs(30)).expect("a valid route"))
+            .map(|t| {
+                route_from(t, &defaults(), Duration::from_secs(30), FAILURE).expect("a valid route")
+            })
             .collect()
     }
 
@@ -327,6 +365,36 @@ mod tests {
         assert_eq!(route.variables, top.variables);
         assert_eq!(route.message, top.message);
         assert!(route.follow_up_command.is_none());
+    }
+
+    #[test]
+    fn a_complete_route_takes_its_own_command_and_the_top_level_retries_unless_it_sets_them() {
+        let routes = merged(
+            r#"
+            [[route]]
+            topic = "c"
+            kind = "complete"
+            command = ["sh", "-c", "true"]
+            retry_timeout = "3s"
+            "#,
+        );
+        let RouteKind::Complete(handler) = &routes[0].kind else {
+            panic!("a complete route");
+        };
+        assert_eq!(handler.command.args, ["-c", "true"]);
+        assert_eq!(handler.retries, FAILURE.retries);
+        assert_eq!(handler.retry_timeout, Duration::from_secs(3));
+        assert!(routes[0].follow_up_command.is_none());
+        assert!(
+            routes[0].variables.is_empty(),
+            "its variables are its command's"
+        );
+        let message = merged("[[route]]\ntopic = \"m\"\ncommand = [\"sh\"]\n");
+        assert!(matches!(message[0].kind, RouteKind::Message));
+        assert!(
+            message[0].follow_up_command.is_some(),
+            "`command` names the follow-up's work"
+        );
     }
 
     #[test]

@@ -91,7 +91,8 @@ fn is_executable(_: &std::fs::Metadata) -> bool {
 }
 
 impl CommandWork {
-    fn name(&self) -> String {
+    /// The program as messages name it.
+    pub(super) fn name(&self) -> String {
         self.program.display().to_string()
     }
 
@@ -161,6 +162,31 @@ impl FollowUpWork for CommandWork {
     ) -> Result<Variables, WorkError> {
         let name = self.name();
         let input = serde_json::to_vec(task).unwrap_or_default();
+        let exited = self.execute(input, shutdown).await?;
+        ended(&name, exited.status, exited.output, &exited.last_stderr)
+    }
+}
+
+/// How one run of the program ended, before anyone judged it: the follow-up's work and the
+/// `complete` route's handler read the same run differently.
+pub(super) struct Exited {
+    /// The exit status (or why it could not be had).
+    pub status: std::io::Result<std::process::ExitStatus>,
+    /// Stdout, at most [`MAX_OUTPUT_BYTES`] and one byte more.
+    pub output: std::io::Result<Vec<u8>>,
+    /// The last stderr line: what a failure shows.
+    pub last_stderr: String,
+}
+
+impl CommandWork {
+    /// Runs the program once, `input` on its stdin, to its exit or the timeout (an error then).
+    /// Should the run be dropped before the program ended, its whole group is killed.
+    pub(super) async fn execute(
+        &self,
+        input: Vec<u8>,
+        shutdown: &CancellationToken,
+    ) -> Result<Exited, WorkError> {
+        let name = self.name();
         let mut child = self.spawn(&name)?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -180,7 +206,11 @@ impl FollowUpWork for CommandWork {
         };
         let (output, last_stderr, status) = self.within_timeout(&name, pid, work, shutdown).await?;
         group.armed = false;
-        ended(&name, status, output, &last_stderr)
+        Ok(Exited {
+            status,
+            output,
+            last_stderr,
+        })
     }
 }
 
@@ -238,7 +268,7 @@ fn ended(
 
 /// The message's variables from a command's stdout: one JSON object, each member typed like
 /// `--var`.
-fn parse_output(output: &[u8]) -> Result<Variables, String> {
+pub(super) fn parse_output(output: &[u8]) -> Result<Variables, String> {
     let text = String::from_utf8_lossy(output);
     if text.trim().is_empty() {
         return Err("printed nothing on stdout; print one JSON object, e.g. {}".to_owned());

@@ -25,10 +25,12 @@ use crate::engine::ExternalTask;
 use crate::variables::{TypedValue, Variables};
 
 mod command;
+mod command_handler;
 mod environment;
 pub mod relay;
 
 pub use command::{check_program, CommandWork, MAX_OUTPUT_BYTES};
+pub use command_handler::CommandHandler;
 pub use environment::holding_secrets;
 
 /// What the work knows of its task. Serialized as is, it is the JSON a follow-up command reads on

@@ -11,6 +11,12 @@
 //! poll has expired, and may come to it late.
 //!
 //! Every call of the sweep is bounded by the deadline it is given (the end of the shutdown grace).
+//!
+//! A task this worker does handle is given back by its own run ([`hand_back`]): one fetched after
+//! shutdown began, before its handler started; and one whose handler still ran when the grace
+//! ran out (the handler is stopped first — a command's whole process group is killed with it).
+//! Without the unlock, such a task would wait for its lock to expire, extended as it was for a
+//! long handler, before another worker could take it.
 
 use std::time::Duration;
 
@@ -23,6 +29,10 @@ use super::context::WorkerContext;
 /// module docs). Seen here: tens of milliseconds on an idle engine; the margin covers an engine
 /// whose fetch-and-lock thread is busy with other polls.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long an abandoned task's unlock may take: the drain gives abandoned work this much less
+/// than `ABORT_WAIT` (500 ms) after the abort, before the process ends.
+const ABANDONED_UNLOCK_WAIT: Duration = Duration::from_millis(400);
 
 /// Pause between two sweeps.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -77,5 +87,41 @@ pub(crate) async fn release_locks<H>(ctx: &WorkerContext<H>, until: Instant, dea
             "the shutdown grace ended {}s before the abandoned long poll times out: a task it locks meanwhile waits for its lock to expire (turn on fetch-and-lock-unique-worker-request on the engine, or raise --shutdown-grace above --long-poll)",
             (until - deadline).as_secs()
         );
+    }
+}
+
+/// Why a task this worker handles goes back to the engine unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandBack {
+    /// Fetched after shutdown began: never started.
+    NotStarted,
+    /// The shutdown grace ran out while its handler ran: the handler was stopped.
+    Abandoned,
+}
+
+/// Unlocks `task_id` so that the next worker takes it at once; the unlock of an abandoned task
+/// is bounded, since the process ends soon after.
+pub(crate) async fn hand_back<H>(ctx: &WorkerContext<H>, task_id: &str, why: HandBack) {
+    let (what, limit) = match why {
+        HandBack::NotStarted => ("shutting down", None),
+        HandBack::Abandoned => (
+            "shutdown grace over while the handler ran",
+            Some(ABANDONED_UNLOCK_WAIT),
+        ),
+    };
+    let unlock = ctx.client.unlock(task_id);
+    let unlocked: Result<(), String> = match limit {
+        Some(limit) => match tokio::time::timeout(limit, unlock).await {
+            Ok(answered) => answered.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+        },
+        None => unlock.await.map_err(|e| e.to_string()),
+    };
+    match unlocked {
+        Ok(()) if why == HandBack::Abandoned => {
+            info!("{what}: task unlocked for another worker")
+        }
+        Ok(()) => debug!("{what}: task unlocked for another worker"),
+        Err(e) => warn!("{what}: could not unlock the task, its lock will expire: {e}"),
     }
 }

@@ -19,6 +19,7 @@ use crate::metrics::{NoOutcome, Outcome};
 
 use super::admission::Permits;
 use super::context::WorkerContext;
+use super::handback::{hand_back, HandBack};
 use super::lock::keep_lock;
 use super::settle::{settle, Accepted, Unsettled};
 use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
@@ -75,7 +76,7 @@ pub enum TaskOutcome {
     Dropped(DropReason),
     /// Fetched after shutdown began: given back to the engine unhandled.
     Unlocked,
-    /// The shutdown grace ended first; the lock will expire.
+    /// The shutdown grace ended first: the handler was stopped and the lock given back.
     Abandoned,
 }
 
@@ -131,12 +132,7 @@ impl<H: Handler> TaskRun<H> {
         if self.ctx.stop.shutdown.is_cancelled() {
             // Fetched but not started before shutdown: give it back so another worker takes it
             // now instead of after the lock expires.
-            match self.ctx.client.unlock(&self.task.id).await {
-                Ok(()) => debug!("shutting down: task unlocked for another worker"),
-                Err(e) => {
-                    warn!("shutting down: could not unlock the task, its lock will expire: {e}")
-                }
-            }
+            hand_back(&self.ctx, &self.task.id, HandBack::NotStarted).await;
             return TaskOutcome::Unlocked;
         }
         let started = Instant::now();
@@ -146,14 +142,19 @@ impl<H: Handler> TaskRun<H> {
             .handler_duration_seconds
             .observe(started.elapsed().as_secs_f64());
         match run {
-            HandlerRun::Abandoned => TaskOutcome::Abandoned,
+            HandlerRun::Abandoned => {
+                hand_back(&self.ctx, &self.task.id, HandBack::Abandoned).await;
+                TaskOutcome::Abandoned
+            }
             HandlerRun::Finished(Ok(TaskResult::Complete {
                 variables,
                 follow_up,
             })) => self.complete(variables, follow_up).await,
-            HandlerRun::Finished(Ok(TaskResult::BpmnError { code, message })) => {
-                self.report_bpmn_error(code, message).await
-            }
+            HandlerRun::Finished(Ok(TaskResult::BpmnError {
+                code,
+                message,
+                variables,
+            })) => self.report_bpmn_error(code, message, variables).await,
             HandlerRun::Finished(Err(failure)) => self.report_failure(failure).await,
         }
     }
@@ -238,12 +239,17 @@ impl<H: Handler> TaskRun<H> {
         TaskOutcome::Completed { follow_up: true }
     }
 
-    async fn report_bpmn_error(&mut self, code: String, message: String) -> TaskOutcome {
+    async fn report_bpmn_error(
+        &mut self,
+        code: String,
+        message: String,
+        variables: crate::variables::Variables,
+    ) -> TaskOutcome {
         let request = BpmnErrorRequest {
             worker_id: self.ctx.settings.worker_id.clone(),
             error_code: code,
             error_message: message,
-            variables: Default::default(),
+            variables,
         };
         let client = self.ctx.client.clone();
         let task_id = self.task.id.clone();
@@ -426,10 +432,7 @@ impl<H: Handler> TaskRun<H> {
                     format!("{join_error}"),
                 )),
             }),
-            None => {
-                warn!("shutdown grace over while the handler ran: task abandoned, its lock will expire");
-                HandlerRun::Abandoned
-            }
+            None => HandlerRun::Abandoned,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - Stopping: `shutdown` (what cannot hold it up, DNS lookups included), `shutdown_drain` (what a
 //!   shutdown does).
 //! - The follow-up's work: `work`, `work_interrupted`, `work_contract`, `work_lease`.
+//! - The `complete` route kind (a command deciding a plain external task): `complete_kind`,
+//!   `complete_kind_lock`.
 //! - Routes, pacing and nodes: `routes`, `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
 //! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
 //!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
@@ -22,6 +24,8 @@ mod auth;
 mod cli;
 mod cluster;
 mod complete;
+mod complete_kind;
+mod complete_kind_lock;
 mod config_file;
 mod contract;
 mod correlation;

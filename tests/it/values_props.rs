@@ -104,6 +104,8 @@ fn troublesome(paths: &Paths) -> Vec<String> {
         "dns",
         "json",
         "both",
+        "complete",
+        "message",
         "127.0.0.1:0",
         "[::1]:99999",
         "/dev/zero",
@@ -229,6 +231,10 @@ fn config_text(keys: Vec<String>, pool: Vec<String>) -> impl Strategy<Value = St
             "message_variables",
             "follow_up_command",
             "fetch_variables",
+            "kind",
+            "command",
+            "retries",
+            "retry_timeout",
             "other",
         ]
         .map(str::to_owned)
