@@ -12,7 +12,7 @@
 //! - Stopping: `shutdown` (what cannot hold it up, DNS lookups included), `shutdown_drain` (what a
 //!   shutdown does).
 //! - The follow-up's work: `work`, `work_interrupted`, `work_contract`, `work_lease`.
-//! - Routes, pacing and nodes: `routes`, `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
+//! - Routes, pacing and nodes: `routes`, `subscriptions` (the fetch's filters and order), `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
 //! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
 //!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
 //! - `support`: the harnesses (mock engine, real engine, fault proxy, worker process) and the one
@@ -44,6 +44,7 @@ mod secrets;
 mod secrets_oauth;
 mod shutdown;
 mod shutdown_drain;
+mod subscriptions;
 mod support;
 mod trust_store;
 mod values;
