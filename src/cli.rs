@@ -97,6 +97,18 @@ pub enum EngineDiscovery {
     Dns,
 }
 
+/// In which order of creation a fetch hands out tasks (`--sorting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum TaskOrder {
+    /// The engine's own order (no `sorting` sent).
+    #[default]
+    None,
+    /// The oldest tasks first.
+    CreateTimeAsc,
+    /// The newest tasks first.
+    CreateTimeDesc,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -463,6 +475,24 @@ pub struct DaemonArgs {
     #[arg(long, env = "CAMUNDA_WORKER_CORRELATE_BY", default_value = "both",
           value_parser = parse_correlate_by)]
     pub correlate_by: CorrelateBy,
+
+    /// Hand out a topic's high-priority tasks first (fetchAndLock's `usePriority`): true or
+    /// false. Worker-wide, since one fetch serves every route.
+    #[arg(long, env = "CAMUNDA_WORKER_USE_PRIORITY", value_name = "BOOL", default_value = "true",
+          action = ArgAction::Set, value_parser = clap::value_parser!(bool))]
+    pub use_priority: bool,
+
+    /// Order of the tasks a fetch hands out by their creation (fetchAndLock's `sorting`, Camunda
+    /// 7.21+): none, create-time-asc (oldest first) or create-time-desc. After the priority
+    /// when --use-priority is true. Worker-wide, since one fetch serves every route.
+    #[arg(
+        long,
+        env = "CAMUNDA_WORKER_SORTING",
+        value_name = "ORDER",
+        default_value = "none",
+        value_enum
+    )]
+    pub sorting: TaskOrder,
 
     /// Retries reported on a task's first failure.
     #[arg(long, env = "CAMUNDA_WORKER_RETRIES", value_name = "N", default_value = "3",

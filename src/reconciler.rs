@@ -277,6 +277,8 @@ impl Reconciler {
             business_key: found.business_key.clone(),
             process_instance_id: Some(instance.to_owned()),
             variables: plain_values(&variables),
+            // The completed task is gone, and its properties with it: a recovered work gets none.
+            extension_properties: None,
         };
         follow_ups.schedule(
             FollowUp {

@@ -19,12 +19,15 @@ mod error;
 mod file;
 mod files;
 mod report;
+mod route_filter;
 mod route_kind;
 mod routes;
 
-use crate::cli::{Cli, Command, EngineDiscovery, LogFormat};
+use crate::cli::{Cli, Command, EngineDiscovery, LogFormat, TaskOrder};
 use crate::correlation::{CorrelateBy, CorrelationPolicy, FollowUpMessage};
-use crate::engine::{Credentials, EngineSettings, FetchFilter, TlsSettings};
+use crate::engine::{
+    Credentials, EngineSettings, FetchFilter, SortBy, SortOrder, Sorting, TlsSettings,
+};
 use crate::route::{Route, RouteKind};
 use crate::secret::Secret;
 use crate::variables::{default_variables, Variables};
@@ -290,6 +293,8 @@ impl Layers {
             retry_timeout: daemon.retry_timeout,
             max_backoff: daemon.max_backoff,
             min_poll_interval: daemon.min_poll_interval,
+            use_priority: daemon.use_priority,
+            sorting: sorting(daemon.sorting),
         }
     }
 
@@ -306,6 +311,19 @@ impl Layers {
             work_concurrency: daemon.follow_up_concurrency,
             lease: daemon.follow_up_lease,
         }
+    }
+}
+
+/// `--sorting` as the fetch's `sorting` list.
+fn sorting(order: TaskOrder) -> Vec<Sorting> {
+    let by_create_time = |sort_order| Sorting {
+        sort_by: SortBy::CreateTime,
+        sort_order,
+    };
+    match order {
+        TaskOrder::None => Vec::new(),
+        TaskOrder::CreateTimeAsc => vec![by_create_time(SortOrder::Asc)],
+        TaskOrder::CreateTimeDesc => vec![by_create_time(SortOrder::Desc)],
     }
 }
 

@@ -126,6 +126,7 @@ fn push_route(lines: &mut Vec<String>, route: &Route) {
         }
         None => lines.push("follow_up_command = []  # none: the delay alone".to_owned()),
     }
+    lines.extend(super::route_filter::filter_lines(&route.filter));
     lines.push("[route.variables]".to_owned());
     push_variables(lines, &route.variables);
     lines.push("[route.message_variables]".to_owned());

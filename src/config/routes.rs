@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::file::command_list;
+use super::route_filter::{filter_from, FILTER_KEYS};
 use super::route_kind::{self, FailureDefaults};
 use super::{ConfigError, Layers, Source};
 use crate::cli::values;
@@ -18,7 +19,7 @@ use crate::route::{Route, RouteKind};
 use crate::variables::{TypedValue, Variables};
 use crate::work::{check_program, CommandWork};
 
-/// The keys a `[[route]]` table may set.
+/// The keys a `[[route]]` table may set besides its subscription keys ([`FILTER_KEYS`]).
 pub(super) const ROUTE_KEYS: [&str; 13] = [
     "topic",
     "kind",
@@ -108,10 +109,12 @@ fn route_from(
     command_timeout: Duration,
     failure: FailureDefaults,
 ) -> Result<Route, String> {
-    if let Some(unknown) = table.keys().find(|k| !ROUTE_KEYS.contains(&k.as_str())) {
+    let known = |key: &str| ROUTE_KEYS.contains(&key) || FILTER_KEYS.contains(&key);
+    if let Some(unknown) = table.keys().find(|k| !known(k.as_str())) {
         return Err(format!(
-            "unknown key `{unknown}` (a route may set {})",
-            ROUTE_KEYS.join(", ")
+            "unknown key `{unknown}` (a route may set {}, {})",
+            ROUTE_KEYS.join(", "),
+            FILTER_KEYS.join(", ")
         ));
     }
     let keys = RouteTable(table);
@@ -136,6 +139,7 @@ fn route_from(
     let variables = keys.variables("variables")?;
     let message_name = keys.name("message_name")?;
     let delay = keys.duration("correlation_delay", values::correlation_delay)?;
+    let filter = filter_from(table, &defaults.filter)?;
     Ok(Route {
         topic,
         lock_duration: lock_duration.unwrap_or(defaults.lock_duration),
@@ -150,7 +154,7 @@ fn route_from(
             variables: message_variables.unwrap_or_else(|| defaults.message.variables.clone()),
         },
         follow_up_command,
-        filter: defaults.filter.clone(),
+        filter,
         kind,
     })
 }

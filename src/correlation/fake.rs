@@ -173,6 +173,7 @@ pub(crate) fn follow_up(task: &str, instance: Option<&str>, lease: Duration) -> 
             business_key: None,
             process_instance_id: instance.map(str::to_owned),
             variables: Default::default(),
+            extension_properties: None,
         },
         fetched_at: None,
         completed_at: Instant::now(),

@@ -54,6 +54,7 @@ impl FollowUps {
                 business_key: None,
                 process_instance_id: Some(instance.to_owned()),
                 variables: Default::default(),
+                extension_properties: None,
             },
             fetched_at: None,
             completed_at: Instant::now(),

@@ -62,6 +62,7 @@ impl EngineClient {
             max_tasks: 0,
             use_priority: false,
             async_response_timeout: 1,
+            sorting: Vec::new(),
             topics: Vec::new(),
         };
         let call = Call::new(Endpoint::FetchAndLock, "");

@@ -73,8 +73,40 @@ pub struct FetchAndLockRequest {
     pub use_priority: bool,
     /// How long the engine may park the request when no task is available, in milliseconds.
     pub async_response_timeout: u64,
+    /// In which order the tasks are handed out (after the priority, when `use_priority`); empty:
+    /// the engine's own order, and no field sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sorting: Vec<Sorting>,
     /// The topics to fetch.
     pub topics: Vec<TopicRequest>,
+}
+
+/// One ordering of a fetch (`sorting`, Camunda 7.21+): the engine orders by `createTime` only.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sorting {
+    /// The field to order by.
+    pub sort_by: SortBy,
+    /// Ascending or descending.
+    pub sort_order: SortOrder,
+}
+
+/// What a fetch can be ordered by.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum SortBy {
+    /// When the task was created (`createTime`).
+    CreateTime,
+}
+
+/// The direction of a [`Sorting`].
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Oldest first (`asc`).
+    Asc,
+    /// Newest first (`desc`).
+    Desc,
 }
 
 /// One topic of a fetch-and-lock request.

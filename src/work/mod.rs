@@ -14,6 +14,7 @@
 //! guard itself by task id. A failure is retried (`--follow-up-retries`), then raises an incident
 //! on the waiting execution with the error's message; resolving the incident runs the work again.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -49,6 +50,12 @@ pub struct CompletedTask {
     /// The variables the work asked for ([`FollowUpWork::variables_to_fetch`]), as plain JSON
     /// values (a `Json` variable as the document itself).
     pub variables: Map<String, Value>,
+    /// The service task's BPMN extension properties (`camunda:properties`), when its route
+    /// asks for them (`include_extension_properties`) and the task has some: so that one
+    /// command can serve many tasks, each configured in the model. Left out otherwise, and after
+    /// a restart: a follow-up recovered from its marker has no task left to read them from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension_properties: Option<BTreeMap<String, String>>,
 }
 
 impl CompletedTask {
@@ -64,6 +71,11 @@ impl CompletedTask {
                 .as_ref()
                 .map(plain_values)
                 .unwrap_or_default(),
+            // The engine sends an empty object when they were not asked for.
+            extension_properties: task
+                .extension_properties
+                .clone()
+                .filter(|properties| !properties.is_empty()),
         }
     }
 }
@@ -217,6 +229,28 @@ impl std::fmt::Debug for dyn DynWork {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fetched(extension_properties: Value) -> ExternalTask {
+        serde_json::from_value(serde_json::json!({
+            "id": "t1",
+            "topicName": "t",
+            "extensionProperties": extension_properties,
+        }))
+        .expect("a valid task")
+    }
+
+    #[test]
+    fn the_tasks_extension_properties_reach_the_work_when_it_has_some() {
+        let task = CompletedTask::from_task(&fetched(serde_json::json!({"script": "a.py"})), "t");
+        let json = serde_json::to_value(&task).expect("serializable");
+        assert_eq!(
+            json["extensionProperties"],
+            serde_json::json!({"script": "a.py"})
+        );
+        let none = CompletedTask::from_task(&fetched(serde_json::json!({})), "t");
+        let json = serde_json::to_value(&none).expect("serializable");
+        assert!(json.get("extensionProperties").is_none(), "{json}");
+    }
 
     #[test]
     fn a_json_variable_reaches_the_work_as_the_document_and_others_as_their_value() {

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::admission::Admission;
 use crate::correlation::FollowUps;
-use crate::engine::{EngineClient, FetchFilter};
+use crate::engine::{EngineClient, FetchFilter, Sorting};
 use crate::health::Liveness;
 use crate::metrics::Metrics;
 
@@ -37,6 +37,11 @@ pub struct WorkerSettings {
     pub max_backoff: Duration,
     /// Shortest time between two polls that come back empty (`--min-poll-interval`); zero = off.
     pub min_poll_interval: Duration,
+    /// Whether a fetch hands out high-priority tasks first (`--use-priority`): worker-wide,
+    /// because the engine takes it once per fetch, not per topic.
+    pub use_priority: bool,
+    /// The order of creation a fetch hands tasks out in (`--sorting`); empty: the engine's.
+    pub sorting: Vec<Sorting>,
 }
 
 impl Default for WorkerSettings {
@@ -50,6 +55,8 @@ impl Default for WorkerSettings {
             retry_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(30),
             min_poll_interval: Duration::from_secs(1),
+            use_priority: true,
+            sorting: Vec::new(),
         }
     }
 }

@@ -182,8 +182,9 @@ impl<H: Handler> NodePoll<H> {
         FetchAndLockRequest {
             worker_id: settings.worker_id.clone(),
             max_tasks: u32::try_from(max_tasks).unwrap_or(u32::MAX),
-            use_priority: true,
+            use_priority: settings.use_priority,
             async_response_timeout: millis(settings.long_poll),
+            sorting: settings.sorting.clone(),
             topics: settings
                 .subscriptions
                 .iter()

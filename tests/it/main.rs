@@ -14,7 +14,8 @@
 //! - The follow-up's work: `work`, `work_interrupted`, `work_contract`, `work_lease`.
 //! - The `complete` route kind (a command deciding a plain external task): `complete_kind`,
 //!   `complete_kind_lock`.
-//! - Routes, pacing and nodes: `routes`, `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
+//! - Routes, pacing and nodes: `routes`, `subscriptions` (the fetch's filters and order),
+//!   `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
 //! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
 //!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
 //! - `support`: the harnesses (mock engine, real engine, fault proxy, worker process) and the one
@@ -48,6 +49,7 @@ mod secrets;
 mod secrets_oauth;
 mod shutdown;
 mod shutdown_drain;
+mod subscriptions;
 mod support;
 mod trust_store;
 mod values;

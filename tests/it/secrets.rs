@@ -240,6 +240,7 @@ fn fetch_request() -> FetchAndLockRequest {
         worker_id: "w".into(),
         max_tasks: 1,
         use_priority: false,
+        sorting: Vec::new(),
         async_response_timeout: 0,
         topics: vec![TopicRequest {
             topic_name: "messageSending".into(),
