@@ -56,6 +56,9 @@ pub struct DeployArgs {
     /// The deployment name shown in Cockpit.
     #[arg(long, default_value = "camunda-worker", value_parser = values::name)]
     pub name: String,
+    /// Deploy for this tenant (the definitions belong to it; its instances and tasks carry it).
+    #[arg(long, value_parser = values::tenant_id)]
+    pub tenant_id: Option<String>,
 }
 
 /// `start` arguments.
@@ -76,6 +79,10 @@ pub struct StartArgs {
     /// Instances started at once.
     #[arg(long, default_value = "16", value_parser = values::start_concurrency)]
     pub concurrency: NonZeroU32,
+    /// Start the tenant's definition of the process key (needed once several tenants deploy
+    /// the same key).
+    #[arg(long, value_parser = values::tenant_id)]
+    pub tenant_id: Option<String>,
 }
 
 /// `healthcheck` arguments.

@@ -21,7 +21,7 @@ use crate::cli::EngineDiscovery;
 use crate::config::Config;
 use crate::correlation::FollowUps;
 use crate::discovery::{Discovery, SystemDns, DISCOVERY_INTERVAL};
-use crate::engine::EngineClient;
+use crate::engine::{EngineClient, TenantScope};
 use crate::handler::Handler;
 use crate::health::Liveness;
 use crate::metrics::Metrics;
@@ -331,8 +331,8 @@ fn follow_ups_for(
     Ok(follow_ups)
 }
 
-/// One reconciler per route, on `background`: each reads its own topic's markers. They share
-/// the budget. None when `--reconcile-interval` is 0.
+/// One reconciler per route, on `background`: each reads its own topic's markers, within its
+/// route's tenants. They share the budget. None when `--reconcile-interval` is 0.
 fn start_reconcilers(
     config: &Config,
     client: &EngineClient,
@@ -356,7 +356,8 @@ fn start_reconcilers(
             Arc::clone(&handles.metrics),
             Arc::clone(&handles.liveness),
             &route.topic,
-        );
+        )
+        .within(TenantScope::of(&route.filter));
         background.spawn(
             "reconciler",
             format!("the reconciler of topic {}", route.topic),

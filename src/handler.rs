@@ -167,6 +167,7 @@ mod tests {
                 follow_up: Some(CorrelationTarget {
                     business_key: Some("order-1".into()),
                     process_instance_id: None,
+                    tenant_id: None,
                 }),
             })
         );

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::correlation::{CorrelationTarget, FollowUp, FollowUps, Recovery};
-use crate::engine::{EngineClient, EngineError};
+use crate::engine::{EngineClient, EngineError, TenantScope};
 use crate::health::Liveness;
 use crate::ledger::{failed_range, owed_range, Marker, INCIDENT_TYPE};
 use crate::metrics::{Metrics, NoOutcome, Outcome};
@@ -76,6 +76,8 @@ pub struct Reconciler {
     liveness: Arc<Liveness>,
     /// The topic whose markers this reconciler delivers.
     topic: String,
+    /// The tenants whose markers it delivers: its route's.
+    tenants: TenantScope,
     /// Markers that could not be delivered, by task id: when to try again, and the wait after.
     retry: HashMap<String, (Instant, Duration)>,
     /// The first wait before a marker that could not be delivered is tried again.
@@ -119,6 +121,7 @@ impl Reconciler {
             metrics,
             liveness,
             topic: topic.to_owned(),
+            tenants: TenantScope::default(),
             retry: HashMap::new(),
             first_retry_wait: Duration::from_secs(30),
         }
@@ -184,44 +187,9 @@ impl Reconciler {
         }
     }
 
-    /// The markers of this topic whose value lies in `[from, to)`, with their instances.
-    async fn markers_in(&self, from: &str, to: &str) -> Result<Vec<(Marker, String)>, EngineError> {
-        let name = &self.follow_ups.policy().marker_variable;
-        let mut found = Vec::new();
-        let mut first_result = 0;
-        loop {
-            // Every page is a query the engine answers: within the retry budget, like the rest
-            // of what an undeliverable backlog costs it.
-            self.follow_ups.spend_budget().await;
-            let page = self
-                .client
-                .variables_in_range(name, from, to, first_result, PAGE_SIZE)
-                .await?;
-            let page_len = page.len() as u64;
-            for variable in page {
-                let (Some(value), Some(instance)) =
-                    (variable.value.as_str(), variable.process_instance_id)
-                else {
-                    continue;
-                };
-                // The range also holds topics that extend ours ("a:b" for "a"): parse to be sure.
-                if let Some(marker) = Marker::parse(value) {
-                    if marker.topic() == Some(self.topic.as_str()) {
-                        found.push((marker, instance));
-                    }
-                }
-            }
-            if page_len < PAGE_SIZE {
-                break;
-            }
-            first_result += PAGE_SIZE;
-        }
-        Ok(found)
-    }
-
     /// Failed works whose incident is no longer open: an operator resolved it, asking for the
     /// work to run again.
-    async fn resolved_failures(&self) -> Result<(Vec<(Marker, String)>, usize), EngineError> {
+    async fn resolved_failures(&self) -> Result<(Vec<FoundMarker>, usize), EngineError> {
         let (from, to) = failed_range(&self.topic);
         let failed = self.markers_in(&from, &to).await?;
         let seen = failed.len();
@@ -238,7 +206,7 @@ impl Reconciler {
         Ok((
             failed
                 .into_iter()
-                .filter(|(marker, _)| !open.contains(marker.task_id()))
+                .filter(|found| !open.contains(found.marker.task_id()))
                 .collect(),
             seen,
         ))
@@ -282,9 +250,11 @@ impl Reconciler {
         };
         follow_ups.schedule(
             FollowUp {
+                // The instance's own tenant, as the engine has it: the message stays within it.
                 target: CorrelationTarget {
                     business_key: found.business_key,
                     process_instance_id: Some(instance.to_owned()),
+                    tenant_id: found.tenant_id,
                 },
                 process_instance_id: Some(instance.to_owned()),
                 marker: claimed,
@@ -306,7 +276,7 @@ impl Reconciler {
         let (from, to) = owed_range(&self.topic);
         let mut summary = PassSummary::default();
         let mut overdue = self.markers_in(&from, &to).await?;
-        overdue.retain(|(marker, _)| matches!(marker, Marker::Owed { .. }));
+        overdue.retain(|found| matches!(found.marker, Marker::Owed { .. }));
         let has_work = self.follow_ups.work().is_work();
         if has_work {
             self.rerun_resolved(&mut summary).await?;
@@ -314,9 +284,10 @@ impl Reconciler {
         summary.overdue = overdue.len();
         let now = Instant::now();
         let mut example: Option<String> = None;
-        let owed: HashSet<&str> = overdue.iter().map(|(m, _)| m.task_id()).collect();
+        let owed: HashSet<&str> = overdue.iter().map(|f| f.marker.task_id()).collect();
         self.retry.retain(|task, _| owed.contains(task.as_str()));
-        for (marker, instance) in &overdue {
+        for found in &overdue {
+            let (marker, instance) = (&found.marker, &found.instance);
             if self.leaves_alone(marker.task_id(), now) {
                 summary.skipped += 1;
                 continue;
@@ -324,7 +295,7 @@ impl Reconciler {
             let undelivered = if has_work {
                 self.claim(marker, instance, &mut summary).await
             } else {
-                self.deliver(marker, instance, now, &mut summary).await
+                self.deliver(found, now, &mut summary).await
             };
             if let Some(why) = undelivered {
                 example.get_or_insert_with(|| {
@@ -349,7 +320,10 @@ impl Reconciler {
     async fn rerun_resolved(&self, summary: &mut PassSummary) -> Result<(), EngineError> {
         let (resolved, seen) = self.resolved_failures().await?;
         summary.failed_work = seen;
-        for (marker, instance) in resolved {
+        for FoundMarker {
+            marker, instance, ..
+        } in resolved
+        {
             if self.follow_ups.is_pending(marker.task_id()) {
                 continue;
             }
@@ -402,13 +376,20 @@ impl Reconciler {
     /// ([`FollowUps::recover_owed`]); why not, if it did not go through (tried again later).
     async fn deliver(
         &mut self,
-        marker: &Marker,
-        instance: &str,
+        found: &FoundMarker,
         now: Instant,
         summary: &mut PassSummary,
     ) -> Option<String> {
+        let FoundMarker {
+            marker,
+            instance,
+            tenant_id,
+        } = found;
         let task_id = marker.task_id();
-        let reason = match self.follow_ups.recover_owed(marker, instance).await {
+        let recovery = self
+            .follow_ups
+            .recover_owed(marker, instance, tenant_id.as_deref());
+        let reason = match recovery.await {
             Recovery::Delivered => {
                 summary.recovered += 1;
                 self.count_recovered();
@@ -452,6 +433,10 @@ impl Reconciler {
         metrics.count_topic(&metrics.follow_ups_recovered, NoOutcome, &self.topic);
     }
 }
+
+mod markers;
+
+use markers::FoundMarker;
 
 #[cfg(test)]
 mod tests;

@@ -239,6 +239,22 @@ pub fn number_in<T: TryFrom<u64>>(text: &str, range: NumberRange) -> Result<T, S
     T::try_from(n).map_err(|_| out_of_range())
 }
 
+/// A tenant id (`--tenant-id`): a [`name`] of letters, digits, `-`, `_` and `.`, since it becomes
+/// a segment of a REST path.
+pub fn tenant_id(text: &str) -> Result<String, String> {
+    let text = name(text)?;
+    match text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        // It becomes a segment of the start call's path (`.../tenant-id/{id}/start`).
+        Some(c) => Err(format!(
+            "`{text}` holds `{c}`: a tenant id is letters, digits, `-`, `_` and `.`"
+        )),
+        None => Ok(text),
+    }
+}
+
 /// A name the engine matches exactly (topic, message name, worker id, process key): not empty,
 /// no spaces at either end (a typo that would silently serve a topic nobody uses), no control
 /// characters (a newline from `$(cat file)`).

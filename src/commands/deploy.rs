@@ -32,7 +32,7 @@ pub async fn run(client: &EngineClient, args: &DeployArgs) -> anyhow::Result<()>
     }
     let names: Vec<String> = resources.iter().map(|(n, _)| n.clone()).collect();
     let deployment = client
-        .deploy(&args.name, resources)
+        .deploy(&args.name, args.tenant_id.as_deref(), resources)
         .await
         .context("deployment failed")?;
     let definitions = deployment.deployed_process_definitions.unwrap_or_default();
@@ -43,8 +43,13 @@ pub async fn run(client: &EngineClient, args: &DeployArgs) -> anyhow::Result<()>
         );
     } else {
         for definition in definitions.values() {
+            let tenant = args
+                .tenant_id
+                .as_ref()
+                .map(|t| format!(" for tenant {t}"))
+                .unwrap_or_default();
             println!(
-                "deployed {} version {} ({}) in deployment {}",
+                "deployed {} version {} ({}) in deployment {}{tenant}",
                 definition.key,
                 definition.version.unwrap_or_default(),
                 definition.id,

@@ -101,8 +101,11 @@ async fn spawn_starts(
             variables: variables.clone(),
         };
         let process_key = args.process_key.clone();
+        let tenant_id = args.tenant_id.clone();
         running.spawn(async move {
-            let result = client.start_process(&process_key, &request).await;
+            let result = client
+                .start_process(&process_key, tenant_id.as_deref(), &request)
+                .await;
             drop(permit);
             (request.business_key, result)
         });

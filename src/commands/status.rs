@@ -1,16 +1,22 @@
 //! `camunda-worker status`: what the engine says is waiting — the first thing to run when an
 //! instance seems stuck. Besides the engine's own counts, the follow-ups as the ledger records
 //! them (see [`crate::ledger`]): owed, overdue (a reconciler's to deliver), and failed work.
+//!
+//! On an engine with tenants, each route's counts are split by tenant below its totals: the
+//! route's own `tenant_ids`, or else every tenant that deployed a process definition. Each
+//! tenant's line asks the engine with `tenantIdIn`; instances without a tenant are the totals
+//! less the tenants' lines.
 
 use crate::config::Config;
-use crate::engine::{EngineClient, EngineError, TaskFilter};
+use crate::engine::{EngineClient, EngineError, TaskFilter, TenantScope};
 use crate::ledger::{failed_range, owed_range, INCIDENT_TYPE};
 use crate::route::{Route, RouteKind};
 
 /// Prints, for each route, the waiting instances, open tasks and follow-ups of its topic and
-/// message; then the engine's incidents.
+/// message (per tenant when there are tenants); then the engine's incidents.
 pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineError> {
     println!("engine: {}", client.base_url());
+    let deployed_tenants = client.definition_tenants().await?;
     for route in &config.routes {
         if let RouteKind::Complete(_) = route.kind {
             if config.routes.len() > 1 {
@@ -22,7 +28,21 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
         if config.routes.len() > 1 {
             println!("route {} → message {}:", route.topic, route.message.name);
         }
-        route_status(client, route, &config.correlation.marker_variable).await?;
+        let marker = &config.correlation.marker_variable;
+        let totals = RouteCounts::read(client, route, marker, None).await?;
+        totals.print(route);
+        let tenants = route
+            .filter
+            .tenant_id_in
+            .clone()
+            .unwrap_or_else(|| deployed_tenants.clone());
+        if route.filter.without_tenant_id {
+            continue;
+        }
+        for tenant in &tenants {
+            let counts = RouteCounts::read(client, route, marker, Some(tenant)).await?;
+            counts.print_for_tenant(tenant);
+        }
     }
     let incidents = client.count_incidents().await?;
     let ours = client.count_incidents_of(INCIDENT_TYPE).await?;
@@ -36,53 +56,83 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
 /// What waits and what failed on a complete route: its open tasks, and those out of retries —
 /// each one an incident an operator must resolve (no message, no markers on this kind).
 async fn complete_route_status(client: &EngineClient, topic: &str) -> Result<(), EngineError> {
-    let open = client.count_external_tasks(topic, TaskFilter::All).await?;
+    let open = client
+        .count_external_tasks(topic, TaskFilter::All, None)
+        .await?;
     let locked = client
-        .count_external_tasks(topic, TaskFilter::Locked)
+        .count_external_tasks(topic, TaskFilter::Locked, None)
         .await?;
     let incidents = client
-        .count_external_tasks(topic, TaskFilter::NoRetriesLeft)
+        .count_external_tasks(topic, TaskFilter::NoRetriesLeft, None)
         .await?;
     println!("open tasks on topic {topic}: {open} ({locked} locked)");
     println!("incidents on topic {topic}: {incidents} (tasks without retries left; set their retries to try again)");
     Ok(())
 }
 
-/// What waits and what failed on one route.
-async fn route_status(
-    client: &EngineClient,
-    route: &Route,
-    marker: &str,
-) -> Result<(), EngineError> {
-    let topic = &route.topic;
-    let message = &route.message.name;
-    let waiting = client.count_message_subscriptions(message).await?;
-    let open = client.count_external_tasks(topic, TaskFilter::All).await?;
-    let locked = client
-        .count_external_tasks(topic, TaskFilter::Locked)
-        .await?;
-    let no_retries = client
-        .count_external_tasks(topic, TaskFilter::NoRetriesLeft)
-        .await?;
-    let (owed_from, overdue_to) = owed_range(topic);
-    // `;` sorts right after `:`: every owed marker of the topic, due or not.
-    let owed_to = format!("owed:{topic};");
-    let owed = client
-        .count_variables_in_range(marker, &owed_from, &owed_to)
-        .await?;
-    let overdue = client
-        .count_variables_in_range(marker, &owed_from, &overdue_to)
-        .await?;
-    let (failed_from, failed_to) = failed_range(topic);
-    let failed = client
-        .count_variables_in_range(marker, &failed_from, &failed_to)
-        .await?;
-    println!("instances waiting for message {message}: {waiting}");
-    println!(
-        "open tasks on topic {topic}: {open} ({locked} locked, {no_retries} without retries left)"
-    );
-    println!(
-        "follow-ups owed on topic {topic}: {owed} ({overdue} past due, for a reconciler to deliver); work failed for good: {failed}"
-    );
-    Ok(())
+/// What waits and what failed on one route, in one tenant or in all.
+struct RouteCounts {
+    waiting: u64,
+    open: u64,
+    locked: u64,
+    no_retries: u64,
+    owed: u64,
+    overdue: u64,
+    failed: u64,
+}
+
+impl RouteCounts {
+    /// Reads the counts of `route` from the engine, of `tenant` only when given.
+    async fn read(
+        client: &EngineClient,
+        route: &Route,
+        marker: &str,
+        tenant: Option<&str>,
+    ) -> Result<RouteCounts, EngineError> {
+        let topic = &route.topic;
+        let tasks = |filter| client.count_external_tasks(topic, filter, tenant);
+        let scope = &tenant.map(TenantScope::only).unwrap_or_default();
+        let markers = |range: (String, String)| async move {
+            let (from, to) = range;
+            client
+                .count_variables_in_range(marker, (&from, &to), scope)
+                .await
+        };
+        let (owed_from, overdue_to) = owed_range(topic);
+        // `;` sorts right after `:`: every owed marker of the topic, due or not.
+        let owed_to = format!("owed:{topic};");
+        Ok(RouteCounts {
+            waiting: client
+                .count_message_subscriptions(&route.message.name, tenant)
+                .await?,
+            open: tasks(TaskFilter::All).await?,
+            locked: tasks(TaskFilter::Locked).await?,
+            no_retries: tasks(TaskFilter::NoRetriesLeft).await?,
+            owed: markers((owed_from.clone(), owed_to)).await?,
+            overdue: markers((owed_from, overdue_to)).await?,
+            failed: markers(failed_range(topic)).await?,
+        })
+    }
+
+    /// The route's lines, as on an engine without tenants.
+    fn print(&self, route: &Route) {
+        let (topic, message) = (&route.topic, &route.message.name);
+        println!("instances waiting for message {message}: {}", self.waiting);
+        println!(
+            "open tasks on topic {topic}: {} ({} locked, {} without retries left)",
+            self.open, self.locked, self.no_retries
+        );
+        println!(
+            "follow-ups owed on topic {topic}: {} ({} past due, for a reconciler to deliver); work failed for good: {}",
+            self.owed, self.overdue, self.failed
+        );
+    }
+
+    /// One tenant's line below the totals.
+    fn print_for_tenant(&self, tenant: &str) {
+        println!(
+            "  tenant {tenant}: {} waiting, {} open tasks ({} locked, {} without retries left), {} follow-ups owed ({} past due), {} failed",
+            self.waiting, self.open, self.locked, self.no_retries, self.owed, self.overdue, self.failed
+        );
+    }
 }

@@ -360,8 +360,7 @@ impl FollowUps {
         let request = self.route.message.request(
             &self.inner.policy.marker_variable,
             &state.current,
-            follow_up.target.business_key.clone(),
-            follow_up.target.process_instance_id.clone(),
+            &follow_up.target,
             variables,
         );
         let error = match ledger.correlate(&request).await {

@@ -222,7 +222,7 @@ impl FollowUps {
         let client = &self.inner.client;
         let ours = &self.route.message.name;
         self.inner.budget.spend_first(&self.inner.metrics).await;
-        match client.count_message_subscriptions(ours).await {
+        match client.count_message_subscriptions(ours, None).await {
             Ok(0) => {}
             Ok(_) => return Verdict::Awaited,
             Err(_) => return Verdict::Unknown,

@@ -164,6 +164,7 @@ pub(crate) fn follow_up(task: &str, instance: Option<&str>, lease: Duration) -> 
         target: CorrelationTarget {
             business_key: None,
             process_instance_id: instance.map(str::to_owned),
+            tenant_id: None,
         },
         process_instance_id: instance.map(str::to_owned),
         marker: Marker::owed("t", task, lease),

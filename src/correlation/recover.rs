@@ -30,8 +30,16 @@ impl FollowUps {
     /// Delivers an owed marker of `instance` that a reconciler found past its due time: one
     /// attempt of the live path, after spending the retry budget (a recovery is never a first
     /// attempt). Its query has just read the marker owed, so a mismatch means not waiting.
-    pub async fn recover_owed(&self, marker: &Marker, instance: &str) -> Recovery {
-        self.recover_via(&self.inner.client, marker, instance).await
+    /// `tenant_id` is the instance's tenant as the query found it: the target keeps it, as the
+    /// live follow-up's does.
+    pub async fn recover_owed(
+        &self,
+        marker: &Marker,
+        instance: &str,
+        tenant_id: Option<&str>,
+    ) -> Recovery {
+        self.recover_via(&self.inner.client, marker, instance, tenant_id)
+            .await
     }
 
     /// [`FollowUps::recover_owed`] through `ledger`.
@@ -40,11 +48,13 @@ impl FollowUps {
         ledger: &L,
         marker: &Marker,
         instance: &str,
+        tenant_id: Option<&str>,
     ) -> Recovery {
         let follow_up = FollowUp {
             target: CorrelationTarget {
                 business_key: None,
                 process_instance_id: Some(instance.to_owned()),
+                tenant_id: tenant_id.map(str::to_owned),
             },
             process_instance_id: Some(instance.to_owned()),
             marker: marker.clone(),
@@ -97,7 +107,9 @@ mod tests {
         let marker = Marker::owed("t", "task-1", Duration::ZERO);
         let ledger = FakeLedger::holding(&marker);
         ledger.answer_messages(vec![reply]);
-        let recovery = follow_ups.recover_via(&ledger, &marker, "pi-1").await;
+        let recovery = follow_ups
+            .recover_via(&ledger, &marker, "pi-1", Some("a"))
+            .await;
         let spent = follow_ups.inner.metrics.retry_budget_spent.get();
         (recovery, ledger.kinds(), spent)
     }

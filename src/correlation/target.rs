@@ -1,5 +1,5 @@
 //! Which process instance a follow-up message names: by business key (the original script's
-//! shape), by process instance id, or both.
+//! shape), by process instance id, or both — always within the task's tenant.
 
 use crate::engine::ExternalTask;
 
@@ -56,18 +56,22 @@ impl CorrelateBy {
             )
         };
         let no_instance = || format!("task {} has no process instance id", task.id);
+        let tenant_id = task.tenant_id.clone();
         Ok(match self {
             CorrelateBy::BusinessKey => CorrelationTarget {
                 business_key: Some(business_key.ok_or_else(no_key)?),
                 process_instance_id: None,
+                tenant_id,
             },
             CorrelateBy::ProcessInstance => CorrelationTarget {
                 business_key: None,
                 process_instance_id: Some(instance.ok_or_else(no_instance)?),
+                tenant_id,
             },
             CorrelateBy::Both => CorrelationTarget {
                 business_key: Some(business_key.ok_or_else(no_key)?),
                 process_instance_id: Some(instance.ok_or_else(no_instance)?),
+                tenant_id,
             },
         })
     }
@@ -80,6 +84,12 @@ pub struct CorrelationTarget {
     pub business_key: Option<String>,
     /// Correlate to exactly this instance.
     pub process_instance_id: Option<String>,
+    /// The tenant of the task's instance; `None` for an instance without one. A message by
+    /// business key alone is correlated within this tenant only (`tenantId`, or
+    /// `withoutTenantId`), so a business key two tenants share never reaches the other one's
+    /// instance. A message naming the instance sends neither: the id pins the tenant already,
+    /// and the engine refuses a tenant beside an instance id (ENGINE-13028).
+    pub tenant_id: Option<String>,
 }
 
 impl std::fmt::Display for CorrelationTarget {
@@ -89,6 +99,10 @@ impl std::fmt::Display for CorrelationTarget {
             (Some(key), None) => write!(f, "business key {key}"),
             (None, Some(id)) => write!(f, "process instance {id}"),
             (None, None) => f.write_str("no target"),
+        }?;
+        match &self.tenant_id {
+            Some(tenant) => write!(f, " (tenant {tenant})"),
+            None => Ok(()),
         }
     }
 }

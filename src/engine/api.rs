@@ -142,10 +142,12 @@ impl EngineClient {
         expect_no_content(&call, self.send_any(&call, json_body(Some(request))).await?).await
     }
 
-    /// Deploys BPMN resources (`(file name, contents)`), skipping unchanged ones.
+    /// Deploys BPMN resources (`(file name, contents)`), skipping unchanged ones; for
+    /// `tenant_id`, when given (the deployment and its definitions belong to that tenant).
     pub async fn deploy(
         &self,
         deployment_name: &str,
+        tenant_id: Option<&str>,
         resources: Vec<(String, Vec<u8>)>,
     ) -> Result<Deployment, EngineError> {
         let call = Call::new(Endpoint::Deploy, "");
@@ -155,6 +157,9 @@ impl EngineClient {
                 .text("enable-duplicate-filtering", "true")
                 .text("deploy-changed-only", "true")
                 .text("deployment-source", "camunda-worker");
+            if let Some(tenant_id) = tenant_id {
+                form = form.text("tenant-id", tenant_id.to_owned());
+            }
             for (file_name, bytes) in &resources {
                 let part = reqwest::multipart::Part::bytes(bytes.clone())
                     .file_name(file_name.clone())
@@ -170,13 +175,19 @@ impl EngineClient {
         read_json(&call, reply).await
     }
 
-    /// Starts an instance of the latest version of process `key`.
+    /// Starts an instance of the latest version of process `key` — of `tenant_id`'s definition
+    /// when given (without it, the engine refuses a key several tenants deployed).
     pub async fn start_process(
         &self,
         key: &str,
+        tenant_id: Option<&str>,
         request: &StartProcessRequest,
     ) -> Result<ProcessInstance, EngineError> {
-        let call = Call::new(Endpoint::Start, key);
+        let definition = match tenant_id {
+            Some(tenant_id) => format!("{key}/tenant-id/{tenant_id}"),
+            None => key.to_owned(),
+        };
+        let call = Call::new(Endpoint::Start, &definition);
         let reply = self.send_any(&call, json_body(Some(request))).await?;
         read_json(&call, reply).await
     }
@@ -303,15 +314,14 @@ impl EngineClient {
     pub async fn count_message_subscriptions(
         &self,
         message_name: &str,
+        tenant_id: Option<&str>,
     ) -> Result<u64, EngineError> {
-        self.count(
-            Endpoint::EventSubscriptionCount,
-            &[
-                ("eventType", "message".to_owned()),
-                ("eventName", message_name.to_owned()),
-            ],
-        )
-        .await
+        let mut query = vec![
+            ("eventType", "message".to_owned()),
+            ("eventName", message_name.to_owned()),
+        ];
+        query.extend(tenant_id.map(|t| ("tenantIdIn", t.to_owned())));
+        self.count(Endpoint::EventSubscriptionCount, &query).await
     }
 
     /// How many open external tasks of `topic` match `filter`.
@@ -319,14 +329,36 @@ impl EngineClient {
         &self,
         topic: &str,
         filter: TaskFilter,
+        tenant_id: Option<&str>,
     ) -> Result<u64, EngineError> {
         let mut query = vec![("topicName", topic.to_owned())];
+        query.extend(tenant_id.map(|t| ("tenantIdIn", t.to_owned())));
         match filter {
             TaskFilter::All => {}
             TaskFilter::Locked => query.push(("locked", "true".to_owned())),
             TaskFilter::NoRetriesLeft => query.push(("noRetriesLeft", "true".to_owned())),
         }
         self.count(Endpoint::ExternalTaskCount, &query).await
+    }
+
+    /// The tenants of the latest process definitions, sorted, each once: the tenants `status`
+    /// splits its counts by (none on an engine without tenants).
+    pub async fn definition_tenants(&self) -> Result<Vec<String>, EngineError> {
+        let definitions: Vec<serde_json::Value> = self
+            .get_json(
+                Endpoint::ProcessDefinitions,
+                "",
+                &[
+                    ("latestVersion", "true".to_owned()),
+                    ("maxResults", "1000".to_owned()),
+                ],
+            )
+            .await?;
+        let tenants: std::collections::BTreeSet<String> = definitions
+            .iter()
+            .filter_map(|d| d["tenantId"].as_str().map(str::to_owned))
+            .collect();
+        Ok(tenants.into_iter().collect())
     }
 
     /// How many incidents are open.

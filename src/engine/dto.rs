@@ -188,6 +188,13 @@ pub struct CorrelateMessageRequest {
     /// Correlate to exactly this process instance.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_instance_id: Option<String>,
+    /// Correlate only to instances of this tenant (never beside `process_instance_id`: the
+    /// engine refuses it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Correlate only to instances without a tenant (never beside `process_instance_id`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub without_tenant_id: bool,
     /// Process instance variables the waiting instance must have, type-exact: the owed marker.
     #[serde(skip_serializing_if = "Variables::is_empty")]
     pub correlation_keys: Variables,
@@ -209,6 +216,9 @@ pub struct VariableInstance {
     /// The instance it belongs to.
     #[serde(default)]
     pub process_instance_id: Option<String>,
+    /// The tenant of that instance; `None` when it has none.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 /// The body of `POST /process-definition/key/{key}/start`.
@@ -236,6 +246,9 @@ pub struct ProcessInstance {
     /// Whether the instance already ended (it ran to completion within the start call).
     #[serde(default)]
     pub ended: bool,
+    /// Its tenant; `None` when it has none.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 /// A process instance from the history API.

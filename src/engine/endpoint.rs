@@ -26,7 +26,8 @@ pub enum Endpoint {
     Message,
     /// `POST /deployment/create`
     Deploy,
-    /// `POST /process-definition/key/{key}/start`
+    /// `POST /process-definition/key/{key}/start`, or of a tenant's definition:
+    /// `.../key/{key}/tenant-id/{tenant}/start` (the call's id is then `{key}/tenant-id/{tenant}`)
     Start,
     /// `GET /external-task`
     ExternalTasks,
@@ -58,6 +59,8 @@ pub enum Endpoint {
     Incidents,
     /// `DELETE /incident/{id}`.
     DeleteIncident,
+    /// `GET /process-definition`: the tenants that deployed (`status`).
+    ProcessDefinitions,
     /// `GET /engine` (anonymous in every setup)
     Engine,
 }
@@ -90,6 +93,7 @@ impl Endpoint {
             Endpoint::CreateIncident => "createIncident",
             Endpoint::Incidents => "incidents",
             Endpoint::DeleteIncident => "deleteIncident",
+            Endpoint::ProcessDefinitions => "processDefinitions",
             Endpoint::Engine => "engine",
         }
     }
@@ -123,6 +127,7 @@ impl Endpoint {
             Endpoint::CreateIncident => format!("execution/{id}/create-incident"),
             Endpoint::Incidents => "incident".to_owned(),
             Endpoint::DeleteIncident => format!("incident/{id}"),
+            Endpoint::ProcessDefinitions => "process-definition".to_owned(),
             Endpoint::Engine => "engine".to_owned(),
         }
     }
@@ -154,6 +159,7 @@ impl Endpoint {
             | Endpoint::VariableInstances
             | Endpoint::InstanceVariables
             | Endpoint::Incidents
+            | Endpoint::ProcessDefinitions
             | Endpoint::Engine => Method::GET,
         }
     }

@@ -6,7 +6,7 @@ use super::dto::*;
 use super::endpoint::Endpoint;
 use super::error::EngineError;
 use super::transport::{expect_no_content, json_body, read_json, Call};
-use super::EngineClient;
+use super::{EngineClient, TenantScope};
 use crate::variables::{TypedValue, Variables};
 
 impl EngineClient {
@@ -34,19 +34,21 @@ impl EngineClient {
             .and_then(|v| v.value.as_str().map(str::to_owned)))
     }
 
-    /// Variables `name` (of any instance) whose String value lies in `[from, to)`, one page,
-    /// oldest first. The engine compares String values as text, so with fixed-width numbers in
-    /// the value this is a range of due times.
+    /// Variables `name` (of any instance of the `tenants`' `tenantIdIn`) whose String value lies
+    /// in `[from, to)`, one page, oldest first. The engine compares String values as text, so
+    /// with fixed-width numbers in the value this is a range of due times. A scope without
+    /// tenant is the caller's to apply (see [`TenantScope`]).
     pub async fn variables_in_range(
         &self,
         name: &str,
-        from: &str,
-        to: &str,
+        (from, to): (&str, &str),
+        tenants: &TenantScope,
         first_result: u64,
         max_results: u64,
     ) -> Result<Vec<VariableInstance>, EngineError> {
         let call = Call::new(Endpoint::VariableInstanceQuery, "");
         let mut body = range_query(name, from, to);
+        tenants.limit_query(&mut body);
         body["sorting"] = serde_json::json!([{"sortBy": "variableName", "sortOrder": "asc"}]);
         let reply = self
             .send_any(&call, |request| {
@@ -125,16 +127,17 @@ impl EngineClient {
             .await
     }
 
-    /// How many variables `name` have a String value in `[from, to)` (`status`: follow-ups owed,
-    /// overdue, failed).
+    /// How many variables `name` (of the `tenants`' `tenantIdIn`) have a String value in
+    /// `[from, to)` (`status`: follow-ups owed, overdue, failed).
     pub async fn count_variables_in_range(
         &self,
         name: &str,
-        from: &str,
-        to: &str,
+        (from, to): (&str, &str),
+        tenants: &TenantScope,
     ) -> Result<u64, EngineError> {
         let call = Call::new(Endpoint::VariableInstanceCount, "");
-        let body = range_query(name, from, to);
+        let mut body = range_query(name, from, to);
+        tenants.limit_query(&mut body);
         let reply = self.send_any(&call, json_body(Some(&body))).await?;
         let count: Count = read_json(&call, reply).await?;
         Ok(count.count)

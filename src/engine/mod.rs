@@ -9,6 +9,7 @@
 //! - [`reply`]: reply bodies read against a size bound, and redirects refused;
 //! - [`node`]: nodes, their pools, and which node a call goes to;
 //! - [`dto`], [`error`], [`health`], [`auth`]: wire types, errors, node health, credentials;
+//! - [`tenants`]: the tenants a route's marker queries are limited to;
 //! - [`refusal`]: what a refusal is about (a correlation mismatch, a lock), read from the engine's
 //!   English text in this one place.
 //!
@@ -26,6 +27,7 @@ pub mod instance_api;
 pub mod node;
 pub mod refusal;
 mod reply;
+pub mod tenants;
 mod token_reply;
 mod transport;
 
@@ -44,6 +46,7 @@ pub use fetch_filter::FetchFilter;
 pub use health::{NodeHealth, Reach};
 pub use node::{Node, NodeTarget, POOL_IDLE_TIMEOUT};
 pub use refusal::{Mismatch, Refusal};
+pub use tenants::TenantScope;
 
 pub(crate) use api::millis;
 

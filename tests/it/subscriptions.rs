@@ -258,32 +258,40 @@ async fn business_key_fetches_only_the_task_of_that_instance() {
     served_exactly(&process, keys, &included, &excluded).await;
 }
 
-/// A string, an integer and a boolean: the route takes the instance whose variables equal all
-/// three, not those that differ in one.
+/// The engine matches `processVariables` with OR: an instance is fetched when any one of the
+/// named variables equals its value, type included (an integer matches an `Integer`, not a
+/// `String` "3"). Two instances match one variable each; two match none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn process_variables_fetch_only_the_tasks_whose_variables_have_those_values() {
+async fn process_variables_fetch_only_the_tasks_with_one_of_those_values() {
     let rest = Rest::new(&shared_engine().url);
     let process = Process::named("process_variables");
     let id = deploy(&rest, &process.key, process.bpmn(|b| b), None).await;
-    let variables = |color: &str, size: i64, rush: bool| {
+    let variables = |color: &str, size: Value, size_type: &str| {
         json!({
             "color": {"value": color, "type": "String"},
-            "size": {"value": size, "type": "Integer"},
-            "rush": {"value": rush, "type": "Boolean"},
+            "size": {"value": size, "type": size_type},
         })
     };
-    let included = vec![start(&rest, &id, "pv-0", variables("red", 3, true)).await];
-    let mut excluded = Vec::new();
+    let mut included = Vec::new();
     for (n, values) in [
-        variables("blue", 3, true),
-        variables("red", 4, true),
-        variables("red", 3, false),
+        variables("red", json!(1), "Integer"),
+        variables("blue", json!(3), "Integer"),
     ]
     .into_iter()
     .enumerate()
     {
-        excluded.push(start(&rest, &id, &format!("pv-{}", n + 1), values).await);
+        included.push(start(&rest, &id, &format!("pv-in-{n}"), values).await);
     }
-    let keys = "process_variables = { color = \"red\", size = 3, rush = true }";
+    let mut excluded = Vec::new();
+    for (n, values) in [
+        variables("blue", json!(4), "Integer"),
+        variables("green", json!("3"), "String"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        excluded.push(start(&rest, &id, &format!("pv-out-{n}"), values).await);
+    }
+    let keys = "process_variables = { color = \"red\", size = 3 }";
     served_exactly(&process, keys, &included, &excluded).await;
 }

@@ -234,7 +234,8 @@ pub fn owed_marker(complete: &Value, task_id: &str) -> String {
 }
 
 /// The body of the follow-up message that delivers `owed` (the marker of task `task_id`): it
-/// matches only while the marker is owed, and flips it to delivered.
+/// matches only while the marker is owed, and flips it to delivered. The mock's tasks have no
+/// tenant: a message by business key alone is kept to instances without one.
 pub fn follow_up_message(
     owed: &str,
     task_id: &str,
@@ -251,8 +252,9 @@ pub fn follow_up_message(
     if let Some(key) = business_key {
         body["businessKey"] = json!(key);
     }
-    if let Some(instance) = instance {
-        body["processInstanceId"] = json!(instance);
+    match instance {
+        Some(instance) => body["processInstanceId"] = json!(instance),
+        None => body["withoutTenantId"] = json!(true),
     }
     body
 }
