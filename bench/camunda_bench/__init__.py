@@ -16,7 +16,9 @@ Phases (names for --skip), in this order:
               cw-structure (only when named) is camunda-worker built from e38ba4e, d948207's child,
               the structure refactor that changed no behaviour; --structure runs it against
               cw-lookup, --rounds 3 (each round's order reversed from the last). Contender
-              cw-command (also only when named) adds --follow-up-command bench/trivial_work.sh.
+              cw-command (also only when named) adds --follow-up-command bench/trivial_work.sh;
+              cw-complete (only when named) serves the topic with a kind = "complete" route running
+              it (bench/complete_route.toml) on bench/plain_task.bpmn, which has no message.
   idle        all real workers at once on one engine, no work: settle, then a window (full run
               120 s + 300 s, quick 20 s + 60 s): requests per endpoint, CPU, RSS; camunda-worker's
               first 2 minutes after its start ("start-up") counted separately.

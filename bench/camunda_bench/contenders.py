@@ -11,7 +11,7 @@ import signal
 import time
 import urllib.parse
 
-from .common import BENCH, REPO, log, spawn, stop_process
+from .common import BENCH, DELAY_S, REPO, log, spawn, stop_process
 from .engines import (
     Paced,
     deploy,
@@ -33,11 +33,14 @@ ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
 # the event subscription before each message (issue 14 replaced it by the marker variable).
 # cw-command: the defaults plus a trivial --follow-up-command (bench/trivial_work.sh), the cost of
 # the command form itself.
+# cw-complete: a route of the complete kind (bench/complete_route.toml) running bench/trivial_work.sh
+# while each task is locked, on bench/plain_task.bpmn (deployed over the bundled process after the
+# warm-up: the same key and topic, no message after the task).
 # cw-structure: camunda-worker built from STRUCTURE_REV, LOOKUP_REV's child, the structure refactor
 # that changed no behaviour: against cw-lookup, the price of the restructured src/.
 # cw-base: camunda-worker built from the commit given to --compare (a refactor's base): against
 # cw-default (this tree), the price of a change that should not change behaviour.
-EXTRA = ["cw-lookup", "cw-structure", "cw-command", "cw-base"]
+EXTRA = ["cw-lookup", "cw-structure", "cw-command", "cw-complete", "cw-base"]
 LOOKUP_REV = "d948207"
 STRUCTURE_REV = "e38ba4e"
 CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
@@ -70,6 +73,12 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
                        "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--follow-up-command",
                                 os.path.join(BENCH, "trivial_work.sh")],
                        "metrics": metrics_port, "ua": "camunda-worker/"},
+        "cw-complete": {"label": "camunda-worker, a kind = \"complete\" route running bench/trivial_work.sh "
+                                 "(bench/plain_task.bpmn)",
+                        "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--config",
+                                 os.path.join(BENCH, "complete_route.toml")],
+                        "metrics": metrics_port, "ua": "camunda-worker/",
+                        "bpmn": os.path.join(BENCH, "plain_task.bpmn"), "delay_s": 0.0},
         "cw-10": {"label": "camunda-worker --max-tasks 10 (the former default)",
                   "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--max-tasks", "10"],
                   "metrics": metrics_port, "ua": "camunda-worker/"},
@@ -133,6 +142,10 @@ def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput",
             if args.warmup > 0:
                 warm_up(engine, paths, args, workdir)
                 result["history_records_after_warmup"] = history_records(url)
+            if spec.get("bpmn"):
+                # The contender's own process, a new version of the same key: the warm-up ran the
+                # bundled one, every start from here on runs this.
+                deploy(paths, url, spec["bpmn"])
         else:
             result["quiesce"] = quiesce(engine)
         base = finished_count(url)
@@ -255,7 +268,7 @@ def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput",
             stop_process(proc)
         if fresh:
             engine.stop()
-    finish_stats(result, instances)
+    finish_stats(result, instances, spec.get("delay_s", DELAY_S))
     if fresh:
         add_requests(result, engine)
     return result

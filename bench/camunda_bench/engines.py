@@ -184,8 +184,10 @@ def history_records(url):
             "variable_updates": http_json(f"{url}/history/detail/count?variableUpdates=true")["count"]}
 
 
-def deploy(paths, url):
-    dep = subprocess.run([paths["cw"], "deploy", "--engine-url", url, "--metrics-addr", "127.0.0.1:0"],
+def deploy(paths, url, bpmn=None):
+    """Deploys the bundled process, or the BPMN file `bpmn`."""
+    files = [bpmn] if bpmn else []
+    dep = subprocess.run([paths["cw"], "deploy", "--engine-url", url, "--metrics-addr", "127.0.0.1:0", *files],
                          check=False, capture_output=True, text=True, timeout=120)
     if dep.returncode != 0:
         raise RuntimeError(f"deploy failed: {dep.stderr[-2000:]}")

@@ -25,13 +25,15 @@ def distribution(values_ms):
             "min": round(min(values_ms), 1)}
 
 
-def instance_stats(instances):
+def instance_stats(instances, delay_s=DELAY_S):
+    """Wall time, rate and latency (end − start − `delay_s`, the message's own delay) of the
+    finished `instances`."""
     done = [i for i in instances if i.get("endTime") and i.get("state") == "COMPLETED"]
     if not done:
         return {"completed": 0}
     starts = [engine_date(i["startTime"]) for i in done]
     ends = [engine_date(i["endTime"]) for i in done]
-    lat_ms = [((e - s).total_seconds() - DELAY_S) * 1000 for s, e in zip(starts, ends)]
+    lat_ms = [((e - s).total_seconds() - delay_s) * 1000 for s, e in zip(starts, ends)]
     wall = (max(ends) - min(starts)).total_seconds()
     return {
         "completed": len(done),
@@ -64,8 +66,9 @@ def pickup_stats(url, prefix):
     return out
 
 
-def finish_stats(result, instances):
-    """Instance statistics (from the engine's history) and CPU per instance of each phase."""
+def finish_stats(result, instances, delay_s=DELAY_S):
+    """Instance statistics (from the engine's history) and CPU per instance of each phase; `delay_s`:
+    the wait the process itself holds each instance (the correlation delay; 0 without a message)."""
     def started_at(i):
         return engine_date(i["startTime"]).timestamp()
 
@@ -74,13 +77,13 @@ def finish_stats(result, instances):
     if "throughput" in result:
         begin = result["throughput_started_after"]
         bulk = [i for i in instances if not is_special(i) and begin <= started_at(i) < cut]
-        result["throughput"].update(instance_stats(bulk))
+        result["throughput"].update(instance_stats(bulk, delay_s))
     if "paced" in result:
-        result["paced"].update(instance_stats(paced_set))
+        result["paced"].update(instance_stats(paced_set, delay_s))
     if "backlog" in result:
         bl = result["backlog"]
         backlog = [i for i in instances if not is_special(i) and started_at(i) >= cut]
-        bl.update(instance_stats(backlog))
+        bl.update(instance_stats(backlog, delay_s))
         ends = [engine_date(i["endTime"]).timestamp() for i in backlog if i.get("endTime")]
         if ends:
             drain = max(ends) - bl["resumed_at"]
