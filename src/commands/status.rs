@@ -22,7 +22,7 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
             if config.routes.len() > 1 {
                 println!("route {} (kind complete):", route.topic);
             }
-            complete_route_status(client, &route.topic).await?;
+            complete_route_status(client, route, &deployed_tenants).await?;
             continue;
         }
         if config.routes.len() > 1 {
@@ -31,15 +31,7 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
         let marker = &config.correlation.marker_variable;
         let totals = RouteCounts::read(client, route, marker, None).await?;
         totals.print(route);
-        let tenants = route
-            .filter
-            .tenant_id_in
-            .clone()
-            .unwrap_or_else(|| deployed_tenants.clone());
-        if route.filter.without_tenant_id {
-            continue;
-        }
-        for tenant in &tenants {
+        for tenant in &route_tenants(route, &deployed_tenants) {
             let counts = RouteCounts::read(client, route, marker, Some(tenant)).await?;
             counts.print_for_tenant(tenant);
         }
@@ -53,21 +45,50 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
     Ok(())
 }
 
+/// The tenants whose lines follow a route's totals: the route's own `tenant_ids`, or else every
+/// tenant that deployed a definition; none for a route of the tasks without a tenant.
+fn route_tenants(route: &Route, deployed_tenants: &[String]) -> Vec<String> {
+    if route.filter.without_tenant_id {
+        return Vec::new();
+    }
+    route
+        .filter
+        .tenant_id_in
+        .clone()
+        .unwrap_or_else(|| deployed_tenants.to_vec())
+}
+
 /// What waits and what failed on a complete route: its open tasks, and those out of retries —
-/// each one an incident an operator must resolve (no message, no markers on this kind).
-async fn complete_route_status(client: &EngineClient, topic: &str) -> Result<(), EngineError> {
-    let open = client
-        .count_external_tasks(topic, TaskFilter::All, None)
-        .await?;
-    let locked = client
-        .count_external_tasks(topic, TaskFilter::Locked, None)
-        .await?;
-    let incidents = client
-        .count_external_tasks(topic, TaskFilter::NoRetriesLeft, None)
-        .await?;
+/// each one an incident an operator must resolve (no message, no markers on this kind); then the
+/// same per tenant.
+async fn complete_route_status(
+    client: &EngineClient,
+    route: &Route,
+    deployed_tenants: &[String],
+) -> Result<(), EngineError> {
+    let topic = &route.topic;
+    let (open, locked, incidents) = task_counts(client, topic, None).await?;
     println!("open tasks on topic {topic}: {open} ({locked} locked)");
     println!("incidents on topic {topic}: {incidents} (tasks without retries left; set their retries to try again)");
+    for tenant in &route_tenants(route, deployed_tenants) {
+        let (open, locked, incidents) = task_counts(client, topic, Some(tenant)).await?;
+        println!("  tenant {tenant}: {open} open tasks ({locked} locked), {incidents} incidents");
+    }
     Ok(())
+}
+
+/// A topic's open tasks, those locked, and those without retries left (in `tenant` when given).
+async fn task_counts(
+    client: &EngineClient,
+    topic: &str,
+    tenant: Option<&str>,
+) -> Result<(u64, u64, u64), EngineError> {
+    let tasks = |filter| client.count_external_tasks(topic, filter, tenant);
+    Ok((
+        tasks(TaskFilter::All).await?,
+        tasks(TaskFilter::Locked).await?,
+        tasks(TaskFilter::NoRetriesLeft).await?,
+    ))
 }
 
 /// What waits and what failed on one route, in one tenant or in all.
