@@ -15,7 +15,8 @@
 //! - The `complete` route kind (a command deciding a plain external task): `complete_kind`,
 //!   `complete_kind_lock`.
 //! - Routes, pacing and nodes: `routes`, `subscriptions` (the fetch's filters and order),
-//!   `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
+//!   `subscriptions_config` (the fetch body the keys make, the keys refused), `diagnosis`,
+//!   `pacing`, `nodes`, `operate`, `contract`.
 //! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
 //!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
 //! - `support`: the harnesses (mock engine, real engine, fault proxy, worker process) and the one
@@ -50,6 +51,7 @@ mod secrets_oauth;
 mod shutdown;
 mod shutdown_drain;
 mod subscriptions;
+mod subscriptions_config;
 mod support;
 mod trust_store;
 mod values;
