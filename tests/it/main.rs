@@ -15,7 +15,8 @@
 //! - The `complete` route kind (a command deciding a plain external task): `complete_kind`,
 //!   `complete_kind_lock`.
 //! - Routes, pacing and nodes: `routes`, `subscriptions` (the fetch's filters),
-//!   `subscriptions_payload` (what the keys bring with a task), `subscriptions_config` (the fetch body they make, the keys refused), `diagnosis`,
+//!   `subscriptions_payload` (what the keys bring with a task), `subscriptions_order` (the fetch's
+//!   order), `subscriptions_config` (the fetch body they make, the keys refused), `diagnosis`,
 //!   `pacing`, `nodes`, `operate`, `contract`.
 //! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
 //!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
@@ -52,6 +53,7 @@ mod shutdown;
 mod shutdown_drain;
 mod subscriptions;
 mod subscriptions_config;
+mod subscriptions_order;
 mod subscriptions_payload;
 mod support;
 mod trust_store;
