@@ -181,11 +181,16 @@ fn a_subscription_key_at_the_top_level_is_refused_as_a_route_key() {
 
 #[test]
 fn an_unknown_sorting_is_refused_naming_the_flag_or_the_key() {
-    refused("", &["--sorting", "sideways"], &["--sorting", "sideways"]);
+    let choices = "(possible values: none, create-time-asc, create-time-desc)";
+    refused(
+        "",
+        &["--sorting", "sideways"],
+        &["--sorting", "sideways", choices],
+    );
     refused(
         "sorting = \"upwards\"\n",
         &[],
-        &["key `sorting`", "upwards"],
+        &["key `sorting`", "upwards", choices],
     );
     refused(
         "",
