@@ -3,12 +3,13 @@
 //! with each task, and so what a route's command reads on stdin. Each test deploys one process
 //! for a route with the key and one for a route without it, serves both with one worker whose
 //! `complete` routes run the same command — it completes its task with everything it read as one
-//! String variable — and compares the two reads, taken from the engine's history.
+//! String variable — and compares the two reads, taken from the engine's history. A `message`
+//! route's follow-up command reads the extension properties the same way.
 
 use serde_json::{json, Value};
 
 use crate::complete_kind::{plain_task_bpmn, python_command};
-use crate::subscriptions::{deploy, serve, start, WAIT};
+use crate::subscriptions::{deploy, serve, start, Process, WAIT};
 use crate::support::engine::{shared_engine, Rest};
 use crate::support::{eventually, SHUTDOWN_LIMIT};
 
@@ -185,4 +186,37 @@ async fn deserialize_values_brings_object_variables_as_objects() {
         json!(serialized),
         "{without}"
     );
+}
+
+/// A `message` route's follow-up command reads them too: it runs after its task was completed,
+/// from the task as it was fetched. Its output is the message's variables, which history keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_extension_properties_reach_a_message_routes_follow_up_command() {
+    let rest = Rest::new(&shared_engine().url);
+    let process = Process::named("payload_follow_up");
+    let bpmn = process.bpmn(|bpmn| {
+        let task = format!("camunda:topic=\"{}\">", process.topic);
+        bpmn.replacen(
+            &task,
+            &format!("{task}<bpmn:extensionElements><camunda:properties><camunda:property name=\"channel\" value=\"mail\" /></camunda:properties></bpmn:extensionElements>"),
+            1,
+        )
+    });
+    assert!(bpmn.contains("\"channel\""), "{bpmn}");
+    let definition = deploy(&rest, &process.key, bpmn, None).await;
+    let instance = start(&rest, &definition, "follow-up-1", json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let command = python_command(dir.path(), "echo.py", ECHO);
+    let keys = format!("command = [{command:?}]\ninclude_extension_properties = true");
+    let (mut worker, _file) = serve(&process.route(&keys));
+    rest.wait_instances_completed(std::slice::from_ref(&instance), WAIT)
+        .await;
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
+    let read = stdin_of(&rest, &instance).await;
+    assert_eq!(
+        read["extensionProperties"],
+        json!({"channel": "mail"}),
+        "{read}"
+    );
+    assert_eq!(read["businessKey"], json!("follow-up-1"), "{read}");
 }
