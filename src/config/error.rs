@@ -78,11 +78,18 @@ pub(super) fn escaped(mut error: clap::Error) -> clap::Error {
 /// The first non-empty line of a rendered clap error.
 pub(super) fn first_line(error: &clap::Error) -> String {
     let rendered = error.render().to_string();
-    rendered
+    let first = rendered
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("error: invalid command line")
-        .to_owned()
+        .to_owned();
+    // clap lists a refused choice's alternatives on a later line, which the one line would lose.
+    match error.get(clap::error::ContextKind::ValidValue) {
+        Some(clap::error::ContextValue::Strings(valid)) if !valid.is_empty() => {
+            format!("{first} (possible values: {})", valid.join(", "))
+        }
+        _ => first,
+    }
 }
 
 /// A control character as its escape (`\n`), any other as itself.

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
+use super::route_filter::FILTER_KEYS;
 use super::{ConfigError, ConfigFile, NOT_IN_FILE};
 use crate::cli::values::assigned_variable_name;
 use crate::cli::Cli;
@@ -160,6 +161,12 @@ fn flag_values(
     shown: &str,
 ) -> Result<Vec<String>, ConfigError> {
     let known = !NOT_IN_FILE.contains(&key) && command.get_arguments().any(|a| a.get_id() == key);
+    if !known && FILTER_KEYS.contains(&key) {
+        // One fetch serves every route: at the top level a filter would narrow every topic.
+        return Err(ConfigError::Invalid(format!(
+            "config file {shown}: key `{key}` is a route key: set it in the [[route]] table of the topic it filters"
+        )));
+    }
     if !known {
         return Err(ConfigError::Invalid(format!(
             "config file {shown}: unknown key `{key}`{}",

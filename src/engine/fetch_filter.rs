@@ -3,7 +3,9 @@
 //!
 //! The engine ignores a field it does not know, silently: a misspelled name here would fetch every
 //! task of the topic. So each field is serialized under its REST name and left out when unset, and
-//! every one is checked against the real engine (tests/it/subscriptions.rs).
+//! every one is checked against the real engine: the filters in tests/it/subscriptions.rs, what
+//! the last three bring with a task in tests/it/subscriptions_payload.rs; the exact body is pinned
+//! in tests/it/subscriptions_config.rs.
 
 use std::collections::BTreeMap;
 

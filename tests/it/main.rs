@@ -14,8 +14,10 @@
 //! - The follow-up's work: `work`, `work_interrupted`, `work_contract`, `work_lease`.
 //! - The `complete` route kind (a command deciding a plain external task): `complete_kind`,
 //!   `complete_kind_lock`.
-//! - Routes, pacing and nodes: `routes`, `subscriptions` (the fetch's filters and order),
-//!   `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
+//! - Routes, pacing and nodes: `routes`, `subscriptions` (the fetch's filters),
+//!   `subscriptions_payload` (what the keys bring with a task), `subscriptions_order` (the fetch's
+//!   order), `subscriptions_config` (the fetch body they make, the keys refused), `diagnosis`,
+//!   `pacing`, `nodes`, `operate`, `contract`.
 //! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
 //!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
 //! - `support`: the harnesses (mock engine, real engine, fault proxy, worker process) and the one
@@ -50,6 +52,9 @@ mod secrets_oauth;
 mod shutdown;
 mod shutdown_drain;
 mod subscriptions;
+mod subscriptions_config;
+mod subscriptions_order;
+mod subscriptions_payload;
 mod support;
 mod trust_store;
 mod values;

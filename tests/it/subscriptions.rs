@@ -101,12 +101,18 @@ pub(crate) async fn start(
 
 /// The worker binary serving the `[[route]]` tables of `routes`, its follow-ups sent at once.
 pub(crate) fn serve(routes: &str) -> (WorkerProcess, tempfile::NamedTempFile) {
+    serve_with_flags(routes, &[])
+}
+
+/// [`serve`] with these flags besides the config file.
+pub(crate) fn serve_with_flags(
+    routes: &str,
+    flags: &[&str],
+) -> (WorkerProcess, tempfile::NamedTempFile) {
     let file = config_file(&format!("correlation_delay = \"0s\"\n\n{routes}"));
-    let worker = WorkerProcess::spawn(
-        "subscriptions",
-        &shared_engine().url,
-        &["--config", file.path().to_str().unwrap()],
-    );
+    let mut args = vec!["--config", file.path().to_str().unwrap()];
+    args.extend(flags);
+    let worker = WorkerProcess::spawn("subscriptions", &shared_engine().url, &args);
     (worker, file)
 }
 
