@@ -382,3 +382,46 @@ fn command_names_a_message_routes_work_and_the_report_shows_a_complete_route() {
     );
     assert!(shown.contains("retry_timeout = \"3s\""), "{shown}");
 }
+
+/// `status` splits a complete route's counts by tenant: with `tenant_ids`, one line per tenant
+/// named, each counting that tenant's tasks only (two in one tenant, one in the other, one
+/// without a tenant in the totals alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_splits_a_complete_routes_tasks_by_tenant() {
+    let engine = shared_engine();
+    let rest = Rest::new(&engine.url);
+    let (key, topic) = ("plain_status_tenants", "plainTask_status_tenants");
+    let mut definitions = Vec::new();
+    for tenant in [Some("ck-tenant-a"), Some("ck-tenant-b"), None] {
+        let bpmn = plain_task_bpmn(key, topic);
+        definitions.push(crate::subscriptions::deploy(&rest, key, bpmn, tenant).await);
+    }
+    for (definition, count) in definitions.iter().zip([2, 1, 1]) {
+        for n in 0..count {
+            crate::subscriptions::start(&rest, definition, &format!("st-{n}"), json!({})).await;
+        }
+    }
+    let file = complete_route(
+        topic,
+        "/bin/true",
+        "tenant_ids = [\"ck-tenant-a\", \"ck-tenant-b\"]\n",
+    );
+    let output = binary()
+        .args(["--engine-url", &engine.url, "--config"])
+        .arg(file.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    for line in [
+        format!("open tasks on topic {topic}: 4 (0 locked)"),
+        "  tenant ck-tenant-a: 2 open tasks (0 locked), 0 incidents".to_owned(),
+        "  tenant ck-tenant-b: 1 open tasks (0 locked), 0 incidents".to_owned(),
+    ] {
+        assert!(
+            shown.lines().any(|l| l == line),
+            "no line {line:?} in:\n{shown}"
+        );
+    }
+}
