@@ -16,6 +16,9 @@
 //!   `complete_kind_lock`.
 //! - Routes, pacing and nodes: `routes`, `subscriptions` (the fetch's filters and order),
 //!   `diagnosis`, `pacing`, `nodes`, `operate`, `contract`.
+//! - Tenants (real engine): `tenancy` (each tenant's message reaches its own instance, in every
+//!   `--correlate-by` mode), `tenancy_recovery` (recovery keeps the tenant; a route's tenants
+//!   limit its reconciler), `tenancy_cli` (`deploy`/`start --tenant-id`, `status` per tenant).
 //! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
 //!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
 //! - `support`: the harnesses (mock engine, real engine, fault proxy, worker process) and the one
@@ -51,6 +54,9 @@ mod shutdown;
 mod shutdown_drain;
 mod subscriptions;
 mod support;
+mod tenancy;
+mod tenancy_cli;
+mod tenancy_recovery;
 mod trust_store;
 mod values;
 mod values_files;
