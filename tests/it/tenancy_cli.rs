@@ -3,7 +3,9 @@
 
 use std::io::Write;
 
-use crate::subscriptions::{Process, WAIT};
+use serde_json::json;
+
+use crate::subscriptions::{deploy, start, Process, WAIT};
 use crate::support::binary;
 use crate::support::engine::{shared_engine, Rest};
 use crate::support::{eventually, SHUTDOWN_LIMIT};
@@ -74,6 +76,18 @@ async fn instances_in(rest: &Rest, process: &Process, tenant: &str) -> Vec<Strin
     ids
 }
 
+/// `status` of `process`'s route with `keys`: its lines between the engine's and the incidents'.
+fn status_of_route(process: &Process, keys: &str) -> Vec<String> {
+    let file = crate::cli::config_file(&process.route(keys));
+    let (code, out, err) = run(&["--config", file.path().to_str().unwrap(), "status"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    out.lines()
+        .filter(|l| !l.starts_with("engine: ") && !l.starts_with("open incidents: "))
+        .filter(|l| !l.starts_with("  see Cockpit"))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_and_start_for_a_tenant_land_in_that_tenant() {
     let rest = Rest::new(&shared_engine().url);
@@ -116,8 +130,10 @@ async fn deploy_and_start_for_a_tenant_land_in_that_tenant() {
 }
 
 /// Tenant-a's two instances wait for their messages (a worker serving tenant-a holds their
-/// follow-ups in a long delay), tenant-b's one task is open: `status` prints the route's totals,
-/// then one line per tenant; a route limited to tenant-b prints tenant-b's line only.
+/// follow-ups in a long delay), tenant-b's one task is open, and so is the task of an instance
+/// without a tenant: `status` prints the route's totals, then one line per tenant. A route
+/// limited to tenant-b counts tenant-b's only, totals included; a route without tenant counts
+/// the instance without one and prints no tenant line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_splits_a_routes_counts_by_tenant() {
     let rest = Rest::new(&shared_engine().url);
@@ -126,6 +142,8 @@ async fn status_splits_a_routes_counts_by_tenant() {
     deploy_for(&process, "tenant-b");
     let waiting = start_for(&process, "tenant-a", "2");
     start_for(&process, "tenant-b", "1");
+    let shared = deploy(&rest, &process.key, process.bpmn(|b| b), None).await;
+    start(&rest, &shared, "no-tenant", json!({})).await;
     let flags = ["--correlation-delay", "1h", "--reconcile-interval", "0"];
     let only_a = process.route("tenant_ids = [\"tenant-a\"]");
     let (mut holder, _file) = worker("holder", &only_a, &flags);
@@ -150,7 +168,7 @@ async fn status_splits_a_routes_counts_by_tenant() {
     assert_eq!(code, Some(0), "{out}{err}");
     for line in [
         format!("instances waiting for message {message}: 2"),
-        format!("open tasks on topic {topic}: 1 (0 locked, 0 without retries left)"),
+        format!("open tasks on topic {topic}: 2 (0 locked, 0 without retries left)"),
         format!("follow-ups owed on topic {topic}: 2 (0 past due, for a reconciler to deliver); work failed for good: 0"),
         "  tenant tenant-a: 2 waiting, 0 open tasks (0 locked, 0 without retries left), 2 follow-ups owed (0 past due), 0 failed".to_owned(),
         "  tenant tenant-b: 0 waiting, 1 open tasks (0 locked, 0 without retries left), 0 follow-ups owed (0 past due), 0 failed".to_owned(),
@@ -158,14 +176,24 @@ async fn status_splits_a_routes_counts_by_tenant() {
         assert!(out.lines().any(|l| l == line), "no line {line:?} in:\n{out}");
     }
 
-    let only_b = crate::cli::config_file(&process.route("tenant_ids = [\"tenant-b\"]"));
-    let (code, out, err) = run(&["--config", only_b.path().to_str().unwrap(), "status"]);
-    assert_eq!(code, Some(0), "{out}{err}");
-    let tenant_lines: Vec<&str> = out.lines().filter(|l| l.starts_with("  tenant ")).collect();
+    let only_b = status_of_route(&process, "tenant_ids = [\"tenant-b\"]");
     assert_eq!(
-        tenant_lines,
-        ["  tenant tenant-b: 0 waiting, 1 open tasks (0 locked, 0 without retries left), 0 follow-ups owed (0 past due), 0 failed"],
-        "{out}"
+        only_b,
+        [
+            format!("instances waiting for message {message}: 0"),
+            format!("open tasks on topic {topic}: 1 (0 locked, 0 without retries left)"),
+            format!("follow-ups owed on topic {topic}: 0 (0 past due, for a reconciler to deliver); work failed for good: 0"),
+            "  tenant tenant-b: 0 waiting, 1 open tasks (0 locked, 0 without retries left), 0 follow-ups owed (0 past due), 0 failed".to_owned(),
+        ]
+    );
+    let without = status_of_route(&process, "without_tenant_id = true");
+    assert_eq!(
+        without,
+        [
+            format!("instances waiting for message {message}: 0"),
+            format!("open tasks on topic {topic}: 1 (0 locked, 0 without retries left)"),
+            format!("follow-ups owed on topic {topic}: 0 (0 past due, for a reconciler to deliver); work failed for good: 0"),
+        ]
     );
     assert_eq!(holder.terminate(SHUTDOWN_LIMIT), Some(0));
 }
