@@ -197,3 +197,21 @@ async fn status_splits_a_routes_counts_by_tenant() {
     );
     assert_eq!(holder.terminate(SHUTDOWN_LIMIT), Some(0));
 }
+
+/// A tenant id becomes a segment of the start call's path: one that could not be is refused
+/// before any call, exit 2, one line naming the flag.
+#[test]
+fn a_tenant_id_that_cannot_be_a_path_segment_is_refused_naming_the_flag() {
+    for command in ["deploy", "start"] {
+        crate::cli::rejects(
+            binary().args([
+                "--engine-url",
+                "http://127.0.0.1:9/engine-rest",
+                command,
+                "--tenant-id",
+                "a/b",
+            ]),
+            &["--tenant-id", "a/b"],
+        );
+    }
+}
