@@ -4,8 +4,11 @@
 //!
 //! On an engine with tenants, each route's counts are split by tenant below its totals: the
 //! route's own `tenant_ids`, or else every tenant that deployed a process definition. Each
-//! tenant's line asks the engine with `tenantIdIn`; instances without a tenant are the totals
-//! less the tenants' lines.
+//! tenant's line asks the engine with `tenantIdIn`. The totals are the route's, as its fetch and
+//! its reconciler see them: a route with `tenant_ids` counts those tenants only (the sum of their
+//! lines), one with `without_tenant_id` the instances without a tenant (everything less every
+//! tenant's counts: the engine's variable query cannot ask for "no tenant"), so that an operator
+//! never reads another tenant's owed follow-ups as this route's reconciler falling behind.
 
 use crate::config::Config;
 use crate::engine::{EngineClient, EngineError, TaskFilter, TenantScope};
@@ -28,13 +31,7 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
         if config.routes.len() > 1 {
             println!("route {} → message {}:", route.topic, route.message.name);
         }
-        let marker = &config.correlation.marker_variable;
-        let totals = RouteCounts::read(client, route, marker, None).await?;
-        totals.print(route);
-        for tenant in &route_tenants(route, &deployed_tenants) {
-            let counts = RouteCounts::read(client, route, marker, Some(tenant)).await?;
-            counts.print_for_tenant(tenant);
-        }
+        route_status(client, config, route, &deployed_tenants).await?;
     }
     let incidents = client.count_incidents().await?;
     let ours = client.count_incidents_of(INCIDENT_TYPE).await?;
@@ -45,34 +42,88 @@ pub async fn run(client: &EngineClient, config: &Config) -> Result<(), EngineErr
     Ok(())
 }
 
-/// The tenants whose lines follow a route's totals: the route's own `tenant_ids`, or else every
-/// tenant that deployed a definition; none for a route of the tasks without a tenant.
-fn route_tenants(route: &Route, deployed_tenants: &[String]) -> Vec<String> {
-    if route.filter.without_tenant_id {
-        return Vec::new();
-    }
-    route
+/// A message route's totals within its tenants, then one line per tenant (none for a route
+/// without tenant).
+async fn route_status(
+    client: &EngineClient,
+    config: &Config,
+    route: &Route,
+    deployed_tenants: &[String],
+) -> Result<(), EngineError> {
+    let marker = &config.correlation.marker_variable;
+    let tenants = route
         .filter
         .tenant_id_in
         .clone()
-        .unwrap_or_else(|| deployed_tenants.to_vec())
+        .unwrap_or_else(|| deployed_tenants.to_vec());
+    let mut lines = Vec::new();
+    let mut of_tenants = RouteCounts::default();
+    for tenant in &tenants {
+        let counts = RouteCounts::read(client, route, marker, Some(tenant)).await?;
+        of_tenants.add(&counts);
+        lines.push((tenant, counts));
+    }
+    let totals = if route.filter.tenant_id_in.is_some() {
+        of_tenants
+    } else {
+        let mut all = RouteCounts::read(client, route, marker, None).await?;
+        if route.filter.without_tenant_id {
+            all.subtract(&of_tenants);
+        }
+        all
+    };
+    totals.print(route);
+    if !route.filter.without_tenant_id {
+        for (tenant, counts) in &lines {
+            counts.print_for_tenant(tenant);
+        }
+    }
+    Ok(())
 }
 
 /// What waits and what failed on a complete route: its open tasks, and those out of retries —
-/// each one an incident an operator must resolve (no message, no markers on this kind); then the
-/// same per tenant.
+/// each one an incident an operator must resolve (no message, no markers on this kind). Counted
+/// within the route's tenants as a message route's are (see [`route_status`]), then one line per
+/// tenant.
 async fn complete_route_status(
     client: &EngineClient,
     route: &Route,
     deployed_tenants: &[String],
 ) -> Result<(), EngineError> {
     let topic = &route.topic;
-    let (open, locked, incidents) = task_counts(client, topic, None).await?;
+    let tenants = route
+        .filter
+        .tenant_id_in
+        .clone()
+        .unwrap_or_else(|| deployed_tenants.to_vec());
+    let mut lines = Vec::new();
+    let mut of_tenants = [0u64; 3];
+    for tenant in &tenants {
+        let counts = task_counts(client, topic, Some(tenant)).await?;
+        for (sum, count) in of_tenants.iter_mut().zip(counts) {
+            *sum += count;
+        }
+        lines.push((tenant, counts));
+    }
+    let [open, locked, incidents] = if route.filter.tenant_id_in.is_some() {
+        of_tenants
+    } else {
+        let mut all = task_counts(client, topic, None).await?;
+        if route.filter.without_tenant_id {
+            for (count, of_tenant) in all.iter_mut().zip(of_tenants) {
+                *count = count.saturating_sub(of_tenant);
+            }
+        }
+        all
+    };
     println!("open tasks on topic {topic}: {open} ({locked} locked)");
     println!("incidents on topic {topic}: {incidents} (tasks without retries left; set their retries to try again)");
-    for tenant in &route_tenants(route, deployed_tenants) {
-        let (open, locked, incidents) = task_counts(client, topic, Some(tenant)).await?;
-        println!("  tenant {tenant}: {open} open tasks ({locked} locked), {incidents} incidents");
+    if !route.filter.without_tenant_id {
+        for (tenant, [open, locked, incidents]) in lines {
+            println!(
+                "  tenant {tenant}: {open} open tasks ({locked} locked), {incidents} incidents"
+            );
+        }
     }
     Ok(())
 }
@@ -82,16 +133,17 @@ async fn task_counts(
     client: &EngineClient,
     topic: &str,
     tenant: Option<&str>,
-) -> Result<(u64, u64, u64), EngineError> {
+) -> Result<[u64; 3], EngineError> {
     let tasks = |filter| client.count_external_tasks(topic, filter, tenant);
-    Ok((
+    Ok([
         tasks(TaskFilter::All).await?,
         tasks(TaskFilter::Locked).await?,
         tasks(TaskFilter::NoRetriesLeft).await?,
-    ))
+    ])
 }
 
 /// What waits and what failed on one route, in one tenant or in all.
+#[derive(Debug, Default, Clone)]
 struct RouteCounts {
     waiting: u64,
     open: u64,
@@ -135,6 +187,36 @@ impl RouteCounts {
         })
     }
 
+    /// The fields, in order, for sums and differences.
+    fn fields(&mut self) -> [&mut u64; 7] {
+        [
+            &mut self.waiting,
+            &mut self.open,
+            &mut self.locked,
+            &mut self.no_retries,
+            &mut self.owed,
+            &mut self.overdue,
+            &mut self.failed,
+        ]
+    }
+
+    /// Adds `other`'s counts (the totals of several tenants).
+    fn add(&mut self, other: &RouteCounts) {
+        let mut other = other.clone();
+        for (mine, theirs) in self.fields().into_iter().zip(other.fields()) {
+            *mine += *theirs;
+        }
+    }
+
+    /// Takes `other`'s counts away; never below zero (the counts are read one after another
+    /// while the engine moves on).
+    fn subtract(&mut self, other: &RouteCounts) {
+        let mut other = other.clone();
+        for (mine, theirs) in self.fields().into_iter().zip(other.fields()) {
+            *mine = mine.saturating_sub(*theirs);
+        }
+    }
+
     /// The route's lines, as on an engine without tenants.
     fn print(&self, route: &Route) {
         let (topic, message) = (&route.topic, &route.message.name);
@@ -155,5 +237,33 @@ impl RouteCounts {
             "  tenant {tenant}: {} waiting, {} open tasks ({} locked, {} without retries left), {} follow-ups owed ({} past due), {} failed",
             self.waiting, self.open, self.locked, self.no_retries, self.owed, self.overdue, self.failed
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteCounts;
+
+    fn counts(n: u64) -> RouteCounts {
+        RouteCounts {
+            waiting: n,
+            open: n + 1,
+            locked: n,
+            no_retries: n,
+            owed: n,
+            overdue: n,
+            failed: n,
+        }
+    }
+
+    #[test]
+    fn tenants_add_up_and_are_taken_from_the_totals_never_below_zero() {
+        let mut sum = counts(1);
+        sum.add(&counts(2));
+        assert_eq!((sum.waiting, sum.open, sum.failed), (3, 5, 3));
+        sum.subtract(&counts(2));
+        assert_eq!((sum.waiting, sum.open, sum.failed), (1, 2, 1));
+        sum.subtract(&counts(5));
+        assert_eq!((sum.waiting, sum.open, sum.failed), (0, 0, 0));
     }
 }

@@ -244,3 +244,49 @@ async fn max_tasks_never_exceeds_the_free_slots() {
     assert!(asked.iter().all(|n| *n <= 3), "{asked:?}");
     assert_eq!(*asked.last().unwrap(), 3, "all slots free again: {asked:?}");
 }
+
+/// By business key alone, a follow-up stays within its task's tenant: `tenantId` for a task of a
+/// tenant, `withoutTenantId: true` for a task without one (the real engine's side of it is
+/// `tenancy::a_message_by_business_key_*`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_by_business_key_names_its_tasks_tenant_or_none() {
+    let mut of_tenant = task("t1", Some("shared"));
+    of_tenant["tenantId"] = json!("tenant-a");
+    let engine = MockEngine::start(vec![json!([of_tenant, task("t2", Some("shared"))])]).await;
+    engine
+        .on("external-task/t[12]/complete", ResponseTemplate::new(204))
+        .await;
+    engine.on("message", ResponseTemplate::new(204)).await;
+    engine
+        .quick_worker(&["--correlate-by", "business-key"])
+        .stop_once(WAIT, "both follow-ups", |_| {
+            engine.requests_to("/message").len() == 2
+        })
+        .await;
+    let message_of = |task_id: &str| {
+        let delivered = json!(format!("delivered:{task_id}"));
+        let messages = engine.requests_to("/message");
+        let found: Vec<_> = messages
+            .iter()
+            .filter(|m| m.body["processVariables"][MARKER]["value"] == delivered)
+            .collect();
+        assert_eq!(found.len(), 1, "{messages:?}");
+        found[0].body.clone()
+    };
+    let owed = |task_id: &str| {
+        owed_marker(
+            &engine.requests_to(&format!("/{task_id}/complete"))[0].body,
+            task_id,
+        )
+    };
+    let mut in_tenant = follow_up_message(&owed("t1"), "t1", Some("shared"), None);
+    in_tenant.as_object_mut().unwrap().remove("withoutTenantId");
+    in_tenant["tenantId"] = json!("tenant-a");
+    assert_eq!(message_of("t1"), in_tenant);
+    let without = message_of("t2");
+    assert_eq!(
+        without,
+        follow_up_message(&owed("t2"), "t2", Some("shared"), None)
+    );
+    assert_eq!(without["withoutTenantId"], json!(true), "{without}");
+}

@@ -18,6 +18,9 @@
 //!   `subscriptions_payload` (what the keys bring with a task), `subscriptions_order` (the fetch's
 //!   order), `subscriptions_config` (the fetch body they make, the keys refused), `diagnosis`,
 //!   `pacing`, `nodes`, `operate`, `contract`.
+//! - Tenants (real engine): `tenancy` (each tenant's message reaches its own instance, in every
+//!   `--correlate-by` mode), `tenancy_recovery` (recovery keeps the tenant; a route's tenants
+//!   limit its reconciler), `tenancy_cli` (`deploy`/`start --tenant-id`, `status` per tenant).
 //! - Security and configuration: `auth`, `secrets`, `secrets_oauth`, `trust_store`, `hostile`,
 //!   `cli`, `config_file`, `values`, `values_files`, `values_props`.
 //! - `support`: the harnesses (mock engine, real engine, fault proxy, worker process) and the one
@@ -56,6 +59,9 @@ mod subscriptions_config;
 mod subscriptions_order;
 mod subscriptions_payload;
 mod support;
+mod tenancy;
+mod tenancy_cli;
+mod tenancy_recovery;
 mod trust_store;
 mod values;
 mod values_files;
