@@ -79,17 +79,10 @@ async fn one_fetch_asks_for_every_routes_topic_with_its_lock_duration_and_variab
 
 /// The instance's variables as history keeps them: name → value.
 async fn history_values(rest: &Rest, instance: &str) -> serde_json::Map<String, Value> {
-    let found = rest
-        .get(
-            "history/variable-instance",
-            &[("processInstanceId", instance)],
-        )
-        .await;
-    found
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v["name"].as_str().unwrap().to_owned(), v["value"].clone()))
+    crate::complete_kind::history_variables(rest, instance)
+        .await
+        .into_iter()
+        .map(|(name, _type, value)| (name, value))
         .collect()
 }
 
