@@ -21,7 +21,7 @@ use super::admission::Permits;
 use super::context::WorkerContext;
 use super::handback::{hand_back, HandBack};
 use super::lock::keep_lock;
-use super::settle::{settle, Accepted, Unsettled};
+use super::settle::{settle, Accepted, LostAttempt, Unsettled};
 use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
 use crate::engine::Node;
 use crate::engine::{
@@ -258,7 +258,7 @@ impl<H: Handler> TaskRun<H> {
             .settle(
                 "bpmnError",
                 || client.report_bpmn_error(&task_id, &request),
-                || async { true },
+                || async { LostAttempt::TookEffect },
             )
             .await
         {
@@ -303,7 +303,7 @@ impl<H: Handler> TaskRun<H> {
             .settle(
                 "failure",
                 || client.report_failure(&task_id, &request),
-                || async { true },
+                || async { LostAttempt::TookEffect },
             )
             .await
         {
@@ -349,31 +349,45 @@ impl<H: Handler> TaskRun<H> {
     /// the marker says so at any history level: the completion set it to exactly our owed value
     /// (or the follow-up of another worker flipped it to delivered since). Without one, the
     /// history's record of the task's completion by this worker (history level `full`).
-    pub(super) async fn completed_despite_lost_reply(&self, marker: Option<&Marker>) -> bool {
+    pub(super) async fn completed_despite_lost_reply(
+        &self,
+        marker: Option<&Marker>,
+    ) -> LostAttempt {
+        let took_effect = |yes: bool| {
+            if yes {
+                LostAttempt::TookEffect
+            } else {
+                LostAttempt::DidNot
+            }
+        };
         let client = &self.ctx.client;
         if let (Some(marker), Some(instance)) = (marker, self.task.process_instance_id.as_deref()) {
             let name = &self.ctx.follow_ups.policy().marker_variable;
             match client.instance_variable(instance, name).await {
                 Ok(Some(value)) => {
-                    return value == marker.to_string() || value == marker.delivered().to_string()
+                    return took_effect(
+                        value == marker.to_string() || value == marker.delivered().to_string(),
+                    )
                 }
                 // No marker: the instance has ended (another replica's reconciler delivered the
                 // message our complete owed, say). The history's record decides, below.
                 Ok(None) => {}
                 Err(e) => {
                     debug!("cannot read the follow-up marker: {e}");
-                    return false;
+                    return LostAttempt::Unknown;
                 }
             }
         }
         let worker_id = &self.ctx.settings.worker_id;
         match client.task_completions(&self.task.id).await {
-            Ok(entries) => entries
-                .iter()
-                .any(|e| e.worker_id.as_deref() == Some(worker_id.as_str())),
+            Ok(entries) => took_effect(
+                entries
+                    .iter()
+                    .any(|e| e.worker_id.as_deref() == Some(worker_id.as_str())),
+            ),
             Err(e) => {
                 debug!("cannot read the task's history: {e}");
-                false
+                LostAttempt::Unknown
             }
         }
     }
@@ -389,7 +403,7 @@ impl<H: Handler> TaskRun<H> {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<(), EngineError>>,
         C: Fn() -> CFut,
-        CFut: std::future::Future<Output = bool>,
+        CFut: std::future::Future<Output = LostAttempt>,
     {
         let settings = &self.ctx.settings;
         settle(
