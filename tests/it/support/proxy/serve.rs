@@ -200,20 +200,37 @@ async fn handle(
             text(status, &format!("fault proxy: injected {code}"))
         }
         Some(lost @ (Fault::ReplyLost504 | Fault::ReplyLostReset | Fault::ReplyLostHang)) => {
-            match shared.forward(&parts, body.clone()).await {
+            // The exchange and the fault's record run as a task of their own: a client that gives
+            // up first (its request timeout, on a slow engine) drops this future, and the reply
+            // the engine sends after that is lost all the same: the fault must still be counted.
+            let in_task = Arc::clone(&shared);
+            let (task_parts, task_body) = (parts.clone(), body.clone());
+            let forwarded = tokio::spawn(async move {
+                let reply = in_task.forward(&task_parts, task_body.clone()).await;
+                if reply.is_ok() {
+                    in_task.applied.lock().unwrap().push(Applied {
+                        kind: lost.into(),
+                        method: task_parts.method.to_string(),
+                        path: task_parts.uri.path().to_owned(),
+                        body: serde_json::from_slice(&task_body).unwrap_or(Value::Null),
+                        at: Instant::now(),
+                    });
+                }
+                reply
+            })
+            .await
+            .expect("the upstream exchange does not panic");
+            match forwarded {
                 // The engine never answered: there is no reply to lose.
                 Err(e) => shared.bad_gateway(&e),
-                Ok(_) => {
-                    record(lost.into());
-                    match lost {
-                        Fault::ReplyLost504 => text(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "fault proxy: the engine's reply was lost (504 Gateway Timeout)",
-                        ),
-                        Fault::ReplyLostReset => connection.reset().await,
-                        _ => pending().await,
-                    }
-                }
+                Ok(_) => match lost {
+                    Fault::ReplyLost504 => text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "fault proxy: the engine's reply was lost (504 Gateway Timeout)",
+                    ),
+                    Fault::ReplyLostReset => connection.reset().await,
+                    _ => pending().await,
+                },
             }
         }
     };
