@@ -21,11 +21,13 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod chaos;
 mod rule;
 mod serve;
 #[cfg(test)]
 mod tests;
 
+pub use chaos::{Chaos, Mix};
 use rule::Armed;
 pub use rule::{Applied, Exchange, Fault, FaultKind, Rule};
 use serve::accept_loop;
@@ -41,6 +43,8 @@ struct Shared {
     upstream: String,
     client: reqwest::Client,
     rules: Mutex<Vec<Armed>>,
+    /// Faults drawn per request where no rule fires (see [`FaultProxy::set_chaos`]).
+    chaos: Mutex<Option<Chaos>>,
     close_idle_after: Mutex<Option<Duration>>,
     applied: Mutex<Vec<Applied>>,
     exchanges: Arc<Mutex<Vec<Exchange>>>,
@@ -81,6 +85,7 @@ impl FaultProxy {
             upstream: parsed.origin().ascii_serialization(),
             client,
             rules: Mutex::new(Vec::new()),
+            chaos: Mutex::new(None),
             close_idle_after: Mutex::new(None),
             applied: Mutex::new(Vec::new()),
             exchanges: Arc::default(),
@@ -116,6 +121,12 @@ impl FaultProxy {
     /// Removes every rule: from now on everything is forwarded (stale closes aside).
     pub fn clear_rules(&self) {
         self.shared.rules.lock().unwrap().clear();
+    }
+
+    /// With `Some(chaos)`, every request no rule fires on draws a fault from it; `None` ends the
+    /// chaos (faults already under way finish).
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        *self.shared.chaos.lock().unwrap() = chaos;
     }
 
     /// With `Some(idle)`, a request arriving on a connection that carried an earlier request and

@@ -1,7 +1,7 @@
 //! What the proxy does to which request: a [`Rule`] (method, path, which matches) and its
 //! [`Fault`], the record of a fault applied and of each exchange with the engine.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper::{Method, StatusCode};
 use regex::Regex;
@@ -26,6 +26,9 @@ pub enum Fault {
     CloseWithoutForwarding,
     /// Answer this status with a small text body without forwarding (a proxy's own 502 or 503).
     Status(u16),
+    /// Forward, wait for the reply, then answer its status and headers with only the first half
+    /// of its body, and close: a reply cut off mid-body. The engine DID process the request.
+    CutBody,
 }
 
 /// What [`FaultProxy::applied`] records: a rule's [`Fault`], or a stale keep-alive close.
@@ -43,6 +46,8 @@ pub enum FaultKind {
     CloseWithoutForwarding,
     /// See [`Fault::Status`].
     Status(u16),
+    /// See [`Fault::CutBody`].
+    CutBody,
     /// A request on an idle keep-alive connection, closed (FIN) without forwarding and without
     /// answering (see [`FaultProxy::close_idle_after`]).
     StaleClose,
@@ -57,6 +62,7 @@ impl From<Fault> for FaultKind {
             Fault::Delay(pause) => FaultKind::Delay(pause),
             Fault::CloseWithoutForwarding => FaultKind::CloseWithoutForwarding,
             Fault::Status(code) => FaultKind::Status(code),
+            Fault::CutBody => FaultKind::CutBody,
         }
     }
 }
@@ -86,6 +92,10 @@ pub struct Exchange {
     /// The request body as JSON, `Null` when it is empty or not JSON.
     pub body: Value,
     pub engine_status: Option<u16>,
+    /// When the request left for the engine, and when its reply (or the error) was back: whatever
+    /// the engine did, it did in between (the chaos checker orders messages and tasks by them).
+    pub sent: SystemTime,
+    pub answered: SystemTime,
 }
 
 /// Which requests get which fault.

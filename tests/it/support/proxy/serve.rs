@@ -2,13 +2,16 @@
 //! against the rules and forwarded to the engine or met with its fault.
 
 use std::convert::Infallible;
-use std::future::pending;
+use std::future::{pending, Future};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -144,13 +147,16 @@ fn with_duplicate(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::Tc
     Ok((TcpStream::from_std(stream)?, duplicate))
 }
 
+/// What the proxy answers: a whole body, or one cut short of the length its headers claim.
+type Reply = Either<Full<Bytes>, Unsized>;
+
 async fn handle(
     shared: Arc<Shared>,
     connection: Arc<Connection>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Reply>, Infallible> {
     if shared.down.load(Ordering::SeqCst) {
-        return Ok(connection.close().await);
+        return Ok(connection.close().await.map(Either::Left));
     }
     let stale = connection.is_stale(*shared.close_idle_after.lock().unwrap());
     let (parts, body) = request.into_parts();
@@ -158,10 +164,9 @@ async fn handle(
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
-            return Ok(text(
-                StatusCode::BAD_REQUEST,
-                "fault proxy: unreadable body",
-            ))
+            return Ok(
+                text(StatusCode::BAD_REQUEST, "fault proxy: unreadable body").map(Either::Left),
+            )
         }
     };
     let path = parts.uri.path().to_owned();
@@ -176,12 +181,17 @@ async fn handle(
     };
     if stale {
         record(FaultKind::StaleClose);
-        return Ok(connection.close().await);
+        return Ok(connection.close().await.map(Either::Left));
     }
-    let fault = shared.rules.lock().unwrap().iter_mut().find_map(|armed| {
+    let ruled = shared.rules.lock().unwrap().iter_mut().find_map(|armed| {
         armed
             .fires(&parts.method, &path)
             .then_some(armed.rule.fault)
+    });
+    // A rule decides first; a request no rule fired on may draw a fault of the chaos mix.
+    let fault = ruled.or_else(|| {
+        let mut chaos = shared.chaos.lock().unwrap();
+        chaos.as_mut().and_then(|chaos| chaos.draw(&path))
     });
     let reply = match fault {
         None => shared.relay(&parts, body.clone()).await,
@@ -199,7 +209,12 @@ async fn handle(
             let status = StatusCode::from_u16(code).expect("checked by RuleBuilder::then");
             text(status, &format!("fault proxy: injected {code}"))
         }
-        Some(lost @ (Fault::ReplyLost504 | Fault::ReplyLostReset | Fault::ReplyLostHang)) => {
+        Some(
+            lost @ (Fault::ReplyLost504
+            | Fault::ReplyLostReset
+            | Fault::ReplyLostHang
+            | Fault::CutBody),
+        ) => {
             // The exchange and the fault's record run as a task of their own: a client that gives
             // up first (its request timeout, on a slow engine) drops this future, and the reply
             // the engine sends after that is lost all the same: the fault must still be counted.
@@ -223,6 +238,7 @@ async fn handle(
             match forwarded {
                 // The engine never answered: there is no reply to lose.
                 Err(e) => shared.bad_gateway(&e),
+                Ok(reply) if lost == Fault::CutBody => return Ok(cut_in_half(reply).await),
                 Ok(_) => match lost {
                     Fault::ReplyLost504 => text(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -235,7 +251,7 @@ async fn handle(
         }
     };
     connection.answered();
-    Ok(reply)
+    Ok(reply.map(Either::Left))
 }
 
 impl Shared {
@@ -264,6 +280,8 @@ impl Shared {
             path: parts.uri.path().to_owned(),
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
             engine_status: None,
+            sent: SystemTime::now(),
+            answered: SystemTime::now(),
         };
         let upstream = self
             .client
@@ -287,6 +305,7 @@ impl Shared {
                 Err(e) => Err(e),
             };
             exchange.engine_status = sent.as_ref().ok().map(|(status, _, _)| status.as_u16());
+            exchange.answered = SystemTime::now();
             exchanges.lock().unwrap().push(exchange);
             sent
         })
@@ -306,6 +325,55 @@ impl Shared {
             StatusCode::BAD_GATEWAY,
             &format!("fault proxy: upstream error: {}", error_chain(error)),
         )
+    }
+}
+
+/// The reply with its full `content-length` but only the first half of its body: hyper sends the
+/// status, the headers and the half, finds the body short of its length and closes the connection
+/// (the client reads a body that ends too early). An empty body is cut to nothing the same way,
+/// its length claimed as one byte.
+async fn cut_in_half(reply: Response<Full<Bytes>>) -> Response<Reply> {
+    let (mut parts, body) = reply.into_parts();
+    let whole = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let claimed = whole.len().max(1);
+    parts.headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from_str(&claimed.to_string()).expect("a number is a header value"),
+    );
+    let half = Unsized {
+        part: Some(whole.slice(..whole.len() / 2)),
+        pause: Box::pin(tokio::time::sleep(CUT_PAUSE)),
+    };
+    Response::from_parts(parts, Either::Right(half))
+}
+
+/// How long a cut body waits after its half before it ends: hyper writes what it has buffered
+/// (status, headers, the half) while the body waits; a body that ended at once would make it drop
+/// the buffer with the connection, and the client would see no reply at all.
+const CUT_PAUSE: Duration = Duration::from_millis(100);
+
+/// A body that does not announce its size, so that hyper sends the `content-length` header as
+/// given instead of the body's own (and finds out only at its end that the two differ).
+pub(super) struct Unsized {
+    part: Option<Bytes>,
+    pause: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Unsized {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(part) = self.part.take() {
+            return Poll::Ready(Some(Ok(Frame::data(part))));
+        }
+        self.pause.as_mut().poll(context).map(|()| None)
     }
 }
 

@@ -427,3 +427,86 @@ async fn rules_apply_in_insertion_order_after_their_skipped_matches() {
     assert_eq!(status(http.post(&a)).await, 204, "no rules");
     assert_eq!(upstream.count(), 1);
 }
+
+#[tokio::test]
+async fn a_cut_body_gives_the_client_the_status_and_half_a_body_after_the_upstream_processed_it() {
+    let (upstream, proxy) =
+        proxy_with(vec![Rule::on("POST", r"/json$").then(Fault::CutBody)]).await;
+
+    let reply = send(
+        client()
+            .post(format!("{}/json", proxy.url()))
+            .json(&json!({"long": "x".repeat(200)})),
+    )
+    .await
+    .expect("status and headers arrive whole");
+    assert_eq!(reply.status(), 200);
+    let error = reply
+        .bytes()
+        .await
+        .expect_err("the body ends short of its length");
+
+    show("CutBody", &error);
+    assert!(error.is_body() || error.is_decode(), "{error:?}");
+    assert_eq!(upstream.count(), 1, "the engine processed the request");
+    assert_eq!(proxy.applied_count(FaultKind::CutBody), 1);
+}
+
+/// The faults a chaos mix drew for 400 requests to the upstream, fetchAndLock and others
+/// alternating.
+async fn chaos_run(seed: u64) -> (Vec<FaultKind>, usize) {
+    let (upstream, proxy) = proxy_with(vec![]).await;
+    let fetch = Mix {
+        status_503: 0.2,
+        ..Mix::CALM
+    };
+    let other = Mix::even(0.05, Duration::from_millis(5));
+    proxy.set_chaos(Some(Chaos::new(seed, fetch, other)));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..400 {
+        let path = if i % 2 == 0 {
+            "external-task/fetchAndLock"
+        } else {
+            "message"
+        };
+        let _ = http
+            .post(format!("{}/engine-rest/{path}", proxy.url()))
+            .send()
+            .await;
+    }
+    let kinds = proxy.applied().iter().map(|a| a.kind).collect();
+    (kinds, upstream.count())
+}
+
+#[tokio::test]
+async fn chaos_draws_each_fault_of_its_mix_per_class_and_the_same_faults_from_the_same_seed() {
+    let (kinds, reached) = chaos_run(7).await;
+
+    let count = |wanted: fn(&FaultKind) -> bool| kinds.iter().filter(|k| wanted(k)).count();
+    // 200 fetches at 20 % 503 and 200 others at 5 % of each kind: every kind shows up.
+    assert!(count(|k| *k == FaultKind::Status(503)) > 20, "{kinds:?}");
+    assert!(count(|k| *k == FaultKind::ReplyLost504) > 0, "{kinds:?}");
+    assert!(count(|k| *k == FaultKind::ReplyLostReset) > 0, "{kinds:?}");
+    assert!(count(|k| *k == FaultKind::CutBody) > 0, "{kinds:?}");
+    assert!(
+        count(|k| *k == FaultKind::CloseWithoutForwarding) > 0,
+        "{kinds:?}"
+    );
+    assert!(count(|k| matches!(k, FaultKind::Delay(_))) > 0, "{kinds:?}");
+    let not_forwarded =
+        count(|k| matches!(k, FaultKind::Status(_) | FaultKind::CloseWithoutForwarding));
+    assert_eq!(
+        reached,
+        400 - not_forwarded,
+        "every other request reached the upstream"
+    );
+    let (again, _) = chaos_run(7).await;
+    assert_eq!(
+        kinds, again,
+        "the same seed draws the same faults in the same order"
+    );
+}
