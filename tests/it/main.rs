@@ -27,6 +27,7 @@
 //!   metric reader (`support::metrics`).
 
 mod auth;
+mod chaos;
 mod cli;
 mod cluster;
 mod complete;

@@ -383,3 +383,55 @@ pub async fn delete_instance(rest: &Rest, instance: &str) {
 pub fn runs_of(metrics: &str, outcome: &str) -> f64 {
     metric_sum(metrics, WORK_RUNS, &[&format!("outcome=\"{outcome}\"")])
 }
+
+/// A process whose external task is followed by a catch event for `message`, and whose gateway
+/// after the catch loops back to the task until `rounds` rounds are done. The rounds are counted
+/// in the instance variable `round` by execution listeners (JUEL, no script engine).
+pub fn looping_bpmn(key: &str, topic: &str, message: &str, rounds: u32) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+    id="definitions_{key}" targetNamespace="http://bpmn.io/schema/bpmn">
+  <bpmn:process id="{key}" isExecutable="true" camunda:historyTimeToLive="P1D">
+    <bpmn:startEvent id="start">
+      <bpmn:extensionElements>
+        <camunda:executionListener event="end" expression="${{execution.setVariable('round', 0)}}" />
+      </bpmn:extensionElements>
+      <bpmn:outgoing>to_task</bpmn:outgoing>
+    </bpmn:startEvent>
+    <bpmn:serviceTask id="send_message_task" camunda:type="external" camunda:topic="{topic}">
+      <bpmn:extensionElements>
+        <camunda:executionListener event="start" expression="${{execution.setVariable('round', round + 1)}}" />
+      </bpmn:extensionElements>
+      <bpmn:incoming>to_task</bpmn:incoming>
+      <bpmn:incoming>again</bpmn:incoming>
+      <bpmn:outgoing>to_wait</bpmn:outgoing>
+    </bpmn:serviceTask>
+    <bpmn:intermediateCatchEvent id="wait_for_response">
+      <bpmn:incoming>to_wait</bpmn:incoming>
+      <bpmn:outgoing>to_gate</bpmn:outgoing>
+      <bpmn:messageEventDefinition messageRef="the_message" />
+    </bpmn:intermediateCatchEvent>
+    <bpmn:exclusiveGateway id="gate" default="done">
+      <bpmn:incoming>to_gate</bpmn:incoming>
+      <bpmn:outgoing>again</bpmn:outgoing>
+      <bpmn:outgoing>done</bpmn:outgoing>
+    </bpmn:exclusiveGateway>
+    <bpmn:endEvent id="end">
+      <bpmn:incoming>done</bpmn:incoming>
+    </bpmn:endEvent>
+    <bpmn:sequenceFlow id="to_task" sourceRef="start" targetRef="send_message_task" />
+    <bpmn:sequenceFlow id="to_wait" sourceRef="send_message_task" targetRef="wait_for_response" />
+    <bpmn:sequenceFlow id="to_gate" sourceRef="wait_for_response" targetRef="gate" />
+    <bpmn:sequenceFlow id="again" sourceRef="gate" targetRef="send_message_task">
+      <bpmn:conditionExpression xsi:type="bpmn:tFormalExpression">${{round &lt; {rounds}}}</bpmn:conditionExpression>
+    </bpmn:sequenceFlow>
+    <bpmn:sequenceFlow id="done" sourceRef="gate" targetRef="end" />
+  </bpmn:process>
+  <bpmn:message id="the_message" name="{message}" />
+</bpmn:definitions>
+"#
+    )
+}
