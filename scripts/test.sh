@@ -59,6 +59,19 @@ wait_for_engine_build() {
   fi
 }
 
+# The clock-skew tests (tests/it/clock_skew.rs) run worker replicas under libfaketime: Debian's
+# faketime package, installed here when missing (as root, like the cluster's PostgreSQL and HAProxy).
+ensure_faketime() {
+  local lib
+  lib=$(compgen -G '/usr/lib/*/faketime/libfaketime.so.1' || true)
+  [[ -n "$lib" ]] && return 0
+  step "faketime (Debian's package) for the clock-skew tests"
+  [[ $(id -u) == 0 ]] || { echo "error: libfaketime is missing: apt-get install faketime (as root), then retry" >&2; exit 1; }
+  local apt=(apt-get -q -y -o DPkg::Lock::Timeout=300 --no-install-recommends)
+  "${apt[@]}" install faketime || { apt-get -q -o DPkg::Lock::Timeout=300 update && "${apt[@]}" install faketime; } \
+    || { echo "error: apt-get install faketime failed" >&2; exit 1; }
+}
+
 lints() {
   step "cargo fmt --check"
   cargo fmt --all -- --check
@@ -107,6 +120,7 @@ fi
 
 start_engine_build
 lints
+ensure_faketime
 wait_for_engine_build
 test_parts
 

@@ -24,7 +24,7 @@
 //! supported (the engine finds two executions and refuses the message as ambiguous).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The default name of the marker variable (`--marker-variable`).
 pub const DEFAULT_MARKER_VARIABLE: &str = "camundaWorkerFollowUp";
@@ -169,12 +169,10 @@ pub fn failed_range(topic: &str) -> (String, String) {
     (format!("failed:{topic}:"), format!("failed:{topic};"))
 }
 
-/// The current Unix time in milliseconds.
+/// The current Unix time in milliseconds on the engine's clock ([`crate::engine_clock`]): due
+/// times are written and compared in it, so replicas whose own clocks disagree agree on them.
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
-        .unwrap_or_default()
+    crate::engine_clock::now_ms()
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! - [`route`]: the topic/message pairs one daemon serves (`[[route]]`), and their handler.
 //! - [`work`]: the long work after the complete ([`work::FollowUpWork`]: the daemon's delay, a
 //!   `--follow-up-command`, or your own), whose result goes with the follow-up message.
+//! - [`engine_clock`]: the engine's time, read from its replies' `Date` headers; the ledger's due
+//!   times follow it, so replicas whose clocks disagree still agree on what is overdue.
 //! - [`ledger`]: the marker variable through which the engine itself records each owed
 //!   follow-up, and the compare-and-set that delivers it exactly once.
 //! - [`correlation`]: the delayed follow-up message: exactly once, bounded in memory.
@@ -90,6 +92,7 @@ pub mod correlation;
 pub mod daemon;
 pub mod discovery;
 pub mod engine;
+pub mod engine_clock;
 pub mod handler;
 pub mod health;
 pub mod ledger;

@@ -223,6 +223,9 @@ impl EngineClient {
         let request = inner.credentials.apply(http, build(request)).await?;
         let started = Instant::now();
         let sent = request.send().await;
+        if let Ok(reply) = &sent {
+            crate::engine_clock::observe(reply.headers());
+        }
         if let Some(metrics) = &inner.metrics {
             metrics.observe_engine_request(call.endpoint.label(), &node.name, started.elapsed());
         }

@@ -29,6 +29,7 @@
 mod auth;
 mod chaos;
 mod cli;
+mod clock_skew;
 mod cluster;
 mod complete;
 mod complete_kind;
