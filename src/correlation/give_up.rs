@@ -2,12 +2,20 @@
 //! the waiting execution (resolved once a reconciler delivers it after all). A message name that
 //! matches nothing is the diagnosis's (see [`super::diagnosis`]).
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, RETRY_GIVEN_UP_AFTER};
 use crate::ledger::INCIDENT_TYPE;
 use crate::metrics::Outcome;
+
+/// How often the open incidents are read before one is raised, when the reads fail.
+const INCIDENT_READS: u32 = 3;
+
+/// The pause before reading them again, times the attempt.
+const INCIDENT_READ_PAUSE: Duration = Duration::from_millis(500);
 
 impl FollowUps {
     /// Gives a follow-up up: one ERROR, an incident on the waiting execution (so Cockpit shows
@@ -41,13 +49,20 @@ impl FollowUps {
 
     /// Raises an incident about task `task_id`'s follow-up on the execution that waits for the
     /// message (or, when none waits, on the instance), unless one is open already.
+    ///
+    /// Two replicas may give the same follow-up up at once — a work whose lease ran out while
+    /// its engine was unreachable runs on beside the one another replica's reconciler started —
+    /// and each may find no incident before the other's is there. So after raising one, the
+    /// worker keeps only the first of the open ones (the lowest id: every replica picks the same)
+    /// and resolves the others; Cockpit shows one incident per follow-up given up.
     pub(super) async fn raise_incident(&self, instance: &str, task_id: &str, message: &str) {
         let client = &self.inner.client;
-        self.spend_budget().await;
-        match client.incident_ids(INCIDENT_TYPE, task_id).await {
-            Ok(open) if !open.is_empty() => return,
-            Ok(_) => {}
-            Err(e) => debug!("cannot read the open incidents: {e}"),
+        if self
+            .open_incidents(task_id)
+            .await
+            .is_some_and(|open| !open.is_empty())
+        {
+            return;
         }
         self.spend_budget().await;
         let execution = match client.instance_message_waits(instance).await {
@@ -68,7 +83,43 @@ impl FollowUps {
             Ok(()) => {
                 self.inner.metrics.follow_up_incidents.inc();
             }
+            // The reply may have been lost after the engine raised it: the fold below sees.
             Err(e) => warn!("cannot raise an incident for the follow-up given up: {e}"),
+        }
+        self.keep_first_incident(task_id).await;
+    }
+
+    /// The ids of the follow-up's open incidents; `None` when they cannot be read. Read up to
+    /// [`INCIDENT_READS`] times: an unreadable answer must not cost a second incident.
+    async fn open_incidents(&self, task_id: &str) -> Option<Vec<String>> {
+        for attempt in 1..=INCIDENT_READS {
+            self.spend_budget().await;
+            match self.inner.client.incident_ids(INCIDENT_TYPE, task_id).await {
+                Ok(open) => return Some(open),
+                Err(e) if attempt < INCIDENT_READS => {
+                    debug!("cannot read the open incidents (reading again): {e}");
+                    tokio::time::sleep(INCIDENT_READ_PAUSE * attempt).await;
+                }
+                Err(e) => debug!("cannot read the open incidents: {e}"),
+            }
+        }
+        None
+    }
+
+    /// Resolves every open incident of the follow-up but the first (the lowest id).
+    async fn keep_first_incident(&self, task_id: &str) {
+        let Some(mut open) = self.open_incidents(task_id).await else {
+            return;
+        };
+        open.sort_unstable();
+        for id in open.iter().skip(1) {
+            self.spend_budget().await;
+            match self.inner.client.delete_incident(id).await {
+                Ok(()) => debug!("resolved incident {id}: a second one for the same follow-up"),
+                Err(e) => {
+                    debug!("cannot resolve incident {id}, a second one for the same follow-up: {e}")
+                }
+            }
         }
     }
 

@@ -182,6 +182,74 @@ async fn a_command_that_keeps_failing_is_run_again_then_raises_an_incident_with_
     );
 }
 
+/// Two replicas that give the same follow-up up at once may each raise an incident: the worker
+/// reads the open incidents again after raising one and resolves all but the first (the lowest
+/// id, which every replica picks). An unreadable answer to the first read is read again, not
+/// taken for "none open". (Found by the chaos gate: a follow-up with two open incidents.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_incident_for_the_same_failed_work_is_resolved_and_the_first_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let command = script(
+        dir.path(),
+        "fail.sh",
+        "cat > /dev/null\necho 'boom' >&2\nexit 3",
+    );
+    let engine = engine_for_failing_work().await;
+    let open = |ids: &[&str]| {
+        let incidents: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"id": id, "incidentType": "camundaWorkerFollowUp", "configuration": "t1"}))
+            .collect();
+        ResponseTemplate::new(200).set_body_json(incidents)
+    };
+    // Ahead of the mock's own "none open": unreadable, then none, then two (another replica's
+    // raised at the same moment, with the lower id).
+    engine
+        .on_get_sequence(
+            "incident",
+            vec![
+                ResponseTemplate::new(503),
+                open(&[]),
+                open(&["incident-b", "incident-a"]),
+            ],
+        )
+        .await;
+    engine
+        .on_delete("incident/[^/]+", ResponseTemplate::new(204))
+        .await;
+    let (mut worker, _resolved) = work_until_the_first(
+        &engine,
+        &command,
+        &["--follow-up-retries", "0"],
+        "/incident/incident-b",
+        "the second incident resolved",
+    )
+    .await;
+    assert_eq!(worker.terminate(SHUTDOWN_LIMIT), Some(0));
+
+    assert_eq!(
+        engine.requests_to("/create-incident").len(),
+        1,
+        "one raised"
+    );
+    let resolved: Vec<String> = engine
+        .requests_to("")
+        .iter()
+        .filter(|seen| seen.method == "DELETE")
+        .map(|seen| seen.path.clone())
+        .collect();
+    assert_eq!(
+        resolved,
+        vec!["/engine-rest/incident/incident-b"],
+        "the first one kept"
+    );
+    assert_eq!(
+        engine.requests_to("/incident").len(),
+        3,
+        "read, read again, read after raising"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_over_the_bound_or_not_a_json_object_is_a_failure_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -465,6 +465,26 @@ impl MockEngine {
             .await;
     }
 
+    /// Answers GETs to paths matching `regex` with `replies` in order (the last repeats), ahead of
+    /// the mounts of [`MockEngine::on_get`] and the helpers built on it.
+    pub async fn on_get_sequence(&self, regex: &str, replies: Vec<ResponseTemplate>) {
+        let responder = Sequence {
+            seen: Arc::clone(&self.seen),
+            replies: Mutex::new(VecDeque::from(replies)),
+        };
+        Mock::given(method("GET"))
+            .and(path_regex(format!("^/engine-rest/{regex}$")))
+            .respond_with(responder)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Answers DELETEs to paths matching `regex` with `reply`, recording them.
+    pub async fn on_delete(&self, regex: &str, reply: ResponseTemplate) {
+        self.mount("DELETE", regex, self.recording(reply)).await;
+    }
+
     /// Answers GETs to paths matching `regex` with `reply`, recording them.
     pub async fn on_get(&self, regex: &str, reply: ResponseTemplate) {
         self.mount("GET", regex, self.recording(reply)).await;
