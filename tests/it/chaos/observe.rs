@@ -49,9 +49,15 @@ pub async fn observe(scene: &Scene, rounds: u32) -> Observed {
         .filter_map(|e| accepted(&e))
         .collect();
     let mut instances = Vec::new();
-    let (bundled, looping) = (&scene.processes.bundled.0, &scene.processes.looping.0);
-    instances.extend(instances_of(&rest, bundled, 1, false).await);
-    instances.extend(instances_of(&rest, looping, rounds as usize, true).await);
+    let processes = &scene.processes;
+    let looping = Shape {
+        rounds: rounds as usize,
+        has_work: true,
+        messages_per_round: 1,
+    };
+    instances.extend(instances_of(&rest, &processes.bundled.0, Shape::BUNDLED).await);
+    instances.extend(instances_of(&rest, &processes.looping.0, looping).await);
+    instances.extend(instances_of(&rest, &processes.plain.0, Shape::PLAIN).await);
     let mut work_runs = HashMap::new();
     for task in scene.work.lines("runs") {
         *work_runs.entry(task).or_insert(0) += 1;
@@ -63,7 +69,30 @@ pub async fn observe(scene: &Scene, rounds: u32) -> Observed {
     }
 }
 
-async fn instances_of(rest: &Rest, key: &str, rounds: usize, has_work: bool) -> Vec<Instance> {
+/// What a process's instances look like when they have finished.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    rounds: usize,
+    has_work: bool,
+    messages_per_round: usize,
+}
+
+impl Shape {
+    /// The bundled process on a message route with no command: one task, one message.
+    const BUNDLED: Shape = Shape {
+        rounds: 1,
+        has_work: false,
+        messages_per_round: 1,
+    };
+    /// The plain task on a complete route: one task, its command, no message.
+    const PLAIN: Shape = Shape {
+        rounds: 1,
+        has_work: true,
+        messages_per_round: 0,
+    };
+}
+
+async fn instances_of(rest: &Rest, key: &str, shape: Shape) -> Vec<Instance> {
     let key_only = [("processDefinitionKey", key)];
     let mut rounds_of: HashMap<String, Vec<Round>> = HashMap::new();
     let created = rest
@@ -79,16 +108,15 @@ async fn instances_of(rest: &Rest, key: &str, rounds: usize, has_work: bool) -> 
             created: engine_time(&text(log, "timestamp")),
         });
     }
-    let mut incidents_of: HashMap<String, usize> = HashMap::new();
-    for incident in rest
-        .get("history/incident", &key_only)
-        .await
-        .as_array()
-        .expect("a list")
-    {
-        *incidents_of
+    // Per instance: incidents ever, and those still open.
+    let mut incidents_of: HashMap<String, (usize, usize)> = HashMap::new();
+    let incidents = rest.get("history/incident", &key_only).await;
+    for incident in incidents.as_array().expect("an incident list") {
+        let counts = incidents_of
             .entry(text(incident, "processInstanceId"))
-            .or_default() += 1;
+            .or_default();
+        counts.0 += 1;
+        counts.1 += usize::from(incident["open"] == true);
     }
     let listed = rest.get("history/process-instance", &key_only).await;
     listed
@@ -101,11 +129,13 @@ async fn instances_of(rest: &Rest, key: &str, rounds: usize, has_work: bool) -> 
             let mut rounds_seen = rounds_of.remove(&id).unwrap_or_default();
             rounds_seen.sort_by_key(|r| r.created);
             Instance {
-                incidents: incidents_of.get(&id).copied().unwrap_or(0),
+                incidents: incidents_of.get(&id).map_or(0, |c| c.0),
+                open_incidents: incidents_of.get(&id).map_or(0, |c| c.1),
                 state: text(found, "state"),
                 rounds: rounds_seen,
-                rounds_expected: rounds,
-                has_work,
+                rounds_expected: shape.rounds,
+                messages_per_round: shape.messages_per_round,
+                has_work: shape.has_work,
                 fails_on_purpose: business_key.starts_with(FAILING),
                 business_key,
                 id,

@@ -13,12 +13,14 @@ pub struct Plan {
     pub chaos_for: Duration,
     /// How long, once the faults have healed, every instance has to finish.
     pub heal_limit: Duration,
-    /// Instances started per second, of the bundled process and of the looping one.
+    /// Instances started per second: of the bundled process; business keys of the looping one
+    /// (each started in every tenant, so three instances); of the plain task.
     pub bundled_per_s: f64,
     pub loops_per_s: f64,
+    pub plain_per_s: f64,
     /// Rounds of the looping process (task → message → task ...).
     pub rounds: u32,
-    /// One looping instance in this many gets a business key whose work fails on purpose.
+    /// One looping business key (and one plain task) in this many fails on purpose.
     pub fail_one_in: u32,
     /// The request faults of every proxy: for the long poll, and for every other call.
     pub fetch: Mix,
@@ -49,8 +51,9 @@ impl Plan {
             seed,
             chaos_for: Duration::from_secs(60),
             heal_limit: Duration::from_secs(240),
-            bundled_per_s: 2.0,
-            loops_per_s: 1.0,
+            bundled_per_s: 1.5,
+            loops_per_s: 0.5,
+            plain_per_s: 1.0,
             rounds: 3,
             fail_one_in: 4,
             fetch: Mix {

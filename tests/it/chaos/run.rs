@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::proxy::FaultKind;
 
-use super::check::{check, Figures};
+use super::check::{check, Figures, Violation};
 use super::observe::{observe, FAILING};
 use super::plan::Plan;
-use super::scene::{Scene, Topology};
+use super::scene::{Processes, Scene, Topology};
 
 /// A worker's peak RSS above this is a violation (a debug build, three routes' worth of state).
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
@@ -93,8 +93,7 @@ pub async fn run(topology: Topology, plan: &Plan) -> Outcome {
     let starts_failed = Arc::new(AtomicUsize::new(0));
     let load = tokio::spawn(arrivals(
         scene.rest_url.clone(),
-        scene.processes.bundled.0.clone(),
-        scene.processes.looping.0.clone(),
+        scene.processes.clone(),
         plan.clone(),
         stop_load.clone(),
         Arc::clone(&starts_failed),
@@ -125,7 +124,10 @@ pub async fn run(topology: Topology, plan: &Plan) -> Outcome {
 
     let observed = observe(&scene, plan.rounds).await;
     let (found, figures) = check(&observed);
-    let mut violations: Vec<String> = found.iter().map(ToString::to_string).collect();
+    let mut violations = Vec::new();
+    for violation in &found {
+        violations.push(explain(&scene, violation).await);
+    }
     if !finished {
         violations.push(format!(
             "not every instance finished within {:?} of healing",
@@ -164,6 +166,40 @@ pub async fn run(topology: Topology, plan: &Plan) -> Outcome {
         starts_failed: starts_failed.load(Ordering::SeqCst),
         heal,
     }
+}
+
+/// A violation with what it takes to find its cause: the instance's incidents from the engine's
+/// history, and what the replicas logged about it.
+async fn explain(scene: &Scene, violation: &Violation) -> String {
+    let mut text = violation.to_string();
+    let Some(instance) = violation.instance() else {
+        return text;
+    };
+    let rest = crate::support::engine::Rest::new(&scene.rest_url);
+    let incidents = rest
+        .get("history/incident", &[("processInstanceId", instance)])
+        .await;
+    for incident in incidents.as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "\n    incident {} {} on {} created {} ({}): {}",
+            incident["incidentType"],
+            incident["configuration"],
+            incident["executionId"],
+            incident["createTime"],
+            if incident["open"] == true {
+                "open"
+            } else {
+                "closed"
+            },
+            incident["incidentMessage"]
+        ));
+    }
+    for replica in &scene.replicas {
+        for line in replica.log_lines_with(instance).iter().take(40) {
+            text.push_str(&format!("\n    {}: {line}", replica.name));
+        }
+    }
+    text
 }
 
 /// SIGTERM during the faults: exit 0, or 1 (calls still open when the grace ran out); the last
@@ -243,14 +279,15 @@ fn request_faults(scene: &Scene) -> (BTreeMap<String, usize>, usize) {
     (by_kind, lost)
 }
 
-/// Instances arrive at the plan's rates until `stop`: the bundled process and the looping one,
-/// one looping key in `fail_one_in` failing on purpose. Each start is its own request with a
-/// bound: a paused node must not hold the arrivals up. A start that fails is counted; one whose
-/// reply was lost may still have started, and the checker finds it in the history all the same.
+/// Instances arrive at the plan's rates until `stop`: the bundled process; the looping one, each
+/// business key started in every tenant of [`super::scene::TENANTS`] (and without one), one key in
+/// `fail_one_in` failing on purpose; the plain task, as many failing. Each start is its own
+/// request with a bound: a paused node must not hold the arrivals up. A start that fails is
+/// counted; one whose reply was lost may still have started, and the checker finds it in the
+/// history all the same.
 async fn arrivals(
     rest_url: String,
-    bundled: String,
-    looping: String,
+    processes: Processes,
     plan: Plan,
     stop: CancellationToken,
     failed: Arc<AtomicUsize>,
@@ -262,17 +299,20 @@ async fn arrivals(
         .expect("an HTTP client");
     let mut starts = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let (mut due_bundled, mut due_looping, mut n, mut looped) = (0.0, 0.0, 0u64, 0u64);
+    let mut due = [0.0; 3];
+    let mut counts = [0u64; 3];
+    let failing = |count: u64| count % u64::from(plan.fail_one_in) == 0;
     while !stop.is_cancelled() {
         tick.tick().await;
-        due_bundled += plan.bundled_per_s / 10.0;
-        due_looping += plan.loops_per_s / 10.0;
-        let mut start = |key: &str, business_key: String| {
-            let (http, url, failed) = (
-                http.clone(),
-                format!("{rest_url}/process-definition/key/{key}/start"),
-                Arc::clone(&failed),
-            );
+        for (due, rate) in
+            due.iter_mut()
+                .zip([plan.bundled_per_s, plan.loops_per_s, plan.plain_per_s])
+        {
+            *due += rate / 10.0;
+        }
+        let mut start = |path: String, business_key: String| {
+            let (http, failed) = (http.clone(), Arc::clone(&failed));
+            let url = format!("{rest_url}/{path}/start");
             starts.spawn(async move {
                 let sent = http
                     .post(url)
@@ -284,21 +324,33 @@ async fn arrivals(
                 }
             });
         };
-        while due_bundled >= 1.0 {
-            due_bundled -= 1.0;
-            n += 1;
-            start(&bundled, format!("b-{n}"));
+        while due[0] >= 1.0 {
+            due[0] -= 1.0;
+            counts[0] += 1;
+            start(
+                format!("process-definition/key/{}", processes.bundled.0),
+                format!("b-{}", counts[0]),
+            );
         }
-        while due_looping >= 1.0 {
-            due_looping -= 1.0;
-            n += 1;
-            looped += 1;
-            let prefix = if looped % u64::from(plan.fail_one_in) == 0 {
-                FAILING
-            } else {
-                "l"
-            };
-            start(&looping, format!("{prefix}-{n}"));
+        while due[1] >= 1.0 {
+            due[1] -= 1.0;
+            counts[1] += 1;
+            let prefix = if failing(counts[1]) { FAILING } else { "l" };
+            for definition in &processes.looping_definitions {
+                start(
+                    format!("process-definition/{definition}"),
+                    format!("{prefix}-{}", counts[1]),
+                );
+            }
+        }
+        while due[2] >= 1.0 {
+            due[2] -= 1.0;
+            counts[2] += 1;
+            let prefix = if failing(counts[2]) { FAILING } else { "p" };
+            start(
+                format!("process-definition/key/{}", processes.plain.0),
+                format!("{prefix}-p{}", counts[2]),
+            );
         }
     }
     while starts.join_next().await.is_some() {}
@@ -311,7 +363,12 @@ async fn wait_finished(scene: &Scene, plan: &Plan) -> bool {
     let deadline = Instant::now() + plan.heal_limit;
     loop {
         let mut waiting = 0;
-        for key in [&scene.processes.bundled.0, &scene.processes.looping.0] {
+        let processes = &scene.processes;
+        for key in [
+            &processes.bundled.0,
+            &processes.looping.0,
+            &processes.plain.0,
+        ] {
             let running = rest
                 .count("process-instance/count", &[("processDefinitionKey", key)])
                 .await;

@@ -138,6 +138,21 @@ impl Replica {
         code
     }
 
+    /// Every log line of every process of this replica that holds `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.retired
+            .iter()
+            .chain(&self.running)
+            .flat_map(|w| {
+                w.stderr()
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Every log line of every process of this replica that says it panicked.
     pub fn panics(&self) -> Vec<String> {
         self.retired
@@ -176,11 +191,18 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The processes under test: the bundled one and the looping one, renamed for this run.
+/// The tenants the looping process is deployed for, besides none.
+pub const TENANTS: [Option<&str>; 3] = [None, Some("tenant-a"), Some("tenant-b")];
+
+/// The processes under test, renamed for this run: the bundled one (key, topic, message), the
+/// looping one (key, topic, message) and the plain task (key, topic).
 #[derive(Debug, Clone)]
 pub struct Processes {
     pub bundled: (String, String, String),
     pub looping: (String, String, String),
+    /// The looping process's definition ids, one per entry of [`TENANTS`].
+    pub looping_definitions: Vec<String>,
+    pub plain: (String, String),
 }
 
 /// The whole stage.
@@ -197,8 +219,8 @@ pub struct Scene {
     pub node_outages: Vec<(usize, Instant, Instant)>,
 }
 
-/// The follow-up work of the looping process: records each run, takes 0–3 s, and fails on
-/// purpose for business keys starting with `fail`.
+/// The work of the looping process's follow-up and of the plain task's complete route: records
+/// each run, takes 0–3 s, and fails on purpose for business keys starting with `fail`.
 const WORK: &str = r#"
 import json, os, random, sys, time
 task = json.load(sys.stdin)
@@ -223,13 +245,16 @@ impl Scene {
             format!("chaos_{run}_loop_task"),
             format!("chaos_{run}_loop_done"),
         );
-        rest.deploy_bpmn(
-            &looping.0,
-            crate::support::work::looping_bpmn(&looping.0, &looping.1, &looping.2, plan.rounds),
-        )
-        .await;
+        let bpmn =
+            crate::support::work::looping_bpmn(&looping.0, &looping.1, &looping.2, plan.rounds);
+        let mut looping_definitions = Vec::new();
+        for tenant in TENANTS {
+            let deployed = crate::subscriptions::deploy(&rest, &looping.0, bpmn.clone(), tenant);
+            looping_definitions.push(deployed.await);
+        }
+        let plain = crate::complete_kind::deploy_plain(&rest, &format!("chaos_{run}")).await;
         let work = Script::write(&format!("#!{}\n{WORK}", crate::support::work::python()));
-        let config = config_file(&bundled, &looping, &work);
+        let config = config_file(&bundled, &looping, &plain, &work);
         let mut replicas = Vec::new();
         for index in 0..REPLICAS {
             let mut proxies = Vec::new();
@@ -269,7 +294,12 @@ impl Scene {
             engines,
             rest_url,
             replicas,
-            processes: Processes { bundled, looping },
+            processes: Processes {
+                bundled,
+                looping,
+                looping_definitions,
+                plain,
+            },
             work,
             _config: config,
             process_faults: BTreeMap::new(),
@@ -405,11 +435,13 @@ fn signal(pid: u32, name: &str) {
 }
 
 /// The replicas' one configuration: short locks, leases and backoffs, so that what a fault
-/// strands comes back within the run; the bundled process's route, and the looping process's
-/// with the work as its command.
+/// strands comes back within the run; the bundled process's route, the looping process's with
+/// the work as its command, and a complete route for the plain task running the same work (one
+/// retry, then an incident).
 fn config_file(
     bundled: &(String, String, String),
     looping: &(String, String, String),
+    plain: &(String, String),
     work: &Script,
 ) -> tempfile::NamedTempFile {
     let text = format!(
@@ -431,14 +463,22 @@ message_name = "{}"
 [[route]]
 topic = "{}"
 message_name = "{}"
-command = ["{}", "{}"]
+command = ["{program}", "{dir}"]
+
+[[route]]
+topic = "{}"
+kind = "complete"
+command = ["{program}", "{dir}"]
+retries = 1
+retry_timeout = "1s"
 "#,
         bundled.1,
         bundled.2,
         looping.1,
         looping.2,
-        work.program(),
-        work.dir()
+        plain.1,
+        program = work.program(),
+        dir = work.dir()
     );
     let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::fs::write(file.path(), text).unwrap();
