@@ -1,7 +1,7 @@
 //! Exactly once under combined random faults: a soak against the real engine with faults drawn
 //! from a printed seed (request faults in the proxies, kills and pauses of workers and engine
 //! nodes, instances arriving all along), judged by an independent checker from what the engine
-//! accepted and what its history says. `scripts/chaos.sh gate` runs the CI gate (two fixed seeds
+//! accepted and what its history says. `scripts/chaos.sh gate` runs the gate (two fixed seeds
 //! on the cluster), `scripts/chaos.sh soak --duration 2h` the soak (fresh seeds, both topologies,
 //! figures for RELIABILITY.md).
 
@@ -38,7 +38,8 @@ fn report(outcome: &Outcome) -> bool {
     outcome.violations.is_empty()
 }
 
-/// The CI gate: two fixed seeds, a minute of faults each, on the cluster.
+/// The gate: two fixed seeds, a minute of faults each, on the cluster (not yet in scripts/test.sh:
+/// RELIABILITY.md names the open violation it finds about one run in ten).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_two_fixed_seeds_on_the_cluster_break_no_promise() {
     let mut clean = true;

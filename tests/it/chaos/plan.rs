@@ -45,7 +45,7 @@ pub enum ProcessFault {
 }
 
 impl Plan {
-    /// The CI gate's run: a minute of faults, every kind of them, on the cluster.
+    /// The gate's run: a minute of faults, every kind of them, on the cluster.
     pub fn gate(seed: u64) -> Plan {
         Plan {
             seed,
