@@ -8,15 +8,28 @@
 //!   `processVariables`: the engine matches and flips it in one transaction — a compare-and-set.
 //!   A repeat, a retry after a lost reply, a second replica or a stale recovery after the process
 //!   looped back cannot match again (measured on the real engines: see `engine/README.md`).
+//! - Nothing else ever writes the marker. A plain write (`PUT .../variables`) is blind: one that
+//!   reaches the engine late — a slow network, a paused node — would set an old round's owed
+//!   value back after the process looped on, and that round's message would then match again.
 //! - The reconciler finds owed markers past their due time with one range query on the value
 //!   ([`owed_range`]): the due time is a fixed-width number, so text order is time order. No
 //!   history is needed, so this works at every history level.
 //!
-//! - A follow-up whose work runs (see [`crate::work`]) holds a *lease*: the worker pushes the owed
-//!   marker's due time ahead while the work runs, as a lock is extended, so another replica's
-//!   reconciler steps in only once the lease has run out (a crash costs one lease).
-//! - Work that failed for good leaves [`Marker::Failed`] and an incident; once an operator
-//!   resolves the incident, a reconciler runs the work again.
+//! A follow-up whose work runs (see [`crate::work`]) keeps what changes while it runs in a second
+//! variable that no message names, the *lease* (`<marker>Lease`, [`lease_variable`]):
+//!
+//! - The marker's due time, set by `complete`, is the first lease. While the work runs longer, the
+//!   worker writes a lease of its own ([`Marker::Owed`] for the same task, due later) and renews it
+//!   as a lock is extended; another replica's reconciler steps in only once the marker is past due
+//!   and the lease is not live (a crash costs one lease).
+//! - Work that failed for good leaves the lease [`Marker::Failed`] and an incident; once an
+//!   operator resolves the incident, a reconciler runs the work again.
+//! - At shutdown an interrupted work hands its lease back ([`Marker::handed_back`]), so that the
+//!   next start runs it at once.
+//!
+//! A lease counts only while it names the task the marker owes: a late write of an old round's
+//! lease is ignored, so at worst a work runs twice — its message, named by the marker, still
+//! matches once.
 //!
 //! The marker lives in the process instance's scope: a process that loops back to the catch
 //! event gets a new owed value (a new task id) each round, so each round gets exactly one
@@ -28,6 +41,11 @@ use std::time::Duration;
 
 /// The default name of the marker variable (`--marker-variable`).
 pub const DEFAULT_MARKER_VARIABLE: &str = "camundaWorkerFollowUp";
+
+/// The name of the lease variable that goes with the marker variable `marker`.
+pub fn lease_variable(marker: &str) -> String {
+    format!("{marker}Lease")
+}
 
 /// The incident type a follow-up given up raises on the waiting execution.
 pub const INCIDENT_TYPE: &str = "camundaWorkerFollowUp";
@@ -50,7 +68,7 @@ pub enum Marker {
         task_id: String,
     },
     /// The work of `task_id`'s follow-up failed for good; an incident says why. Resolving it
-    /// makes a reconciler run the work again.
+    /// makes a reconciler run the work again. (A lease; markers of earlier releases too.)
     Failed {
         /// The task's topic.
         topic: String,
@@ -119,10 +137,32 @@ impl Marker {
         }
     }
 
-    /// The same follow-up owed again, due `after` from now: a renewed lease, or a failed one
-    /// whose incident was resolved.
+    /// A lease on the same follow-up, held for `after` from now.
     pub fn owed_again(&self, after: Duration) -> Marker {
         Marker::owed(self.topic().unwrap_or_default(), self.task_id(), after)
+    }
+
+    /// The lease of an interrupted work handed back at shutdown: due at the start of time, so
+    /// that [`handed_back_range`] finds it and the next start runs the work at once.
+    pub fn handed_back(&self) -> Marker {
+        Marker::Owed {
+            topic: self.topic().unwrap_or_default().to_owned(),
+            due_ms: 0,
+            task_id: self.task_id().to_owned(),
+        }
+    }
+
+    /// Whether this lease holds off the reconcilers from the follow-up `owed` (the marker): a
+    /// lease on the same task, due later than `now_ms`, or failed (its incident decides).
+    pub fn holds(&self, owed: &Marker, now_ms: u64) -> bool {
+        if self.task_id() != owed.task_id() {
+            return false;
+        }
+        match self {
+            Marker::Owed { due_ms, .. } => *due_ms > now_ms,
+            Marker::Failed { .. } => true,
+            Marker::Delivered { .. } => false,
+        }
     }
 
     /// The marker that says this follow-up's work failed for good.
@@ -164,7 +204,16 @@ pub fn owed_range(topic: &str) -> (String, String) {
     )
 }
 
-/// The value range `[from, to)` of the failed markers of `topic` (`;` is the character after `:`).
+/// The value range `[from, to)` of the leases of `topic` handed back at shutdown.
+pub fn handed_back_range(topic: &str) -> (String, String) {
+    let zero = 0u64;
+    (
+        format!("owed:{topic}:{zero:0DUE_DIGITS$}:"),
+        format!("owed:{topic}:{zero:0DUE_DIGITS$};"),
+    )
+}
+
+/// The value range `[from, to)` of the failed leases of `topic` (`;` is the character after `:`).
 pub fn failed_range(topic: &str) -> (String, String) {
     (format!("failed:{topic}:"), format!("failed:{topic};"))
 }
@@ -197,6 +246,11 @@ mod tests {
             .owed_again(Duration::from_secs(5))
             .to_string()
             .starts_with("owed:a:b:"));
+        let back = failed.handed_back();
+        let (from, to) = handed_back_range("a:b");
+        assert_eq!(Marker::parse(&back.to_string()), Some(back.clone()));
+        assert!(from <= back.to_string() && back.to_string() < to);
+        assert!(!back.holds(&Marker::owed("a:b", "t-2", Duration::ZERO), unix_ms()));
         assert_eq!(Marker::parse("something else"), None);
         assert_eq!(
             Marker::parse("owed:x:12:t"),
@@ -224,5 +278,24 @@ mod tests {
         assert!(from <= past && past < to);
         assert!(future >= to);
         assert!(other >= to, "{other} sorts after the range of topic a");
+    }
+
+    #[test]
+    fn a_lease_holds_off_reconcilers_only_for_the_task_the_marker_owes_and_only_while_live() {
+        let owed = Marker::owed("a", "t-1", Duration::ZERO);
+        let now = unix_ms();
+        let live = Marker::owed("a", "t-1", Duration::from_secs(60));
+        assert!(live.holds(&owed, now));
+        assert!(!live.holds(&owed, now + 61_000), "a lease that ran out");
+        let other_round = Marker::owed("a", "t-0", Duration::from_secs(60));
+        assert!(
+            !other_round.holds(&owed, now),
+            "a late write of an old round's lease"
+        );
+        assert!(
+            live.failed().holds(&owed, now),
+            "failed: the incident decides"
+        );
+        assert!(!other_round.failed().holds(&owed, now));
     }
 }

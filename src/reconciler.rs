@@ -11,10 +11,11 @@
 //! process has looped past, matches nothing — the engine decides, and nothing needs history
 //! (every history level works) or coordination between replicas.
 //!
-//! When the follow-ups do work (see [`crate::work`]), a marker past due is a work whose lease ran
-//! out (its worker crashed) or that never started: the reconciler claims it with a fresh lease and
-//! runs the whole follow-up — work, then message — as if the task had just been completed. A
-//! failed marker whose incident an operator resolved is run again the same way.
+//! When the follow-ups do work (see [`crate::work`]), a marker past due whose lease holds nobody
+//! off is a work whose worker crashed, handed it back at shutdown, or never started it: the
+//! reconciler claims it with a fresh lease and runs the whole follow-up — work, then message — as
+//! if the task had just been completed. A failed work whose incident an operator resolved is run
+//! again the same way (see [`claims`]).
 //!
 //! A marker whose instance does not wait (yet) is tried again on a backoff of its own; every
 //! recovery spends the worker-wide retry budget. A pass that could not deliver some says so in
@@ -31,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::correlation::{CorrelationTarget, FollowUp, FollowUps, Recovery};
 use crate::engine::{EngineClient, EngineError, TenantScope};
 use crate::health::Liveness;
-use crate::ledger::{failed_range, owed_range, Marker, INCIDENT_TYPE};
+use crate::ledger::{owed_range, Marker};
 use crate::metrics::{Metrics, NoOutcome, Outcome};
 use crate::variables::TypedValue;
 use crate::work::{plain_values, CompletedTask};
@@ -187,31 +188,6 @@ impl Reconciler {
         }
     }
 
-    /// Failed works whose incident is no longer open: an operator resolved it, asking for the
-    /// work to run again.
-    async fn resolved_failures(&self) -> Result<(Vec<FoundMarker>, usize), EngineError> {
-        let (from, to) = failed_range(&self.topic);
-        let failed = self.markers_in(&from, &to).await?;
-        let seen = failed.len();
-        if failed.is_empty() {
-            return Ok((failed, seen));
-        }
-        self.follow_ups.spend_budget().await;
-        let open: HashSet<String> = self
-            .client
-            .open_incident_configurations(INCIDENT_TYPE)
-            .await?
-            .into_iter()
-            .collect();
-        Ok((
-            failed
-                .into_iter()
-                .filter(|found| !open.contains(found.marker.task_id()))
-                .collect(),
-            seen,
-        ))
-    }
-
     /// Claims an owed (or resolved failed) follow-up with a fresh lease and runs it whole: the
     /// work, then the message. `Ok(false)`: not now (no room, or the instance has ended).
     async fn run_again(&self, marker: &Marker, instance: &str) -> Result<bool, EngineError> {
@@ -230,12 +206,13 @@ impl Reconciler {
             .instance_variables(instance, &names)
             .await?
             .unwrap_or_default();
+        // The lease only: the marker stays what `complete` wrote, and the message names it.
         let claimed = marker.owed_again(follow_ups.policy().lease);
         follow_ups.spend_budget().await;
         self.client
             .set_instance_variable(
                 instance,
-                &follow_ups.policy().marker_variable,
+                &follow_ups.policy().lease_variable(),
                 &TypedValue::string(claimed.to_string()),
             )
             .await?;
@@ -257,7 +234,8 @@ impl Reconciler {
                     tenant_id: found.tenant_id,
                 },
                 process_instance_id: Some(instance.to_owned()),
-                marker: claimed,
+                marker: marker.clone(),
+                lease: Some(claimed),
                 task,
                 fetched_at: None,
                 // The delay counts from the completion, long past.
@@ -274,14 +252,16 @@ impl Reconciler {
     /// One pass over the owed markers past their due time.
     pub async fn pass(&mut self) -> Result<PassSummary, EngineError> {
         let (from, to) = owed_range(&self.topic);
-        let mut summary = PassSummary::default();
-        let mut overdue = self.markers_in(&from, &to).await?;
+        let marker_variable = self.follow_ups.policy().marker_variable.clone();
+        let mut overdue = self.markers_in(&marker_variable, &from, &to).await?;
         overdue.retain(|found| matches!(found.marker, Marker::Owed { .. }));
-        let has_work = self.follow_ups.work().is_work();
-        if has_work {
-            self.rerun_resolved(&mut summary).await?;
+        if self.follow_ups.work().is_work() {
+            return self.work_pass(overdue).await;
         }
-        summary.overdue = overdue.len();
+        let mut summary = PassSummary {
+            overdue: overdue.len(),
+            ..PassSummary::default()
+        };
         let now = Instant::now();
         let mut example: Option<String> = None;
         let owed: HashSet<&str> = overdue.iter().map(|f| f.marker.task_id()).collect();
@@ -292,12 +272,7 @@ impl Reconciler {
                 summary.skipped += 1;
                 continue;
             }
-            let undelivered = if has_work {
-                self.claim(marker, instance, &mut summary).await
-            } else {
-                self.deliver(found, now, &mut summary).await
-            };
-            if let Some(why) = undelivered {
+            if let Some(why) = self.deliver(found, now, &mut summary).await {
                 example.get_or_insert_with(|| {
                     format!(
                         "process instance {instance}, task {}: {why}",
@@ -306,37 +281,8 @@ impl Reconciler {
                 });
             }
         }
-        if let Some(example) = example {
-            warn!(
-                count = summary.not_waiting + summary.failed,
-                "reconciler: {} owed follow-ups could not be delivered this pass (tried again later), e.g. {example}",
-                summary.not_waiting + summary.failed,
-            );
-        }
+        report_undelivered(&summary, example);
         Ok(summary)
-    }
-
-    /// Runs again the failed works whose incident was resolved (counting those seen).
-    async fn rerun_resolved(&self, summary: &mut PassSummary) -> Result<(), EngineError> {
-        let (resolved, seen) = self.resolved_failures().await?;
-        summary.failed_work = seen;
-        for FoundMarker {
-            marker, instance, ..
-        } in resolved
-        {
-            if self.follow_ups.is_pending(marker.task_id()) {
-                continue;
-            }
-            match self.run_again(&marker, &instance).await {
-                Ok(true) => {
-                    summary.rerun += 1;
-                    info!(process_instance_id = %instance, task_id = marker.task_id(), "the incident of a failed follow-up work was resolved: running the work again");
-                }
-                Ok(false) => {}
-                Err(e) => debug!("cannot run a resolved follow-up work again yet: {e}"),
-            }
-        }
-        Ok(())
     }
 
     /// Whether this pass leaves an overdue marker alone: its follow-up is in this worker's hands
@@ -345,31 +291,6 @@ impl Reconciler {
     fn leaves_alone(&self, task_id: &str, now: Instant) -> bool {
         let later = self.retry.get(task_id).is_some_and(|(at, _)| now < *at);
         later || self.follow_ups.is_pending(task_id)
-    }
-
-    /// Claims an overdue marker whose follow-up does work and runs it whole; why not, if it
-    /// failed.
-    async fn claim(
-        &self,
-        marker: &Marker,
-        instance: &str,
-        summary: &mut PassSummary,
-    ) -> Option<String> {
-        match self.run_again(marker, instance).await {
-            Ok(true) => {
-                summary.recovered += 1;
-                self.count_recovered();
-                None
-            }
-            Ok(false) => {
-                summary.skipped += 1;
-                None
-            }
-            Err(e) => {
-                summary.failed += 1;
-                Some(e.to_string())
-            }
-        }
     }
 
     /// Delivers an overdue marker's message on the live follow-up's path
@@ -434,6 +355,18 @@ impl Reconciler {
     }
 }
 
+/// One line for the owed follow-ups a pass could not deliver (or claim), with one example.
+fn report_undelivered(summary: &PassSummary, example: Option<String>) {
+    if let Some(example) = example {
+        warn!(
+            count = summary.not_waiting + summary.failed,
+            "reconciler: {} owed follow-ups could not be delivered this pass (tried again later), e.g. {example}",
+            summary.not_waiting + summary.failed,
+        );
+    }
+}
+
+mod claims;
 mod markers;
 
 use markers::FoundMarker;

@@ -12,7 +12,7 @@
 
 use crate::config::Config;
 use crate::engine::{EngineClient, EngineError, TaskFilter, TenantScope};
-use crate::ledger::{failed_range, owed_range, INCIDENT_TYPE};
+use crate::ledger::{failed_range, lease_variable, owed_range, INCIDENT_TYPE};
 use crate::route::{Route, RouteKind};
 
 /// Prints, for each route, the waiting instances, open tasks and follow-ups of its topic and
@@ -165,12 +165,12 @@ impl RouteCounts {
         let topic = &route.topic;
         let tasks = |filter| client.count_external_tasks(topic, filter, tenant);
         let scope = &tenant.map(TenantScope::only).unwrap_or_default();
-        let markers = |range: (String, String)| async move {
-            let (from, to) = range;
+        let count = |name: String, (from, to): (String, String)| async move {
             client
-                .count_variables_in_range(marker, (&from, &to), scope)
+                .count_variables_in_range(&name, (&from, &to), scope)
                 .await
         };
+        let markers = |range| count(marker.to_owned(), range);
         let (owed_from, overdue_to) = owed_range(topic);
         // `;` sorts right after `:`: every owed marker of the topic, due or not.
         let owed_to = format!("owed:{topic};");
@@ -183,7 +183,8 @@ impl RouteCounts {
             no_retries: tasks(TaskFilter::NoRetriesLeft).await?,
             owed: markers((owed_from.clone(), owed_to)).await?,
             overdue: markers((owed_from, overdue_to)).await?,
-            failed: markers(failed_range(topic)).await?,
+            // A failed work's mark is in its lease (see crate::ledger).
+            failed: count(lease_variable(marker), failed_range(topic)).await?,
         })
     }
 

@@ -1,4 +1,5 @@
-//! The engine calls that deliver a follow-up and keep its marker, as a small trait: the engine
+//! The engine calls that deliver a follow-up and keep its ledger (the marker and the lease), as a
+//! small trait: the engine
 //! client in the daemon, a scripted fake in the unit tests of the delivery rules (reqwest's
 //! timeouts fire at once under tokio's paused clock, so those tests cannot go through it).
 
@@ -8,7 +9,7 @@ use crate::engine::{CorrelateMessageRequest, EngineClient, EngineError};
 use crate::ledger::Marker;
 use crate::variables::TypedValue;
 
-/// The engine calls that deliver a follow-up and keep its marker: the engine client in the
+/// The engine calls that deliver a follow-up and keep its ledger: the engine client in the
 /// daemon, a scripted fake in unit tests (reqwest's timeouts fire at once under a paused clock).
 pub(crate) trait Ledger: Sync {
     /// Sends the compare-and-set message.
@@ -16,14 +17,16 @@ pub(crate) trait Ledger: Sync {
         &self,
         request: &CorrelateMessageRequest,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Reads the marker variable of `instance` (`None`: the instance has ended).
+    /// Reads a ledger variable of `instance`, the marker or the lease (`None`: the instance has
+    /// none, or has ended).
     fn read_marker(
         &self,
         instance: &str,
         variable: &str,
     ) -> impl Future<Output = Result<Option<String>, EngineError>> + Send;
-    /// Writes the marker variable of `instance` (a lease renewed, or handed back).
-    fn write_marker(
+    /// Writes the lease variable of `instance` (a lease renewed, failed or handed back: never
+    /// the marker, which only `complete` and the message write).
+    fn write_lease(
         &self,
         instance: &str,
         variable: &str,
@@ -47,7 +50,7 @@ impl Ledger for EngineClient {
         self.instance_variable(instance, variable)
     }
 
-    fn write_marker(
+    fn write_lease(
         &self,
         instance: &str,
         variable: &str,

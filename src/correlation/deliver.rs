@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::calls::Ledger;
-use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, MarkerCell, MarkerState};
+use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason};
 use crate::backoff::Backoff;
 use crate::engine::{EngineError, Mismatch};
 use crate::ledger::Marker;
@@ -107,13 +107,11 @@ impl FollowUps {
     pub(super) async fn deliver_due(
         &self,
         follow_up: &FollowUp,
-        marker: &MarkerCell,
         variables: &Variables,
         due: Option<Instant>,
     ) -> Delivery {
         let ledger = &self.inner.client;
-        self.deliver_via(ledger, follow_up, marker, variables, due)
-            .await
+        self.deliver_via(ledger, follow_up, variables, due).await
     }
 
     /// [`FollowUps::deliver_due`] through `ledger`.
@@ -121,7 +119,6 @@ impl FollowUps {
         &self,
         ledger: &L,
         follow_up: &FollowUp,
-        marker: &MarkerCell,
         variables: &Variables,
         due: Option<Instant>,
     ) -> Delivery {
@@ -137,14 +134,7 @@ impl FollowUps {
         };
         loop {
             let attempt = self
-                .try_once(
-                    ledger,
-                    follow_up,
-                    marker,
-                    variables,
-                    due,
-                    &mut retrying.progress,
-                )
+                .try_once(ledger, follow_up, variables, due, &mut retrying.progress)
                 .await;
             let Some(attempt) = attempt else {
                 return self.leave_owed(follow_up);
@@ -169,7 +159,6 @@ impl FollowUps {
         &self,
         ledger: &L,
         follow_up: &FollowUp,
-        marker: &MarkerCell,
         variables: &Variables,
         due: Option<Instant>,
         progress: &mut Progress,
@@ -198,7 +187,7 @@ impl FollowUps {
         }
         // Boxed: a follow-up that waits out a backoff keeps only the loop's few fields, not the
         // (much larger) state of its HTTP calls.
-        let attempt = Box::pin(self.attempt(ledger, follow_up, marker, variables, progress));
+        let attempt = Box::pin(self.attempt(ledger, follow_up, variables, progress));
         tokio::select! {
             attempt = attempt => Some(attempt),
             // The grace is over: what did not go through stays owed in the engine.
@@ -350,16 +339,13 @@ impl FollowUps {
         &self,
         ledger: &L,
         follow_up: &FollowUp,
-        marker: &MarkerCell,
         variables: &Variables,
         progress: &mut Progress,
     ) -> Attempt {
         progress.attempts += 1;
-        // Held across the call: a lease renewal must not change the marker under the message.
-        let mut state = marker.lock().await;
         let request = self.route.message.request(
             &self.inner.policy.marker_variable,
-            &state.current,
+            &follow_up.marker,
             &follow_up.target,
             variables,
         );
@@ -382,12 +368,11 @@ impl FollowUps {
                         _ = self.inner.hurry.cancelled() => return Attempt::NotWaiting,
                     }
                 }
-                let decided = self.read_marker(ledger, follow_up, &mut state).await;
+                let decided = self.read_marker(ledger, follow_up).await;
                 if matches!(decided, Attempt::NotWaiting) {
                     progress.maybe_delivered = false;
                     // Still owed to us: not waiting yet, or waiting for another name. The first
                     // such mismatch of the route tells which (one diagnosis per route at a time).
-                    drop(state);
                     self.diagnose(follow_up).await;
                 }
                 decided
@@ -402,12 +387,7 @@ impl FollowUps {
     }
 
     /// Reads the instance's marker to decide a mismatch.
-    async fn read_marker<L: Ledger>(
-        &self,
-        ledger: &L,
-        follow_up: &FollowUp,
-        state: &mut MarkerState,
-    ) -> Attempt {
+    async fn read_marker<L: Ledger>(&self, ledger: &L, follow_up: &FollowUp) -> Attempt {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return Attempt::NotWaiting;
         };
@@ -417,10 +397,11 @@ impl FollowUps {
             Err(e) => return Attempt::EngineTrouble(e),
         };
         match value.as_deref().map(Marker::parse) {
-            Some(Some(marker)) if state.is_ours(&marker) => Attempt::NotWaiting,
+            Some(Some(marker)) if marker == follow_up.marker => Attempt::NotWaiting,
             Some(Some(marker)) if marker == follow_up.marker.delivered() => {
                 Attempt::DeliveredEarlier("the marker shows it delivered")
             }
+            // Only an earlier release moved the marker's due time (a lease renewed in it).
             Some(Some(marker @ Marker::Owed { .. }))
                 if marker.task_id() == follow_up.marker.task_id() =>
             {

@@ -26,8 +26,10 @@ pub(crate) enum Call {
     Correlate(String),
     /// A read of the marker.
     Read,
-    /// A write of the marker, with the value written.
-    Write(String),
+    /// A read of the lease.
+    ReadLease,
+    /// A write of the lease, with the value written.
+    WriteLease(String),
 }
 
 /// The fake engine: scripted replies (a call past its script gets the default) and the record.
@@ -38,7 +40,9 @@ pub(crate) struct FakeLedger {
     pub(crate) messages: Mutex<VecDeque<Result<(), EngineError>>>,
     /// The marker a read finds (`None`: the instance has ended).
     pub(crate) marker: Mutex<Option<String>>,
-    /// Replies to writes, in order; then success (a write that succeeds sets the marker).
+    /// The lease a read finds (`None`: none written).
+    pub(crate) lease: Mutex<Option<String>>,
+    /// Replies to writes, in order; then success (a write that succeeds sets the lease).
     pub(crate) writes: Mutex<VecDeque<Result<(), EngineError>>>,
     calls: Mutex<Vec<(Duration, Call)>>,
 }
@@ -50,6 +54,7 @@ impl FakeLedger {
             start: Instant::now(),
             messages: Mutex::default(),
             marker: Mutex::new(Some(marker.to_string())),
+            lease: Mutex::default(),
             writes: Mutex::default(),
             calls: Mutex::default(),
         }
@@ -89,19 +94,33 @@ impl Ledger for FakeLedger {
         reply.unwrap_or_else(|| Err(no_match()))
     }
 
-    async fn read_marker(&self, _: &str, _: &str) -> Result<Option<String>, EngineError> {
+    async fn read_marker(&self, _: &str, variable: &str) -> Result<Option<String>, EngineError> {
+        if is_lease(variable) {
+            self.record(Call::ReadLease);
+            return Ok(self.lease.lock().unwrap().clone());
+        }
         self.record(Call::Read);
         Ok(self.marker.lock().unwrap().clone())
     }
 
-    async fn write_marker(&self, _: &str, _: &str, marker: &Marker) -> Result<(), EngineError> {
-        self.record(Call::Write(marker.to_string()));
+    async fn write_lease(
+        &self,
+        _: &str,
+        variable: &str,
+        lease: &Marker,
+    ) -> Result<(), EngineError> {
+        assert!(is_lease(variable), "only the lease is written: {variable}");
+        self.record(Call::WriteLease(lease.to_string()));
         let reply = self.writes.lock().unwrap().pop_front().unwrap_or(Ok(()));
         if reply.is_ok() {
-            *self.marker.lock().unwrap() = Some(marker.to_string());
+            *self.lease.lock().unwrap() = Some(lease.to_string());
         }
         reply
     }
+}
+
+fn is_lease(variable: &str) -> bool {
+    variable == crate::ledger::lease_variable(crate::ledger::DEFAULT_MARKER_VARIABLE)
 }
 
 /// The engine's answer to a message no instance waits for.
@@ -168,6 +187,7 @@ pub(crate) fn follow_up(task: &str, instance: Option<&str>, lease: Duration) -> 
         },
         process_instance_id: instance.map(str::to_owned),
         marker: Marker::owed("t", task, lease),
+        lease: None,
         task: CompletedTask {
             task_id: task.to_owned(),
             topic: "t".to_owned(),

@@ -22,8 +22,8 @@
 //! reconciler tries it again on a long backoff, and resolves the incident once it is delivered.
 //!
 //! A follow-up may do work first (see [`crate::work`]): the work runs after the completion, with
-//! retries, and the message carries its result; while it runs the worker renews a lease on the
-//! marker, so that no other replica runs it too. Work that fails for good raises an incident and
+//! retries, and the message carries its result; while it runs the worker renews a lease (a
+//! variable beside the marker that no message names), so that no other replica runs it too. Work that fails for good raises an incident and
 //! sends no message.
 //!
 //! On shutdown, follow-ups still in their delay are sent at once; those that do not go through
@@ -46,7 +46,7 @@ mod diagnosis;
 #[cfg(test)]
 pub(crate) mod fake;
 mod give_up;
-mod marker_cell;
+mod lease_cell;
 mod message;
 mod policy;
 mod recover;
@@ -54,7 +54,7 @@ mod target;
 mod work_phase;
 
 use diagnosis::Misconfiguration;
-use marker_cell::{MarkerCell, MarkerState};
+use lease_cell::LeaseCell;
 pub use message::FollowUpMessage;
 pub use policy::{CorrelationPolicy, DEFAULT_CAPACITY, DEFAULT_WORK_CONCURRENCY};
 pub use recover::Recovery;
@@ -88,9 +88,11 @@ pub struct FollowUp {
     /// The task's process instance, known even when correlating by business key: where the
     /// marker is read, and what log lines refer to.
     pub process_instance_id: Option<String>,
-    /// The owed marker the task's `complete` set (see [`crate::ledger`]), or the one a
-    /// reconciler claimed.
+    /// The owed marker the task's `complete` set (see [`crate::ledger`]): what its message names.
     pub marker: Marker,
+    /// The lease a reconciler wrote when it claimed the follow-up to run its work again; `None`
+    /// for a live follow-up (the marker's due time is its first lease).
+    pub lease: Option<Marker>,
     /// What the work gets to know of the task.
     pub task: CompletedTask,
     /// When the task was fetched, for the end-to-end metric.
@@ -392,9 +394,8 @@ impl FollowUps {
             if has_work {
                 Box::pin(this.work_then_deliver(&follow_up, due).instrument(span)).await;
             } else {
-                let marker = MarkerCell::new(follow_up.marker.clone());
                 let none = Variables::new();
-                let delivery = this.deliver_due(&follow_up, &marker, &none, Some(due));
+                let delivery = this.deliver_due(&follow_up, &none, Some(due));
                 Box::pin(delivery.instrument(span)).await;
             }
             lock(&this.inner.pending).remove(&task_id);
@@ -405,8 +406,6 @@ impl FollowUps {
 
     /// Sends the message now (no work), retrying as the policy says.
     pub async fn deliver(&self, follow_up: &FollowUp) -> Delivery {
-        let marker = MarkerCell::new(follow_up.marker.clone());
-        self.deliver_due(follow_up, &marker, &Variables::new(), None)
-            .await
+        self.deliver_due(follow_up, &Variables::new(), None).await
     }
 }

@@ -38,6 +38,13 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 /// usually waiting on something else (a service, a file transfer), so more than the cores.
 pub const DEFAULT_WORK_CONCURRENCY: usize = 16;
 
+impl CorrelationPolicy {
+    /// The lease variable that goes with the marker (see [`crate::ledger::lease_variable`]).
+    pub fn lease_variable(&self) -> String {
+        crate::ledger::lease_variable(&self.marker_variable)
+    }
+}
+
 impl Default for CorrelationPolicy {
     fn default() -> Self {
         CorrelationPolicy {

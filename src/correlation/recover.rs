@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::calls::Ledger;
 use super::deliver::{Attempt, Progress};
-use super::{CorrelationTarget, FollowUp, FollowUps, MarkerCell};
+use super::{CorrelationTarget, FollowUp, FollowUps};
 use crate::engine::EngineError;
 use crate::ledger::Marker;
 use crate::variables::Variables;
@@ -58,6 +58,7 @@ impl FollowUps {
             },
             process_instance_id: Some(instance.to_owned()),
             marker: marker.clone(),
+            lease: None,
             task: CompletedTask {
                 task_id: marker.task_id().to_owned(),
                 topic: marker.topic().unwrap_or_default().to_owned(),
@@ -70,11 +71,10 @@ impl FollowUps {
             completed_at: Instant::now(),
             recovered: true,
         };
-        let cell = MarkerCell::new(marker.clone());
         let mut progress = Progress::after_marker_read();
         self.spend_budget().await;
         let none = Variables::new();
-        let attempt = self.attempt(ledger, &follow_up, &cell, &none, &mut progress);
+        let attempt = self.attempt(ledger, &follow_up, &none, &mut progress);
         match Box::pin(attempt).await {
             Attempt::Delivered | Attempt::DeliveredEarlier(_) => Recovery::Delivered,
             Attempt::NotWaiting => Recovery::NotWaiting,

@@ -1,7 +1,9 @@
 //! A follow-up's work (see [`crate::work`]) before its message: run with retries and backoff,
-//! bounded by `--follow-up-concurrency`, under a lease on the marker that the worker renews so
-//! that no other replica runs it too; for good failures an incident on the waiting execution and
-//! the marker set to failed; at shutdown the lease handed back, so the next start runs it at once.
+//! bounded by `--follow-up-concurrency`, under a lease (see [`crate::ledger`]) that the worker
+//! renews so that no other replica runs it too; for good failures an incident on the waiting
+//! execution and the lease set to failed; at shutdown the lease handed back, so the next start
+//! runs it at once. Only the lease variable is written here: the marker, which the message
+//! names, is never written but by `complete` and the message.
 
 use std::time::Duration;
 
@@ -9,8 +11,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::calls::Ledger;
-use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, MarkerCell};
+use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, LeaseCell};
 use crate::backoff::Backoff;
+use crate::engine::EngineError;
 use crate::ledger::Marker;
 use crate::metrics::{Metrics, Outcome};
 use crate::variables::{TypedValue, Variables};
@@ -51,7 +54,7 @@ impl Outcome for WorkOutcome {
 enum WorkEnd {
     /// The message's variables.
     Done(Variables),
-    /// Failed for good (incident raised, marker failed).
+    /// Failed for good (incident raised, lease failed).
     Failed,
     /// Shutdown came first.
     Interrupted,
@@ -89,21 +92,21 @@ impl FollowUps {
         follow_up: &FollowUp,
         due: Instant,
     ) -> Delivery {
-        let marker = MarkerCell::new(follow_up.marker.clone());
+        let lease = LeaseCell::new(follow_up.marker.clone(), follow_up.lease.clone());
         let pipeline = async {
-            let variables = match self.run_work(follow_up, &marker).await {
+            let variables = match self.run_work(follow_up, &lease).await {
                 WorkEnd::Done(variables) => variables,
                 WorkEnd::Failed => return Delivery::GivenUp(GiveUpReason::WorkFailed),
                 WorkEnd::Interrupted => {
                     // Counted first: the hand-back is a call that the end of the grace may cut.
                     let left = self.leave_owed(follow_up);
-                    self.hand_back_lease(follow_up, &marker).await;
+                    self.hand_back_lease(follow_up, &lease).await;
                     return left;
                 }
             };
             self.wait_until_due(due).await;
             let delivery = self
-                .deliver_via(ledger, follow_up, &marker, &variables, Some(due))
+                .deliver_via(ledger, follow_up, &variables, Some(due))
                 .await;
             if follow_up.recovered
                 && matches!(delivery, Delivery::Sent | Delivery::AlreadyDelivered)
@@ -118,13 +121,13 @@ impl FollowUps {
             delivery = &mut pipeline => return delivery,
             // Renewal stops only when the lease is lost: the follow-up goes on, and its message
             // (or its marker read) tells whether another worker took it over.
-            () = self.renew_lease_via(ledger, follow_up, &marker) => {}
+            () = self.renew_lease_via(ledger, follow_up, &lease) => {}
         }
         pipeline.await
     }
 
     /// Runs the work until it succeeds, fails for good, or shutdown stops it.
-    async fn run_work(&self, follow_up: &FollowUp, marker: &MarkerCell) -> WorkEnd {
+    async fn run_work(&self, follow_up: &FollowUp, lease: &LeaseCell) -> WorkEnd {
         let settings = &self.inner.policy;
         let mut backoff = Backoff::starting_at(Duration::from_secs(1), settings.max_backoff);
         let mut runs = 0;
@@ -150,7 +153,7 @@ impl FollowUps {
             }
         };
         self.count_run(follow_up, WorkOutcome::Failed);
-        self.work_failed(follow_up, marker, runs, &last).await;
+        self.work_failed(follow_up, lease, runs, &last).await;
         WorkEnd::Failed
     }
 
@@ -195,12 +198,12 @@ impl FollowUps {
     }
 
     /// Work failed for good: one ERROR, an incident on the waiting execution carrying the
-    /// work's message, and the marker set to failed (so no reconciler runs it again until the
+    /// work's message, and the lease set to failed (so no reconciler runs it again until the
     /// incident is resolved).
     async fn work_failed(
         &self,
         follow_up: &FollowUp,
-        marker: &MarkerCell,
+        lease: &LeaseCell,
         runs: u32,
         last: &WorkError,
     ) {
@@ -221,60 +224,68 @@ impl FollowUps {
         let message =
             format!("camunda-worker: the work of task {task_id}'s follow-up failed: {last}");
         self.raise_incident(instance, task_id, &message).await;
-        let mut state = marker.lock().await;
-        let failed = state.current.failed();
+        let mut state = lease.lock().await;
+        let failed = follow_up.marker.failed();
         self.spend_budget().await;
-        match self
-            .inner
-            .client
-            .set_instance_variable(instance, &self.inner.policy.marker_variable, &marker_value(&failed))
-            .await
-        {
-            Ok(()) => state.current = failed,
+        match self.write_lease(instance, &failed).await {
+            Ok(()) => state.current = Some(failed),
             Err(e) => warn!("cannot mark the failed follow-up in the engine (it stays owed, and runs again once its lease is over): {e}"),
         }
     }
 
+    /// Writes the follow-up's lease variable in `instance`.
+    async fn write_lease(&self, instance: &str, lease: &Marker) -> Result<(), EngineError> {
+        let variable = self.inner.policy.lease_variable();
+        self.inner
+            .client
+            .set_instance_variable(instance, &variable, &marker_value(lease))
+            .await
+    }
+
     /// Renews the lease every quarter of its length, for as long as the follow-up runs (a slow
     /// engine may take a while to answer the read and the write: three quarters are headroom). Returns
-    /// once the lease is lost: the marker changed (another worker took over, or the instance
-    /// moved on), or no renewal went through for a whole lease — after which this worker must
-    /// not write the marker any more, since another may own it.
+    /// once the lease is lost: another worker wrote one on this task (it took the follow-up
+    /// over), or no renewal went through for a whole lease — after which this worker must not
+    /// write the lease any more, since another may own it. A renewal that reaches the engine late
+    /// can do no harm: the lease is a variable no message names, and a lease on a task the marker
+    /// no longer owes holds nobody off.
     async fn renew_lease_via<L: Ledger>(
         &self,
         ledger: &L,
         follow_up: &FollowUp,
-        marker: &MarkerCell,
+        lease: &LeaseCell,
     ) {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return std::future::pending().await;
         };
         let settings = &self.inner.policy;
-        let variable = &settings.marker_variable;
+        let variable = settings.lease_variable();
         let mut held_until = Instant::now() + settings.lease;
         loop {
             tokio::time::sleep(settings.lease / 4).await;
-            let mut state = marker.lock().await;
+            let mut state = lease.lock().await;
             if Instant::now() >= held_until {
                 warn!("the follow-up's lease ran out before it could be renewed; another worker may run its work too (its message still goes once)");
                 return;
             }
-            match ledger.read_marker(instance, variable).await {
-                Ok(Some(value)) if Marker::parse(&value).is_some_and(|m| state.is_ours(&m)) => {}
-                Ok(_) => {
-                    debug!("the follow-up's marker changed: another worker took it over, or the instance moved on");
-                    return;
+            match ledger.read_marker(instance, &variable).await {
+                Ok(value) => {
+                    let read = value.as_deref().and_then(Marker::parse);
+                    if value.is_some() && read.is_none() || !state.is_ours(read.as_ref()) {
+                        debug!("the follow-up's lease is another worker's now: it took the follow-up over");
+                        return;
+                    }
                 }
                 Err(e) => {
-                    debug!("cannot read the follow-up's marker to renew its lease: {e}");
+                    debug!("cannot read the follow-up's lease to renew it: {e}");
                     continue;
                 }
             }
             let asked = Instant::now();
-            let renewed = state.current.owed_again(settings.lease);
-            match ledger.write_marker(instance, variable, &renewed).await {
+            let renewed = follow_up.marker.owed_again(settings.lease);
+            match ledger.write_lease(instance, &variable, &renewed).await {
                 Ok(()) => {
-                    state.current = renewed;
+                    state.current = Some(renewed);
                     state.maybe = None;
                     held_until = asked + settings.lease;
                 }
@@ -288,22 +299,15 @@ impl FollowUps {
         }
     }
 
-    /// At shutdown, marks an interrupted work's follow-up due now, so that the next start (or
-    /// another replica) runs it at once instead of waiting out the lease.
-    async fn hand_back_lease(&self, follow_up: &FollowUp, marker: &MarkerCell) {
+    /// At shutdown, hands an interrupted work's lease back, so that the next start (or another
+    /// replica) runs it at once instead of waiting out the lease.
+    async fn hand_back_lease(&self, follow_up: &FollowUp, lease: &LeaseCell) {
         let Some(instance) = follow_up.process_instance_id.as_deref() else {
             return;
         };
-        let state = marker.lock().await;
-        let due_now = state.current.owed_again(Duration::ZERO);
+        let state = lease.lock().await;
         if let Err(e) = self
-            .inner
-            .client
-            .set_instance_variable(
-                instance,
-                &self.inner.policy.marker_variable,
-                &marker_value(&due_now),
-            )
+            .write_lease(instance, &follow_up.marker.handed_back())
             .await
         {
             debug!("cannot hand the follow-up's lease back (it runs again once the lease is over): {e}");
@@ -326,7 +330,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::super::fake::{self, Call, FakeLedger};
-    use super::super::{CorrelationPolicy, Delivery, FollowUpMessage, FollowUps, MarkerCell};
+    use super::super::{CorrelationPolicy, Delivery, FollowUpMessage, FollowUps, LeaseCell};
     use crate::ledger::Marker;
     use crate::variables::Variables;
     use crate::work::{CompletedTask, FollowUpWork, WorkError};
@@ -393,7 +397,7 @@ mod tests {
         let follow_ups = scheduler(Duration::ZERO);
         let mut f = fake::follow_up("task-1", Some("pi-1"), Duration::from_secs(60));
         f.marker = marker.clone();
-        let cell = MarkerCell::new(marker.clone());
+        let cell = LeaseCell::new(marker.clone(), None);
         let started = Instant::now();
         let renewal = follow_ups.renew_lease_via(ledger, &f, &cell);
         tokio::time::timeout(within, renewal)
@@ -414,8 +418,8 @@ mod tests {
         let times: Vec<u64> = calls.iter().map(|(at, _)| at.as_secs()).collect();
         assert_eq!(times, vec![15, 15, 30, 30, 45, 45, 60, 60]);
         for pair in calls.chunks(2) {
-            assert_eq!(pair[0].1, Call::Read);
-            let Call::Write(value) = &pair[1].1 else {
+            assert_eq!(pair[0].1, Call::ReadLease);
+            let Call::WriteLease(value) = &pair[1].1 else {
                 panic!("a write follows each read: {calls:?}");
             };
             let written = Marker::parse(value).expect("an owed marker");
@@ -444,14 +448,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_marker_another_worker_took_over_ends_the_renewal_at_the_next_read() {
+    async fn a_lease_another_worker_wrote_on_the_task_ends_the_renewal_at_the_next_read() {
         let marker = Marker::owed("t", "task-1", Duration::from_secs(60));
+        let ledger = FakeLedger::holding(&marker);
         let taken = Marker::owed("t", "task-1", Duration::from_secs(3600));
-        let ledger = FakeLedger::holding(&taken);
+        *ledger.lease.lock().unwrap() = Some(taken.to_string());
 
         let stopped = renew(&ledger, &marker, Duration::from_secs(600)).await;
 
         assert_eq!(stopped, Some(Duration::from_secs(15)));
-        assert_eq!(ledger.kinds(), vec![Call::Read]);
+        assert_eq!(ledger.kinds(), vec![Call::ReadLease]);
+    }
+
+    /// An old round's lease (another task) is no one's: the first renewal writes over it; the
+    /// marker, which the message names, is never written.
+    #[tokio::test(start_paused = true)]
+    async fn an_old_rounds_lease_is_renewed_over_and_the_marker_is_never_written() {
+        let marker = Marker::owed("t", "task-2", Duration::from_secs(60));
+        let ledger = FakeLedger::holding(&marker);
+        let old_round = Marker::owed("t", "task-1", Duration::from_secs(3600));
+        *ledger.lease.lock().unwrap() = Some(old_round.to_string());
+
+        let stopped = renew(&ledger, &marker, Duration::from_secs(31)).await;
+
+        assert_eq!(stopped, None, "still renewing");
+        let kinds = ledger.kinds();
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        for call in [&kinds[1], &kinds[3]] {
+            let Call::WriteLease(value) = call else {
+                panic!("{kinds:?}");
+            };
+            assert_eq!(Marker::parse(value).unwrap().task_id(), "task-2");
+        }
+        assert_eq!(
+            ledger.marker.lock().unwrap().as_deref(),
+            Some(marker.to_string().as_str())
+        );
     }
 }

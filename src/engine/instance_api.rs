@@ -64,6 +64,43 @@ impl EngineClient {
         read_json(&call, reply).await
     }
 
+    /// The String variables `name` of the `instances` (one query, at most a page of them), each
+    /// with its instance: the leases of the markers a reconciler found, or the markers of the
+    /// leases it found.
+    pub async fn variables_of_instances(
+        &self,
+        name: &str,
+        instances: &[&str],
+    ) -> Result<Vec<VariableInstance>, EngineError> {
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let call = Call::new(Endpoint::VariableInstanceQuery, "");
+        let body = serde_json::json!({"variableName": name, "processInstanceIdIn": instances});
+        let reply = self
+            .send_any(&call, |request| {
+                request
+                    .query(&[
+                        ("maxResults", instances.len().to_string()),
+                        ("deserializeValues", "false".to_owned()),
+                    ])
+                    .json(&body)
+            })
+            .await?;
+        let found: Vec<VariableInstance> = read_json(&call, reply).await?;
+        // The query cannot be trusted to have applied a filter it does not know: keep only what
+        // was asked for.
+        Ok(found
+            .into_iter()
+            .filter(|v| {
+                v.name == name
+                    && v.process_instance_id
+                        .as_deref()
+                        .is_some_and(|id| instances.contains(&id))
+            })
+            .collect())
+    }
+
     /// Where one process instance waits for a message (any name): what the instances wait for
     /// when `--message-name` matches nothing, and the execution an incident goes to.
     pub async fn instance_message_waits(

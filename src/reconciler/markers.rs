@@ -18,14 +18,14 @@ pub(super) struct FoundMarker {
 }
 
 impl Reconciler {
-    /// The markers of this topic, within this reconciler's tenants, whose value lies in
-    /// `[from, to)`.
+    /// The values of ledger variable `name` (the marker or the lease) of this topic, within this
+    /// reconciler's tenants, that lie in `[from, to)`.
     pub(super) async fn markers_in(
         &self,
+        name: &str,
         from: &str,
         to: &str,
     ) -> Result<Vec<FoundMarker>, EngineError> {
-        let name = &self.follow_ups.policy().marker_variable;
         let mut found = Vec::new();
         let mut first_result = 0;
         loop {
@@ -48,15 +48,7 @@ impl Reconciler {
                     continue;
                 }
                 // The range also holds topics that extend ours ("a:b" for "a"): parse to be sure.
-                if let Some(marker) = Marker::parse(value) {
-                    if marker.topic() == Some(self.topic.as_str()) {
-                        found.push(FoundMarker {
-                            marker,
-                            instance,
-                            tenant_id: variable.tenant_id,
-                        });
-                    }
-                }
+                found.extend(self.of_topic(value, instance, variable.tenant_id));
             }
             if page_len < PAGE_SIZE {
                 break;
@@ -64,6 +56,43 @@ impl Reconciler {
             first_result += PAGE_SIZE;
         }
         Ok(found)
+    }
+
+    /// The values of ledger variable `name` in the `instances` (read in pages of [`PAGE_SIZE`]),
+    /// those of this topic.
+    pub(super) async fn markers_of(
+        &self,
+        name: &str,
+        instances: &[&str],
+    ) -> Result<Vec<FoundMarker>, EngineError> {
+        let mut found = Vec::new();
+        for page in instances.chunks(PAGE_SIZE as usize) {
+            self.follow_ups.spend_budget().await;
+            for variable in self.client.variables_of_instances(name, page).await? {
+                let (Some(value), Some(instance)) =
+                    (variable.value.as_str(), variable.process_instance_id)
+                else {
+                    continue;
+                };
+                found.extend(self.of_topic(value, instance, variable.tenant_id));
+            }
+        }
+        Ok(found)
+    }
+
+    /// A value found in `instance`, if it is a marker (or lease) of this topic.
+    fn of_topic(
+        &self,
+        value: &str,
+        instance: String,
+        tenant_id: Option<String>,
+    ) -> Option<FoundMarker> {
+        let marker = Marker::parse(value)?;
+        (marker.topic() == Some(self.topic.as_str())).then_some(FoundMarker {
+            marker,
+            instance,
+            tenant_id,
+        })
     }
 
     /// The same reconciler, its queries limited to `tenants` (a route's `tenant_ids` or

@@ -229,6 +229,7 @@ impl<H: Handler> TaskRun<H> {
                 target,
                 process_instance_id: self.task.process_instance_id.clone(),
                 marker,
+                lease: None,
                 task: CompletedTask::from_task(&self.task, &self.topic),
                 fetched_at: Some(self.fetched_at),
                 completed_at: Instant::now(),

@@ -41,6 +41,7 @@ mod delivery;
 mod diagnosis;
 mod handler;
 mod hostile;
+mod lease_late;
 mod ledger;
 mod ledger_faults;
 mod nodes;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::support::engine::{shared_engine, Rest};
 use crate::support::work::{
-    assert_one_message, assert_variable, delete_instance, history_variables, marker_of,
+    assert_one_message, assert_variable, delete_instance, history_variables, lease_of,
     open_incidents, resolve_incident, runs_of, start_instance, task_id_of, waits_for, worker_flags,
     Script, FOLLOW_UPS_SENT, GIVEN_UP, MARKER, PASSES, WAIT, WORK_RUNS,
 };
@@ -212,8 +212,8 @@ sys.exit(1)
         "the incident is on the waiting execution"
     );
     let failed = format!("failed:{topic}:{task_id}");
-    eventually(WAIT, "the marker says failed", || async {
-        (marker_of(&rest, &instance).await == failed).then_some(())
+    eventually(WAIT, "the lease says failed", || async {
+        (lease_of(&rest, &instance).await.as_deref() == Some(failed.as_str())).then_some(())
     })
     .await;
     let metrics = worker.scrape_settled(WORK_RUNS, 2.0).await;

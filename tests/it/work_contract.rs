@@ -164,7 +164,7 @@ async fn a_command_that_keeps_failing_is_run_again_then_raises_an_incident_with_
 
     assert_eq!(
         marked.body,
-        json!({"modifications": {MARKER: {"type": "String", "value": "failed:messageSending:t1", "valueInfo": {}}}})
+        json!({"modifications": {format!("{MARKER}Lease"): {"type": "String", "value": "failed:messageSending:t1", "valueInfo": {}}}})
     );
     let incident = &engine.requests_to("/execution/ex-t1/create-incident")[0];
     assert_eq!(incident.body["incidentType"], "camundaWorkerFollowUp");

@@ -9,9 +9,9 @@ use serde_json::json;
 
 use crate::support::engine::{shared_engine, Rest};
 use crate::support::work::{
-    assert_one_message, assert_variable, delete_instance, history_variables, marker_of, owed_due,
-    python, runs_of, start_instance, task_id_of, unix_ms, wait_gone, waits_for, worker_flags,
-    Script, FOLLOW_UPS_SENT, MARKER, PASSES, RECOVERED, RUNNING, WAIT,
+    assert_one_message, assert_variable, delete_instance, history_variables, lease_of, marker_of,
+    owed_due, python, runs_of, start_instance, task_id_of, unix_ms, wait_gone, waits_for,
+    worker_flags, Script, FOLLOW_UPS_SENT, MARKER, PASSES, RECOVERED, RUNNING, WAIT,
 };
 use crate::support::{eventually, lines_with, metric_sum, WorkerProcess, SHUTDOWN_LIMIT};
 
@@ -57,10 +57,11 @@ json.dump({"run": RUN}, sys.stdout)
         1,
         "while the first worker renews its lease, nobody runs the work again"
     );
-    let due = owed_due(&marker_of(&rest, &instance).await, &topic, &task_id);
+    let lease = lease_of(&rest, &instance).await.expect("a lease written");
+    let due = owed_due(&lease, &topic, &task_id);
     assert!(
         due > first_due && due > unix_ms(),
-        "the lease was renewed and is held: due {due}, first due {first_due}"
+        "the lease was renewed and is held: due {due}, the marker's first due {first_due}"
     );
     first.assert_running("before the kill");
     first.kill_hard();
@@ -141,8 +142,6 @@ json.dump({{"run": RUN}}, sys.stdout)
     first.signal("TERM");
     let code = first.wait_exit(Duration::from_secs(10));
     script.wait_none_running("the command has ended").await;
-    let marker = marker_of(&rest, &instance).await;
-    let due = owed_due(&marker, &topic, &task_id);
     if ignores_sigterm {
         assert_eq!(code, Some(1), "the grace had to abandon the command");
     } else {
@@ -153,9 +152,17 @@ json.dump({{"run": RUN}}, sys.stdout)
             1,
             "one WARN: the follow-up stays owed: {log}"
         );
+        let lease = lease_of(&rest, &instance)
+            .await
+            .expect("a lease handed back");
+        assert_eq!(
+            owed_due(&lease, &topic, &task_id),
+            0,
+            "the follow-up is handed back, due at once, not at the end of its 60 s lease: {lease}"
+        );
         assert!(
-            due <= unix_ms(),
-            "the follow-up is handed back, due now, not at the end of its 60 s lease: {marker}"
+            owed_due(&marker_of(&rest, &instance).await, &topic, &task_id) > unix_ms(),
+            "the marker's first lease has not run out: the next start finds the hand-back by its lease"
         );
     }
     assert_eq!(waits_for(&rest, &instance, &message).await.len(), 1);

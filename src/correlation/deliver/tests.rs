@@ -12,7 +12,6 @@ use super::super::fake::{self, Call, FakeLedger};
 use super::super::{
     CorrelationPolicy, Delivery, FollowUp, FollowUpMessage, FollowUps, GiveUpReason,
 };
-use super::MarkerCell;
 use crate::ledger::Marker;
 use crate::variables::Variables;
 use crate::work::Delay;
@@ -31,11 +30,8 @@ fn scheduler(timeout: Duration) -> FollowUps {
 }
 
 async fn deliver(follow_ups: &FollowUps, ledger: &FakeLedger, f: &FollowUp) -> Delivery {
-    let marker = MarkerCell::new(f.marker.clone());
     let none = Variables::new();
-    follow_ups
-        .deliver_via(ledger, f, &marker, &none, None)
-        .await
+    follow_ups.deliver_via(ledger, f, &none, None).await
 }
 
 fn correlate(f: &FollowUp) -> Call {

@@ -293,7 +293,19 @@ pub async fn marker_of(rest: &Rest, instance: &str) -> String {
     variable["value"].as_str().unwrap().to_owned()
 }
 
-/// The due time (Unix ms) of an owed marker `owed:<topic>:<due>:<task id>` of `topic`.
+/// The value of the instance's lease variable (the marker's, see `src/ledger.rs`), if it has one.
+pub async fn lease_of(rest: &Rest, instance: &str) -> Option<String> {
+    let name = format!("{MARKER}Lease");
+    let found = rest
+        .get(
+            "variable-instance",
+            &[("processInstanceIdIn", instance), ("variableName", &name)],
+        )
+        .await;
+    found[0]["value"].as_str().map(str::to_owned)
+}
+
+/// The due time (Unix ms) of an owed marker (or lease) `owed:<topic>:<due>:<task id>` of `topic`.
 pub fn owed_due(marker: &str, topic: &str, task_id: &str) -> u64 {
     let due = marker
         .strip_prefix(&format!("owed:{topic}:"))

@@ -52,6 +52,8 @@ struct Shared {
     down: std::sync::atomic::AtomicBool,
     /// The close tokens of the open connections, for an outage to end them all.
     open: Mutex<Vec<CancellationToken>>,
+    /// Cancelled by [`FaultProxy::release_held`]: held requests go on.
+    release: CancellationToken,
     forwarded: AtomicUsize,
     connections: AtomicUsize,
     upstream_errors: AtomicUsize,
@@ -91,6 +93,7 @@ impl FaultProxy {
             exchanges: Arc::default(),
             down: std::sync::atomic::AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
+            release: CancellationToken::new(),
             forwarded: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             upstream_errors: AtomicUsize::new(0),
@@ -116,6 +119,11 @@ impl FaultProxy {
             matched: 0,
             fired: 0,
         });
+    }
+
+    /// Forwards the requests held by [`Fault::Hold`], and from now on any it holds at once.
+    pub fn release_held(&self) {
+        self.shared.release.cancel();
     }
 
     /// Removes every rule: from now on everything is forwarded (stale closes aside).

@@ -21,6 +21,9 @@ pub enum Fault {
     ReplyLostHang,
     /// Sleep this long, then forward; the reply is passed through (a slow answer).
     Delay(Duration),
+    /// Hold the request until [`super::FaultProxy::release_held`], then forward it; the reply
+    /// is passed through: a request that reaches the engine as late as a test wants.
+    Hold,
     /// Close the client connection (FIN) without forwarding and without answering: the request
     /// never reached the engine.
     CloseWithoutForwarding,
@@ -42,6 +45,8 @@ pub enum FaultKind {
     ReplyLostHang,
     /// See [`Fault::Delay`].
     Delay(Duration),
+    /// See [`Fault::Hold`].
+    Hold,
     /// See [`Fault::CloseWithoutForwarding`].
     CloseWithoutForwarding,
     /// See [`Fault::Status`].
@@ -60,6 +65,7 @@ impl From<Fault> for FaultKind {
             Fault::ReplyLostReset => FaultKind::ReplyLostReset,
             Fault::ReplyLostHang => FaultKind::ReplyLostHang,
             Fault::Delay(pause) => FaultKind::Delay(pause),
+            Fault::Hold => FaultKind::Hold,
             Fault::CloseWithoutForwarding => FaultKind::CloseWithoutForwarding,
             Fault::Status(code) => FaultKind::Status(code),
             Fault::CutBody => FaultKind::CutBody,

@@ -200,6 +200,11 @@ async fn handle(
             tokio::time::sleep(pause).await;
             shared.relay(&parts, body.clone()).await
         }
+        Some(Fault::Hold) => {
+            record(FaultKind::Hold);
+            shared.release.cancelled().await;
+            shared.relay(&parts, body.clone()).await
+        }
         Some(Fault::CloseWithoutForwarding) => {
             record(FaultKind::CloseWithoutForwarding);
             connection.close().await

@@ -1,0 +1,169 @@
+//! The reconciler's pass for a route with work: which owed follow-ups it claims and runs whole.
+//!
+//! A follow-up with work is the reconcilers' once its marker is past due (the first lease, which
+//! `complete` wrote) and its lease (see [`crate::ledger`]) holds nobody off: none written, an old
+//! round's, run out, or handed back at shutdown. A failed lease keeps it until its incident is
+//! resolved; then the work runs again. Handed-back and failed leases are also found by queries of
+//! their own, so that neither waits for the marker's first lease to run out: the marker of each
+//! is then read, and only a marker still owed for the lease's task counts — a lease written late,
+//! after the process moved on, is ignored.
+
+use std::collections::{HashMap, HashSet};
+
+use tracing::{debug, info};
+
+use super::{report_undelivered, FoundMarker, PassSummary, Reconciler};
+use crate::engine::EngineError;
+use crate::ledger::{failed_range, handed_back_range, unix_ms, Marker, INCIDENT_TYPE};
+
+/// What the pass does with an owed follow-up, from its lease.
+enum Verdict {
+    /// Another worker's live lease holds it.
+    Leased,
+    /// Its work failed for good; its incident is open.
+    FailedOpen,
+    /// Its work failed for good and its incident was resolved: run it again.
+    Resolved,
+    /// Nobody holds it: claim it.
+    Free,
+}
+
+impl Reconciler {
+    /// One pass over the follow-ups with work: the `overdue` markers and those whose lease was
+    /// handed back or failed.
+    pub(super) async fn work_pass(
+        &mut self,
+        overdue: Vec<FoundMarker>,
+    ) -> Result<PassSummary, EngineError> {
+        let (owed, leases) = self.owed_with_leases(overdue).await?;
+        let now_ms = unix_ms();
+        let failed = owed.iter().filter(|found| {
+            leases
+                .get(&found.instance)
+                .is_some_and(|lease| is_failed_for(lease, &found.marker))
+        });
+        let mut summary = PassSummary {
+            overdue: owed.len(),
+            failed_work: failed.clone().count(),
+            ..PassSummary::default()
+        };
+        let open = if summary.failed_work > 0 {
+            self.follow_ups.spend_budget().await;
+            let open = self
+                .client
+                .open_incident_configurations(INCIDENT_TYPE)
+                .await?;
+            open.into_iter().collect()
+        } else {
+            HashSet::new()
+        };
+        let mut example = None;
+        for found in &owed {
+            let (marker, instance) = (&found.marker, &found.instance);
+            let verdict = verdict(leases.get(instance), marker, &open, now_ms);
+            if matches!(verdict, Verdict::Leased | Verdict::FailedOpen) {
+                summary.skipped += 1;
+                continue;
+            }
+            let claimed = self.run_again(marker, instance).await;
+            if let Err(e) = self.count_claim(claimed, &verdict, found, &mut summary) {
+                debug!("cannot claim an owed follow-up yet: {e}");
+                summary.failed += 1;
+                example.get_or_insert_with(|| {
+                    format!(
+                        "process instance {instance}, task {}: {e}",
+                        marker.task_id()
+                    )
+                });
+            }
+        }
+        report_undelivered(&summary, example);
+        Ok(summary)
+    }
+
+    /// Counts how a claim of `found` ended in `summary`; the error of one that failed.
+    fn count_claim(
+        &self,
+        claimed: Result<bool, EngineError>,
+        verdict: &Verdict,
+        found: &FoundMarker,
+        summary: &mut PassSummary,
+    ) -> Result<(), EngineError> {
+        match (claimed?, verdict) {
+            (true, Verdict::Resolved) => {
+                summary.rerun += 1;
+                let task_id = found.marker.task_id();
+                info!(process_instance_id = %found.instance, task_id, "the incident of a failed follow-up work was resolved: running the work again");
+            }
+            (true, _) => {
+                summary.recovered += 1;
+                self.count_recovered();
+            }
+            (false, _) => summary.skipped += 1,
+        }
+        Ok(())
+    }
+
+    /// The owed follow-ups this pass looks at — the `overdue` markers, and the markers still
+    /// owed for a lease handed back or failed — none of them in this worker's hands, each with
+    /// the lease of its instance (if any).
+    async fn owed_with_leases(
+        &self,
+        overdue: Vec<FoundMarker>,
+    ) -> Result<(Vec<FoundMarker>, HashMap<String, Marker>), EngineError> {
+        let lease_variable = self.follow_ups.policy().lease_variable();
+        let marker_variable = self.follow_ups.policy().marker_variable.clone();
+        let mut leases = HashMap::new();
+        for (from, to) in [handed_back_range(&self.topic), failed_range(&self.topic)] {
+            for found in self.markers_in(&lease_variable, &from, &to).await? {
+                leases.insert(found.instance, found.marker);
+            }
+        }
+        let mut owed: HashMap<String, FoundMarker> = overdue
+            .into_iter()
+            .map(|found| (found.instance.clone(), found))
+            .collect();
+        let unread: Vec<&str> = leases
+            .keys()
+            .filter(|instance| !owed.contains_key(*instance))
+            .map(String::as_str)
+            .collect();
+        for found in self.markers_of(&marker_variable, &unread).await? {
+            if matches!(found.marker, Marker::Owed { .. }) {
+                owed.insert(found.instance.clone(), found);
+            }
+        }
+        owed.retain(|_, found| !self.follow_ups.is_pending(found.marker.task_id()));
+        let unread: Vec<&str> = owed
+            .keys()
+            .filter(|instance| !leases.contains_key(*instance))
+            .map(String::as_str)
+            .collect();
+        let read = self.markers_of(&lease_variable, &unread).await?;
+        leases.extend(read.into_iter().map(|found| (found.instance, found.marker)));
+        let mut owed: Vec<FoundMarker> = owed.into_values().collect();
+        owed.sort_by_cached_key(|found| found.marker.to_string());
+        Ok((owed, leases))
+    }
+}
+
+/// What the pass does with the follow-up `owed`, from its instance's `lease`, the open incidents
+/// and the engine's time.
+fn verdict(lease: Option<&Marker>, owed: &Marker, open: &HashSet<String>, now_ms: u64) -> Verdict {
+    match lease {
+        Some(lease) if is_failed_for(lease, owed) => {
+            if open.contains(owed.task_id()) {
+                Verdict::FailedOpen
+            } else {
+                Verdict::Resolved
+            }
+        }
+        Some(lease) if lease.holds(owed, now_ms) => Verdict::Leased,
+        _ => Verdict::Free,
+    }
+}
+
+/// Whether `lease` says the work of the follow-up `owed` failed for good.
+fn is_failed_for(lease: &Marker, owed: &Marker) -> bool {
+    matches!(lease, Marker::Failed { .. }) && lease.task_id() == owed.task_id()
+}
