@@ -50,6 +50,25 @@ pub fn lease_variable(marker: &str) -> String {
 /// The incident type a follow-up given up raises on the waiting execution.
 pub const INCIDENT_TYPE: &str = "camundaWorkerFollowUp";
 
+/// What parts a follow-up incident's `configuration`: its task id, then a part of its own.
+const INCIDENT_PART: char = '#';
+
+/// The `configuration` of a new incident about task `task_id`'s follow-up: the task id and a
+/// part no other incident has. The engine resolves every incident with the configuration of the
+/// one resolved (Camunda's `DefaultIncidentHandler`), so two replicas' incidents for one
+/// follow-up could not be folded into one if they shared it.
+pub fn incident_configuration(task_id: &str) -> String {
+    let own = uuid::Uuid::new_v4().simple().to_string();
+    format!("{task_id}{INCIDENT_PART}{}", &own[..12])
+}
+
+/// The task id an incident's `configuration` names (an older release wrote the task id alone).
+pub fn incident_task_id(configuration: &str) -> &str {
+    configuration
+        .split_once(INCIDENT_PART)
+        .map_or(configuration, |(task_id, _)| task_id)
+}
+
 /// Digits of a due time (Unix milliseconds) in a marker: fixed, so that text order is time order
 /// until the year 2286.
 const DUE_DIGITS: usize = 13;
@@ -297,5 +316,14 @@ mod tests {
             "failed: the incident decides"
         );
         assert!(!other_round.failed().holds(&owed, now));
+    }
+
+    #[test]
+    fn each_incident_has_a_configuration_of_its_own_that_names_its_task() {
+        let (one, two) = (incident_configuration("t-1"), incident_configuration("t-1"));
+        assert_ne!(one, two, "resolving one must resolve no other");
+        assert_eq!(incident_task_id(&one), "t-1");
+        assert_eq!(incident_task_id(&two), "t-1");
+        assert_eq!(incident_task_id("t-1"), "t-1", "an older release's");
     }
 }

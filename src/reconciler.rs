@@ -321,7 +321,7 @@ impl Reconciler {
                     "reconciler delivered an owed follow-up"
                 );
                 // A follow-up given up earlier raised an incident: it is settled now.
-                self.follow_ups.resolve_incidents(task_id).await;
+                self.follow_ups.resolve_incidents(instance, task_id).await;
                 return None;
             }
             Recovery::NotWaiting => {

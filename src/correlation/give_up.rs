@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, RETRY_GIVEN_UP_AFTER};
-use crate::ledger::INCIDENT_TYPE;
+use crate::engine::EngineError;
+use crate::ledger::{incident_configuration, incident_task_id, INCIDENT_TYPE};
 use crate::metrics::Outcome;
 
 /// How often the open incidents are read before one is raised, when the reads fail.
@@ -54,11 +55,13 @@ impl FollowUps {
     /// its engine was unreachable runs on beside the one another replica's reconciler started —
     /// and each may find no incident before the other's is there. So after raising one, the
     /// worker keeps only the first of the open ones (the lowest id: every replica picks the same)
-    /// and resolves the others; Cockpit shows one incident per follow-up given up.
+    /// and resolves the others; Cockpit shows one incident per follow-up given up. Each incident
+    /// has a configuration of its own ([`incident_configuration`]), so that resolving one
+    /// resolves no other.
     pub(super) async fn raise_incident(&self, instance: &str, task_id: &str, message: &str) {
         let client = &self.inner.client;
         if self
-            .open_incidents(task_id)
+            .open_incidents(instance, task_id)
             .await
             .is_some_and(|open| !open.is_empty())
         {
@@ -77,7 +80,12 @@ impl FollowUps {
         let message: String = message.chars().take(3900).collect();
         self.spend_budget().await;
         match client
-            .create_incident(&execution, INCIDENT_TYPE, task_id, &message)
+            .create_incident(
+                &execution,
+                INCIDENT_TYPE,
+                &incident_configuration(task_id),
+                &message,
+            )
             .await
         {
             Ok(()) => {
@@ -86,15 +94,16 @@ impl FollowUps {
             // The reply may have been lost after the engine raised it: the fold below sees.
             Err(e) => warn!("cannot raise an incident for the follow-up given up: {e}"),
         }
-        self.keep_first_incident(task_id).await;
+        self.keep_first_incident(instance, task_id).await;
     }
 
-    /// The ids of the follow-up's open incidents; `None` when they cannot be read. Read up to
-    /// [`INCIDENT_READS`] times: an unreadable answer must not cost a second incident.
-    async fn open_incidents(&self, task_id: &str) -> Option<Vec<String>> {
+    /// The ids of the open incidents of task `task_id`'s follow-up on process instance
+    /// `instance`; `None` when they cannot be read. Read up to [`INCIDENT_READS`] times: an
+    /// unreadable answer must not cost a second incident.
+    async fn open_incidents(&self, instance: &str, task_id: &str) -> Option<Vec<String>> {
         for attempt in 1..=INCIDENT_READS {
             self.spend_budget().await;
-            match self.inner.client.incident_ids(INCIDENT_TYPE, task_id).await {
+            match self.incident_ids(instance, task_id).await {
                 Ok(open) => return Some(open),
                 Err(e) if attempt < INCIDENT_READS => {
                     debug!("cannot read the open incidents (reading again): {e}");
@@ -107,34 +116,65 @@ impl FollowUps {
     }
 
     /// Resolves every open incident of the follow-up but the first (the lowest id).
-    async fn keep_first_incident(&self, task_id: &str) {
-        let Some(mut open) = self.open_incidents(task_id).await else {
-            return;
-        };
+    async fn keep_first_incident(&self, instance: &str, task_id: &str) {
+        if let Some(open) = self.open_incidents(instance, task_id).await {
+            self.keep_first_of(task_id, open).await;
+        }
+    }
+
+    /// Resolves every incident in `open` — the ids of the open incidents of task `task_id`'s
+    /// follow-up — but the first: the lowest id, which every replica picks, so that replicas
+    /// folding at once keep the same one. Run by the replica that raised an incident, and by
+    /// each reconciler pass that finds a failed follow-up with more than one open: a fold cut
+    /// short (a failed `DELETE`, a replica killed between raise and fold) heals on the next pass,
+    /// so a failure here needs no operator.
+    pub async fn keep_first_of(&self, task_id: &str, mut open: Vec<String>) {
         open.sort_unstable();
         for id in open.iter().skip(1) {
             self.spend_budget().await;
             match self.inner.client.delete_incident(id).await {
-                Ok(()) => debug!("resolved incident {id}: a second one for the same follow-up"),
-                Err(e) => {
-                    debug!("cannot resolve incident {id}, a second one for the same follow-up: {e}")
-                }
+                Ok(()) => info!(
+                    task_id,
+                    "resolved incident {id}: a second one for the same follow-up"
+                ),
+                Err(e) => debug!(
+                    task_id,
+                    "cannot resolve incident {id}, a second one for the same follow-up (the reconciler tries again): {e}"
+                ),
             }
         }
     }
 
-    /// Resolves the incidents a follow-up given up raised, once it was delivered after all.
-    pub async fn resolve_incidents(&self, task_id: &str) {
-        let client = &self.inner.client;
+    /// Resolves the incidents a follow-up given up raised on process instance `instance`, once
+    /// it was delivered after all.
+    pub async fn resolve_incidents(&self, instance: &str, task_id: &str) {
         self.spend_budget().await;
-        let Ok(open) = client.incident_ids(INCIDENT_TYPE, task_id).await else {
+        let Ok(open) = self.incident_ids(instance, task_id).await else {
             return;
         };
         for id in open {
             self.spend_budget().await;
-            if let Err(e) = client.delete_incident(&id).await {
+            if let Err(e) = self.inner.client.delete_incident(&id).await {
                 debug!("cannot resolve incident {id}: {e}");
             }
         }
+    }
+
+    /// The ids of the open incidents of task `task_id`'s follow-up on process instance `instance`.
+    async fn incident_ids(
+        &self,
+        instance: &str,
+        task_id: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let open = self
+            .inner
+            .client
+            .open_incidents_of_instance(INCIDENT_TYPE, instance)
+            .await?;
+        Ok(open
+            .into_iter()
+            .filter(|(configuration, _)| incident_task_id(configuration) == task_id)
+            .map(|(_, id)| id)
+            .collect())
     }
 }

@@ -112,7 +112,10 @@ impl FollowUps {
                 && matches!(delivery, Delivery::Sent | Delivery::AlreadyDelivered)
             {
                 // A follow-up given up earlier raised an incident: it is settled now.
-                self.resolve_incidents(follow_up.marker.task_id()).await;
+                if let Some(instance) = follow_up.process_instance_id.as_deref() {
+                    self.resolve_incidents(instance, follow_up.marker.task_id())
+                        .await;
+                }
             }
             delivery
         };

@@ -136,26 +136,18 @@ impl EngineClient {
         read_json::<serde_json::Value>(&call, reply).await.map(drop)
     }
 
-    /// The ids of the open incidents of `incident_type` with `configuration`.
-    pub async fn incident_ids(
+    /// The open incidents of `incident_type` on process instance `process_instance_id`, as
+    /// (configuration, id).
+    pub async fn open_incidents_of_instance(
         &self,
         incident_type: &str,
-        configuration: &str,
-    ) -> Result<Vec<String>, EngineError> {
-        let found: Vec<serde_json::Value> = self
-            .get_json(
-                Endpoint::Incidents,
-                "",
-                &[
-                    ("incidentType", incident_type.to_owned()),
-                    ("configuration", configuration.to_owned()),
-                ],
-            )
-            .await?;
-        Ok(found
-            .iter()
-            .filter_map(|i| i["id"].as_str().map(str::to_owned))
-            .collect())
+        process_instance_id: &str,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        self.open_incidents(&[
+            ("incidentType", incident_type.to_owned()),
+            ("processInstanceId", process_instance_id.to_owned()),
+        ])
+        .await
     }
 
     /// Resolves one incident.
@@ -246,22 +238,29 @@ impl EngineClient {
         }
     }
 
-    /// The `configuration` of every open incident of `incident_type` (for a follow-up's
-    /// incident: its task id), to learn which ones an operator resolved.
-    pub async fn open_incident_configurations(
+    /// Every open incident of `incident_type` as (configuration, id): which follow-ups an
+    /// operator resolved, and which have more than one open.
+    pub async fn open_incidents_of(
         &self,
         incident_type: &str,
-    ) -> Result<Vec<String>, EngineError> {
-        let found: Vec<serde_json::Value> = self
-            .get_json(
-                Endpoint::Incidents,
-                "",
-                &[("incidentType", incident_type.to_owned())],
-            )
-            .await?;
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        self.open_incidents(&[("incidentType", incident_type.to_owned())])
+            .await
+    }
+
+    /// The open incidents `query` finds, as (configuration, id).
+    async fn open_incidents(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let found: Vec<serde_json::Value> = self.get_json(Endpoint::Incidents, "", query).await?;
         Ok(found
             .iter()
-            .filter_map(|i| i["configuration"].as_str().map(str::to_owned))
+            .filter_map(|i| {
+                let configuration = i["configuration"].as_str()?;
+                let id = i["id"].as_str()?;
+                Some((configuration.to_owned(), id.to_owned()))
+            })
             .collect())
     }
 }

@@ -8,13 +8,15 @@
 //! is then read, and only a marker still owed for the lease's task counts — a lease written late,
 //! after the process moved on, is ignored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use tracing::{debug, info};
 
 use super::{report_undelivered, FoundMarker, PassSummary, Reconciler};
 use crate::engine::EngineError;
-use crate::ledger::{failed_range, handed_back_range, unix_ms, Marker, INCIDENT_TYPE};
+use crate::ledger::{
+    failed_range, handed_back_range, incident_task_id, unix_ms, Marker, INCIDENT_TYPE,
+};
 
 /// What the pass does with an owed follow-up, from its lease.
 enum Verdict {
@@ -49,14 +51,17 @@ impl Reconciler {
         };
         let open = if summary.failed_work > 0 {
             self.follow_ups.spend_budget().await;
-            let open = self
-                .client
-                .open_incident_configurations(INCIDENT_TYPE)
-                .await?;
-            open.into_iter().collect()
+            let open = self.client.open_incidents_of(INCIDENT_TYPE).await?;
+            incidents_by_task(open)
         } else {
-            HashSet::new()
+            HashMap::new()
         };
+        for found in failed {
+            let task_id = found.marker.task_id();
+            if let Some(ids) = open.get(task_id).filter(|ids| ids.len() > 1) {
+                self.follow_ups.keep_first_of(task_id, ids.clone()).await;
+            }
+        }
         let mut example = None;
         for found in &owed {
             let (marker, instance) = (&found.marker, &found.instance);
@@ -149,10 +154,15 @@ impl Reconciler {
 
 /// What the pass does with the follow-up `owed`, from its instance's `lease`, the open incidents
 /// and the engine's time.
-fn verdict(lease: Option<&Marker>, owed: &Marker, open: &HashSet<String>, now_ms: u64) -> Verdict {
+fn verdict(
+    lease: Option<&Marker>,
+    owed: &Marker,
+    open: &HashMap<String, Vec<String>>,
+    now_ms: u64,
+) -> Verdict {
     match lease {
         Some(lease) if is_failed_for(lease, owed) => {
-            if open.contains(owed.task_id()) {
+            if open.contains_key(owed.task_id()) {
                 Verdict::FailedOpen
             } else {
                 Verdict::Resolved
@@ -161,6 +171,16 @@ fn verdict(lease: Option<&Marker>, owed: &Marker, open: &HashSet<String>, now_ms
         Some(lease) if lease.holds(owed, now_ms) => Verdict::Leased,
         _ => Verdict::Free,
     }
+}
+
+/// The `open` incidents' ids, (configuration, id), by the task id their configuration names.
+fn incidents_by_task(open: Vec<(String, String)>) -> HashMap<String, Vec<String>> {
+    let mut by_task: HashMap<String, Vec<String>> = HashMap::new();
+    for (configuration, id) in open {
+        let task_id = incident_task_id(&configuration).to_owned();
+        by_task.entry(task_id).or_default().push(id);
+    }
+    by_task
 }
 
 /// Whether `lease` says the work of the follow-up `owed` failed for good.

@@ -103,8 +103,11 @@ async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_
     );
     for asked in &incidents {
         assert_eq!(
-            (asked.param("incidentType"), asked.param("configuration")),
-            (Some("camundaWorkerFollowUp"), Some("t1"))
+            (
+                asked.param("incidentType"),
+                asked.param("processInstanceId")
+            ),
+            (Some("camundaWorkerFollowUp"), Some("pi-t1"))
         );
     }
     let waits = engine.requests_to("/event-subscription");
@@ -126,7 +129,7 @@ async fn a_message_that_never_matches_is_given_up_after_the_correlation_timeout_
         created[0].body["incidentType"],
         json!("camundaWorkerFollowUp")
     );
-    assert_eq!(created[0].body["configuration"], json!("t1"));
+    crate::support::assert_names_follow_up(&created[0].body["configuration"], "t1");
     let message = created[0].body["message"].as_str().unwrap();
     assert!(
         message.contains("t1") && message.contains("correlation-timeout"),
@@ -256,7 +259,7 @@ async fn a_business_key_shared_by_several_instances_is_reported_once_and_not_ret
         created[0].path, "/engine-rest/execution/ex-wait-1/create-incident",
         "on the waiting execution"
     );
-    assert_eq!(created[0].body["configuration"], json!("t1"));
+    crate::support::assert_names_follow_up(&created[0].body["configuration"], "t1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

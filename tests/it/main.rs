@@ -71,5 +71,6 @@ mod values_files;
 mod values_props;
 mod work;
 mod work_contract;
+mod work_incident_fold;
 mod work_interrupted;
 mod work_lease;

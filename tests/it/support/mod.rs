@@ -385,3 +385,14 @@ pub async fn settled_total(workers: &[&WorkerProcess], series: &[&str], expected
 pub fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
+
+/// Asserts that an incident's `configuration` names the follow-up of task `task_id`: the task id,
+/// `#`, and a part of the incident's own (so that resolving one incident resolves no other).
+pub fn assert_names_follow_up(configuration: &serde_json::Value, task_id: &str) {
+    let text = configuration.as_str().unwrap_or_default();
+    let own = text.strip_prefix(&format!("{task_id}#"));
+    assert!(
+        own.is_some_and(|own| !own.is_empty()),
+        "the configuration {configuration} names task {task_id} and a part of its own"
+    );
+}
