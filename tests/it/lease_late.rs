@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::support::engine::{shared_engine, Rest};
 use crate::support::proxy::{Fault, FaultKind, FaultProxy, Rule};
 use crate::support::work::{
-    assert_variable, history_variables, looping_bpmn, Script, MARKER, WAIT,
+    assert_variable, history_variables, looping_bpmn, worker_flags, Script, MARKER, WAIT,
 };
 use crate::support::{eventually, WorkerProcess, SHUTDOWN_LIMIT};
 
@@ -84,19 +84,8 @@ json.dump({"run": RUN}, sys.stdout)
             .times(1)
             .then(Fault::Hold),
     );
-    let mut flags = vec![
-        "--topic",
-        topic,
-        "--message-name",
-        message,
-        "--correlation-delay",
-        "0s",
-        "--follow-up-lease",
-        "4s",
-        "--reconcile-interval",
-        "1s",
-    ];
-    flags.extend(script.flags());
+    let mut flags = worker_flags(topic, message, &script);
+    flags.extend(["--follow-up-lease", "4s", "--reconcile-interval", "1s"]);
     let mut first_flags = flags.clone();
     first_flags.extend(["--request-timeout", "100s"]);
     let via_proxy = format!("{}/engine-rest", proxy.url());

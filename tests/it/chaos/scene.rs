@@ -39,8 +39,7 @@ impl Engines {
     fn start(topology: Topology) -> Engines {
         match topology {
             Topology::Cluster => Engines::Cluster(RealCluster::start()),
-            // The harness already quiets the engine's log; a second `--logging.level.root`
-            // makes Spring read "WARN,WARN" and the engine refuse to start.
+            // The harness quiets the engine's log (WARN).
             Topology::Single => Engines::Single(RealEngine::start(EngineOptions::default())),
         }
     }

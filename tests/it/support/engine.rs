@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The Spring property of the engine's root log level, which the harness sets to WARN unless
+/// the caller's arguments name it.
+const ROOT_LOG_LEVEL: &str = "--logging.level.root";
+
 /// Options of an engine start.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
@@ -55,10 +59,17 @@ impl RealEngine {
     /// Starts an engine on a given port.
     pub fn start_on(port: u16, options: EngineOptions) -> RealEngine {
         let mut command = Command::new("bash");
+        command.arg(script()).arg("start");
+        // Quiet by default; Spring refuses a property given twice ("WARN,WARN" is no level), so
+        // a caller's own root level replaces this one.
+        if !options
+            .args
+            .iter()
+            .any(|arg| arg.starts_with(ROOT_LOG_LEVEL))
+        {
+            command.arg(format!("{ROOT_LOG_LEVEL}=WARN"));
+        }
         command
-            .arg(script())
-            .arg("start")
-            .arg("--logging.level.root=WARN")
             .args(&options.args)
             .env("ENGINE_PORT", port.to_string())
             .env("ENGINE_PARENT_PID", std::process::id().to_string())
