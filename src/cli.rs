@@ -104,6 +104,17 @@ pub enum EngineDiscovery {
     Dns,
 }
 
+/// How many tasks the worker keeps in flight (`--concurrency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Concurrency {
+    /// A limit that finds its own level from the time the engine takes to answer: it starts low,
+    /// grows while answers stay quick, and comes down when they slow (at most `--max-tasks`).
+    #[default]
+    Adaptive,
+    /// Always `--max-tasks`.
+    Fixed,
+}
+
 /// In which order of creation a fetch hands out tasks (`--sorting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum TaskOrder {
@@ -380,10 +391,15 @@ pub struct DaemonArgs {
     )]
     pub engine_discovery: EngineDiscovery,
 
-    /// Tasks in flight at once.
+    /// Tasks in flight at once, at most (with --concurrency adaptive, the ceiling of the limit).
     #[arg(long, env = "CAMUNDA_WORKER_MAX_TASKS", value_name = "N", default_value = "64",
           value_parser = values::max_tasks)]
     pub max_tasks: NonZeroU32,
+
+    /// How many tasks are in flight: `adaptive` (a limit found from the engine's latency, starting
+    /// at 16, up to --max-tasks) or `fixed` (--max-tasks always).
+    #[arg(long, env = "CAMUNDA_WORKER_CONCURRENCY", value_enum, default_value_t)]
+    pub concurrency: Concurrency,
 
     /// Worker id for locks [default: hostname + random suffix]. Must be unique per replica.
     #[arg(long, env = "CAMUNDA_WORKER_WORKER_ID", value_parser = values::name)]

@@ -118,6 +118,8 @@ declare_metrics! {
         "tasks locked and not yet finished";
     max_tasks: Gauge = Gauge::default(),
         "the configured number of task slots (--max-tasks)";
+    concurrency_limit: Gauge = Gauge::default(),
+        "how many tasks may be in flight now: the adaptive limit, found from the engine's latency (at most --max-tasks; --max-tasks itself with --concurrency fixed)";
     follow_ups_pending: Gauge = Gauge::default(),
         "follow-ups in memory, not yet delivered or given up";
     follow_ups_capacity: Gauge = Gauge::default(),

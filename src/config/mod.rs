@@ -23,7 +23,7 @@ mod route_filter;
 mod route_kind;
 mod routes;
 
-use crate::cli::{Cli, Command, EngineDiscovery, LogFormat, TaskOrder};
+use crate::cli::{Cli, Command, Concurrency, EngineDiscovery, LogFormat, TaskOrder};
 use crate::correlation::{CorrelateBy, CorrelationPolicy, FollowUpMessage};
 use crate::engine::{
     Credentials, EngineSettings, FetchFilter, SortBy, SortOrder, Sorting, TlsSettings,
@@ -289,6 +289,7 @@ impl Layers {
             subscriptions: routes.iter().map(Route::subscription).collect(),
             long_poll: daemon.long_poll,
             max_tasks: daemon.max_tasks.get(),
+            adaptive_concurrency: daemon.concurrency == Concurrency::Adaptive,
             retries: daemon.retries,
             retry_timeout: daemon.retry_timeout,
             max_backoff: daemon.max_backoff,

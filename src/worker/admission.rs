@@ -5,6 +5,10 @@
 //! many tasks, and moves one of each into every task it starts. When the follow-ups are at
 //! capacity, fetching waits (and says so once), so undeliverable messages cannot grow memory.
 //!
+//! How many of the `--max-tasks` slots may be taken at once is the adaptive limit's to say
+//! ([`super::concurrency`]); [`SlotLimit`] keeps the slots above it back, and takes back each slot
+//! a task gives up while more are in flight than a lowered limit allows.
+//!
 //! With several engine nodes, [`Saturation`] tells the polls apart: under a backlog one node's
 //! large fetches serve best (any node can lock any task of the shared database), so the other
 //! nodes wait instead of parking polls that would hold slots and split the batches.
@@ -19,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::slot_limit::{Slot, SlotLimit};
 use crate::metrics::Metrics;
 
 /// Under saturation, how long a fetch waits for more slots to come free: a few engine round
@@ -27,7 +32,7 @@ const BATCH_LINGER: Duration = Duration::from_millis(20);
 
 /// What a task takes before it is fetched: a slot (a task in flight) and room for its follow-up.
 pub(crate) struct Permits {
-    pub(crate) slot: OwnedSemaphorePermit,
+    pub(crate) slot: Slot,
     pub(crate) room: OwnedSemaphorePermit,
 }
 
@@ -35,8 +40,8 @@ pub(crate) struct Permits {
 pub(crate) struct Admission {
     /// One permit per task in flight, over all nodes.
     slots: Arc<Semaphore>,
-    /// The configured number of slots (the most one fetch asks for).
-    max_tasks: usize,
+    /// How many of the slots may be taken now.
+    pub(crate) limit: Arc<SlotLimit>,
     /// Room for pending follow-ups, shared with [`crate::correlation::FollowUps`].
     room: Arc<Semaphore>,
     /// How many follow-ups the room holds (for the log line).
@@ -48,10 +53,18 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    pub(crate) fn new(max_tasks: usize, room: Arc<Semaphore>, capacity: usize) -> Self {
+    /// `max_tasks` slots, of which an `adaptive` limit lets as many be taken as the engine's
+    /// answers show room for; `room` for pending follow-ups (`capacity` of them).
+    pub(crate) fn new(
+        max_tasks: usize,
+        adaptive: bool,
+        room: Arc<Semaphore>,
+        capacity: usize,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(max_tasks));
         Admission {
-            slots: Arc::new(Semaphore::new(max_tasks)),
-            max_tasks,
+            limit: Arc::new(SlotLimit::new(Arc::clone(&slots), max_tasks, adaptive)),
+            slots,
             room,
             capacity,
             paused: AtomicBool::new(false),
@@ -71,7 +84,7 @@ impl Admission {
         metrics: &Metrics,
     ) -> Option<Vec<Permits>> {
         let slot = tokio::select! {
-            permit = Arc::clone(&self.slots).acquire_owned() => permit.ok()?,
+            permit = Arc::clone(&self.slots).acquire_owned() => self.slot(permit.ok()?),
             _ = shutdown.cancelled() => return None,
         };
         let room = match Arc::clone(&self.room).try_acquire_owned() {
@@ -88,14 +101,14 @@ impl Admission {
         };
         let mut permits = vec![Permits { slot, room }];
         let target = if gather {
-            share.min((self.max_tasks / 2).max(1))
+            share.min((self.limit.current() / 2).max(1))
         } else {
             1
         };
         let linger_until = Instant::now() + BATCH_LINGER;
         while permits.len() < share {
             let slot = match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(slot) => slot,
+                Ok(slot) => self.slot(slot),
                 Err(_) if permits.len() < target => {
                     match tokio::time::timeout_at(
                         linger_until,
@@ -103,7 +116,7 @@ impl Admission {
                     )
                     .await
                     {
-                        Ok(Ok(slot)) => slot,
+                        Ok(Ok(slot)) => self.slot(slot),
                         _ => break,
                     }
                 }
@@ -115,6 +128,10 @@ impl Admission {
             permits.push(Permits { slot, room });
         }
         Some(permits)
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
+        Slot::new(permit, Arc::clone(&self.limit))
     }
 
     /// Records (and logs once) that fetching waits for room among the pending follow-ups.
@@ -190,7 +207,7 @@ mod tests {
 
     /// Admission with `MAX_TASKS` slots and room for `room` follow-ups.
     fn admission(room: usize) -> Admission {
-        Admission::new(MAX_TASKS, Arc::new(Semaphore::new(room)), room)
+        Admission::new(MAX_TASKS, false, Arc::new(Semaphore::new(room)), room)
     }
 
     fn free(admission: &Admission) -> (usize, usize) {

@@ -28,7 +28,11 @@ pub struct WorkerSettings {
     /// How long the engine may park a fetch when no task is available (at most 30 min).
     pub long_poll: Duration,
     /// Tasks in flight at once, over all engine nodes; also the most a single fetch asks for.
+    /// With `adaptive_concurrency`, the ceiling of the limit.
     pub max_tasks: u32,
+    /// Whether the number of tasks in flight finds its own level from the engine's latency, up
+    /// to `max_tasks` (`--concurrency adaptive`), or is `max_tasks` always (`fixed`).
+    pub adaptive_concurrency: bool,
     /// Retries reported on a task's first failure (then the task's own count − 1).
     pub retries: i32,
     /// How long the engine waits before handing a failed task out again.
@@ -51,6 +55,7 @@ impl Default for WorkerSettings {
             subscriptions: vec![Subscription::new("messageSending")],
             long_poll: Duration::from_secs(45),
             max_tasks: 64,
+            adaptive_concurrency: true,
             retries: 3,
             retry_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(30),
@@ -177,6 +182,7 @@ impl<H> WorkerContext<H> {
         } = shared;
         let admission = Admission::new(
             settings.max_tasks as usize,
+            settings.adaptive_concurrency,
             follow_ups.room(),
             follow_ups.policy().capacity,
         );

@@ -7,6 +7,8 @@
 //! The rooms:
 //! - [`context`]: the settings, stop tokens and the one shared [`context::WorkerContext`].
 //! - [`admission`]: the slots and follow-up room a fetch takes before it locks anything.
+//! - [`concurrency`]: how many of the slots may be taken now, from the engine's latency;
+//!   [`slot_limit`] holds back the slots above that limit.
 //! - [`poll`]: one node's long poll; one poll step is [`Worker::poll_once`].
 //! - [`pacing`]: the minimum pause after a poll that came back empty.
 //! - [`fetch_size`]: how many tasks a poll asks for after a fetch reply outgrew its bound.
@@ -18,6 +20,7 @@
 //! leaves sees its loop end after its current poll.
 
 pub(crate) mod admission;
+pub(crate) mod concurrency;
 pub mod context;
 mod fetch_size;
 pub(crate) mod handback;
@@ -25,6 +28,7 @@ mod lock;
 pub(crate) mod pacing;
 pub mod poll;
 mod settle;
+pub(crate) mod slot_limit;
 pub mod task;
 
 use std::collections::HashMap;
@@ -75,11 +79,10 @@ impl<H: Handler> Worker<H> {
             metrics.preset_topic::<NoOutcome>(&metrics.tasks_failed, topic);
             follow_ups.preset_topic(topic);
         }
-        Worker {
-            ctx: Arc::new(WorkerContext::new(
-                client, handler, settings, shared, follow_ups,
-            )),
-        }
+        let ctx = WorkerContext::new(client, handler, settings, shared, follow_ups);
+        let limit = i64::try_from(ctx.admission.limit.current()).unwrap_or(i64::MAX);
+        ctx.metrics.concurrency_limit.set(limit);
+        Worker { ctx: Arc::new(ctx) }
     }
 
     /// Polls every engine node until shutdown, backing off while a node is unavailable. Follows

@@ -164,8 +164,7 @@ impl<H: Handler> TaskRun<H> {
         mut variables: crate::variables::Variables,
         target: Option<CorrelationTarget>,
     ) -> TaskOutcome {
-        // The follow-up's record in the engine, committed with the completion (see
-        // `crate::ledger`).
+        // The follow-up's record in the engine, committed with the completion (`crate::ledger`).
         let follow_ups = self.ctx.follow_ups.for_topic(&self.topic);
         let marker = target
             .as_ref()
@@ -182,10 +181,11 @@ impl<H: Handler> TaskRun<H> {
         };
         let client = self.ctx.client.clone();
         let task_id = self.task.id.clone();
+        let limit = &self.ctx.admission.limit;
         let settled = self
             .settle(
                 "complete",
-                || client.complete(&task_id, &request),
+                || limit.timed(&self.ctx.metrics, client.complete(&task_id, &request)),
                 || self.completed_despite_lost_reply(marker.as_ref()),
             )
             .await;

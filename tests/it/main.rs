@@ -34,6 +34,7 @@ mod cluster;
 mod complete;
 mod complete_kind;
 mod complete_kind_lock;
+mod concurrency;
 mod config_file;
 mod contract;
 mod correlation;

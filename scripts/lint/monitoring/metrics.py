@@ -54,6 +54,7 @@ METRICS = {
     ),
     "camunda_worker_tasks_in_flight": ("gauge", {}),
     "camunda_worker_max_tasks": ("gauge", {}),
+    "camunda_worker_concurrency_limit": ("gauge", {}),
     "camunda_worker_follow_ups_pending": ("gauge", {}),
     "camunda_worker_follow_ups_capacity": ("gauge", {}),
     "camunda_worker_fetch_paused": ("gauge", {}),
