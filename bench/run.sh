@@ -2,7 +2,8 @@
 # camunda-worker benchmark: one command, installs what it needs, idempotent.
 #
 #   bench/run.sh [--instances N] [--quick] [--only cw-default,cw-10,...] [--skip idle,overhead,...]
-#                [--history-levels full,audit] [--rounds R] [--ledger | --structure | --compare REV]
+#                [--history-levels full,audit] [--rounds R]
+#                [--ledger | --ledger-parts | --max-tasks-sweep | --structure | --compare REV]
 #                [--cluster-contenders cw-nodes,cw-lb,py,js,java,ceiling] [--cluster-instances N]
 #
 # Phases (--skip): throughput, idle, overhead, mismatch, cluster, pg-h2 (see the driver's --help).

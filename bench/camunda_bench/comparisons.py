@@ -1,13 +1,17 @@
 """The BENCHMARKS.md sections that set two builds side by side, each written only from results.json:
 "The ledger's price" (the marker, cw-default, against the look-up build, cw-lookup, by history
 level, and the request rate with every follow-up undeliverable) and "The structure's price" (the
-structure refactor's build, cw-structure, against its parent, cw-lookup, over --rounds rounds)."""
+structure refactor's build, cw-structure, against its parent, cw-lookup, over --rounds rounds), and
+"The ledger's parts" (the ceiling client writing the ledger one part at a time, by history level),
+and "Draining at the default and at fixed settings" (camunda-worker's --max-tasks)."""
 
 from .contenders import LOOKUP_REV, STRUCTURE_REV
 
 LEDGER_MARKERS = ("<!-- ledger:begin -->", "<!-- ledger:end -->")
 STRUCTURE_MARKERS = ("<!-- structure:begin -->", "<!-- structure:end -->")
 COMPARE_MARKERS = ("<!-- compare:begin -->", "<!-- compare:end -->")
+LEDGER_PARTS_MARKERS = ("<!-- ledger-parts:begin -->", "<!-- ledger-parts:end -->")
+MAX_TASKS_MARKERS = ("<!-- max-tasks:begin -->", "<!-- max-tasks:end -->")
 
 
 def fmt(v, nd=1):
@@ -250,6 +254,170 @@ def structure_section(res, base="cw-lookup", new="cw-structure", base_rev=LOOKUP
             lines.append(f"| {i} | {key}{note} | {fmt(t.get('instances_per_s'))} "
                          f"| {fmt(bl.get('drain_instances_per_s'))} | {fmt(t.get('requests_per_instance'), 2)} "
                          f"| {fmt(t.get('contender_cpu_ms_per_instance'), 2)} "
+                         f"| {fmt(t.get('engine_cpu_ms_per_instance'), 1)} "
+                         f"| {fmt((r.get('peak_rss_kib') or 0) / 1024 or None)} "
+                         f"| {r.get('loadavg_before') or '–'} → {r.get('loadavg_after') or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def rounds_at(res, level):
+    """The runs at history `level`, one {key: run} per round (the first round's, then --rounds')."""
+    return ([runs_by_history_level(res).get(level) or {}]
+            + list((res.get("runs_more_rounds") or {}).get(level, [])))
+
+
+# "The ledger's parts": (what, phase, field, digits).
+LEDGER_PARTS_METRICS = [
+    ("engine CPU ms/instance (phase 1)", "throughput", "engine_cpu_ms_per_instance", 1),
+    ("instances/s (phase 1)", "throughput", "instances_per_s", 1),
+    ("engine CPU ms/instance (drain)", "backlog", "engine_cpu_ms_per_instance", 1),
+    ("drain instances/s", "backlog", "drain_instances_per_s", 1),
+]
+
+
+def ledger_parts_section(res, parts=("ceiling", "ceiling-marker", "ceiling-keys", "ceiling-flip",
+                                     "ceiling-instance")):
+    """Markdown for "The ledger's parts": at each history level, the ceiling client writing
+    camunda-worker's ledger one part more at a time; per part and metric the mean over the rounds with
+    its range (min–max), and the step from the part before: the difference of the means, and whether
+    the two parts' ranges are apart (a step inside the spread between rounds is not measured)."""
+    th = (res.get("phase_windows") or {}).get("throughput", {})
+    levels = res.get("history_levels") or ["full"]
+    n_rounds = res.get("rounds") or 1
+    lines = [f"Run of {res['started']} (`{res.get('command', '')}`): at each history level ({', '.join(levels)}), "
+             f"{n_rounds} round(s) of the ceiling client at each part of the ledger, in alternating order (round 1 "
+             f"from no ledger up, round 2 down, …), each run on a fresh engine warmed with {res.get('warmup', 0)} "
+             f"instances; N = {res['instances']} instances started while it runs (phase 1), then a backlog of "
+             f"{res['backlog']} drained. Whole run {res.get('total_seconds', 0) / 60:.1f} min; load average "
+             f"(1, 5, 15 min) {res['loadavg_start']} at the start"
+             + (f", {th['loadavg_before']} → {th['loadavg_after']} over the runs" if th else "") + "."]
+    cores = (res.get("machine") or {}).get("cores") or 0
+    starts = [r.get("loadavg_before") for level in levels for rs in rounds_at(res, level) for r in rs.values()
+              if r.get("loadavg_before")]
+    high = sum(1 for la in starts if cores and la[0] > cores)
+    if high:
+        lines[0] += (f" The 1-minute load average was above the machine's {cores} cores at the start of {high} of "
+                     f"the {len(starts)} runs.")
+    lines += ["", ("Each part includes the ones above it; mean over the rounds (min–max); step: the difference "
+                   "from the part above, and whether their ranges are apart."), ""]
+    header = "| history level | ledger written |" + "".join(f" {what} | step |" for what, *_ in LEDGER_PARTS_METRICS)
+    lines += [header, "|---|---|" + "---:|---|" * len(LEDGER_PARTS_METRICS)]
+    for level in levels:
+        rounds = rounds_at(res, level)
+        before = None
+        for key in parts:
+            label = next((rs[key]["label"] for rs in rounds if key in rs), key)
+            cells, values = [], {}
+            for what, phase, field, nd in LEDGER_PARTS_METRICS:
+                vals = [v for v in (metric(rs.get(key), phase, field, 1) for rs in rounds) if v is not None]
+                values[what] = vals
+                step = "–"
+                prev = (before or {}).get(what)
+                if vals and prev:
+                    diff = sum(vals) / len(vals) - sum(prev) / len(prev)
+                    apart = len(vals) > 1 and len(prev) > 1 and (min(vals) > max(prev) or max(vals) < min(prev))
+                    step = f"{diff:+.{nd}f}" + (" (apart)" if apart else " (within)" if len(vals) > 1 else "")
+                cells.append(f" {spread_cell(vals, nd)} | {step} |")
+            lines.append(f"| {level} | {label} |" + "".join(cells))
+            before = values
+    others = [key for key in dict.fromkeys(k for level in levels for rs in rounds_at(res, level) for k in rs)
+              if key not in parts]
+    if others:
+        lines += ["", ("Beside them in the same run, the other contenders (camunda-worker: its whole ledger and "
+                       "everything else it does; the other clients write no ledger); ÷ ceiling: the ratio of the "
+                       "means, and whether the ranges are apart."), ""]
+        lines += ["| history level | contender |" + "".join(f" {what} | ÷ ceiling |" for what, *_ in
+                                                             LEDGER_PARTS_METRICS),
+                  "|---|---|" + "---:|---|" * len(LEDGER_PARTS_METRICS)]
+        for level in levels:
+            rounds = rounds_at(res, level)
+            for key in others:
+                label = next((rs[key]["label"] for rs in rounds if key in rs), key)
+                cells = []
+                for what, phase, field, nd in LEDGER_PARTS_METRICS:
+                    vals = [v for v in (metric(rs.get(key), phase, field, 1) for rs in rounds) if v is not None]
+                    base = [v for v in (metric(rs.get(parts[0]), phase, field, 1) for rs in rounds) if v is not None]
+                    ratio = "–"
+                    if vals and base and sum(base):
+                        apart = len(vals) > 1 and len(base) > 1 and (min(vals) > max(base) or max(vals) < min(base))
+                        ratio = (f"{(sum(vals) / len(vals)) / (sum(base) / len(base)):.2f} ×"
+                                 + (" (apart)" if apart else " (within)" if len(vals) > 1 else ""))
+                    cells.append(f" {spread_cell(vals, nd)} | {ratio} |")
+                lines.append(f"| {level} | {label} |" + "".join(cells))
+    lines += ["", ("| history level | round | contender | instances/s | engine CPU ms/instance | requests/instance "
+                   "| drain instances/s | drain engine CPU ms/instance | load average before → after |"),
+              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for level in levels:
+        for i, rs in enumerate(rounds_at(res, level), 1):
+            for key, r in rs.items():
+                t, bl = r.get("throughput", {}), r.get("backlog", {})
+                note = f" (failed: {r['error'][:80]})" if r.get("error") else (
+                    f" (only {t.get('finished')}/{res['instances']} finished)" if not t.get("all_finished") else "")
+                lines.append(f"| {level} | {i} | {key}{note} | {fmt(t.get('instances_per_s'))} "
+                             f"| {fmt(t.get('engine_cpu_ms_per_instance'), 1)} "
+                             f"| {fmt(t.get('requests_per_instance'), 2)} | {fmt(bl.get('drain_instances_per_s'))} "
+                             f"| {fmt(bl.get('engine_cpu_ms_per_instance'), 1)} "
+                             f"| {r.get('loadavg_before') or '–'} → {r.get('loadavg_after') or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+# "Draining at the default and at fixed settings": (what, phase, field, scale, digits).
+MAX_TASKS_METRICS = [
+    ("drain instances/s", "backlog", "drain_instances_per_s", 1, 1),
+    ("drain engine CPU ms/instance", "backlog", "engine_cpu_ms_per_instance", 1, 1),
+    ("drain requests/instance", "backlog", "requests_per_instance", 1, 2),
+    ("instances/s (phase 1)", "throughput", "instances_per_s", 1, 1),
+    ("engine CPU ms/instance (phase 1)", "throughput", "engine_cpu_ms_per_instance", 1, 1),
+    ("peak RSS MiB", None, "peak_rss_kib", 1 / 1024, 1),
+]
+
+
+def max_tasks_section(res, default="cw-default"):
+    """Markdown for "Draining at the default and at fixed settings": camunda-worker at its defaults
+    and at fixed --max-tasks values (and the ceiling), over --rounds rounds in alternating order; per
+    contender and metric the mean with its range, and the default's drain against the best fixed
+    setting's."""
+    level = (res.get("history_levels") or ["full"])[0]
+    rounds = rounds_at(res, level)
+    keys = list(dict.fromkeys(k for rs in rounds for k in rs))
+    th = (res.get("phase_windows") or {}).get("throughput", {})
+    lines = [f"Run of {res['started']} (`{res.get('command', '')}`): {len(rounds)} round(s), the contenders in "
+             f"alternating order, each run on a fresh engine (history level {level}) warmed with "
+             f"{res.get('warmup', 0)} instances; N = {res['instances']} instances started while it runs (phase 1), "
+             f"then a backlog of {res['backlog']} started while it is stopped (SIGSTOP) and drained once it goes on "
+             f"(the drain). Whole run {res.get('total_seconds', 0) / 60:.1f} min; load average (1, 5, 15 min) "
+             f"{res['loadavg_start']} at the start"
+             + (f", {th['loadavg_before']} → {th['loadavg_after']} over the runs" if th else "") + ".", ""]
+    lines += ["| contender |" + "".join(f" {what} |" for what, *_ in MAX_TASKS_METRICS),
+              "|---|" + "---:|" * len(MAX_TASKS_METRICS)]
+    drains = {}
+    for key in keys:
+        label = next((rs[key]["label"] for rs in rounds if key in rs), key)
+        cells = []
+        for what, phase, field, scale, nd in MAX_TASKS_METRICS:
+            vals = [v for v in (metric(rs.get(key), phase, field, scale) for rs in rounds) if v is not None]
+            if field == "drain_instances_per_s" and vals:
+                drains[key] = vals
+            cells.append(f" {spread_cell(vals, nd)} |")
+        lines.append(f"| {label} |" + "".join(cells))
+    fixed = {k: v for k, v in drains.items() if k.startswith("cw-fixed-")}
+    if default in drains and fixed:
+        best = max(fixed, key=lambda k: sum(fixed[k]) / len(fixed[k]))
+        mean = sum(drains[default]) / len(drains[default])
+        best_mean = sum(fixed[best]) / len(fixed[best])
+        lines += ["", (f"Draining, the default ({default}) against the best fixed setting of the run ({best}): "
+                       f"{mean:.1f} ÷ {best_mean:.1f} = **{mean / best_mean:.2f} ×** (means over the rounds; "
+                       f"ranges {spread_cell(drains[default], 1)} and {spread_cell(fixed[best], 1)}).")]
+    lines += ["", ("| round | contender | drain instances/s | drain engine CPU ms/instance | instances/s "
+                   "| engine CPU ms/instance | peak RSS MiB | load average before → after |"),
+              "|---:|---|---:|---:|---:|---:|---:|---|"]
+    for i, rs in enumerate(rounds, 1):
+        for key, r in rs.items():
+            t, bl = r.get("throughput", {}), r.get("backlog", {})
+            note = f" (failed: {r['error'][:80]})" if r.get("error") else (
+                f" (only {t.get('finished')}/{res['instances']} finished)" if not t.get("all_finished") else "")
+            lines.append(f"| {i} | {key}{note} | {fmt(bl.get('drain_instances_per_s'))} "
+                         f"| {fmt(bl.get('engine_cpu_ms_per_instance'), 1)} | {fmt(t.get('instances_per_s'))} "
                          f"| {fmt(t.get('engine_cpu_ms_per_instance'), 1)} "
                          f"| {fmt((r.get('peak_rss_kib') or 0) / 1024 or None)} "
                          f"| {r.get('loadavg_before') or '–'} → {r.get('loadavg_after') or '–'} |")

@@ -40,9 +40,24 @@ ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
 # that changed no behaviour: against cw-lookup, the price of the restructured src/.
 # cw-base: camunda-worker built from the commit given to --compare (a refactor's base): against
 # cw-default (this tree), the price of a change that should not change behaviour.
-EXTRA = ["cw-lookup", "cw-structure", "cw-command", "cw-complete", "cw-base"]
+# ceiling-<part>: the ceiling client writing camunda-worker's ledger up to <part> (its --ledger: the
+# marker on complete, + correlationKeys, + the flip, + the process instance id), so that each part
+# of the ledger has a price on the engine of its own; the plain ceiling writes none of it.
+LEDGER_PARTS = ["marker", "keys", "flip", "instance"]
+# cw-fixed-<n>: camunda-worker with --concurrency fixed --max-tasks <n>, the fixed settings its adaptive
+# default is measured against; cw-adaptive-256: the adaptive limit under a ceiling of 256.
+MAX_TASKS_SWEEP = [32, 64, 128, 256]
+EXTRA = (["cw-lookup", "cw-structure", "cw-command", "cw-complete", "cw-base"]
+         + [f"ceiling-{part}" for part in LEDGER_PARTS] + [f"cw-fixed-{n}" for n in MAX_TASKS_SWEEP]
+         + ["cw-adaptive-256"])
 LOOKUP_REV = "d948207"
 STRUCTURE_REV = "e38ba4e"
+LEDGER_PART_LABELS = {
+    "marker": "the marker set by complete",
+    "keys": "marker + correlationKeys",
+    "flip": "marker + correlationKeys + the flip",
+    "instance": "the worker's whole request: + processInstanceId",
+}
 CLUSTER_ALL = ["cw-nodes", "cw-lb", "py", "js", "java", "ceiling"]
 
 
@@ -51,9 +66,26 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
     py = [paths["python"], os.path.join(BENCH, "python", "worker.py"), url]
     js = ["node", os.path.join(BENCH, "js", "worker.mjs"), url]
     java = ["java", "-jar", paths["java_jar"], url]
+    ceiling = [paths["ceiling"], "--engine-url", url, "--fetchers", "2", "--max-tasks", "200", "--delay-ms", "2000",
+               "--limit-secs", str(limit_secs)]
     m = f"127.0.0.1:{metrics_port}"
-    return {
-        "cw-default": {"label": "camunda-worker (defaults: --max-tasks 64)",
+    ledger_parts = {
+        f"ceiling-{part}": {"label": f"ceiling --ledger {part} ({LEDGER_PART_LABELS[part]})",
+                            "argv": ceiling + ["--ledger", part], "ua": "bench-ceiling"}
+        for part in LEDGER_PARTS
+    }
+    sweep = {
+        f"cw-fixed-{n}": {"label": f"camunda-worker --concurrency fixed --max-tasks {n}",
+                          "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--concurrency", "fixed",
+                                   "--max-tasks", str(n)],
+                          "metrics": metrics_port, "ua": "camunda-worker/"}
+        for n in MAX_TASKS_SWEEP
+    }
+    sweep["cw-adaptive-256"] = {"label": "camunda-worker --max-tasks 256 (adaptive limit up to 256)",
+                                "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--max-tasks", "256"],
+                                "metrics": metrics_port, "ua": "camunda-worker/"}
+    return ledger_parts | sweep | {
+        "cw-default": {"label": "camunda-worker (defaults: adaptive limit, --max-tasks 64)",
                        "argv": [cw, "--engine-url", url, "--metrics-addr", m], "metrics": metrics_port,
                        "ua": "camunda-worker/"},
         "cw-lookup": {"label": f"camunda-worker {LOOKUP_REV} (defaults; look-up before each message)",
@@ -90,8 +122,7 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
         "java": {"label": "Java client 7.21.0 (maxTasks 64)", "argv": java + ["64", "30000", "2000"],
                  "ua": "Apache-HttpClient"},
         "ceiling": {"label": "ceiling (engine alone, minimal Rust client)",
-                    "argv": [paths["ceiling"], "--engine-url", url, "--fetchers", "2", "--max-tasks", "200",
-                             "--delay-ms", "2000", "--limit-secs", str(limit_secs)], "ua": "bench-ceiling"},
+                    "argv": ceiling, "ua": "bench-ceiling"},
     }
 
 
@@ -256,7 +287,7 @@ def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput",
         result["loadavg_after"] = loadavg()
         instances = history(url, f"&startedAfter={urllib.parse.quote(engine_time(result['contender_started_at']))}")
         stop_process(proc)
-        if key == "ceiling":
+        if key == "ceiling" or key.startswith("ceiling-"):
             try:
                 with open(logfile) as f:
                     lines = [ln for ln in f if ln.startswith("{")]

@@ -21,12 +21,16 @@ from .common import BENCH, JAVA_OPTS, REPO, cleanup, log
 from .comparisons import (
     COMPARE_MARKERS,
     LEDGER_MARKERS,
+    LEDGER_PARTS_MARKERS,
+    MAX_TASKS_MARKERS,
     STRUCTURE_MARKERS,
     compare_section,
+    ledger_parts_section,
     ledger_section,
+    max_tasks_section,
     structure_section,
 )
-from .contenders import ALL, CLUSTER_ALL, EXTRA, contenders, run_contender
+from .contenders import ALL, CLUSTER_ALL, EXTRA, LEDGER_PARTS, MAX_TASKS_SWEEP, contenders, run_contender
 from .engines import Engine
 from .measurements import loadavg
 from .phases import run_cluster, run_idle, run_mismatch, run_overhead, run_pg_vs_h2
@@ -45,6 +49,18 @@ STRUCTURE = {"only": "cw-lookup,cw-structure", "history_levels": "full",
 # --compare REV: this tree against a commit (a refactor's base), same phases and rounds as --structure.
 COMPARE = {"only": "cw-base,cw-default", "history_levels": "full",
            "skip": "idle,overhead,mismatch,cluster,pg-h2", "rounds": 3}
+# --ledger-parts: the price of each part of the ledger on the engine, the ceiling client writing it one
+# part more at a time (issue 28), with camunda-worker at its defaults and the JS client beside them in the
+# same run, at history full and audit, three rounds in alternating order.
+LEDGER_PARTS_PRESET = {"only": ",".join(["ceiling"] + [f"ceiling-{p}" for p in LEDGER_PARTS] + ["cw-default", "js"]),
+                       "history_levels": "full,audit", "skip": "idle,overhead,mismatch,cluster,pg-h2",
+                       "rounds": 3, "paced_count": 0}
+# --max-tasks-sweep: camunda-worker at its defaults (the adaptive limit) against fixed --max-tasks values (and
+# the ceiling), draining a backlog, three rounds in alternating order.
+MAX_TASKS_PRESET = {"only": ",".join(["cw-default", "cw-adaptive-256"] + [f"cw-fixed-{n}" for n in MAX_TASKS_SWEEP]
+                                     + ["ceiling"]),
+                    "history_levels": "full", "skip": "idle,overhead,mismatch,cluster,pg-h2", "rounds": 3,
+                    "paced_count": 0}
 
 
 # Sizes of a quick and of a full run: (quick, full). An option given on the command line wins.
@@ -136,6 +152,19 @@ def main():
                          f"--rounds {COMPARE['rounds']} (each unless given), results in bench/results/compare/ "
                          f"(quick: bench/results/quick/compare/); a full run rewrites the compare section of "
                          f"BENCHMARKS.md")
+    ap.add_argument("--ledger-parts", action="store_true",
+                    help=f"the price of each part of the ledger: the ceiling client with --ledger none, marker, "
+                         f"keys, flip, instance; --only {LEDGER_PARTS_PRESET['only']} --history-levels "
+                         f"{LEDGER_PARTS_PRESET['history_levels']} --skip {LEDGER_PARTS_PRESET['skip']} --rounds "
+                         f"{LEDGER_PARTS_PRESET['rounds']} --paced-count 0 (each unless given), results in "
+                         f"bench/results/ledger-parts/ (quick: bench/results/quick/ledger-parts/); a full run "
+                         f"rewrites the ledger-parts section of BENCHMARKS.md")
+    ap.add_argument("--max-tasks-sweep", action="store_true",
+                    help=f"camunda-worker's defaults against fixed --max-tasks values: --only {MAX_TASKS_PRESET['only']} "
+                         f"--history-levels {MAX_TASKS_PRESET['history_levels']} --skip {MAX_TASKS_PRESET['skip']} "
+                         f"--rounds {MAX_TASKS_PRESET['rounds']} --paced-count 0 (each unless given), results in "
+                         f"bench/results/max-tasks/ (quick: bench/results/quick/max-tasks/); a full run rewrites the "
+                         f"max-tasks section of BENCHMARKS.md")
     ap.add_argument("--new-rev", default=None, help="the commit this tree is (bench/run.sh passes it)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="the throughput phase's contenders this many times at each history level, in alternating "
@@ -144,7 +173,7 @@ def main():
     ap.add_argument("--fake-port", type=int, default=18201)
     ap.add_argument("--metrics-port", type=int, default=18202)
     ap.add_argument("--paced-rate", type=float, default=25.0)
-    ap.add_argument("--paced-count", type=int, default=500)
+    ap.add_argument("--paced-count", type=int, default=None, help="default 500")
     ap.add_argument("--idle-seconds", type=float, default=None, help="idle window (default 300, quick 60)")
     ap.add_argument("--idle-settle", type=float, default=None, help="idle settling before the window (default 120, "
                                                                      "quick 20)")
@@ -198,6 +227,10 @@ def main():
             update_benchmarks_md(structure_section(res), STRUCTURE_MARKERS)
         if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "compare"):
             update_benchmarks_md(compare_section(res), COMPARE_MARKERS)
+        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "ledger-parts"):
+            update_benchmarks_md(ledger_parts_section(res), LEDGER_PARTS_MARKERS)
+        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "max-tasks"):
+            update_benchmarks_md(max_tasks_section(res), MAX_TASKS_MARKERS)
         print(summary)
         return
     missing = [f"--{a.replace('_', '-')}" for a in ("cw_bin", "ceiling_bin", "fake_bin", "java_jar")
@@ -205,9 +238,10 @@ def main():
     if missing:
         ap.error(f"{', '.join(missing)} required (bench/run.sh passes them)")
     q = args.quick
-    if sum(map(bool, (args.ledger, args.structure, args.compare))) > 1:
-        ap.error("--ledger, --structure and --compare are separate runs")
-    preset = LEDGER if args.ledger else STRUCTURE if args.structure else COMPARE if args.compare else {}
+    if sum(map(bool, (args.ledger, args.structure, args.compare, args.ledger_parts, args.max_tasks_sweep))) > 1:
+        ap.error("--ledger, --structure, --compare, --ledger-parts and --max-tasks-sweep are separate runs")
+    preset = (LEDGER if args.ledger else STRUCTURE if args.structure else COMPARE if args.compare
+              else LEDGER_PARTS_PRESET if args.ledger_parts else MAX_TASKS_PRESET if args.max_tasks_sweep else {})
     for name, value in preset.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -222,6 +256,8 @@ def main():
         ap.error(f"--history-levels: {args.history_levels!r} (distinct values of {','.join(HISTORY_LEVELS)})")
     if q and args.instances == 2000:
         args.instances = 200
+    if args.paced_count is None:
+        args.paced_count = 500
     if q:
         args.paced_count = min(args.paced_count, 100)
     if args.backlog is None:
@@ -236,7 +272,8 @@ def main():
     args.phase_timeout = 120 + args.instances * 0.5
     out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "",
                                        "ledger" if args.ledger else "structure" if args.structure
-                                       else "compare" if args.compare else "")
+                                       else "compare" if args.compare else "ledger-parts" if args.ledger_parts
+                                       else "max-tasks" if args.max_tasks_sweep else "")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     workdir = os.path.join(BENCH, ".work")
@@ -370,5 +407,11 @@ def main():
     if (args.compare and not q and args.out is None
             and update_benchmarks_md(compare_section(res), COMPARE_MARKERS)):
         log("BENCHMARKS.md compare section updated")
+    if (args.ledger_parts and not q and args.out is None
+            and update_benchmarks_md(ledger_parts_section(res), LEDGER_PARTS_MARKERS)):
+        log("BENCHMARKS.md ledger-parts section updated")
+    if (args.max_tasks_sweep and not q and args.out is None
+            and update_benchmarks_md(max_tasks_section(res), MAX_TASKS_MARKERS)):
+        log("BENCHMARKS.md max-tasks section updated")
     print(summary)
     log(f"done in {res['total_seconds']:.0f} s; results in {os.path.relpath(out_dir, REPO)}/")

@@ -5,7 +5,17 @@
 //! worker can get out of the engine on this machine.
 //!
 //! ceiling --engine-url URL [--fetchers 2] [--max-tasks 200] [--delay-ms 2000] [--limit-secs 900]
-//!         [--async-response-timeout-ms 30000]
+//!         [--async-response-timeout-ms 30000] [--ledger none|marker|keys|flip|instance]
+//!
+//! --ledger adds camunda-worker's exactly-once ledger one part at a time, so the benchmark can
+//! price each part on the engine (each level includes the ones before it):
+//!   none      the blind client: no marker, the message by business key (the default)
+//!   marker    `complete` also sets the marker variable to an owed value of the worker's shape
+//!   keys      the message names that owed value in `correlationKeys` (it matches only while owed)
+//!   flip      the message also sets the marker to delivered in `processVariables`
+//!   instance  the message also names the process instance: camunda-worker's request at its
+//!             defaults (`--correlate-by both`)
+//! The ceiling still does none of the worker's other work (no lease, no reconciler, no retries).
 //!
 //! With --async-response-timeout-ms 0 it never parks a long poll, so it can be stopped without
 //! leaving a parked request behind that the engine would hand the next tasks to (the bench's
@@ -19,6 +29,51 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
+
+/// How much of camunda-worker's ledger the ceiling writes (`--ledger`); each level includes the
+/// ones before it.
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+enum Ledger {
+    None,
+    Marker,
+    Keys,
+    Flip,
+    Instance,
+}
+
+impl Ledger {
+    fn parse(text: &str) -> Result<Ledger, String> {
+        Ok(match text {
+            "none" => Ledger::None,
+            "marker" => Ledger::Marker,
+            "keys" => Ledger::Keys,
+            "flip" => Ledger::Flip,
+            "instance" => Ledger::Instance,
+            other => {
+                return Err(format!(
+                    "--ledger: `{other}` is not one of none, marker, keys, flip, instance"
+                ))
+            }
+        })
+    }
+}
+
+/// camunda-worker's marker variable (its default `--marker-variable`).
+const MARKER: &str = "camundaWorkerFollowUp";
+
+/// An owed marker as camunda-worker writes it: `owed:<topic>:<due, 13 digits of Unix ms>:<task id>`.
+fn owed_marker(task_id: &str, delay: Duration) -> String {
+    let due = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        + delay;
+    format!("owed:messageSending:{:013}:{task_id}", due.as_millis())
+}
+
+/// A String variable in the REST API's typed form.
+fn string_variable(value: &str) -> Value {
+    json!({"type": "String", "value": value, "valueInfo": {}})
+}
 
 #[derive(Default)]
 struct Counters {
@@ -38,6 +93,7 @@ struct Settings {
     limit: Duration,
     long_poll_ms: u64,
     worker_id: String,
+    ledger: Ledger,
 }
 
 fn parse_args() -> Result<Settings, String> {
@@ -49,6 +105,7 @@ fn parse_args() -> Result<Settings, String> {
         limit: Duration::from_secs(900),
         long_poll_ms: 30000,
         worker_id: format!("bench-ceiling-{}", std::process::id()),
+        ledger: Ledger::None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -64,6 +121,7 @@ fn parse_args() -> Result<Settings, String> {
             "--delay-ms" => settings.delay = Duration::from_millis(number(value()?)?),
             "--limit-secs" => settings.limit = Duration::from_secs(number(value()?)?),
             "--async-response-timeout-ms" => settings.long_poll_ms = number(value()?)?,
+            "--ledger" => settings.ledger = Ledger::parse(&value()?)?,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -185,13 +243,17 @@ async fn handle(
         c.errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let complete = json!({
+    let owed = owed_marker(id, s.delay);
+    let mut complete = json!({
         "workerId": worker_id,
         "variables": {
             "var1": {"type": "Integer", "value": 1},
             "var2": {"type": "String", "value": "value"},
         },
     });
+    if s.ledger >= Ledger::Marker {
+        complete["variables"][MARKER] = string_variable(&owed);
+    }
     let url = format!("{}/external-task/{id}/complete", s.base);
     match http
         .post(&url)
@@ -209,7 +271,21 @@ async fn handle(
         }
     }
     tokio::time::sleep(s.delay).await;
-    let message = json!({"messageName": "sample_response", "businessKey": key});
+    let mut message = json!({"messageName": "sample_response", "businessKey": key});
+    if s.ledger >= Ledger::Keys {
+        message["correlationKeys"] = json!({ MARKER: string_variable(&owed) });
+    }
+    if s.ledger >= Ledger::Flip {
+        message["processVariables"] =
+            json!({ MARKER: string_variable(&format!("delivered:{id}")) });
+    }
+    if s.ledger >= Ledger::Instance {
+        let Some(instance) = task["processInstanceId"].as_str() else {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        message["processInstanceId"] = json!(instance);
+    }
     let url = format!("{}/message", s.base);
     // A 400 mismatch means the instance is not at the catch event yet: retry briefly (bounded).
     for _ in 0..50 {
