@@ -188,6 +188,34 @@ def metric(run, phase, field, scale):
     return v * scale if isinstance(v, (int, float)) else None
 
 
+# The columns of the tables of every run: (header, cell of a run's phase 1 `t`, its drain `bl`, the run `r`).
+RUN_COLUMNS = {
+    "instances/s": lambda t, bl, r: fmt(t.get("instances_per_s")),
+    "drain instances/s": lambda t, bl, r: fmt(bl.get("drain_instances_per_s")),
+    "requests/instance": lambda t, bl, r: fmt(t.get("requests_per_instance"), 2),
+    "worker CPU ms/instance": lambda t, bl, r: fmt(t.get("contender_cpu_ms_per_instance"), 2),
+    "engine CPU ms/instance": lambda t, bl, r: fmt(t.get("engine_cpu_ms_per_instance"), 1),
+    "drain engine CPU ms/instance": lambda t, bl, r: fmt(bl.get("engine_cpu_ms_per_instance"), 1),
+    "peak RSS MiB": lambda t, bl, r: fmt((r.get("peak_rss_kib") or 0) / 1024 or None),
+}
+
+
+def runs_table(res, labelled_rounds, lead, columns):
+    """Markdown rows of every run, a row each: `labelled_rounds` is [(lead cells, {key: run})] with `lead`
+    their headers, then the contender (with a note when it failed or did not finish), the `columns` (names
+    of RUN_COLUMNS), and the load average before → after."""
+    lines = ["| " + " | ".join(lead + ["contender"] + columns + ["load average before → after"]) + " |",
+             "|" + "---:|" * len(lead) + "---|" + "---:|" * len(columns) + "---|"]
+    for cells, rs in labelled_rounds:
+        for key, r in rs.items():
+            t, bl = r.get("throughput", {}), r.get("backlog", {})
+            note = f" (failed: {r['error'][:80]})" if r.get("error") else (
+                f" (only {t.get('finished')}/{res['instances']} finished)" if not t.get("all_finished") else "")
+            row = cells + [f"{key}{note}"] + [RUN_COLUMNS[c](t, bl, r) for c in columns]
+            lines.append("| " + " | ".join(row) + f" | {r.get('loadavg_before') or '–'} → {r.get('loadavg_after') or '–'} |")
+    return lines
+
+
 def spread_cell(vals, nd):
     if not vals:
         return "–"
@@ -243,20 +271,9 @@ def structure_section(res, base="cw-lookup", new="cw-structure", base_rev=LOOKUP
     if inside or outside:
         text = f"{len(inside)} of {len(inside) + len(outside)} measures within the spread between rounds"
         lines += ["", text + (f"; outside it: {', '.join(outside)}." if outside else ".")]
-    lines += ["", ("| round | contender | instances/s | drain instances/s | requests/instance | worker CPU ms/instance "
-                  "| engine CPU ms/instance | peak RSS MiB | load average before → after |"),
-              "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
-    for i, rs in enumerate(rounds, 1):
-        for key, r in rs.items():
-            t, bl = r.get("throughput", {}), r.get("backlog", {})
-            note = f" (failed: {r['error'][:80]})" if r.get("error") else (
-                f" (only {t.get('finished')}/{res['instances']} finished)" if not t.get("all_finished") else "")
-            lines.append(f"| {i} | {key}{note} | {fmt(t.get('instances_per_s'))} "
-                         f"| {fmt(bl.get('drain_instances_per_s'))} | {fmt(t.get('requests_per_instance'), 2)} "
-                         f"| {fmt(t.get('contender_cpu_ms_per_instance'), 2)} "
-                         f"| {fmt(t.get('engine_cpu_ms_per_instance'), 1)} "
-                         f"| {fmt((r.get('peak_rss_kib') or 0) / 1024 or None)} "
-                         f"| {r.get('loadavg_before') or '–'} → {r.get('loadavg_after') or '–'} |")
+    lines += [""] + runs_table(res, [([str(i)], rs) for i, rs in enumerate(rounds, 1)], ["round"],
+                               ["instances/s", "drain instances/s", "requests/instance", "worker CPU ms/instance",
+                                "engine CPU ms/instance", "peak RSS MiB"])
     return "\n".join(lines) + "\n"
 
 
@@ -344,20 +361,10 @@ def ledger_parts_section(res, parts=("ceiling", "ceiling-marker", "ceiling-keys"
                                  + (" (apart)" if apart else " (within)" if len(vals) > 1 else ""))
                     cells.append(f" {spread_cell(vals, nd)} | {ratio} |")
                 lines.append(f"| {level} | {label} |" + "".join(cells))
-    lines += ["", ("| history level | round | contender | instances/s | engine CPU ms/instance | requests/instance "
-                   "| drain instances/s | drain engine CPU ms/instance | load average before → after |"),
-              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
-    for level in levels:
-        for i, rs in enumerate(rounds_at(res, level), 1):
-            for key, r in rs.items():
-                t, bl = r.get("throughput", {}), r.get("backlog", {})
-                note = f" (failed: {r['error'][:80]})" if r.get("error") else (
-                    f" (only {t.get('finished')}/{res['instances']} finished)" if not t.get("all_finished") else "")
-                lines.append(f"| {level} | {i} | {key}{note} | {fmt(t.get('instances_per_s'))} "
-                             f"| {fmt(t.get('engine_cpu_ms_per_instance'), 1)} "
-                             f"| {fmt(t.get('requests_per_instance'), 2)} | {fmt(bl.get('drain_instances_per_s'))} "
-                             f"| {fmt(bl.get('engine_cpu_ms_per_instance'), 1)} "
-                             f"| {r.get('loadavg_before') or '–'} → {r.get('loadavg_after') or '–'} |")
+    labelled = [([level, str(i)], rs) for level in levels for i, rs in enumerate(rounds_at(res, level), 1)]
+    lines += [""] + runs_table(res, labelled, ["history level", "round"],
+                               ["instances/s", "engine CPU ms/instance", "requests/instance", "drain instances/s",
+                                "drain engine CPU ms/instance"])
     return "\n".join(lines) + "\n"
 
 
@@ -408,17 +415,7 @@ def max_tasks_section(res, default="cw-default"):
         lines += ["", (f"Draining, the default ({default}) against the best fixed setting of the run ({best}): "
                        f"{mean:.1f} ÷ {best_mean:.1f} = **{mean / best_mean:.2f} ×** (means over the rounds; "
                        f"ranges {spread_cell(drains[default], 1)} and {spread_cell(fixed[best], 1)}).")]
-    lines += ["", ("| round | contender | drain instances/s | drain engine CPU ms/instance | instances/s "
-                   "| engine CPU ms/instance | peak RSS MiB | load average before → after |"),
-              "|---:|---|---:|---:|---:|---:|---:|---|"]
-    for i, rs in enumerate(rounds, 1):
-        for key, r in rs.items():
-            t, bl = r.get("throughput", {}), r.get("backlog", {})
-            note = f" (failed: {r['error'][:80]})" if r.get("error") else (
-                f" (only {t.get('finished')}/{res['instances']} finished)" if not t.get("all_finished") else "")
-            lines.append(f"| {i} | {key}{note} | {fmt(bl.get('drain_instances_per_s'))} "
-                         f"| {fmt(bl.get('engine_cpu_ms_per_instance'), 1)} | {fmt(t.get('instances_per_s'))} "
-                         f"| {fmt(t.get('engine_cpu_ms_per_instance'), 1)} "
-                         f"| {fmt((r.get('peak_rss_kib') or 0) / 1024 or None)} "
-                         f"| {r.get('loadavg_before') or '–'} → {r.get('loadavg_after') or '–'} |")
+    lines += [""] + runs_table(res, [([str(i)], rs) for i, rs in enumerate(rounds, 1)], ["round"],
+                               ["drain instances/s", "drain engine CPU ms/instance", "instances/s",
+                                "engine CPU ms/instance", "peak RSS MiB"])
     return "\n".join(lines) + "\n"

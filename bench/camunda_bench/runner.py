@@ -62,6 +62,16 @@ MAX_TASKS_PRESET = {"only": ",".join(["cw-default", "cw-adaptive-256"] + [f"cw-f
                     "history_levels": "full", "skip": "idle,overhead,mismatch,cluster,pg-h2", "rounds": 3,
                     "paced_count": 0}
 
+# The separate runs, each with a section of BENCHMARKS.md of its own: (its option, as an attribute of the
+# parsed arguments; its preset; its results directory under bench/results; the section's writer; its markers).
+SEPARATE_RUNS = [
+    ("ledger", LEDGER, "ledger", ledger_section, LEDGER_MARKERS),
+    ("structure", STRUCTURE, "structure", structure_section, STRUCTURE_MARKERS),
+    ("compare", COMPARE, "compare", compare_section, COMPARE_MARKERS),
+    ("ledger_parts", LEDGER_PARTS_PRESET, "ledger-parts", ledger_parts_section, LEDGER_PARTS_MARKERS),
+    ("max_tasks_sweep", MAX_TASKS_PRESET, "max-tasks", max_tasks_section, MAX_TASKS_MARKERS),
+]
+
 
 # Sizes of a quick and of a full run: (quick, full). An option given on the command line wins.
 SIZES = {
@@ -221,16 +231,9 @@ def main():
         summary = write_reports(res, out_dir)
         if not res.get("quick") and out_dir == os.path.join(BENCH, "results"):
             update_benchmarks_md(summary)
-        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "ledger"):
-            update_benchmarks_md(ledger_section(res), LEDGER_MARKERS)
-        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "structure"):
-            update_benchmarks_md(structure_section(res), STRUCTURE_MARKERS)
-        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "compare"):
-            update_benchmarks_md(compare_section(res), COMPARE_MARKERS)
-        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "ledger-parts"):
-            update_benchmarks_md(ledger_parts_section(res), LEDGER_PARTS_MARKERS)
-        if not res.get("quick") and out_dir == os.path.join(BENCH, "results", "max-tasks"):
-            update_benchmarks_md(max_tasks_section(res), MAX_TASKS_MARKERS)
+        for _, _, subdir, section, markers in SEPARATE_RUNS:
+            if not res.get("quick") and out_dir == os.path.join(BENCH, "results", subdir):
+                update_benchmarks_md(section(res), markers)
         print(summary)
         return
     missing = [f"--{a.replace('_', '-')}" for a in ("cw_bin", "ceiling_bin", "fake_bin", "java_jar")
@@ -238,10 +241,11 @@ def main():
     if missing:
         ap.error(f"{', '.join(missing)} required (bench/run.sh passes them)")
     q = args.quick
-    if sum(map(bool, (args.ledger, args.structure, args.compare, args.ledger_parts, args.max_tasks_sweep))) > 1:
-        ap.error("--ledger, --structure, --compare, --ledger-parts and --max-tasks-sweep are separate runs")
-    preset = (LEDGER if args.ledger else STRUCTURE if args.structure else COMPARE if args.compare
-              else LEDGER_PARTS_PRESET if args.ledger_parts else MAX_TASKS_PRESET if args.max_tasks_sweep else {})
+    chosen = [run for run in SEPARATE_RUNS if getattr(args, run[0])]
+    if len(chosen) > 1:
+        ap.error(", ".join(f"--{run[0].replace('_', '-')}" for run in SEPARATE_RUNS) + ": separate runs, one at a time")
+    separate = chosen[0] if chosen else None
+    preset = separate[1] if separate else {}
     for name, value in preset.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -270,10 +274,7 @@ def main():
     # the database every 30 s): never give up on a cluster phase before that.
     args.cluster_stall = 75
     args.phase_timeout = 120 + args.instances * 0.5
-    out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "",
-                                       "ledger" if args.ledger else "structure" if args.structure
-                                       else "compare" if args.compare else "ledger-parts" if args.ledger_parts
-                                       else "max-tasks" if args.max_tasks_sweep else "")
+    out_dir = args.out or os.path.join(BENCH, "results", "quick" if q else "", separate[2] if separate else "")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     workdir = os.path.join(BENCH, ".work")
@@ -395,23 +396,11 @@ def main():
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(res, f, indent=2)
     summary = write_reports(res, out_dir)
-    full = (not q and args.out is None and not args.ledger and set(keys) == set(ALL)
+    full = (not q and args.out is None and not separate and set(keys) == set(ALL)
             and set(cluster_keys) == set(CLUSTER_ALL) and not skip and levels == ["full"])
     if full and update_benchmarks_md(summary):
         log("BENCHMARKS.md results section updated")
-    if args.ledger and not q and args.out is None and update_benchmarks_md(ledger_section(res), LEDGER_MARKERS):
-        log("BENCHMARKS.md ledger section updated")
-    if (args.structure and not q and args.out is None
-            and update_benchmarks_md(structure_section(res), STRUCTURE_MARKERS)):
-        log("BENCHMARKS.md structure section updated")
-    if (args.compare and not q and args.out is None
-            and update_benchmarks_md(compare_section(res), COMPARE_MARKERS)):
-        log("BENCHMARKS.md compare section updated")
-    if (args.ledger_parts and not q and args.out is None
-            and update_benchmarks_md(ledger_parts_section(res), LEDGER_PARTS_MARKERS)):
-        log("BENCHMARKS.md ledger-parts section updated")
-    if (args.max_tasks_sweep and not q and args.out is None
-            and update_benchmarks_md(max_tasks_section(res), MAX_TASKS_MARKERS)):
-        log("BENCHMARKS.md max-tasks section updated")
+    if separate and not q and args.out is None and update_benchmarks_md(separate[3](res), separate[4]):
+        log(f"BENCHMARKS.md {separate[2]} section updated")
     print(summary)
     log(f"done in {res['total_seconds']:.0f} s; results in {os.path.relpath(out_dir, REPO)}/")
