@@ -41,6 +41,9 @@ impl Drop for Slot {
 pub(crate) struct SlotLimit {
     slots: Arc<Semaphore>,
     max_tasks: usize,
+    /// Whether a limit moves at all; a fixed one never keeps a slot, so its tasks give their
+    /// slots back without taking the lock.
+    adaptive: bool,
     state: Mutex<LimitState>,
 }
 
@@ -62,6 +65,7 @@ impl SlotLimit {
         let limit = SlotLimit {
             slots,
             max_tasks,
+            adaptive,
             state: Mutex::new(LimitState {
                 adaptive: adaptive.then(|| AdaptiveLimit::new(max_tasks)),
                 kept: Vec::new(),
@@ -147,6 +151,9 @@ impl SlotLimit {
     /// A task ended: its slot goes back to the polls, or is kept while the limit is lower than
     /// the tasks in flight.
     fn give_back(&self, permit: OwnedSemaphorePermit) {
+        if !self.adaptive {
+            return; // dropping the permit gives it back to the polls
+        }
         let mut state = self.state();
         if state.kept.len() < self.max_tasks - state.limit(self.max_tasks) {
             state.kept.push(permit);

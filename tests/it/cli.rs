@@ -359,3 +359,27 @@ fn a_marker_variable_that_is_no_variable_name_is_rejected_naming_the_flag() {
         &["marker_variable", "--marker-variable"],
     );
 }
+
+/// The concurrency mode is one of two words; anything else is refused at start, naming the flag and
+/// both words, whether it comes from the flag, the environment or the file.
+#[test]
+fn a_concurrency_mode_that_is_neither_adaptive_nor_fixed_is_rejected_naming_both() {
+    rejects(
+        worker().args(["--concurrency", "fast", "--print-config"]),
+        &["--concurrency", "fast", "adaptive", "fixed"],
+    );
+    rejects(
+        worker()
+            .env("CAMUNDA_WORKER_CONCURRENCY", "Adaptive")
+            .arg("--print-config"),
+        &["--concurrency", "Adaptive", "adaptive, fixed"],
+    );
+    let file = config_file("concurrency = \"gradient\"\n");
+    rejects(
+        worker()
+            .arg("--config")
+            .arg(file.path())
+            .arg("--print-config"),
+        &["key `concurrency`", "gradient", "adaptive, fixed"],
+    );
+}
