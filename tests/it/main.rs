@@ -35,6 +35,7 @@ mod complete;
 mod complete_kind;
 mod complete_kind_lock;
 mod concurrency;
+mod concurrency_faults;
 mod config_file;
 mod contract;
 mod correlation;
