@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [--instances N] [--quick] [--only cw-default,cw-10,...] [--skip idle,overhead,...]
 #                [--history-levels full,audit] [--rounds R]
-#                [--ledger | --ledger-parts | --max-tasks-sweep | --structure | --compare REV]
+#                [--ledger | --ledger-parts | --max-tasks-sweep | --neighbour | --structure | --compare REV]
 #                [--cluster-contenders cw-nodes,cw-lb,py,js,java,ceiling] [--cluster-instances N]
 #
 # Phases (--skip): throughput, idle, overhead, mismatch, cluster, pg-h2 (see the driver's --help).
@@ -20,14 +20,14 @@
 #                                     structure refactor, same behaviour): `git archive <rev>` into
 #                                     bench/.lookup-build/<rev>/src, cargo build --release --locked
 #                                     there; only when that binary is missing (a commit cannot change)
-#   bench/ceiling (ceiling, fake-engine)  cargo build --release --locked
+#   bench/ceiling (ceiling, neighbour, fake-engine)  cargo build --release --locked
 #   bench/.venv                       python3 -m venv + pip install -r bench/requirements.txt
 #   bench/js/node_modules             npm ci
 #   bench/java/target/*.jar           mvn package
 #   engine/target/*.jar               engine/engine.sh build
 # then runs the driver, the package bench/camunda_bench (python -m camunda_bench; see its --help).
 # Results: bench/results/ (quick runs: bench/results/quick/; --ledger: bench/results/ledger/;
-# --structure: bench/results/structure/).
+# --structure: bench/results/structure/; --neighbour: bench/results/neighbour/).
 # CAMUNDA_WORKER_BIN=path skips building camunda-worker and benchmarks that binary instead.
 set -euo pipefail
 

@@ -39,6 +39,15 @@ Phases (names for --skip), in this order:
   pg-h2       (part of the cluster section) camunda-worker (defaults) on one node on PostgreSQL
               against one node on H2: throughput of N instances started while it runs.
 
+With --neighbour, only this (the phases above are skipped unless named):
+
+  neighbour   another client on the engine (bench/ceiling's neighbour: 20 instances/s of its own
+              process, bench/neighbour_task.bpmn, one task on its own topic) alone, and beside
+              camunda-worker draining a backlog (9000, quick 2000) at --concurrency fixed
+              --max-tasks 256, with the adaptive limit under 256, and at its defaults; each case on
+              a fresh engine, 3 rounds in alternating order: the neighbour's round trips over a
+              window (its 4th to 20th second), what the worker finished and its limit meanwhile.
+
 Requests are counted from the engines' Tomcat access logs (enabled the same way for every
 contender); the contender is told apart from the starter and this driver by path and User-Agent.
 """
@@ -50,6 +59,7 @@ contender); the contender is told apart from the starter and this driver by path
 #   statistics    latency distributions, pickup latency, CPU and requests per instance
 #   contenders    the contenders' command lines and run_contender
 #   phases        idle, overhead, mismatch, cluster, PostgreSQL vs H2
+#   neighbour     another client beside camunda-worker, and its section of BENCHMARKS.md
 #   charts        chart.png, cluster.png
 #   comparisons   two builds side by side: the ledger's and the structure's sections of BENCHMARKS.md
 #   report        summary.md and the results section of BENCHMARKS.md

@@ -33,6 +33,7 @@ from .comparisons import (
 from .contenders import ALL, CLUSTER_ALL, EXTRA, LEDGER_PARTS, MAX_TASKS_SWEEP, contenders, run_contender
 from .engines import Engine
 from .measurements import loadavg
+from .neighbour import NEIGHBOUR_MARKERS, neighbour_section, run_neighbour
 from .phases import run_cluster, run_idle, run_mismatch, run_overhead, run_pg_vs_h2
 from .report import update_benchmarks_md, write_reports
 
@@ -61,6 +62,10 @@ MAX_TASKS_PRESET = {"only": ",".join(["cw-default", "cw-adaptive-256"] + [f"cw-f
                                      + ["ceiling"]),
                     "history_levels": "full", "skip": "idle,overhead,mismatch,cluster,pg-h2", "rounds": 3,
                     "paced_count": 0}
+# --neighbour: another client on the engine at a fixed rate, alone and beside camunda-worker draining a backlog
+# (fixed 256 slots, the adaptive limit under 256, the defaults), three rounds in alternating order; none of the
+# phases above.
+NEIGHBOUR_PRESET = {"skip": ",".join(PHASES), "rounds": 3}
 
 # The separate runs, each with a section of BENCHMARKS.md of its own: (its option, as an attribute of the
 # parsed arguments; its preset; its results directory under bench/results; the section's writer; its markers).
@@ -70,6 +75,7 @@ SEPARATE_RUNS = [
     ("compare", COMPARE, "compare", compare_section, COMPARE_MARKERS),
     ("ledger_parts", LEDGER_PARTS_PRESET, "ledger-parts", ledger_parts_section, LEDGER_PARTS_MARKERS),
     ("max_tasks_sweep", MAX_TASKS_PRESET, "max-tasks", max_tasks_section, MAX_TASKS_MARKERS),
+    ("neighbour", NEIGHBOUR_PRESET, "neighbour", neighbour_section, NEIGHBOUR_MARKERS),
 ]
 
 
@@ -89,6 +95,9 @@ SIZES = {
     "stall_seconds": (30, 60),
     "overhead_warmup": (2, 3),
     "overhead_seconds": (5, 15),
+    "neighbour_secs": (10, 20),
+    "neighbour_measure_after": (2, 4),
+    "neighbour_backlog": (2000, 9000),
 }
 
 
@@ -175,6 +184,20 @@ def main():
                          f"--rounds {MAX_TASKS_PRESET['rounds']} --paced-count 0 (each unless given), results in "
                          f"bench/results/max-tasks/ (quick: bench/results/quick/max-tasks/); a full run rewrites the "
                          f"max-tasks section of BENCHMARKS.md")
+    ap.add_argument("--neighbour", action="store_true",
+                    help="another client on the engine (bench/ceiling's neighbour: its own process and topic at "
+                         "--neighbour-rate instances/s) alone and beside camunda-worker draining a backlog at fixed "
+                         "256 slots, with the adaptive limit under 256, and at its defaults; --rounds "
+                         f"{NEIGHBOUR_PRESET['rounds']} and no other phase (unless given), results in "
+                         "bench/results/neighbour/ (quick: bench/results/quick/neighbour/); a full run rewrites the "
+                         "neighbour section of BENCHMARKS.md")
+    ap.add_argument("--neighbour-rate", type=int, default=20, help="the neighbour's starts per second (default 20)")
+    ap.add_argument("--neighbour-secs", type=int, default=None,
+                    help="how long the neighbour starts instances (default 20, quick 10)")
+    ap.add_argument("--neighbour-measure-after", type=int, default=None,
+                    help="the neighbour's instances started from this second on are measured (default 4, quick 2)")
+    ap.add_argument("--neighbour-backlog", type=int, default=None,
+                    help="the backlog camunda-worker drains beside the neighbour (default 9000, quick 2000)")
     ap.add_argument("--new-rev", default=None, help="the commit this tree is (bench/run.sh passes it)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="the throughput phase's contenders this many times at each history level, in alternating "
@@ -280,7 +303,8 @@ def main():
     workdir = os.path.join(BENCH, ".work")
     os.makedirs(workdir, exist_ok=True)
     paths = {"cw": os.path.abspath(args.cw_bin), "ceiling": os.path.abspath(args.ceiling_bin),
-             "fake": os.path.abspath(args.fake_bin), "java_jar": os.path.abspath(args.java_jar),
+             "fake": os.path.abspath(args.fake_bin),
+             "neighbour": os.path.join(os.path.dirname(os.path.abspath(args.ceiling_bin)), "neighbour"), "java_jar": os.path.abspath(args.java_jar),
              "python": os.path.join(BENCH, ".venv", "bin", "python"),
              "cw_lookup": os.path.abspath(args.cw_lookup_bin) if args.cw_lookup_bin else None,
              "cw_structure": os.path.abspath(args.cw_structure_bin) if args.cw_structure_bin else None,
@@ -389,6 +413,8 @@ def main():
         if "pg-h2" not in skip:
             res["cluster"] = res["cluster"] or {}
             res["cluster"]["pg_vs_h2"] = phase("pg-h2", lambda: run_pg_vs_h2(engine, paths, args, workdir))
+        if args.neighbour:
+            res["neighbour"] = phase("neighbour", lambda: run_neighbour(engine, paths, args, workdir))
     finally:
         cleanup()
         engine.stop()
