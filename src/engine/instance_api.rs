@@ -238,14 +238,18 @@ impl EngineClient {
         }
     }
 
-    /// Every open incident of `incident_type` as (configuration, id): which follow-ups an
-    /// operator resolved, and which have more than one open.
+    /// The open incidents of `incident_type`, at most `max_results` of them, as (configuration,
+    /// id): which follow-ups an operator resolved, and which have more than one open.
     pub async fn open_incidents_of(
         &self,
         incident_type: &str,
+        max_results: usize,
     ) -> Result<Vec<(String, String)>, EngineError> {
-        self.open_incidents(&[("incidentType", incident_type.to_owned())])
-            .await
+        self.open_incidents(&[
+            ("incidentType", incident_type.to_owned()),
+            ("maxResults", max_results.to_string()),
+        ])
+        .await
     }
 
     /// The open incidents `query` finds, as (configuration, id).

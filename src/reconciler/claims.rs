@@ -18,6 +18,10 @@ use crate::ledger::{
     failed_range, handed_back_range, incident_task_id, unix_ms, Marker, INCIDENT_TYPE,
 };
 
+/// Open incidents of the follow-ups' type read in one query before the pass reads them per
+/// instance instead: 500 of at most ~4.5 KiB each stay well inside the bound of a query's reply.
+const INCIDENT_PAGE: usize = 500;
+
 /// What the pass does with an owed follow-up, from its lease.
 enum Verdict {
     /// Another worker's live lease holds it.
@@ -50,9 +54,7 @@ impl Reconciler {
             ..PassSummary::default()
         };
         let open = if summary.failed_work > 0 {
-            self.follow_ups.spend_budget().await;
-            let open = self.client.open_incidents_of(INCIDENT_TYPE).await?;
-            incidents_by_task(open)
+            self.open_incidents_for(failed.clone()).await?
         } else {
             HashMap::new()
         };
@@ -84,6 +86,35 @@ impl Reconciler {
         }
         report_undelivered(&summary, example);
         Ok(summary)
+    }
+
+    /// The open incidents of the follow-ups' type, by the task id they name, as far as the
+    /// `failed` works need them: every open one in one query while they fit a page of
+    /// [`INCIDENT_PAGE`]; beyond that, those of each failed work's instance, one query each. A
+    /// reply with every open incident would outgrow the bound of a query's reply (an incident
+    /// carries up to 3,900 characters of its cause) and fail the whole pass.
+    async fn open_incidents_for(
+        &self,
+        failed: impl Iterator<Item = &FoundMarker>,
+    ) -> Result<HashMap<String, Vec<String>>, EngineError> {
+        self.follow_ups.spend_budget().await;
+        let page = self
+            .client
+            .open_incidents_of(INCIDENT_TYPE, INCIDENT_PAGE + 1)
+            .await?;
+        if page.len() <= INCIDENT_PAGE {
+            return Ok(incidents_by_task(page));
+        }
+        let mut open = Vec::new();
+        for instance in failed.map(|found| &found.instance) {
+            self.follow_ups.spend_budget().await;
+            open.extend(
+                self.client
+                    .open_incidents_of_instance(INCIDENT_TYPE, instance)
+                    .await?,
+            );
+        }
+        Ok(incidents_by_task(open))
     }
 
     /// Counts how a claim of `found` ended in `summary`; the error of one that failed.

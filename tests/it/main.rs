@@ -76,3 +76,4 @@ mod work_contract;
 mod work_incident_fold;
 mod work_interrupted;
 mod work_lease;
+mod work_many_incidents;
