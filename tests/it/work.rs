@@ -233,7 +233,7 @@ sys.exit(1)
     assert_eq!(script.lines("runs").len(), 2, "one run and one retry");
     assert_eq!(open_incidents(&rest, &instance).await.len(), 1);
 
-    std::fs::write(script.file("fixed"), "").unwrap();
+    script.fix();
     let resolved_at = std::time::Instant::now();
     resolve_incident(&rest, incident["id"].as_str().unwrap()).await;
     rest.wait_instances_completed(std::slice::from_ref(&instance), WAIT)
@@ -274,14 +274,7 @@ async fn resolving_an_incident_on_an_idle_worker_runs_the_work_again_at_the_reco
     let engine = shared_engine();
     let rest = Rest::new(&engine.url);
     let (key, topic, message) = rest.deploy_variant("work_idle_resolve").await;
-    let script = Script::python(
-        r#"
-if not os.path.exists(path("fixed")):
-    print("boom: not yet", file=sys.stderr)
-    sys.exit(1)
-json.dump({"fixed": True}, sys.stdout)
-"#,
-    );
+    let script = Script::failing_until_fixed();
     let instance = start_instance(&rest, &key, "work-idle-1", json!({})).await;
     let mut flags = worker_flags(&topic, &message, &script);
     flags.extend(["--follow-up-retries", "0", "--reconcile-interval", "1s"]);
@@ -299,7 +292,7 @@ json.dump({"fixed": True}, sys.stdout)
         || async { (passes(&worker.scrape().await) >= 5.0).then_some(()) },
     )
     .await;
-    std::fs::write(script.file("fixed"), "").unwrap();
+    script.fix();
     resolve_incident(&rest, incident["id"].as_str().unwrap()).await;
     rest.wait_instances_completed(std::slice::from_ref(&instance), Duration::from_secs(20))
         .await;

@@ -76,14 +76,7 @@ async fn a_resolved_incident_is_found_among_more_open_incidents_than_one_reply_m
         .await;
     assert_eq!(open, OTHER_INCIDENTS as u64);
 
-    let script = Script::python(
-        r#"
-if not os.path.exists(path("fixed")):
-    print("boom: not yet", file=sys.stderr)
-    sys.exit(1)
-json.dump({"fixed": True}, sys.stdout)
-"#,
-    );
+    let script = Script::failing_until_fixed();
     let instance = start_instance(&rest, &key, "many-incidents-1", json!({})).await;
     let mut flags = worker_flags(&topic, &message, &script);
     flags.extend(["--follow-up-retries", "0", "--reconcile-interval", "1s"]);
@@ -92,7 +85,7 @@ json.dump({"fixed": True}, sys.stdout)
         open_incidents(&rest, &instance).await.into_iter().next()
     })
     .await;
-    std::fs::write(script.file("fixed"), "").unwrap();
+    script.fix();
     resolve_incident(&rest, incident["id"].as_str().unwrap()).await;
     rest.wait_instances_completed(std::slice::from_ref(&instance), WAIT)
         .await;

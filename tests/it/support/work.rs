@@ -71,6 +71,25 @@ impl Script {
         Self::write(&format!("#!{}\n{PRELUDE}\n{body}\n", python()))
     }
 
+    /// A Python script that fails (exit 1, `boom: not yet` on stderr) until [`Script::fix`] has
+    /// run, and then succeeds with `{"fixed": true}`: a work an operator repairs.
+    pub fn failing_until_fixed() -> Script {
+        Self::python(
+            r#"
+if not os.path.exists(path("fixed")):
+    print("boom: not yet", file=sys.stderr)
+    sys.exit(1)
+json.dump({"fixed": True}, sys.stdout)
+"#,
+        )
+    }
+
+    /// Creates the file `fixed` in the script's directory: the next run of a
+    /// [`Script::failing_until_fixed`], or of any script that looks for that file, succeeds.
+    pub fn fix(&self) {
+        std::fs::write(self.file("fixed"), "").unwrap();
+    }
+
     /// A script with exactly this text (its `#!` line included).
     pub fn write(text: &str) -> Script {
         use std::os::unix::fs::PermissionsExt;
