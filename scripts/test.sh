@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh checkout: formatting, lints, unit and contract tests,
 # CLI tests, the real-engine suite (builds the bundled Camunda engine with Maven on first use),
-# the fault-injection suite, the cluster tests (installs PostgreSQL and HAProxy from Debian's
-# packages when missing), the release build the Dockerfile performs, and the deployment and
+# the fault-injection suite, the tracing tests (builds Jaeger v2 with Go, scripts/jaeger.sh), the
+# cluster tests (installs PostgreSQL and HAProxy from Debian's packages when missing), the release build the Dockerfile performs, and the deployment and
 # monitoring lints (installs their pinned tools into .tools/). Each part of the suite prints how
 # many tests it ran (scripts/test-count.sh), and the end prints them all and their sum.
 #
@@ -122,6 +122,10 @@ fi
 start_engine_build
 lints
 ensure_faketime
+# Before the tests, not from within them: the first build on a machine takes minutes of both
+# cores, which the tests' timings should not share.
+step "Jaeger v2 for the tracing tests (scripts/jaeger.sh: Go module proxy, caches on the machine)"
+scripts/jaeger.sh
 wait_for_engine_build
 test_parts
 

@@ -105,6 +105,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod supervisor;
 pub mod telemetry;
+pub mod traces;
 pub mod variables;
 pub mod work;
 pub mod worker;

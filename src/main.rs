@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use camunda_worker::cli::Command;
 use camunda_worker::engine::EngineClient;
+use camunda_worker::traces::{TraceExport, TraceSettings};
 use camunda_worker::{commands, config, daemon, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -16,8 +17,13 @@ fn main() -> ExitCode {
     if print_config {
         return config.print_description();
     }
-    // Declared before the runtime, so dropped after it: the runtime's last lines are written.
-    let _log = telemetry::init(config.log_format);
+    let traces = match command.is_none().then(TraceSettings::from_env).transpose() {
+        Ok(settings) => settings.flatten(),
+        Err(error) => {
+            telemetry::print_line(&format!("error: {error}"));
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,6 +34,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Traces (the daemon only, and only with an OTLP endpoint): exported on the runtime.
+    let traces =
+        match traces.map(|settings| TraceExport::start(&settings, runtime.handle().clone())) {
+            None => None,
+            Some(Ok(export)) => Some(export),
+            Some(Err(error)) => {
+                telemetry::print_line(&format!("error: {error}"));
+                return ExitCode::FAILURE;
+            }
+        };
+    // Dropped after the runtime (which `shutdown_timeout` consumes): its last lines are written.
+    let _log = telemetry::init_with_traces(config.log_format, traces.as_ref());
     let code = match runtime.block_on(dispatch(command, &config)) {
         Ok(code) => code,
         Err(error) => {
@@ -35,6 +53,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
+    // The last spans leave while the runtime still runs their requests, within a bound.
+    if let Some(traces) = traces {
+        traces.finish();
+    }
     // Dropping the runtime would wait for every blocking thread — a DNS lookup that hangs in the
     // system resolver among them — so the grace would not be the end. Whatever still runs now
     // was given up already.

@@ -151,6 +151,10 @@ declare_metrics! {
         "how late a follow-up's delivery began, against the time it was due";
     log_lines_dropped: Counter = log_lines_dropped().clone(),
         "log lines dropped because stderr was closed or full (the log never blocks nor stops the worker)";
+    trace_spans_exported: Counter = crate::traces::spans_exported().clone(),
+        "spans the collector took (tracing on: OTEL_EXPORTER_OTLP_ENDPOINT)";
+    trace_spans_dropped: CounterFamily = crate::traces::spans_dropped().clone(),
+        "spans dropped instead of exported, by reason: queue_full (the collector has not taken the spans before), export_failed (down, too slow or refused); tracing never blocks nor slows the worker";
     background_tasks_died: CounterFamily = Family::default(),
         "background tasks (fetch loop, reconciler, discovery, listener) that ended before shutdown, by task; the worker then fails /healthz and exits non-zero";
 }
@@ -208,6 +212,17 @@ impl Metrics {
     /// Log lines dropped so far (stderr closed or full), as `/metrics` shows them.
     pub fn log_lines_dropped_so_far(&self) -> u64 {
         self.log_lines_dropped.get()
+    }
+
+    /// Spans the collector took so far.
+    pub fn trace_spans_exported_so_far(&self) -> u64 {
+        self.trace_spans_exported.get()
+    }
+
+    /// Spans dropped so far for `reason`.
+    pub fn trace_spans_dropped_so_far(&self, reason: crate::traces::SpanDrop) -> u64 {
+        let labels = vec![label("reason", reason.label())];
+        self.trace_spans_dropped.get_or_create(&labels).get()
     }
 
     /// The Prometheus text exposition.

@@ -243,6 +243,7 @@ impl Reconciler {
                     .checked_sub(follow_ups.message().delay)
                     .unwrap_or_else(Instant::now),
                 recovered: true,
+                trace_parent: None,
             },
             Some(room),
         );

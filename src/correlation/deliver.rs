@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::calls::Ledger;
 use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason};
@@ -96,10 +96,13 @@ impl FollowUps {
 
     /// Waits until `due`, or until shutdown begins: then the message goes at once.
     pub(super) async fn wait_until_due(&self, due: Instant) {
-        tokio::select! {
-            _ = tokio::time::sleep_until(due) => {}
-            _ = self.inner.hurry.cancelled() => {}
-        }
+        let wait = async {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = self.inner.hurry.cancelled() => {}
+            }
+        };
+        wait.instrument(tracing::debug_span!("wait")).await;
     }
 
     /// Delivers the message (carrying `variables`), retrying as the policy says; `due` is when

@@ -199,5 +199,6 @@ pub(crate) fn follow_up(task: &str, instance: Option<&str>, lease: Duration) -> 
         fetched_at: None,
         completed_at: Instant::now(),
         recovered: false,
+        trace_parent: None,
     }
 }

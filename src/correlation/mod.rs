@@ -34,6 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry::trace::SpanContext;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +65,7 @@ use crate::budget::RetryBudget;
 use crate::engine::EngineClient;
 use crate::ledger::Marker;
 use crate::metrics::{Metrics, NoOutcome, Outcome};
+use crate::traces;
 use crate::variables::{TypedValue, Variables};
 use crate::work::{CompletedTask, Delay, DynWork};
 
@@ -102,6 +104,25 @@ pub struct FollowUp {
     /// Whether a reconciler runs it again (an incident raised earlier is resolved once it is
     /// delivered).
     pub recovered: bool,
+    /// The task's span in its trace, when traces are on: the follow-up's span is its child.
+    /// `None` for a recovered follow-up, which starts a trace of its own (no trace context is
+    /// stored in the engine).
+    pub trace_parent: Option<SpanContext>,
+}
+
+/// A follow-up's span: in the log, a root of its own (its lines name the task); in its trace,
+/// the child of its task's span when that is known.
+fn follow_up_span(follow_up: &FollowUp, task_id: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "follow_up",
+        target = %follow_up.target,
+        process_instance_id = follow_up.process_instance_id.as_deref().unwrap_or(""),
+        task_id = %task_id,
+        outcome = tracing::field::Empty,
+    );
+    traces::set_parent(&span, follow_up.trace_parent.as_ref());
+    span
 }
 
 /// How a follow-up ended.
@@ -381,23 +402,25 @@ impl FollowUps {
         // held inline cost about 8 KB, so a few hundred pending ones were most of the heap.
         self.inner.tracker.spawn(async move {
             let has_work = this.route.work.is_work();
+            // With traces on, the span is there from the start, so that the trace shows the wait.
+            let early = traces::enabled().then(|| follow_up_span(&follow_up, &task_id));
             if !has_work {
-                this.wait_until_due(due).await;
+                let waiting = early.clone().unwrap_or_else(tracing::Span::none);
+                this.wait_until_due(due).instrument(waiting).await;
             }
-            let span = tracing::info_span!(
-                parent: None,
-                "follow_up",
-                target = %follow_up.target,
-                process_instance_id = follow_up.process_instance_id.as_deref().unwrap_or(""),
-                task_id = %task_id,
-            );
-            if has_work {
-                Box::pin(this.work_then_deliver(&follow_up, due).instrument(span)).await;
+            let span = early.unwrap_or_else(|| follow_up_span(&follow_up, &task_id));
+            let delivery = if has_work {
+                Box::pin(
+                    this.work_then_deliver(&follow_up, due)
+                        .instrument(span.clone()),
+                )
+                .await
             } else {
                 let none = Variables::new();
                 let delivery = this.deliver_due(&follow_up, &none, Some(due));
-                Box::pin(delivery.instrument(span)).await;
-            }
+                Box::pin(delivery.instrument(span.clone())).await
+            };
+            span.record("outcome", tracing::field::debug(&delivery));
             lock(&this.inner.pending).remove(&task_id);
             this.inner.metrics.follow_ups_pending.dec();
             drop(room);

@@ -6,6 +6,7 @@
 //! The reconciler keeps its own backoff between passes.
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::calls::Ledger;
 use super::deliver::{Attempt, Progress};
@@ -70,18 +71,26 @@ impl FollowUps {
             fetched_at: None,
             completed_at: Instant::now(),
             recovered: true,
+            trace_parent: None,
         };
-        let mut progress = Progress::after_marker_read();
-        self.spend_budget().await;
-        let none = Variables::new();
-        let attempt = self.attempt(ledger, &follow_up, &none, &mut progress);
-        match Box::pin(attempt).await {
-            Attempt::Delivered | Attempt::DeliveredEarlier(_) => Recovery::Delivered,
-            Attempt::NotWaiting => Recovery::NotWaiting,
-            Attempt::Ambiguous(e) | Attempt::Refused(e) | Attempt::EngineTrouble(e) => {
-                Recovery::Failed(e)
+        // A trace of its own (no trace context is stored in the engine), named by the task id.
+        let span = super::follow_up_span(&follow_up, marker.task_id());
+        let recovery = async {
+            let mut progress = Progress::after_marker_read();
+            self.spend_budget().await;
+            let none = Variables::new();
+            let attempt = self.attempt(ledger, &follow_up, &none, &mut progress);
+            match Box::pin(attempt).await {
+                Attempt::Delivered | Attempt::DeliveredEarlier(_) => Recovery::Delivered,
+                Attempt::NotWaiting => Recovery::NotWaiting,
+                Attempt::Ambiguous(e) | Attempt::Refused(e) | Attempt::EngineTrouble(e) => {
+                    Recovery::Failed(e)
+                }
             }
-        }
+        };
+        let recovery = recovery.instrument(span.clone()).await;
+        span.record("outcome", tracing::field::debug(&recovery));
+        recovery
     }
 }
 

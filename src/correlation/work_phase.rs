@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, warn, Instrument};
 
 use super::calls::Ledger;
 use super::{lock, Delivery, FollowUp, FollowUps, GiveUpReason, LeaseCell};
@@ -170,6 +170,7 @@ impl FollowUps {
             self.route
                 .work
                 .run(&follow_up.task, &self.inner.hurry)
+                .instrument(tracing::debug_span!("work"))
                 .await
         };
         let result = tokio::select! {

@@ -26,7 +26,7 @@ pub mod health;
 pub mod instance_api;
 pub mod node;
 pub mod refusal;
-mod reply;
+pub(crate) mod reply;
 pub mod tenants;
 mod token_reply;
 mod transport;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::environment::command_environment;
 use super::{CompletedTask, FollowUpWork, WorkError};
+use crate::traces;
 use crate::variables::{TypedValue, Variables};
 
 /// The most a command may print on stdout: the message's variables, not a data transfer.
@@ -101,10 +102,13 @@ impl CommandWork {
     fn spawn(&self, name: &str) -> Result<Child, WorkError> {
         let environment =
             command_environment(std::env::vars_os(), &self.pass_env, &self.withheld_env);
+        // With traces on, the command's own spans join the follow-up's trace.
+        let traceparent = traces::traceparent(&tracing::Span::current());
         Command::new(&self.program)
             .args(&self.args)
             .env_clear()
             .envs(environment)
+            .envs(traceparent.map(|value| ("TRACEPARENT", value)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

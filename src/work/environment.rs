@@ -5,8 +5,10 @@
 //! (`CAMUNDA_WORKER_*`, the engine password among them) nor the credentials the worker holds. It
 //! gets the worker's environment minus:
 //! - every `CAMUNDA_WORKER_*` variable;
-//! - OpenTelemetry exporter headers (`OTEL_EXPORTER_OTLP_HEADERS`, `…_TRACES_HEADERS`, …), which
-//!   carry collector credentials;
+//! - every OpenTelemetry exporter setting (`OTEL_EXPORTER_*`: the headers carry collector
+//!   credentials, an endpoint may too);
+//! - a `TRACEPARENT` or `TRACESTATE` the worker was started with: with traces on, the command
+//!   gets the `TRACEPARENT` of its own follow-up's `work` span instead (see [`crate::traces`]);
 //! - every variable whose value holds one of the worker's secrets (a password given as
 //!   `--password "$DB_PASSWORD"` leaves `DB_PASSWORD` behind).
 //!
@@ -22,7 +24,9 @@ const MIN_SECRET_SEARCHED: usize = 6;
 /// Whether a variable of this name is withheld from the command by its name alone.
 pub fn withheld_by_name(name: &str) -> bool {
     name.starts_with("CAMUNDA_WORKER_")
-        || (name.starts_with("OTEL_EXPORTER_OTLP_") && name.ends_with("HEADERS"))
+        || name.starts_with("OTEL_EXPORTER_")
+        || name == "TRACEPARENT"
+        || name == "TRACESTATE"
 }
 
 /// The names of the variables of `environment` whose values hold one of `secrets`: read at start,
@@ -83,7 +87,12 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
                 "authorization=Bearer x",
             ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://u:p@collector"),
             ("OTEL_SERVICE_NAME", "w"),
+            (
+                "TRACEPARENT",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
             ("DB_PASSWORD", "hunter22"),
             ("DSN", "postgres://u:hunter22@db/x"),
             ("SHORT", "ab"),

@@ -29,6 +29,7 @@ pub(crate) mod pacing;
 pub mod poll;
 mod settle;
 pub(crate) mod slot_limit;
+mod spawn;
 pub mod task;
 
 use std::collections::HashMap;

@@ -11,17 +11,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use super::admission::Permits;
 use super::context::WorkerContext;
 use super::fetch_size::FetchCeiling;
 pub use super::pacing::PollOutcome;
 use super::pacing::{Pace, Wait};
-use super::task::spawn_tasks;
+use super::spawn::spawn_tasks;
 use crate::engine::{millis, EngineError, ExternalTask, FetchAndLockRequest, Node, TopicRequest};
 use crate::handler::Handler;
 use crate::metrics::Outcome;
+use crate::traces;
 
 /// While fetching keeps failing the same way (in a way the engine's health does not already
 /// report), a reminder is logged this often.
@@ -153,7 +154,12 @@ impl<H: Handler> NodePoll<H> {
         let asked = permits.len();
         let request = self.fetch_request(asked);
         let parked_until = Instant::now() + ctx.settings.long_poll;
-        let fetch = ctx.client.fetch_and_lock(node, &request);
+        // A trace of its own (see `crate::traces`): every task it brings links to it.
+        let span = tracing::debug_span!(parent: None, "fetch", node = %node.name(), asked);
+        let fetch = ctx
+            .client
+            .fetch_and_lock(node, &request)
+            .instrument(span.clone());
         tokio::pin!(fetch);
         let fetched = tokio::select! {
             fetched = &mut fetch => fetched,
@@ -167,7 +173,9 @@ impl<H: Handler> NodePoll<H> {
             return Ok(PollOutcome::Empty);
         }
         let count = tasks.len();
-        spawn_tasks(ctx, node, tasks, permits);
+        let fetched_by = traces::span_context(&span);
+        drop(span);
+        spawn_tasks(ctx, node, tasks, permits, fetched_by.as_ref());
         Ok(PollOutcome::Fetched {
             tasks: count,
             saturated: count >= asked,
@@ -263,7 +271,7 @@ impl<H: Handler> NodePoll<H> {
         };
         match answer {
             Some(Ok(tasks)) => {
-                spawn_tasks(ctx, node, tasks, permits);
+                spawn_tasks(ctx, node, tasks, permits, None);
                 debug!(node = %node.name(), "the parked long poll ended");
             }
             Some(Err(e))

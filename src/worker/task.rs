@@ -17,19 +17,18 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::metrics::{NoOutcome, Outcome};
 
-use super::admission::Permits;
 use super::context::WorkerContext;
 use super::handback::{hand_back, HandBack};
 use super::lock::keep_lock;
 use super::settle::{settle, Accepted, LostAttempt, Unsettled};
 use crate::correlation::{CorrelationTarget, FollowUp, FollowUps};
-use crate::engine::Node;
 use crate::engine::{
     millis, BpmnErrorRequest, CompleteRequest, EngineError, ExtendLockRequest, ExternalTask,
     FailureRequest,
 };
 use crate::handler::{Handler, HandlerError, TaskResult};
 use crate::ledger::Marker;
+use crate::traces;
 use crate::work::CompletedTask;
 
 /// Why a task was dropped without a follow-up (the `reason` of `tasks_dropped_total`).
@@ -87,7 +86,7 @@ enum HandlerRun {
 }
 
 /// One locked task and everything its processing needs.
-struct TaskRun<H> {
+pub(super) struct TaskRun<H> {
     ctx: Arc<WorkerContext<H>>,
     task: ExternalTask,
     fetched_at: Instant,
@@ -103,7 +102,7 @@ struct TaskRun<H> {
 }
 
 impl<H: Handler> TaskRun<H> {
-    fn new(
+    pub(super) fn new(
         ctx: Arc<WorkerContext<H>>,
         task: ExternalTask,
         fetched_at: Instant,
@@ -123,12 +122,12 @@ impl<H: Handler> TaskRun<H> {
         }
     }
 
-    fn task_id(&self) -> &str {
+    pub(super) fn task_id(&self) -> &str {
         &self.task.id
     }
 
     /// Handles the task to its end.
-    async fn process(mut self) -> TaskOutcome {
+    pub(super) async fn process(mut self) -> TaskOutcome {
         if self.ctx.stop.shutdown.is_cancelled() {
             // Fetched but not started before shutdown: give it back so another worker takes it
             // now instead of after the lock expires.
@@ -234,6 +233,7 @@ impl<H: Handler> TaskRun<H> {
                 fetched_at: Some(self.fetched_at),
                 completed_at: Instant::now(),
                 recovered: false,
+                trace_parent: traces::span_context(&tracing::Span::current()),
             },
             self.room.take(),
         );
@@ -449,52 +449,5 @@ impl<H: Handler> TaskRun<H> {
             }),
             None => HandlerRun::Abandoned,
         }
-    }
-}
-
-/// Starts every fetched task on the tracker, each in its own span, moving one set of permits
-/// into each. Tasks beyond the permits (an engine that handed out more than asked) run too.
-pub(crate) fn spawn_tasks<H: Handler>(
-    ctx: &Arc<WorkerContext<H>>,
-    node: &Node,
-    tasks: Vec<ExternalTask>,
-    mut permits: Vec<Permits>,
-) {
-    if tasks.len() > permits.len() {
-        warn!(
-            node = %node.name(),
-            asked = permits.len(),
-            got = tasks.len(),
-            "the engine handed out more tasks than asked for; handling them all"
-        );
-    }
-    let fetched_at = Instant::now();
-    for task in tasks {
-        let span = tracing::info_span!(
-            "task",
-            task_id = %task.id,
-            process_instance_id = task.process_instance_id.as_deref().unwrap_or(""),
-            business_key = task.business_key.as_deref().unwrap_or(""),
-            topic = task.topic_name.as_deref().unwrap_or_default(),
-        );
-        ctx.started(&task.id);
-        ctx.metrics.tasks_in_flight.inc();
-        let (slot, room) = match permits.pop() {
-            Some(Permits { slot, room }) => (Some(slot), Some(room)),
-            None => (None, None),
-        };
-        let run = TaskRun::new(Arc::clone(ctx), task, fetched_at, room);
-        let ctx = Arc::clone(ctx);
-        ctx.tracker.clone().spawn(
-            async move {
-                let task_id = run.task_id().to_owned();
-                let outcome = run.process().await;
-                debug!(?outcome, "task done");
-                ctx.finished(&task_id);
-                ctx.metrics.tasks_in_flight.dec();
-                drop(slot);
-            }
-            .instrument(span),
-        );
     }
 }

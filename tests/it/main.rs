@@ -67,6 +67,7 @@ mod support;
 mod tenancy;
 mod tenancy_cli;
 mod tenancy_recovery;
+mod tracing;
 mod trust_store;
 mod values;
 mod values_files;

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod engine;
 pub mod faults;
+pub mod jaeger;
 pub mod metrics;
 pub mod mock;
 pub mod proxy;
