@@ -24,6 +24,7 @@
 #   bench/.venv                       python3 -m venv + pip install -r bench/requirements.txt
 #   bench/js/node_modules             npm ci
 #   bench/java/target/*.jar           mvn package
+#   .tools/bin/jaeger                 scripts/jaeger.sh (contender cw-traced only)
 #   engine/target/*.jar               engine/engine.sh build
 # then runs the driver, the package bench/camunda_bench (python -m camunda_bench; see its --help).
 # Results: bench/results/ (quick runs: bench/results/quick/; --ledger: bench/results/ledger/;
@@ -83,6 +84,11 @@ fi
 if wants cw-structure || wants " --structure "; then
   build_rev "$STRUCTURE_REV" "the restructured build"
   EXTRA_BINS+=(--cw-structure-bin "$(rev_bin "$STRUCTURE_REV")")
+fi
+# cw-traced: the worker's spans go to a real Jaeger v2 (scripts/jaeger.sh builds it; cached)
+if wants cw-traced; then
+  log "Jaeger v2 (scripts/jaeger.sh)"
+  EXTRA_BINS+=(--jaeger-bin "$("$REPO/scripts/jaeger.sh")")
 fi
 # --compare REV: this tree against REV (git rev-parse accepts any commit name; the build is keyed by
 # the full hash, so a branch that moves is rebuilt).

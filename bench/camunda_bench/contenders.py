@@ -25,7 +25,8 @@ from .engines import (
     wait_finished,
     warm_up,
 )
-from .measurements import Probe, loadavg, scrape_metrics, status_kib, wait_polling
+from .jaeger import OTLP_ENDPOINT, start_jaeger
+from .measurements import Probe, loadavg, metric_sum, metrics_text, scrape_metrics, status_kib, wait_polling
 from .statistics import add_requests, finish_stats, pickup_stats
 
 ALL = ["cw-default", "cw-10", "py-default", "py-tuned", "js", "java", "ceiling"]
@@ -47,7 +48,8 @@ LEDGER_PARTS = ["marker", "keys", "flip", "instance"]
 # cw-fixed-<n>: camunda-worker with --concurrency fixed --max-tasks <n>, the fixed settings its adaptive
 # default is measured against; cw-adaptive-256: the adaptive limit under a ceiling of 256.
 MAX_TASKS_SWEEP = [32, 64, 128, 256]
-EXTRA = (["cw-lookup", "cw-structure", "cw-command", "cw-complete", "cw-base"]
+# cw-traced: the defaults with tracing on, its spans sent to a local Jaeger v2 (bench/camunda_bench/jaeger.py).
+EXTRA = (["cw-lookup", "cw-structure", "cw-command", "cw-complete", "cw-base", "cw-traced"]
          + [f"ceiling-{part}" for part in LEDGER_PARTS] + [f"cw-fixed-{n}" for n in MAX_TASKS_SWEEP]
          + ["cw-adaptive-256"])
 LOOKUP_REV = "d948207"
@@ -111,6 +113,10 @@ def contenders(paths, url, engine_port, metrics_port, limit_secs):
                                  os.path.join(BENCH, "complete_route.toml")],
                         "metrics": metrics_port, "ua": "camunda-worker/",
                         "bpmn": os.path.join(BENCH, "plain_task.bpmn"), "delay_s": 0.0},
+        "cw-traced": {"label": "camunda-worker (defaults), tracing on: OTLP/HTTP to a local Jaeger v2",
+                      "argv": [cw, "--engine-url", url, "--metrics-addr", m], "metrics": metrics_port,
+                      "ua": "camunda-worker/", "env": {"OTEL_EXPORTER_OTLP_ENDPOINT": OTLP_ENDPOINT},
+                      "jaeger": True},
         "cw-10": {"label": "camunda-worker --max-tasks 10 (the former default)",
                   "argv": [cw, "--engine-url", url, "--metrics-addr", m, "--max-tasks", "10"],
                   "metrics": metrics_port, "ua": "camunda-worker/"},
@@ -166,7 +172,7 @@ def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput",
               "loadavg_before": loadavg(), "instances": n}
     if history_level:
         result["history_level"] = history_level
-    proc = None
+    proc = jaeger = None
     try:
         if fresh:
             deploy(paths, url)
@@ -183,7 +189,9 @@ def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput",
         logfile = os.path.join(workdir, f"{tag or key}.log")
         if os.path.exists(logfile):
             os.remove(logfile)
-        proc = spawn(spec["argv"], logfile)
+        if spec.get("jaeger"):
+            jaeger = start_jaeger(paths["jaeger"], workdir, tag or key)
+        proc = spawn(spec["argv"], logfile, spec.get("env"))
         for port in spec.get("ready_ports") or [engine.port]:
             wait_polling(proc, port, 120, key)
         time.sleep(1.0)
@@ -284,6 +292,12 @@ def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput",
             log(f"{key}: backlog {bf - done_so_far}/{b} finished {p5.time - p4.time:.1f} s after resume")
 
         result["peak_rss_kib"] = status_kib(proc.pid, "VmHWM")
+        if spec.get("jaeger"):
+            text = metrics_text(spec["metrics"])
+            result["trace_spans"] = {
+                "exported": metric_sum(text, "camunda_worker_trace_spans_exported_total"),
+                "dropped": metric_sum(text, "camunda_worker_trace_spans_dropped_total"),
+            }
         result["loadavg_after"] = loadavg()
         instances = history(url, f"&startedAfter={urllib.parse.quote(engine_time(result['contender_started_at']))}")
         stop_process(proc)
@@ -297,6 +311,8 @@ def run_contender(key, spec, engine, paths, args, workdir, phases=("throughput",
     finally:
         if proc is not None:
             stop_process(proc)
+        if jaeger is not None:
+            stop_process(jaeger)
         if fresh:
             engine.stop()
     finish_stats(result, instances, spec.get("delay_s", DELAY_S))

@@ -239,6 +239,7 @@ def main():
                     help="only regenerate summary.md, chart.png, cluster.png (beside the JSON) and, for a full run, "
                          "the results section of BENCHMARKS.md")
     ap.add_argument("--cw-bin")
+    ap.add_argument("--jaeger-bin", help="Jaeger v2 (scripts/jaeger.sh; contender cw-traced)")
     ap.add_argument("--cw-lookup-bin", help="camunda-worker built from the look-up commit (contender cw-lookup)")
     ap.add_argument("--cw-structure-bin", help="camunda-worker built from the structure commit (contender "
                                                "cw-structure)")
@@ -309,11 +310,14 @@ def main():
              "cw_lookup": os.path.abspath(args.cw_lookup_bin) if args.cw_lookup_bin else None,
              "cw_structure": os.path.abspath(args.cw_structure_bin) if args.cw_structure_bin else None,
              "cw_base": os.path.abspath(args.cw_base_bin) if args.cw_base_bin else None,
-             "base_rev": args.compare}
+             "base_rev": args.compare,
+             "jaeger": os.path.abspath(args.jaeger_bin) if args.jaeger_bin else None}
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
     unknown = [k for k in keys if k not in ALL + EXTRA]
     if unknown:
         ap.error(f"unknown contenders {unknown} (of {','.join(ALL + EXTRA)})")
+    if "cw-traced" in keys and not (paths["jaeger"] and os.access(paths["jaeger"], os.X_OK)):
+        ap.error("cw-traced needs --jaeger-bin, an executable (bench/run.sh builds and passes it)")
     if "cw-lookup" in keys and not (paths["cw_lookup"] and os.access(paths["cw_lookup"], os.X_OK)):
         ap.error("cw-lookup needs --cw-lookup-bin, an executable (bench/run.sh builds and passes it)")
     if "cw-structure" in keys and not (paths["cw_structure"] and os.access(paths["cw_structure"], os.X_OK)):
