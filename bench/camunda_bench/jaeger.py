@@ -6,48 +6,14 @@ import os
 import time
 import urllib.request
 
-from .common import spawn, stop_process
+from .common import REPO, spawn, stop_process
 
 OTLP_PORT = 18711
 QUERY_PORT = 18712
 GRPC_PORT = 18713
 
-CONFIG = f"""service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  jaeger_query:
-    storage:
-      traces: memstore
-    http:
-      endpoint: 127.0.0.1:{QUERY_PORT}
-    grpc:
-      endpoint: 127.0.0.1:{GRPC_PORT}
-  jaeger_storage:
-    backends:
-      memstore:
-        memory:
-          max_traces: 100000
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{OTLP_PORT}
-processors:
-  batch:
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memstore
-"""
+# The configuration the tests use too, with this run's ports.
+CONFIG_TEMPLATE = os.path.join(REPO, "scripts", "tools", "jaeger", "config.yaml")
 
 OTLP_ENDPOINT = f"http://127.0.0.1:{OTLP_PORT}"
 
@@ -55,8 +21,10 @@ OTLP_ENDPOINT = f"http://127.0.0.1:{OTLP_PORT}"
 def start_jaeger(binary, workdir, tag):
     """Starts Jaeger and waits until its query API answers; returns the process."""
     config = os.path.join(workdir, f"{tag}-jaeger.yaml")
+    with open(CONFIG_TEMPLATE) as f:
+        text = f.read().format(otlp=OTLP_PORT, query=QUERY_PORT, grpc=GRPC_PORT)
     with open(config, "w") as f:
-        f.write(CONFIG)
+        f.write(text)
     proc = spawn([binary, "--config", config], os.path.join(workdir, f"{tag}-jaeger.log"))
     deadline = time.time() + 60
     while time.time() < deadline:

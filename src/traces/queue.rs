@@ -221,6 +221,25 @@ mod tests {
         }
     }
 
+    /// Ends `spans` spans through the bounded queue and `exporter` (exporting each at once);
+    /// what still waits.
+    fn end_spans_through(exporter: impl SpanExporter + 'static, spans: usize) -> Waiting {
+        use opentelemetry::trace::{Tracer, TracerProvider};
+        let waiting = Waiting::default();
+        let exporter = CountingExporter::new(exporter, waiting.clone());
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(BoundedQueue::new(
+                SimpleSpanProcessor::new(exporter),
+                waiting.clone(),
+            ))
+            .build();
+        let tracer = provider.tracer("test");
+        for _ in 0..spans {
+            tracer.in_span("task", |_| {});
+        }
+        waiting
+    }
+
     // One test, because the counters are process-wide.
     #[test]
     fn spans_past_the_bound_or_refused_by_the_collector_are_counted_and_the_rest_exported() {
@@ -241,18 +260,7 @@ mod tests {
         assert_eq!(after_full.1 - before.1, 5);
 
         // A collector that refuses: every span is counted as failed, none as exported.
-        let waiting = Waiting::default();
-        let exporter = CountingExporter::new(Down, waiting.clone());
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(BoundedQueue::new(
-                SimpleSpanProcessor::new(exporter),
-                waiting.clone(),
-            ))
-            .build();
-        let tracer = provider.tracer("test");
-        for _ in 0..3 {
-            tracer.in_span("task", |_| {});
-        }
+        let waiting = end_spans_through(Down, 3);
         let after_down = counts();
         assert_eq!(after_down.2 - after_full.2, 3);
         assert_eq!(after_down.0, after_full.0);
@@ -260,18 +268,7 @@ mod tests {
 
         // A collector that takes them: exported, nothing waits.
         let up = Up::default();
-        let waiting = Waiting::default();
-        let exporter = CountingExporter::new(up.clone(), waiting.clone());
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(BoundedQueue::new(
-                SimpleSpanProcessor::new(exporter),
-                waiting.clone(),
-            ))
-            .build();
-        let tracer = provider.tracer("test");
-        for _ in 0..4 {
-            tracer.in_span("task", |_| {});
-        }
+        let waiting = end_spans_through(up.clone(), 4);
         let after_up = counts();
         assert_eq!(after_up.0 - after_down.0, 4);
         assert_eq!(up.0.load(Ordering::Acquire), 4);

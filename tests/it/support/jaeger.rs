@@ -187,45 +187,11 @@ fn stored(span: &Value) -> StoredSpan {
     }
 }
 
-/// Jaeger v2's configuration: the OTLP/HTTP receiver, in-memory storage, the query API.
+/// Jaeger v2's configuration (`scripts/tools/jaeger/config.yaml`, shared with the benchmark) with
+/// these ports.
 fn config_yaml(otlp: u16, query: u16, grpc: u16) -> String {
-    format!(
-        r#"service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  jaeger_query:
-    storage:
-      traces: memstore
-    http:
-      endpoint: 127.0.0.1:{query}
-    grpc:
-      endpoint: 127.0.0.1:{grpc}
-  jaeger_storage:
-    backends:
-      memstore:
-        memory:
-          max_traces: 100000
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{otlp}
-processors:
-  batch:
-    timeout: 100ms
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memstore
-"#
-    )
+    include_str!("../../../scripts/tools/jaeger/config.yaml")
+        .replace("{otlp}", &otlp.to_string())
+        .replace("{query}", &query.to_string())
+        .replace("{grpc}", &grpc.to_string())
 }
