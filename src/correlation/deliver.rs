@@ -142,14 +142,14 @@ impl FollowUps {
             let Some(attempt) = attempt else {
                 return self.leave_owed(follow_up);
             };
-            let last_error = match self.conclude(follow_up, attempt, &mut retrying).await {
+            let last_error = match Box::pin(self.conclude(follow_up, attempt, &mut retrying)).await
+            {
                 Next::Done(delivery) => return delivery,
                 Next::AtOnce => continue,
                 Next::Later(last_error) => last_error,
             };
-            if let Some(end) = self
-                .wait_to_retry(follow_up, &mut retrying, &last_error)
-                .await
+            if let Some(end) =
+                Box::pin(self.wait_to_retry(follow_up, &mut retrying, &last_error)).await
             {
                 return end;
             }
@@ -173,7 +173,7 @@ impl FollowUps {
         // would hold the grace to its end.
         if progress.attempts > 0 {
             tokio::select! {
-                () = self.spend_budget() => {}
+                () = Box::pin(self.spend_budget()) => {}
                 _ = self.inner.hurry.cancelled() => return None,
                 _ = self.inner.abort.cancelled() => return None,
             }
@@ -367,7 +367,7 @@ impl FollowUps {
                 // At shutdown, undecided: the follow-up stays owed (see `deliver_due`).
                 if progress.mismatches > 1 {
                     tokio::select! {
-                        () = self.spend_budget() => {}
+                        () = Box::pin(self.spend_budget()) => {}
                         _ = self.inner.hurry.cancelled() => return Attempt::NotWaiting,
                     }
                 }

@@ -202,3 +202,9 @@ pub(crate) fn follow_up(task: &str, instance: Option<&str>, lease: Duration) -> 
         trace_parent: None,
     }
 }
+
+/// At most what a follow-up's delivery holds while it waits for a send slot (bytes). Hundreds
+/// wait at once when a backlog drains, so the calls' state is boxed and allocated only while a
+/// call runs. Measured at 6992c6b: 3,384 bytes per delivery, which made the waiting deliveries
+/// the largest part of the heap at peak; 792 since.
+pub(super) const WAITING_DELIVERY_BOUND: usize = 1536;

@@ -100,21 +100,19 @@ impl FollowUps {
                 WorkEnd::Interrupted => {
                     // Counted first: the hand-back is a call that the end of the grace may cut.
                     let left = self.leave_owed(follow_up);
-                    self.hand_back_lease(follow_up, &lease).await;
+                    Box::pin(self.hand_back_lease(follow_up, &lease)).await;
                     return left;
                 }
             };
             self.wait_until_due(due).await;
-            let delivery = self
-                .deliver_via(ledger, follow_up, &variables, Some(due))
-                .await;
+            let delivery =
+                Box::pin(self.deliver_via(ledger, follow_up, &variables, Some(due))).await;
             if follow_up.recovered
                 && matches!(delivery, Delivery::Sent | Delivery::AlreadyDelivered)
             {
                 // A follow-up given up earlier raised an incident: it is settled now.
                 if let Some(instance) = follow_up.process_instance_id.as_deref() {
-                    self.resolve_incidents(instance, follow_up.marker.task_id())
-                        .await;
+                    Box::pin(self.resolve_incidents(instance, follow_up.marker.task_id())).await;
                 }
             }
             delivery
@@ -156,7 +154,7 @@ impl FollowUps {
             }
         };
         self.count_run(follow_up, WorkOutcome::Failed);
-        self.work_failed(follow_up, lease, runs, &last).await;
+        Box::pin(self.work_failed(follow_up, lease, runs, &last)).await;
         WorkEnd::Failed
     }
 
@@ -167,11 +165,8 @@ impl FollowUps {
             // The semaphore is never closed, so acquiring only fails if it were.
             let _slot = self.inner.work_slots.acquire().await.ok();
             let _running = Running::start(&self.inner.metrics);
-            self.route
-                .work
-                .run(&follow_up.task, &self.inner.hurry)
-                .instrument(tracing::debug_span!("work"))
-                .await
+            let work = self.route.work.run(&follow_up.task, &self.inner.hurry);
+            Box::pin(work.instrument(tracing::debug_span!("work"))).await
         };
         let result = tokio::select! {
             result = run => result,
@@ -272,7 +267,8 @@ impl FollowUps {
                 warn!("the follow-up's lease ran out before it could be renewed; another worker may run its work too (its message still goes once)");
                 return;
             }
-            match ledger.read_marker(instance, &variable).await {
+            // The calls are boxed: between renewals the lease keeps only this loop's few fields.
+            match Box::pin(ledger.read_marker(instance, &variable)).await {
                 Ok(value) => {
                     let read = value.as_deref().and_then(Marker::parse);
                     if value.is_some() && read.is_none() || !state.is_ours(read.as_ref()) {
@@ -287,7 +283,7 @@ impl FollowUps {
             }
             let asked = Instant::now();
             let renewed = follow_up.marker.owed_again(settings.lease);
-            match ledger.write_lease(instance, &variable, &renewed).await {
+            match Box::pin(ledger.write_lease(instance, &variable, &renewed)).await {
                 Ok(()) => {
                     state.current = Some(renewed);
                     state.maybe = None;

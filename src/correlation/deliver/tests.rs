@@ -248,3 +248,29 @@ async fn a_reconciler_may_take_a_marker_over_after_the_delay_and_grace_or_once_t
         "{due_ms} vs {now}"
     );
 }
+
+#[tokio::test]
+async fn a_delivery_keeps_its_calls_state_boxed_so_that_a_waiting_one_is_small() {
+    let follow_ups = scheduler(Duration::from_secs(300));
+    let f = fake::follow_up("task-1", Some("pi-1"), Duration::from_secs(60));
+    let none = Variables::new();
+    let delivery = follow_ups.deliver_due(&f, &none, None);
+    let size = std::mem::size_of_val(&delivery);
+    assert!(
+        size <= fake::WAITING_DELIVERY_BOUND,
+        "a delivery's future is {size} bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_follow_up_with_work_keeps_its_calls_state_boxed_so_that_a_waiting_one_is_small() {
+    // Measured at 6992c6b: 5,800 bytes, held from the completion on; 1,072 since.
+    let follow_ups = scheduler(Duration::from_secs(300));
+    let f = fake::follow_up("task-1", Some("pi-1"), Duration::from_secs(60));
+    let pipeline = follow_ups.work_then_deliver(&f, follow_ups.due(&f));
+    let size = std::mem::size_of_val(&pipeline);
+    assert!(
+        size <= fake::WAITING_DELIVERY_BOUND,
+        "a follow-up's work and delivery future is {size} bytes"
+    );
+}
