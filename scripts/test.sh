@@ -2,6 +2,8 @@
 # Every test of the project, from a fresh checkout: formatting, lints, unit and contract tests,
 # CLI tests, the real-engine suite (builds the bundled Camunda engine with Maven on first use),
 # the fault-injection suite, the tracing tests (builds Jaeger v2 with Go, scripts/jaeger.sh), the
+# rolling-update tests (builds the previous release from this clone's history,
+# scripts/previous-release.sh), the
 # cluster tests (installs PostgreSQL and HAProxy from Debian's packages when missing), the release build the Dockerfile performs, and the deployment and
 # monitoring lints (installs their pinned tools into .tools/). Each part of the suite prints how
 # many tests it ran (scripts/test-count.sh), and the end prints them all and their sum.
@@ -126,6 +128,8 @@ ensure_faketime
 # cores, which the tests' timings should not share.
 step "Jaeger v2 for the tracing tests (scripts/jaeger.sh: Go module proxy, caches on the machine)"
 scripts/jaeger.sh
+step "the previous release for the rolling-update tests (scripts/previous-release.sh: cached on the machine)"
+scripts/previous-release.sh
 wait_for_engine_build
 test_parts
 

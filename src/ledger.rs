@@ -35,6 +35,10 @@
 //! event gets a new owed value (a new task id) each round, so each round gets exactly one
 //! message. Parallel branches of one instance waiting for the same message at once are not
 //! supported (the engine finds two executions and refuses the message as ambiguous).
+//!
+//! The marker's text is a contract between releases: during a rolling update the previous
+//! release and this one recover each other's markers (`tests/it/rolling_update.rs` runs the
+//! previous release's binary). A change to the format must keep reading the old one.
 
 use std::fmt;
 use std::time::Duration;

@@ -54,6 +54,7 @@ mod real_engine;
 mod recovery;
 mod resilience;
 mod restart;
+mod rolling_update;
 mod routes;
 mod secrets;
 mod secrets_oauth;

@@ -17,18 +17,7 @@ use super::eventually;
 /// The Jaeger binary: built once per test run (a no-op when `.tools/bin/jaeger` is current).
 fn binary() -> &'static PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let output = Command::new(root.join("scripts/jaeger.sh"))
-            .output()
-            .expect("run scripts/jaeger.sh");
-        assert!(
-            output.status.success(),
-            "scripts/jaeger.sh failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-    })
+    BINARY.get_or_init(|| super::built_by("scripts/jaeger.sh"))
 }
 
 /// One span as Jaeger stored it.

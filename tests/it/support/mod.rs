@@ -10,6 +10,7 @@ pub mod faults;
 pub mod jaeger;
 pub mod metrics;
 pub mod mock;
+pub mod previous_release;
 pub mod proxy;
 pub mod run;
 pub mod work;
@@ -90,9 +91,31 @@ where
     }
 }
 
+/// The path a build script of the project prints (`scripts/jaeger.sh`,
+/// `scripts/previous-release.sh`): the tool it built or found built. A script that fails fails
+/// the test, with its output.
+pub fn built_by(script: &str) -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(root.join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
 /// The worker binary, with a clean `CAMUNDA_WORKER_*` environment.
 pub fn binary() -> std::process::Command {
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("camunda-worker"));
+    worker_command(&assert_cmd::cargo::cargo_bin("camunda-worker"))
+}
+
+/// A worker binary (this build's or another release's), with a clean `CAMUNDA_WORKER_*`
+/// environment.
+fn worker_command(program: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
     for (key, _) in std::env::vars() {
         if key.starts_with("CAMUNDA_WORKER_") {
             command.env_remove(key);
@@ -143,6 +166,22 @@ impl WorkerProcess {
         flags: &[&str],
         env: &[(&str, &str)],
     ) -> WorkerProcess {
+        Self::spawn_command(binary(), name, engine_url, flags, env)
+    }
+
+    /// [`WorkerProcess::spawn`] with the previous release's binary ([`previous_release`]).
+    pub fn spawn_previous_release(name: &str, engine_url: &str, flags: &[&str]) -> WorkerProcess {
+        let command = worker_command(previous_release::path());
+        Self::spawn_command(command, name, engine_url, flags, &[])
+    }
+
+    fn spawn_command(
+        mut command: std::process::Command,
+        name: &str,
+        engine_url: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let metrics_addr = match flags.iter().position(|f| *f == "--metrics-addr") {
             Some(i) => flags[i + 1].to_owned(),
             None => format!("127.0.0.1:{}", engine::free_port()),
@@ -153,7 +192,7 @@ impl WorkerProcess {
         }
         args.extend(flags);
         let log = tempfile::NamedTempFile::new().unwrap();
-        let child = binary()
+        let child = command
             .args(&args)
             .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
