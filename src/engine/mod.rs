@@ -6,6 +6,7 @@
 //! [`Node`] per engine URL, each with its own connection pool and [`NodeHealth`]. The rooms:
 //! - [`api`]: every call, and the [`Endpoint`] enum (label, method and path of each, once);
 //! - [`transport`]: sending one call, the stale-connection resend, decoding replies;
+//! - [`call_slots`]: how many calls are open against the engine at once;
 //! - [`reply`]: reply bodies read against a size bound, and redirects refused;
 //! - [`node`]: nodes, their pools, and which node a call goes to;
 //! - [`dto`], [`error`], [`health`], [`auth`]: wire types, errors, node health, credentials;
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod auth;
+mod call_slots;
 pub mod dto;
 pub mod endpoint;
 pub mod error;
@@ -39,6 +41,7 @@ use url::Url;
 
 pub use api::TaskFilter;
 pub use auth::Credentials;
+pub use call_slots::CALL_SLOTS;
 pub use dto::*;
 pub use endpoint::Endpoint;
 pub use error::EngineError;
@@ -51,6 +54,7 @@ pub use tenants::TenantScope;
 pub(crate) use api::millis;
 
 use crate::metrics::Metrics;
+use call_slots::CallSlots;
 
 /// The engine refuses a long poll above 30 minutes.
 pub const MAX_LONG_POLL: Duration = Duration::from_secs(30 * 60);
@@ -129,6 +133,8 @@ struct Inner {
     metrics: Option<Arc<Metrics>>,
     /// Woken when the engine answers again after no node did (the reconciler runs at once then).
     back: tokio::sync::Notify,
+    /// What every call but a long poll takes first (see [`call_slots`]).
+    call_slots: Arc<CallSlots>,
 }
 
 impl EngineClient {
@@ -154,6 +160,7 @@ impl EngineClient {
                 tls: settings.tls,
                 metrics: None,
                 back: tokio::sync::Notify::new(),
+                call_slots: Arc::new(CallSlots::new(CALL_SLOTS)),
             }),
         })
     }
@@ -173,6 +180,7 @@ impl EngineClient {
                 tls: self.inner.tls.clone(),
                 metrics: Some(metrics),
                 back: tokio::sync::Notify::new(),
+                call_slots: Arc::clone(&self.inner.call_slots),
             }),
         }
     }

@@ -144,8 +144,8 @@ impl EngineClient {
         Err(last.unwrap_or_else(|| EngineError::NoNode(call.describe())))
     }
 
-    /// Sends one call to one node: credentials, timeout, metrics, health, the bounded read of the
-    /// reply, and the mapping of every non-2xx status to an [`EngineError`]. A call whose
+    /// Sends one call to one node: a call slot, credentials, timeout, metrics, health, the bounded
+    /// read of the reply, and the mapping of every non-2xx status to an [`EngineError`]. A call whose
     /// kept-alive connection turns out to be closed is sent again at once on a new connection
     /// (see [`after_close`]); after a 401 the call is sent again once if the credentials could be
     /// refreshed.
@@ -157,6 +157,8 @@ impl EngineClient {
     ) -> Result<Reply, EngineError> {
         let mut refreshed = false;
         let mut fresh_connection = false;
+        // Held until the reply is read, over the resend and the retry with fresh credentials.
+        let _slot = self.inner.call_slots.take(call.endpoint).await;
         loop {
             // On a connection opened for this call, a close is no stale keep-alive: whatever is
             // there closes connections, and that is judged (and counted) like any outage.

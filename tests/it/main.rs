@@ -27,6 +27,7 @@
 //!   metric reader (`support::metrics`).
 
 mod auth;
+mod call_slots;
 mod chaos;
 mod cli;
 mod clock_skew;

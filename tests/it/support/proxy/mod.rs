@@ -55,6 +55,10 @@ struct Shared {
     /// Cancelled by [`FaultProxy::release_held`]: held requests go on.
     release: CancellationToken,
     forwarded: AtomicUsize,
+    /// Requests other than fetch-and-lock open now, and the most open at once (see
+    /// [`FaultProxy::most_calls_open`]).
+    calls_open: AtomicUsize,
+    calls_peak: AtomicUsize,
     connections: AtomicUsize,
     upstream_errors: AtomicUsize,
 }
@@ -95,6 +99,8 @@ impl FaultProxy {
             open: Mutex::new(Vec::new()),
             release: CancellationToken::new(),
             forwarded: AtomicUsize::new(0),
+            calls_open: AtomicUsize::new(0),
+            calls_peak: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             upstream_errors: AtomicUsize::new(0),
         });
@@ -179,6 +185,13 @@ impl FaultProxy {
     /// Requests sent to the engine so far (including ones whose reply a fault then lost).
     pub fn forwarded(&self) -> usize {
         self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// The most requests other than fetch-and-lock that were open at the proxy at once: from the
+    /// request's body read to its reply, a fault's delay included. Never more than the client had
+    /// open at once (its request was sent before, its reply arrives after).
+    pub fn most_calls_open(&self) -> usize {
+        self.shared.calls_peak.load(Ordering::SeqCst)
     }
 
     /// Client connections accepted so far.

@@ -147,6 +147,24 @@ fn with_duplicate(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::Tc
     Ok((TcpStream::from_std(stream)?, duplicate))
 }
 
+/// A request other than fetch-and-lock, counted open while it lives (dropped with the reply, or
+/// with the request when the client gives up).
+struct OpenCall<'a>(&'a Shared);
+
+impl<'a> OpenCall<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let open = shared.calls_open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.calls_peak.fetch_max(open, Ordering::SeqCst);
+        OpenCall(shared)
+    }
+}
+
+impl Drop for OpenCall<'_> {
+    fn drop(&mut self) {
+        self.0.calls_open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What the proxy answers: a whole body, or one cut short of the length its headers claim.
 type Reply = Either<Full<Bytes>, Unsized>;
 
@@ -170,6 +188,7 @@ async fn handle(
         }
     };
     let path = parts.uri.path().to_owned();
+    let _open = (!path.ends_with("/fetchAndLock")).then(|| OpenCall::new(&shared));
     let record = |kind: FaultKind| {
         shared.applied.lock().unwrap().push(Applied {
             kind,
