@@ -383,3 +383,27 @@ fn a_concurrency_mode_that_is_neither_adaptive_nor_fixed_is_rejected_naming_both
         &["key `concurrency`", "gradient", "adaptive, fixed"],
     );
 }
+
+/// The runtime's threads are the binary's to choose (`runtime_builder` in `main.rs`): tokio's own
+/// `TOKIO_WORKER_THREADS`, which tokio would read and panic on when it is not a number, changes
+/// nothing. The probe still runs on the runtime and answers as usual (unhealthy, exit 1).
+#[test]
+fn a_tokio_worker_threads_that_is_not_a_number_changes_nothing() {
+    let output = worker()
+        .env("TOKIO_WORKER_THREADS", "many")
+        .args(["--metrics-addr", "127.0.0.1:1", "healthcheck"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {stdout} stderr: {stderr}"
+    );
+    assert!(
+        stdout.starts_with("unhealthy: http://127.0.0.1:1/healthz"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
